@@ -1,0 +1,3 @@
+fn main() {
+    println!("rill-bench: not yet built (issue 7)");
+}

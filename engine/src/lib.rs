@@ -1,0 +1,3 @@
+//! rill-engine.
+#![deny(unsafe_code)]
+pub mod ring;

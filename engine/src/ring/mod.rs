@@ -1,0 +1,1 @@
+//! ring placeholder being written

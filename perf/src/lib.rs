@@ -1,0 +1,1 @@
+//! rill-perf: microbenchmarks live in `benches/`; this library holds their shared helpers.

@@ -1,0 +1,1 @@
+//! rill-storage: the checkpoint log (see the crate README once written).
