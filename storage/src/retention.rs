@@ -1,0 +1,194 @@
+//! Retention: which manifests and segments can go. The decision is a pure function of facts
+//! (manifests seen, segments seen) so it is tested exhaustively against a model; `apply`
+//! gathers the facts and does the deleting. It never deletes a savepoint, anything a kept
+//! checkpoint references (incremental chains list their base, so bases stay), a core's newest
+//! segment, or a segment holding records of a checkpoint newer than the newest kept one
+//! (those may belong to a checkpoint in progress).
+
+use crate::error::{Error, IoOp, Result};
+use crate::frame::{decode_header, framed_len, RecordKind};
+use crate::ids::{CheckpointId, CoreId, Lsn};
+use crate::layout;
+use crate::manifest;
+use crate::mmap::MappedFile;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// What retention knows about one manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestFacts {
+    /// The checkpoint.
+    pub checkpoint: CheckpointId,
+    /// Whether the manifest parsed.
+    pub valid: bool,
+    /// Whether it is a savepoint.
+    pub savepoint: bool,
+    /// Segments its records live in.
+    pub segments: BTreeSet<(CoreId, Lsn)>,
+}
+
+/// What retention knows about one segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentFacts {
+    /// Core of the log.
+    pub core: CoreId,
+    /// Segment base Lsn.
+    pub base: Lsn,
+    /// Whether it is that core's newest segment (possibly being written).
+    pub newest_of_core: bool,
+    /// Newest checkpoint any of its snapshot/blob records belongs to (`None`: no records).
+    pub max_checkpoint: Option<CheckpointId>,
+    /// The segment starts with bytes that are not a record: keep it for inspection.
+    pub unreadable: bool,
+}
+
+/// What to delete.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionPlan {
+    /// Checkpoints kept (newest first).
+    pub keep: Vec<CheckpointId>,
+    /// Manifests to delete.
+    pub delete_manifests: Vec<CheckpointId>,
+    /// Segments to delete.
+    pub delete_segments: Vec<(CoreId, Lsn)>,
+}
+
+/// What `apply` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// The plan carried out.
+    pub plan: RetentionPlan,
+    /// Files removed.
+    pub removed: Vec<PathBuf>,
+}
+
+/// Decides what retention deletes, keeping the newest `keep` valid checkpoints (at least 1)
+/// and all valid savepoints.
+pub fn plan(manifests: &[ManifestFacts], segments: &[SegmentFacts], keep: usize) -> RetentionPlan {
+    assert!(keep >= 1, "retention must keep at least one checkpoint");
+    let mut valid: Vec<&ManifestFacts> = manifests.iter().filter(|m| m.valid).collect();
+    valid.sort_by(|a, b| b.checkpoint.cmp(&a.checkpoint));
+    let kept: Vec<&ManifestFacts> = valid
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| *i < keep || m.savepoint)
+        .map(|(_, m)| *m)
+        .collect();
+    let newest_kept = kept.first().map(|m| m.checkpoint);
+    let kept_ids: BTreeSet<CheckpointId> = kept.iter().map(|m| m.checkpoint).collect();
+    let delete_manifests = manifests
+        .iter()
+        .filter(|m| !kept_ids.contains(&m.checkpoint))
+        .filter(|m| m.valid || newest_kept.is_some_and(|n| m.checkpoint < n))
+        .map(|m| m.checkpoint)
+        .collect();
+    let referenced: BTreeSet<(CoreId, Lsn)> = kept
+        .iter()
+        .flat_map(|m| m.segments.iter().copied())
+        .collect();
+    let delete_segments = segments
+        .iter()
+        .filter(|s| !s.newest_of_core && !s.unreadable && !referenced.contains(&(s.core, s.base)))
+        .filter(|s| match s.max_checkpoint {
+            None => true,
+            Some(m) => newest_kept.is_some_and(|n| m <= n),
+        })
+        .map(|s| (s.core, s.base))
+        .collect();
+    RetentionPlan {
+        keep: kept.iter().map(|m| m.checkpoint).collect(),
+        delete_manifests,
+        delete_segments,
+    }
+}
+
+/// Reads headers only (no CRC) to find the newest checkpoint a segment holds records of.
+fn segment_facts(
+    path: &Path,
+    core: CoreId,
+    base: Lsn,
+    newest_of_core: bool,
+) -> Result<SegmentFacts> {
+    let map = MappedFile::open(path)?;
+    let bytes = map.as_ref().map(|m| m.bytes()).unwrap_or(&[]);
+    let mut off = 0usize;
+    let mut max_checkpoint = None;
+    let mut unreadable = false;
+    while off < bytes.len() {
+        match decode_header(&bytes[off..]) {
+            Ok(h) => {
+                if h.kind != RecordKind::Padding {
+                    max_checkpoint = max_checkpoint.max(Some(h.checkpoint));
+                }
+                off =
+                    off.saturating_add(framed_len(h.payload_len).min(bytes.len() as u64) as usize);
+            }
+            Err(_) => {
+                unreadable = off == 0 && bytes.iter().take(4096).any(|b| *b != 0);
+                break;
+            }
+        }
+    }
+    Ok(SegmentFacts {
+        core,
+        base,
+        newest_of_core,
+        max_checkpoint,
+        unreadable,
+    })
+}
+
+fn remove(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(IoOp::Remove, path, e)),
+    }
+}
+
+/// Gathers facts under `root`, plans and deletes: manifests first (directory synced), then
+/// segments, so a crash midway never leaves a manifest naming a deleted segment.
+pub fn apply(root: &Path, keep: usize) -> Result<RetentionReport> {
+    let mut manifests = Vec::new();
+    for checkpoint in layout::list_manifests(root)? {
+        let m = manifest::load(root, checkpoint);
+        manifests.push(ManifestFacts {
+            checkpoint,
+            valid: m.is_ok(),
+            savepoint: m.as_ref().is_ok_and(|m| m.savepoint),
+            segments: m.map(|m| m.segments().collect()).unwrap_or_default(),
+        });
+    }
+    let mut segments = Vec::new();
+    for core in layout::list_cores(root)? {
+        let bases = layout::list_segments(root, core)?;
+        for (i, base) in bases.iter().enumerate() {
+            let path = layout::segment_path(root, core, *base);
+            segments.push(segment_facts(&path, core, *base, i + 1 == bases.len())?);
+        }
+    }
+    let plan = plan(&manifests, &segments, keep);
+    let mut removed = Vec::new();
+    for c in &plan.delete_manifests {
+        let p = layout::manifest_path(root, *c);
+        remove(&p)?;
+        removed.push(p);
+    }
+    if !plan.delete_manifests.is_empty() {
+        layout::sync_dir(&layout::manifest_dir(root))?;
+    }
+    let mut dirs = BTreeSet::new();
+    for (core, base) in &plan.delete_segments {
+        let p = layout::segment_path(root, *core, *base);
+        remove(&p)?;
+        removed.push(p);
+        dirs.insert(layout::core_dir(root, *core));
+    }
+    for d in dirs {
+        layout::sync_dir(&d)?;
+    }
+    if !removed.is_empty() {
+        tracing::info!(kept = ?plan.keep, removed = removed.len(), "retention");
+    }
+    Ok(RetentionReport { plan, removed })
+}
