@@ -187,3 +187,43 @@ impl LogFile for SimFile {
         Ok(())
     }
 }
+
+/// A deterministic workload for crash tests: the changes checkpoint `n` (from 1) makes to
+/// owner `owner`'s `u64 -> u64` map, as (upserts, deletes), disjoint. Replaying 1..=n from an
+/// empty map gives the state checkpoint n must restore.
+pub fn model_changes(owner: u32, n: u64) -> (Vec<(u64, u64)>, Vec<u64>) {
+    let mut x = (owner as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ n.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut ups = BTreeMap::new();
+    for _ in 0..64 {
+        let k = next() % 512;
+        ups.insert(k, next());
+    }
+    let mut deletes = Vec::new();
+    for _ in 0..8 {
+        let k = next() % 512;
+        if !ups.contains_key(&k) && !deletes.contains(&k) {
+            deletes.push(k);
+        }
+    }
+    (ups.into_iter().collect(), deletes)
+}
+
+/// The state of `owner` after checkpoints `1..=n` of [`model_changes`].
+pub fn model_state(owner: u32, n: u64) -> BTreeMap<u64, u64> {
+    let mut m = BTreeMap::new();
+    for i in 1..=n {
+        let (ups, dels) = model_changes(owner, i);
+        for k in dels {
+            m.remove(&k);
+        }
+        m.extend(ups);
+    }
+    m
+}
