@@ -200,6 +200,8 @@ impl CheckpointStore {
     /// manifests and every segment nothing kept references (never a core's newest segment,
     /// never one holding records of checkpoints newer than the newest kept one).
     pub fn retain(&self, keep: usize) -> Result<RetentionReport> {
-        retention::apply(&self.root, keep)
+        let report = retention::apply(&self.root, keep)?;
+        self.reader.forget_deleted();
+        Ok(report)
     }
 }

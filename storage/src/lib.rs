@@ -79,4 +79,4 @@ pub use reader::{LogReader, RecordView};
 pub use recovery::{recover, Recovered, RecoveryReport};
 pub use retention::RetentionReport;
 pub use snapshot::{archive_delta, archive_full, ChainView, DeltaView, FullView};
-pub use writer::{LogConfig, LogWriter};
+pub use writer::{LogConfig, LogWriter, WriterStats};

@@ -44,10 +44,14 @@ impl LogReader {
         &self.root
     }
 
-    fn segment(&self, core: CoreId, base: Lsn, lsn: Lsn) -> Result<Arc<MappedFile>> {
+    /// The mapping of a segment, at least `need_end` bytes long if the file is (a segment
+    /// that grew since it was mapped is mapped again).
+    fn segment(&self, core: CoreId, base: Lsn, lsn: Lsn, need_end: u64) -> Result<Arc<MappedFile>> {
         let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = maps.get(&(core, base)) {
-            return Ok(m.clone());
+            if m.bytes().len() as u64 >= need_end {
+                return Ok(m.clone());
+            }
         }
         let path = layout::segment_path(&self.root, core, base);
         let map = MappedFile::open(&path)?.ok_or(Error::MissingSegment { path, core, lsn })?;
@@ -59,7 +63,8 @@ impl LogReader {
     /// Reads the record `r` names: header checks, the header must match `r`, then the CRC of
     /// header and payload. No payload bytes are copied.
     pub fn read(&self, r: &RecordRef) -> Result<RecordView> {
-        let map = self.segment(r.core, r.segment, r.lsn)?;
+        let need_end = r.lsn.0.saturating_sub(r.segment.0).saturating_add(r.len);
+        let map = self.segment(r.core, r.segment, r.lsn, need_end)?;
         let corrupt = |offset: u64, corruption| Error::Corrupt {
             path: map.path().to_path_buf(),
             offset,
@@ -97,6 +102,13 @@ impl LogReader {
             offset,
             header,
         })
+    }
+
+    /// Drops cached mappings of segments that no longer exist (after retention deleted
+    /// them); views already handed out stay valid.
+    pub fn forget_deleted(&self) {
+        let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        maps.retain(|_, m| m.path().exists());
     }
 }
 

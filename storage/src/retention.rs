@@ -67,7 +67,7 @@ pub struct RetentionReport {
 pub fn plan(manifests: &[ManifestFacts], segments: &[SegmentFacts], keep: usize) -> RetentionPlan {
     assert!(keep >= 1, "retention must keep at least one checkpoint");
     let mut valid: Vec<&ManifestFacts> = manifests.iter().filter(|m| m.valid).collect();
-    valid.sort_by(|a, b| b.checkpoint.cmp(&a.checkpoint));
+    valid.sort_by_key(|m| std::cmp::Reverse(m.checkpoint));
     let kept: Vec<&ManifestFacts> = valid
         .iter()
         .enumerate()

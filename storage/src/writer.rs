@@ -104,6 +104,21 @@ struct Inner<FF> {
     flushing: bool,
     epoch: u64,
     waiters: Vec<Waker>,
+    stats: WriterStats,
+}
+
+/// Per-core counters of a log writer (plain counters; read them off the hot path).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Records appended.
+    pub records: u64,
+    /// Flushes (each: one or more writes, then one fdatasync). Fewer than `records` when
+    /// group commit batched concurrent appends.
+    pub flushes: u64,
+    /// Bytes written to segments, framing and padding included.
+    pub bytes_written: u64,
+    /// Segments created.
+    pub segments: u64,
 }
 
 /// A core's append-only checkpoint log. Use it from the one executor that owns the core:
@@ -160,6 +175,7 @@ impl<F: LogFs> LogWriter<F> {
                 flushing: false,
                 epoch: 0,
                 waiters: Vec::new(),
+                stats: WriterStats::default(),
             }),
         })
     }
@@ -172,6 +188,11 @@ impl<F: LogFs> LogWriter<F> {
     /// Every record ending at or before this Lsn is durable.
     pub fn durable_lsn(&self) -> Lsn {
         self.inner.borrow().durable
+    }
+
+    /// The writer's counters so far.
+    pub fn stats(&self) -> WriterStats {
+        self.inner.borrow().stats
     }
 
     /// True once a write or sync failed; every later append fails with [`Error::Poisoned`].
@@ -290,6 +311,7 @@ impl<F: LogFs> LogWriter<F> {
         i.cursor.off += flen;
         let rec = RecordRef::from_header(i.cursor.seg_base, &header);
         i.staged_end = lsn.advance(header.record_len());
+        i.stats.records += 1;
         Ok((rec, i.staged_end))
     }
 
@@ -357,6 +379,9 @@ impl<F: LogFs> LogWriter<F> {
                     );
                     i.durable = end;
                 }
+                i.stats.flushes += 1;
+                i.stats.bytes_written += taken.iter().map(|b| b.bytes.len() as u64).sum::<u64>();
+                i.stats.segments += taken.iter().filter(|b| b.create).count() as u64;
             }
             Err(e) => {
                 let (op, path, kind) = match e {
