@@ -1,0 +1,144 @@
+//! `cores/<cpu>.toml`: one file per core. It pins an executor to that CPU and tunes it.
+//! The file's name is the CPU id; every field has a documented default in `Default`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// The whole of one `cores/<cpu>.toml`. An empty file means all defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoreConfig {
+    /// Slots in each ring this core *receives* on (one ring per producing core and
+    /// exchange). A power of two. A full ring is backpressure: the producer stops pulling
+    /// its input until the consumer frees a slot.
+    pub ring_capacity: usize,
+    /// The most records one batch on a ring carries.
+    pub batch_max: usize,
+    /// The longest a record waits in a batch while the receiving core is busy,
+    /// microseconds. When the receiving core is idle a batch goes at once.
+    pub flush_deadline_us: u64,
+    /// How long the core keeps polling with no work before it parks, microseconds.
+    pub spin_before_park_us: u64,
+    /// io_uring queue depth of this core's executor.
+    pub io_uring_depth: usize,
+    /// Memory registered with io_uring for this core's IO buffers, KiB (counts against
+    /// the locked-memory limit; glommio works without registration when it is too low).
+    pub io_memory_kib: usize,
+    /// How often the executor lets other tasks of this core run while the shard is busy,
+    /// microseconds.
+    pub preempt_timer_us: u64,
+    /// Partition indices this core owns, for every operator. Unset on every core means
+    /// partition `p` goes to the `p mod n`-th configured core; set on any core, the
+    /// lists must together cover each partition exactly once.
+    pub partitions: Option<Vec<u32>>,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            ring_capacity: 1024,
+            batch_max: 256,
+            flush_deadline_us: 20,
+            spin_before_park_us: 200,
+            io_uring_depth: 128,
+            io_memory_kib: 1024,
+            preempt_timer_us: 1_000,
+            partitions: None,
+        }
+    }
+}
+
+impl CoreConfig {
+    /// Checks values serde cannot; `file` names this core file in errors.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: String, valid: &str| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key: key.to_string(),
+            problem: value,
+            valid: valid.to_string(),
+        };
+        if self.ring_capacity < 2 || !self.ring_capacity.is_power_of_two() {
+            return Err(bad(
+                "ring_capacity",
+                self.ring_capacity.to_string(),
+                "a power of two, at least 2 (default 1024)",
+            ));
+        }
+        if self.ring_capacity > 1 << 20 {
+            return Err(bad(
+                "ring_capacity",
+                self.ring_capacity.to_string(),
+                "at most 1048576",
+            ));
+        }
+        if self.batch_max == 0 || self.batch_max > 1 << 16 {
+            return Err(bad(
+                "batch_max",
+                self.batch_max.to_string(),
+                "1 ..= 65536 (default 256)",
+            ));
+        }
+        if self.flush_deadline_us > 1_000_000 {
+            return Err(bad(
+                "flush_deadline_us",
+                self.flush_deadline_us.to_string(),
+                "0 ..= 1000000 (default 20)",
+            ));
+        }
+        if self.spin_before_park_us > 10_000_000 {
+            return Err(bad(
+                "spin_before_park_us",
+                self.spin_before_park_us.to_string(),
+                "0 ..= 10000000 (default 200)",
+            ));
+        }
+        if !(4..=32_768).contains(&self.io_uring_depth) || !self.io_uring_depth.is_power_of_two()
+        {
+            return Err(bad(
+                "io_uring_depth",
+                self.io_uring_depth.to_string(),
+                "a power of two in 4 ..= 32768 (default 128)",
+            ));
+        }
+        if self.io_memory_kib < 64 {
+            return Err(bad(
+                "io_memory_kib",
+                self.io_memory_kib.to_string(),
+                "64 or more (default 1024)",
+            ));
+        }
+        if self.preempt_timer_us == 0 {
+            return Err(bad(
+                "preempt_timer_us",
+                "0".into(),
+                "1 or more microseconds (default 1000)",
+            ));
+        }
+        if let Some(parts) = &self.partitions {
+            let mut sorted = parts.clone();
+            sorted.sort_unstable();
+            if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+                return Err(bad(
+                    "partitions",
+                    format!("partition {} is listed twice", w[0]),
+                    "each partition index at most once",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The flush deadline as a `Duration`.
+    pub fn flush_deadline(&self) -> Duration {
+        Duration::from_micros(self.flush_deadline_us)
+    }
+
+    /// Spin-before-park as a `Duration`.
+    pub fn spin_before_park(&self) -> Duration {
+        Duration::from_micros(self.spin_before_park_us)
+    }
+}

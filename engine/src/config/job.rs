@@ -1,0 +1,278 @@
+//! `job.toml`: what a job runs (pipeline, sources, sinks, parameters). One serde tree
+//! with `deny_unknown_fields`; `Default` is the single source of defaults; `validate`
+//! names the key and what would be valid. Reading files lives in `config/mod.rs`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::keys::DEFAULT_MAX_KEY_GROUPS;
+
+/// The built-in pipelines a job directory can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PipelineKind {
+    /// Generator → key_by → per-key count → latency sink: the default latency job.
+    Latency,
+    /// File of JSON lines → parse → filter → key_by(user) → running totals → CSV files.
+    Etl,
+}
+
+impl PipelineKind {
+    /// Every valid name, for error messages.
+    pub const NAMES: &'static str = "\"latency\", \"etl\"";
+}
+
+/// The whole of `job.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobConfig {
+    /// Which built-in pipeline to run.
+    pub pipeline: PipelineKind,
+    /// Partitions of each operator; unset means one per configured core.
+    pub parallelism: Option<u32>,
+    /// Number of key groups keyed state is split into (the most partitions a keyed
+    /// operator may have; fixed for the life of a job's checkpoints).
+    pub max_key_groups: u16,
+    /// The CPUs this job runs on; each needs a `cores/<cpu>.toml`. Unset means every
+    /// file in `cores/`.
+    pub cores: Option<Vec<usize>>,
+    /// The file source (`etl`).
+    pub source: Option<FileSourceConfig>,
+    /// The file sink and dead-letter file (`etl`).
+    pub sink: Option<FileSinkConfig>,
+    /// The open-loop generator (`latency`).
+    pub generator: Option<GeneratorConfig>,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        Self {
+            pipeline: PipelineKind::Latency,
+            parallelism: None,
+            max_key_groups: DEFAULT_MAX_KEY_GROUPS,
+            cores: None,
+            source: None,
+            sink: None,
+            generator: None,
+        }
+    }
+}
+
+/// `[source]`: newline-delimited records read from one file, split across partitions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSourceConfig {
+    /// The input file; relative paths are relative to the job directory.
+    pub path: PathBuf,
+    /// How many source partitions split the file (by byte range, on line boundaries).
+    pub partitions: u32,
+}
+
+impl Default for FileSourceConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("input.jsonl"),
+            partitions: 1,
+        }
+    }
+}
+
+/// `[sink]`: CSV output files and the dead-letter file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSinkConfig {
+    /// The output directory; the job writes one `part-<partition>.csv` per sink
+    /// partition there.
+    pub dir: PathBuf,
+    /// Where malformed input lines go, each with its byte offset.
+    pub dead_letter: PathBuf,
+}
+
+impl Default for FileSinkConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("out"),
+            dead_letter: PathBuf::from("dead-letter.jsonl"),
+        }
+    }
+}
+
+/// `[generator]`: an open-loop event generator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorConfig {
+    /// Target rate over all partitions, events per second. Each event is stamped with
+    /// the time it was due, so a stalled engine shows up as latency, not a lower rate.
+    pub rate_eps: u64,
+    /// How long to generate, milliseconds (including the warm-up).
+    pub duration_ms: u64,
+    /// Events due in the first `warmup_ms` are processed but not measured.
+    pub warmup_ms: u64,
+    /// Number of distinct keys.
+    pub keys: u64,
+    /// Generator partitions; unset means one per configured core.
+    pub partitions: Option<u32>,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        Self {
+            rate_eps: 100_000,
+            duration_ms: 5_000,
+            warmup_ms: 1_000,
+            keys: 10_000,
+            partitions: None,
+        }
+    }
+}
+
+fn invalid(file: &Path, key: &str, problem: String, valid: &str) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        problem,
+        valid: valid.to_string(),
+    }
+}
+
+impl JobConfig {
+    /// Checks values serde cannot; `file` names `job.toml` in errors.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        if self.max_key_groups == 0 {
+            return Err(invalid(
+                file,
+                "max_key_groups",
+                "0".into(),
+                "1 ..= 32768 (default 128)",
+            ));
+        }
+        if self.max_key_groups > 32_768 {
+            return Err(invalid(
+                file,
+                "max_key_groups",
+                self.max_key_groups.to_string(),
+                "1 ..= 32768 (default 128)",
+            ));
+        }
+        if let Some(p) = self.parallelism {
+            if p == 0 || p > u32::from(self.max_key_groups) {
+                return Err(invalid(
+                    file,
+                    "parallelism",
+                    p.to_string(),
+                    &format!("1 ..= max_key_groups ({})", self.max_key_groups),
+                ));
+            }
+        }
+        if let Some(cores) = &self.cores {
+            if cores.is_empty() {
+                return Err(invalid(
+                    file,
+                    "cores",
+                    "[]".into(),
+                    "a list of CPU ids with a cores/<cpu>.toml each, e.g. [0, 1]",
+                ));
+            }
+            let mut sorted = cores.clone();
+            sorted.sort_unstable();
+            if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+                return Err(invalid(
+                    file,
+                    "cores",
+                    format!("CPU {} is listed twice", w[0]),
+                    "each CPU at most once",
+                ));
+            }
+        }
+        match self.pipeline {
+            PipelineKind::Etl => {
+                let source = self.source.clone().unwrap_or_default();
+                if source.partitions == 0 {
+                    return Err(invalid(
+                        file,
+                        "source.partitions",
+                        "0".into(),
+                        "1 or more",
+                    ));
+                }
+                if source.path.as_os_str().is_empty() {
+                    return Err(invalid(
+                        file,
+                        "source.path",
+                        "empty".into(),
+                        "a file path",
+                    ));
+                }
+                let sink = self.sink.clone().unwrap_or_default();
+                if sink.dir.as_os_str().is_empty() {
+                    return Err(invalid(file, "sink.dir", "empty".into(), "a directory"));
+                }
+                if sink.dead_letter.as_os_str().is_empty() {
+                    return Err(invalid(
+                        file,
+                        "sink.dead_letter",
+                        "empty".into(),
+                        "a file path",
+                    ));
+                }
+                if self.generator.is_some() {
+                    return Err(invalid(
+                        file,
+                        "generator",
+                        "a [generator] table in an `etl` job".into(),
+                        "[source] and [sink] for pipeline = \"etl\"",
+                    ));
+                }
+            }
+            PipelineKind::Latency => {
+                let g = self.generator.clone().unwrap_or_default();
+                if g.rate_eps == 0 {
+                    return Err(invalid(
+                        file,
+                        "generator.rate_eps",
+                        "0".into(),
+                        "1 or more events per second",
+                    ));
+                }
+                if g.duration_ms == 0 {
+                    return Err(invalid(
+                        file,
+                        "generator.duration_ms",
+                        "0".into(),
+                        "1 or more milliseconds",
+                    ));
+                }
+                if g.warmup_ms >= g.duration_ms {
+                    return Err(invalid(
+                        file,
+                        "generator.warmup_ms",
+                        format!("{} is not below duration_ms ({})", g.warmup_ms, g.duration_ms),
+                        "less than generator.duration_ms",
+                    ));
+                }
+                if g.keys == 0 {
+                    return Err(invalid(file, "generator.keys", "0".into(), "1 or more"));
+                }
+                if g.partitions == Some(0) {
+                    return Err(invalid(
+                        file,
+                        "generator.partitions",
+                        "0".into(),
+                        "1 or more",
+                    ));
+                }
+                if self.source.is_some() || self.sink.is_some() {
+                    return Err(invalid(
+                        file,
+                        if self.source.is_some() { "source" } else { "sink" },
+                        "a file source/sink table in a `latency` job".into(),
+                        "[generator] for pipeline = \"latency\"",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,424 @@
+//! Exchanges: where records change partition (`key_by`, `rebalance`) and, when the
+//! owning partition lives on another core, change core over an SPSC ring.
+//!
+//! On the sending core an `OutputPort` (one per exchange per core) routes each record to
+//! its target partition. A target on the same core gets a direct call into the local
+//! `Receiver`; a target on another core gets the record appended to that core's batch.
+//! Batches are adaptive: a batch goes onto the ring at once when the receiving core has
+//! drained its ring (it is idle or keeping up), otherwise it grows until `batch_max`
+//! records or the flush deadline. A full ring is backpressure: the batch waits in
+//! `pending`, the port reports itself blocked, and the drivers feeding it stop pulling
+//! input until the consumer frees a slot (nothing is dropped; `pending` is bounded by
+//! what one driver step produces).
+//!
+//! On the receiving core a `Receiver` (one per exchange per core) drains the rings from
+//! every producing core and routes records to the local partitions' chains. Control
+//! items (barriers, watermarks, end-of-stream) stay in order with the data on each ring
+//! and are combined over the inputs by `InputSet`.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::instantiate::Instantiator;
+use super::ops::{BoxEmit, Emit};
+use super::Data;
+use crate::message::{Control, InputSet, Message};
+use crate::ring::{Consumer, Doorbell, Producer};
+
+/// What a route function may consult and update.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RouteState {
+    /// Partitions of the receiving operator.
+    pub(crate) parallelism: u32,
+    /// Key groups of the job.
+    pub(crate) max_key_groups: u16,
+    /// Counter for round-robin routing.
+    pub(crate) round_robin: u32,
+}
+
+/// Turns an input record into (target partition index, wire record).
+pub(crate) type RouteFn<In, W> = Arc<dyn Fn(In, &mut RouteState) -> (u32, W) + Send + Sync>;
+
+/// A record on a ring, with the index of the partition it is for.
+pub(crate) type Routed<W> = (u32, W);
+
+/// The typed definition of one exchange.
+pub(crate) struct ExchangeDef<In, W> {
+    pub(crate) route: RouteFn<In, W>,
+}
+
+impl<In, W> ExchangeDef<In, W> {
+    pub(crate) fn new(route: RouteFn<In, W>) -> Self {
+        Self { route }
+    }
+}
+
+/// The parts of an exchange that do not depend on its input type.
+pub(crate) trait ExchangeErased: Send + Sync {
+    /// Creates the ring from core `from` to core `to` (indices into the job's cores):
+    /// the producer and the consumer end, each boxed for the core that will own it.
+    fn make_ring(&self, capacity: usize) -> (Box<dyn Any + Send>, Box<dyn Any + Send>);
+    /// Creates this exchange's receiver on the instantiating core, if it has none yet.
+    fn ensure_receiver(&self, inst: &mut Instantiator<'_>, node: usize);
+}
+
+impl<In: Data, W: Data> ExchangeErased for ExchangeDef<In, W> {
+    fn make_ring(&self, capacity: usize) -> (Box<dyn Any + Send>, Box<dyn Any + Send>) {
+        let (p, c) = crate::ring::channel::<Message<Routed<W>>>(capacity);
+        (Box::new(p), Box::new(c))
+    }
+
+    fn ensure_receiver(&self, inst: &mut Instantiator<'_>, node: usize) {
+        inst.receiver::<W>(node);
+    }
+}
+
+/// The status of a port, seen by the shard loop.
+pub(crate) trait Port {
+    /// Pushes what is due onto the rings. Returns whether anything moved.
+    fn flush(&mut self, now_ns: u64) -> bool;
+    /// Whether the drivers feeding this port must stop (a ring is full and batches wait).
+    fn is_blocked(&self) -> bool;
+    /// Whether a flush would move something now (for the park re-check).
+    fn can_progress(&self, now_ns: u64) -> bool;
+    /// Whether nothing is buffered or waiting.
+    fn is_drained(&self) -> bool;
+    /// The earliest flush deadline of a buffered batch, if any (ns).
+    fn next_deadline(&self) -> Option<u64>;
+}
+
+/// The sending end of one ring.
+struct Target<W> {
+    ring: Producer<Message<Routed<W>>>,
+    doorbell: Arc<Doorbell>,
+    batch: Vec<Routed<W>>,
+    batch_started_ns: u64,
+    pending: VecDeque<Message<Routed<W>>>,
+}
+
+impl<W> Target<W> {
+    /// Moves the current batch to the pending queue.
+    fn seal(&mut self, batch_max: usize) {
+        if !self.batch.is_empty() {
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(batch_max));
+            self.pending.push_back(Message::Data(batch));
+        }
+    }
+
+    /// Pushes pending messages until the ring is full. Returns how many moved.
+    fn drain(&mut self) -> usize {
+        let mut moved = 0;
+        while let Some(m) = self.pending.pop_front() {
+            match self.ring.try_push(m) {
+                Ok(()) => moved += 1,
+                Err(full) => {
+                    self.pending.push_front(full.0);
+                    break;
+                }
+            }
+        }
+        if moved > 0 {
+            self.doorbell.notify();
+        }
+        moved
+    }
+}
+
+/// The local end of an exchange on a core that also receives it.
+struct LocalLink<W> {
+    receiver: Rc<RefCell<Receiver<W>>>,
+    input: usize,
+}
+
+/// One exchange's sending side on one core.
+pub(crate) struct OutputPort<In, W> {
+    route: RouteFn<In, W>,
+    rs: RouteState,
+    /// Partition index → core index.
+    placement: Rc<[usize]>,
+    /// Per core index: the ring to it (cores that receive this exchange, but this one).
+    targets: Vec<Option<Target<W>>>,
+    local: Option<LocalLink<W>>,
+    /// Ports reachable behind the local receiver (they block this port too).
+    local_ports: Vec<Rc<RefCell<dyn Port>>>,
+    inputs: InputSet,
+    batch_max: usize,
+    deadline_ns: u64,
+    now_ns: u64,
+}
+
+/// How an `OutputPort` is wired on its core.
+pub(crate) struct PortWiring<W> {
+    pub(crate) placement: Rc<[usize]>,
+    pub(crate) rings: Vec<Option<(Producer<Message<Routed<W>>>, Arc<Doorbell>)>>,
+    pub(crate) local: Option<(Rc<RefCell<Receiver<W>>>, usize, Vec<Rc<RefCell<dyn Port>>>)>,
+    pub(crate) local_inputs: usize,
+    pub(crate) parallelism: u32,
+    pub(crate) max_key_groups: u16,
+    pub(crate) batch_max: usize,
+    pub(crate) flush_deadline_ns: u64,
+}
+
+impl<In, W> OutputPort<In, W> {
+    pub(crate) fn new(route: RouteFn<In, W>, w: PortWiring<W>) -> Self {
+        let (local, local_ports) = match w.local {
+            Some((receiver, input, ports)) => (Some(LocalLink { receiver, input }), ports),
+            None => (None, Vec::new()),
+        };
+        Self {
+            route,
+            rs: RouteState {
+                parallelism: w.parallelism,
+                max_key_groups: w.max_key_groups,
+                round_robin: 0,
+            },
+            placement: w.placement,
+            targets: w
+                .rings
+                .into_iter()
+                .map(|r| {
+                    r.map(|(ring, doorbell)| Target {
+                        ring,
+                        doorbell,
+                        batch: Vec::with_capacity(w.batch_max),
+                        batch_started_ns: 0,
+                        pending: VecDeque::new(),
+                    })
+                })
+                .collect(),
+            local,
+            local_ports,
+            inputs: InputSet::new(w.local_inputs),
+            batch_max: w.batch_max,
+            deadline_ns: w.flush_deadline_ns,
+            now_ns: 0,
+        }
+    }
+
+    #[inline]
+    fn send(&mut self, rec: In) {
+        let (part, w) = (self.route)(rec, &mut self.rs);
+        let core = self.placement[part as usize];
+        match &mut self.targets[core] {
+            Some(t) => {
+                if t.batch.is_empty() {
+                    t.batch_started_ns = self.now_ns;
+                }
+                t.batch.push((part, w));
+                if t.batch.len() >= self.batch_max {
+                    t.seal(self.batch_max);
+                    t.drain();
+                }
+            }
+            None => {
+                let local = self
+                    .local
+                    .as_ref()
+                    .expect("a partition with no ring is on this core");
+                local.receiver.borrow_mut().deliver(part, w);
+            }
+        }
+    }
+
+    fn broadcast(&mut self, m: impl Fn() -> Message<Routed<W>>, local: impl FnOnce(&mut Receiver<W>, usize)) {
+        for t in self.targets.iter_mut().flatten() {
+            t.seal(self.batch_max);
+            t.pending.push_back(m());
+            t.drain();
+        }
+        if let Some(l) = &self.local {
+            local(&mut l.receiver.borrow_mut(), l.input);
+        }
+    }
+}
+
+/// One upstream partition's handle on an `OutputPort`.
+pub(crate) struct ExchangeInput<In, W> {
+    pub(crate) index: usize,
+    pub(crate) port: Rc<RefCell<OutputPort<In, W>>>,
+}
+
+impl<In, W> Emit<In> for ExchangeInput<In, W> {
+    #[inline]
+    fn data(&mut self, rec: In) {
+        self.port.borrow_mut().send(rec);
+    }
+
+    fn control(&mut self, c: Control) {
+        let mut port = self.port.borrow_mut();
+        match c {
+            Control::Barrier(b) => {
+                if port.inputs.on_barrier(self.index, b) {
+                    port.broadcast(|| Message::Barrier(b), |r, i| r.on_control(i, c));
+                }
+            }
+            Control::Watermark(w) => {
+                if let Some(w) = port.inputs.on_watermark(self.index, w) {
+                    port.broadcast(
+                        || Message::Watermark(w),
+                        |r, i| r.on_control(i, Control::Watermark(w)),
+                    );
+                }
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        let mut port = self.port.borrow_mut();
+        if port.inputs.on_end(self.index) {
+            port.broadcast(|| Message::End, |r, i| r.on_end(i));
+        }
+    }
+}
+
+impl<In, W> Port for OutputPort<In, W> {
+    fn flush(&mut self, now_ns: u64) -> bool {
+        self.now_ns = now_ns;
+        let mut moved = false;
+        for t in self.targets.iter_mut().flatten() {
+            if !t.batch.is_empty() {
+                // Adaptive batching: go now if the consumer has caught up, else wait for
+                // a full batch or the deadline.
+                let consumer_idle = t.pending.is_empty() && t.ring.is_empty();
+                let overdue = now_ns.saturating_sub(t.batch_started_ns) >= self.deadline_ns;
+                if consumer_idle || overdue || t.batch.len() >= self.batch_max {
+                    t.seal(self.batch_max);
+                }
+            }
+            if !t.pending.is_empty() && t.drain() > 0 {
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    fn is_blocked(&self) -> bool {
+        self.targets.iter().flatten().any(|t| !t.pending.is_empty())
+            || self.local_ports.iter().any(|p| p.borrow().is_blocked())
+    }
+
+    fn can_progress(&self, now_ns: u64) -> bool {
+        self.targets.iter().flatten().any(|t| {
+            (!t.pending.is_empty() && !t.ring.is_full())
+                || (!t.batch.is_empty()
+                    && (t.ring.is_empty()
+                        || now_ns.saturating_sub(t.batch_started_ns) >= self.deadline_ns))
+        })
+    }
+
+    fn is_drained(&self) -> bool {
+        self.targets
+            .iter()
+            .flatten()
+            .all(|t| t.pending.is_empty() && t.batch.is_empty())
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        self.targets
+            .iter()
+            .flatten()
+            .filter(|t| !t.batch.is_empty())
+            .map(|t| t.batch_started_ns + self.deadline_ns)
+            .min()
+    }
+}
+
+/// The receiving end of one ring.
+pub(crate) struct RecvInput<W> {
+    /// `None` for the input from this same core (delivered by direct calls).
+    pub(crate) ring: Option<Consumer<Message<Routed<W>>>>,
+    /// The producing core's doorbell (rung when slots free up).
+    pub(crate) producer: Arc<Doorbell>,
+}
+
+/// One exchange's receiving side on one core.
+pub(crate) struct Receiver<W> {
+    inputs: Vec<RecvInput<W>>,
+    set: InputSet,
+    /// Partition index → that partition's chain, for the partitions on this core.
+    chains: Vec<Option<BoxEmit<W>>>,
+    /// Messages taken from one ring per poll.
+    burst: usize,
+}
+
+impl<W> Receiver<W> {
+    pub(crate) fn new(inputs: Vec<RecvInput<W>>, chains: Vec<Option<BoxEmit<W>>>, burst: usize) -> Self {
+        let set = InputSet::new(inputs.len());
+        Self {
+            inputs,
+            set,
+            chains,
+            burst,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn deliver(&mut self, part: u32, w: W) {
+        match self.chains.get_mut(part as usize) {
+            Some(Some(chain)) => chain.data(w),
+            _ => panic!("record for partition {part}, which is not on this core"),
+        }
+    }
+
+    pub(crate) fn on_control(&mut self, input: usize, c: Control) {
+        let forward = match c {
+            Control::Barrier(b) => self.set.on_barrier(input, b).then_some(c),
+            Control::Watermark(w) => self.set.on_watermark(input, w).map(Control::Watermark),
+        };
+        if let Some(c) = forward {
+            self.chains.iter_mut().flatten().for_each(|ch| ch.control(c));
+        }
+    }
+
+    pub(crate) fn on_end(&mut self, input: usize) {
+        if self.set.on_end(input) {
+            self.chains.iter_mut().flatten().for_each(|ch| ch.end());
+        }
+    }
+
+    /// Drains up to `burst` messages from each ring. Returns whether anything arrived.
+    pub(crate) fn poll(&mut self) -> bool {
+        let mut any = false;
+        for i in 0..self.inputs.len() {
+            let mut taken = 0;
+            while taken < self.burst {
+                let Some(ring) = self.inputs[i].ring.as_mut() else { break };
+                let Some(m) = ring.try_pop() else { break };
+                taken += 1;
+                match m {
+                    Message::Data(batch) => {
+                        for (part, w) in batch {
+                            self.deliver(part, w);
+                        }
+                    }
+                    Message::Barrier(b) => self.on_control(i, Control::Barrier(b)),
+                    Message::Watermark(w) => self.on_control(i, Control::Watermark(w)),
+                    Message::End => {
+                        self.on_end(i);
+                        break;
+                    }
+                }
+            }
+            if taken > 0 {
+                any = true;
+                self.inputs[i].producer.notify();
+            }
+        }
+        any
+    }
+
+    /// Whether any ring has something waiting.
+    pub(crate) fn has_input(&self) -> bool {
+        self.inputs
+            .iter()
+            .any(|i| i.ring.as_ref().is_some_and(|r| !r.is_empty()))
+    }
+
+    /// Whether every input has ended.
+    pub(crate) fn is_done(&self) -> bool {
+        self.set.all_ended()
+    }
+}

@@ -1,0 +1,133 @@
+//! The engine's error type: one enum, structured context (which file, which key, which
+//! operator), no catch-all string variants for conditions a caller branches on.
+
+use std::path::PathBuf;
+
+use crate::ids::CoreId;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A job directory or one of its files is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    /// The machine cannot run the engine as configured (io_uring, memlock, CPUs).
+    #[error("preflight check failed: {problem}\n  fix: {fix}")]
+    Preflight {
+        /// What is wrong.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
+
+    /// The pipeline graph is not valid (built by code, not config).
+    #[error("invalid pipeline: operator `{operator}`: {reason}")]
+    Graph {
+        /// The operator at fault.
+        operator: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// An executor could not be started or failed.
+    #[error("executor on {core} failed: {reason}")]
+    Executor {
+        /// The core.
+        core: CoreId,
+        /// Why.
+        reason: String,
+    },
+
+    /// An IO error on a named file.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done ("open", "read", "write", …).
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An operator failed while processing a record.
+    #[error("operator `{operator}` (partition {partition}) failed: {reason}")]
+    Operator {
+        /// The operator's name.
+        operator: String,
+        /// The partition index.
+        partition: u32,
+        /// Why.
+        reason: String,
+    },
+
+    /// The job was stopped by a signal before its input was done.
+    #[error("stopped by signal")]
+    Stopped,
+}
+
+impl EngineError {
+    /// An IO error on `path` while doing `op`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The process exit code a binary should use for this error: 2 for bad
+    /// configuration, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// A problem with a job directory, naming the file, the key and what would be valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not valid TOML or does not match the schema (unknown key, wrong type).
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The parser's description, which names the key, its line and the valid keys.
+        message: String,
+    },
+    /// A key has a value outside what is valid.
+    #[error("{file}: key `{key}`: {problem}; valid: {valid}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// The key (dotted for nested tables).
+        key: String,
+        /// What is wrong with the value.
+        problem: String,
+        /// What would be valid.
+        valid: String,
+    },
+    /// A file the job needs does not exist.
+    #[error("{file}: missing: {why}")]
+    Missing {
+        /// The missing file.
+        file: PathBuf,
+        /// Why it is needed.
+        why: String,
+    },
+}
+
+/// The engine's result type.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

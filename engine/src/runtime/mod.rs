@@ -1,0 +1,221 @@
+//! The runtime: one glommio `LocalExecutor` per configured core, pinned to its CPU,
+//! each running one shard of the job. This module checks the machine, creates the rings
+//! between cores (one per exchange per producing/consuming core pair), starts the
+//! executors, and merges their reports. The per-core loop lives in `shard.rs`.
+
+mod preflight;
+mod shard;
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+pub use self::preflight::check as preflight;
+use crate::clock::{Clock, MonotonicClock};
+use crate::config::JobSpec;
+use crate::dataflow::instantiate::{CoreEndpoints, InstantiateArgs};
+use crate::dataflow::JobGraph;
+use crate::error::{EngineError, Result};
+use crate::metrics::{JobReport, MetricsHandle};
+use crate::ring::Doorbell;
+
+/// Stops a running job from another thread (a signal handler, a test).
+#[derive(Clone, Debug)]
+pub struct StopHandle {
+    stop: Arc<AtomicBool>,
+    abort: Arc<AtomicBool>,
+    doorbells: Arc<Vec<Arc<Doorbell>>>,
+}
+
+impl StopHandle {
+    /// Ends every source now and lets the pipeline drain: sinks finish what reached them.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.ring_all();
+    }
+
+    /// Abandons the run at once: shards exit without draining.
+    pub fn abort(&self) {
+        self.abort.store(true, Ordering::SeqCst);
+        self.ring_all();
+    }
+
+    /// Whether `stop` was called.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn ring_all(&self) {
+        for d in self.doorbells.iter() {
+            d.notify();
+        }
+    }
+}
+
+/// What every shard shares: start-up rendezvous and the abort path.
+pub(crate) struct Shared {
+    pub(crate) clock: MonotonicClock,
+    pub(crate) ready: AtomicUsize,
+    pub(crate) start_ns: AtomicU64,
+    pub(crate) cores: usize,
+    pub(crate) handle: StopHandle,
+}
+
+/// A job ready to run: a checked spec and its graph.
+pub struct Job {
+    spec: JobSpec,
+    graph: Arc<JobGraph>,
+    handle: StopHandle,
+}
+
+impl Job {
+    /// Prepares `graph` to run as configured by `spec`.
+    pub fn new(spec: JobSpec, graph: JobGraph) -> Self {
+        let doorbells = (0..spec.cores.len()).map(|_| Arc::new(Doorbell::new())).collect();
+        Self {
+            spec,
+            graph: Arc::new(graph),
+            handle: StopHandle {
+                stop: Arc::new(AtomicBool::new(false)),
+                abort: Arc::new(AtomicBool::new(false)),
+                doorbells: Arc::new(doorbells),
+            },
+        }
+    }
+
+    /// A handle that stops this job from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.handle.clone()
+    }
+
+    /// Runs the job to the end of its input (or until stopped) and reports.
+    pub fn run(self) -> Result<JobReport> {
+        preflight(&self.spec)?;
+        let placement: Arc<[usize]> = self.spec.placement(self.graph.max_parallelism())?.into();
+        let mut endpoints = self.make_rings(&placement);
+        let shared = Arc::new(Shared {
+            clock: MonotonicClock::new(Instant::now()),
+            ready: AtomicUsize::new(0),
+            start_ns: AtomicU64::new(0),
+            cores: self.spec.cores.len(),
+            handle: self.handle.clone(),
+        });
+        let started = Instant::now();
+        let mut handles = Vec::with_capacity(self.spec.cores.len());
+        for (i, core) in self.spec.cores.iter().enumerate() {
+            let cfg = core.config.clone();
+            let args = ShardArgs {
+                index: i,
+                spec: self.spec.clone(),
+                graph: self.graph.clone(),
+                placement: placement.clone(),
+                endpoints: std::mem::take(&mut endpoints[i]),
+                shared: shared.clone(),
+            };
+            let builder = LocalExecutorBuilder::new(Placement::Fixed(core.cpu.0))
+                .name(&format!("rill-{}", core.cpu))
+                .spin_before_park(cfg.spin_before_park())
+                .ring_depth(cfg.io_uring_depth)
+                .io_memory(cfg.io_memory_kib * 1024)
+                .preempt_timer(Duration::from_micros(cfg.preempt_timer_us));
+            let spawned = builder.spawn(move || async move { shard::run(args).await });
+            match spawned {
+                Ok(h) => handles.push((core.cpu, h)),
+                Err(e) => {
+                    self.handle.abort();
+                    for (_, h) in handles {
+                        let _ = h.join();
+                    }
+                    return Err(EngineError::Executor {
+                        core: core.cpu,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        let mut reports = Vec::new();
+        let mut first_error: Option<EngineError> = None;
+        for (cpu, h) in handles {
+            let result = h.join().map_err(|e| EngineError::Executor {
+                core: cpu,
+                reason: e.to_string(),
+            });
+            match result.and_then(|r| r) {
+                Ok(report) => reports.push(report),
+                // A shard that stopped because another failed reports `Stopped`; the
+                // first real failure is the one to tell.
+                Err(EngineError::Stopped) => {}
+                Err(e) => {
+                    if first_error.is_none() {
+                        first_error = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if reports.len() != self.spec.cores.len() {
+            return Err(EngineError::Stopped);
+        }
+        let start_ns = shared.start_ns.load(Ordering::SeqCst);
+        let elapsed = Duration::from_nanos(shared.clock.now_ns().saturating_sub(start_ns))
+            .min(started.elapsed());
+        Ok(JobReport::merge(reports, start_ns, elapsed, self.handle.is_stopped()))
+    }
+
+    /// One ring per exchange per (producing core, consuming core) pair of different
+    /// cores, sized by the consuming core's `ring_capacity`.
+    fn make_rings(&self, placement: &[usize]) -> Vec<CoreEndpoints> {
+        let mut endpoints: Vec<CoreEndpoints> =
+            (0..self.spec.cores.len()).map(|_| CoreEndpoints::default()).collect();
+        for (id, node) in self.graph.nodes.iter().enumerate() {
+            let Some(x) = &node.exchange else { continue };
+            let producers = self.graph.cores_of(node.upstreams[0], placement);
+            let consumers = self.graph.cores_of(id, placement);
+            for &a in &producers {
+                for &b in &consumers {
+                    if a == b {
+                        continue;
+                    }
+                    let (p, c) = x.make_ring(self.spec.cores[b].config.ring_capacity);
+                    endpoints[a].producers.insert((id, b), p);
+                    endpoints[b].consumers.insert((id, a), c);
+                }
+            }
+        }
+        endpoints
+    }
+}
+
+/// What one executor receives.
+pub(crate) struct ShardArgs {
+    pub(crate) index: usize,
+    pub(crate) spec: JobSpec,
+    pub(crate) graph: Arc<JobGraph>,
+    pub(crate) placement: Arc<[usize]>,
+    pub(crate) endpoints: CoreEndpoints,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ShardArgs {
+    fn instantiate_args(&mut self, metrics: MetricsHandle) -> InstantiateArgs<'_> {
+        let core = &self.spec.cores[self.index];
+        InstantiateArgs {
+            graph: &self.graph,
+            core: self.index,
+            core_id: core.cpu,
+            config: &core.config,
+            placement: Rc::from(&self.placement[..]),
+            endpoints: std::mem::take(&mut self.endpoints),
+            doorbells: &self.shared.handle.doorbells,
+            job_dir: &self.spec.dir,
+            clock: self.shared.clock,
+            metrics,
+            stop: self.shared.handle.stop.clone(),
+        }
+    }
+}

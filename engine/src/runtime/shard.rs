@@ -1,0 +1,139 @@
+//! The per-core loop. One task on each pinned executor polls that core's drivers
+//! (source partitions, exchange receivers), flushes its ports, and — only when nothing
+//! moved for `spin_before_park` — parks on the core's doorbell until a producer rings,
+//! a port's flush deadline or a source's next due time. While busy it never parks and
+//! yields to the executor only when glommio's preemption timer asks.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_lite::future;
+
+use super::ShardArgs;
+use crate::clock::Clock;
+use crate::dataflow::instantiate::{Instantiator, Step};
+use crate::error::{EngineError, Result};
+use crate::metrics::{MetricsHandle, ShardReport};
+
+/// Runs one core's shard to completion.
+pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
+    let metrics = MetricsHandle::default();
+    let shared = args.shared.clone();
+    let core = args.spec.cores[args.index].clone();
+    let parts = match Instantiator::run(args.instantiate_args(metrics.clone())) {
+        Ok(p) => p,
+        Err(e) => {
+            shared.handle.abort();
+            return Err(e);
+        }
+    };
+    let (mut drivers, ports, failure) = (parts.drivers, parts.ports, parts.failure);
+    let doorbell = shared.handle.doorbells[args.index].clone();
+    let clock = shared.clock;
+    let abort = &shared.handle.abort;
+
+    // Start together: the last core to be ready sets the start time.
+    if shared.ready.fetch_add(1, Ordering::SeqCst) + 1 == shared.cores {
+        let start = clock.now_ns() + 1_000_000;
+        shared.start_ns.store(start, Ordering::SeqCst);
+    }
+    let start_ns = loop {
+        let s = shared.start_ns.load(Ordering::SeqCst);
+        if s != 0 {
+            break s;
+        }
+        if abort.load(Ordering::SeqCst) {
+            return Err(EngineError::Stopped);
+        }
+        glommio::timer::sleep(Duration::from_micros(50)).await;
+    };
+    for d in &mut drivers {
+        d.start(start_ns);
+    }
+
+    let spin_ns = core.config.spin_before_park_us * 1_000;
+    let mut idle_since: Option<u64> = None;
+    loop {
+        if abort.load(Ordering::Relaxed) {
+            return Err(EngineError::Stopped);
+        }
+        // A stop requested after this point must not be slept through.
+        let stopping = shared.handle.is_stopped();
+        let now = clock.now_ns();
+        let mut progress = false;
+        let mut done = true;
+        let mut wake_at: Option<u64> = None;
+        for d in &mut drivers {
+            match d.step(now) {
+                Step::Progress => {
+                    progress = true;
+                    done = false;
+                }
+                Step::Idle(t) => {
+                    done = false;
+                    wake_at = earliest(wake_at, t);
+                }
+                Step::Blocked => done = false,
+                Step::Done => {}
+            }
+        }
+        if let Some(e) = failure.take() {
+            shared.handle.abort();
+            return Err(e);
+        }
+        let now = clock.now_ns();
+        for p in &ports {
+            let mut p = p.borrow_mut();
+            progress |= p.flush(now);
+            if !p.is_drained() {
+                done = false;
+                wake_at = earliest(wake_at, p.next_deadline());
+            }
+        }
+        if done {
+            break;
+        }
+        if progress {
+            idle_since = None;
+            glommio::yield_if_needed().await;
+            continue;
+        }
+        let since = *idle_since.get_or_insert(now);
+        if now - since < spin_ns {
+            std::hint::spin_loop();
+            glommio::yield_if_needed().await;
+            continue;
+        }
+        // Park: arm, re-check everything a producer or the clock could have changed,
+        // then sleep until rung or until the next deadline.
+        doorbell.arm();
+        let now = clock.now_ns();
+        let work_waiting = drivers.iter().any(|d| d.has_input())
+            || ports.iter().any(|p| p.borrow().can_progress(now))
+            || wake_at.is_some_and(|t| t <= now)
+            || abort.load(Ordering::SeqCst)
+            || shared.handle.is_stopped() != stopping;
+        if work_waiting {
+            doorbell.disarm();
+        } else {
+            match wake_at {
+                Some(t) => {
+                    let nap = glommio::timer::sleep(Duration::from_nanos(t - now));
+                    future::or(doorbell.wait(), nap).await;
+                }
+                None => doorbell.wait().await,
+            }
+            doorbell.disarm();
+        }
+        idle_since = None;
+    }
+    Ok(metrics.report(core.cpu))
+}
+
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}

@@ -1,0 +1,391 @@
+//! Keyed state: value, list and map state scoped to the current key, stored per key
+//! group so that a checkpoint can archive a key group and a restore can move it to
+//! another core. One `KeyedStateBackend` per keyed operator partition; it is touched
+//! only by the core that owns the partition (no locks, `Rc`). Snapshotting is not here.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash};
+use std::rc::Rc;
+
+use crate::ids::KeyGroup;
+use crate::keys::StableHasher;
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<StableHasher>>;
+
+/// The key a `process` function is currently called for, and its key group.
+#[derive(Debug)]
+pub struct KeyCtx<'a, K> {
+    key: &'a K,
+    key_group: KeyGroup,
+}
+
+impl<'a, K> KeyCtx<'a, K> {
+    pub(crate) fn new(key: &'a K, key_group: KeyGroup) -> Self {
+        Self { key, key_group }
+    }
+
+    /// The current key.
+    pub fn key(&self) -> &K {
+        self.key
+    }
+
+    /// The current key's group.
+    pub fn key_group(&self) -> KeyGroup {
+        self.key_group
+    }
+}
+
+/// One named piece of state for every key: per key group, a map from key to `S`.
+#[derive(Debug)]
+pub struct KeyedTable<K, S> {
+    groups: Vec<FastMap<K, S>>,
+}
+
+impl<K: Hash + Eq, S> KeyedTable<K, S> {
+    fn new(max_key_groups: u16) -> Self {
+        Self {
+            groups: (0..max_key_groups).map(|_| FastMap::default()).collect(),
+        }
+    }
+
+    #[inline]
+    fn group(&self, kg: KeyGroup) -> &FastMap<K, S> {
+        &self.groups[kg.0 as usize]
+    }
+
+    #[inline]
+    fn group_mut(&mut self, kg: KeyGroup) -> &mut FastMap<K, S> {
+        &mut self.groups[kg.0 as usize]
+    }
+
+    /// Entries of one key group (for snapshots and tests).
+    pub fn entries(&self, kg: KeyGroup) -> impl Iterator<Item = (&K, &S)> {
+        self.group(kg).iter()
+    }
+
+    /// Number of keys with state, over all key groups.
+    pub fn len(&self) -> usize {
+        self.groups.iter().map(HashMap::len).sum()
+    }
+
+    /// Whether no key has state.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Declares the state of one keyed operator partition; handed to a `process` factory.
+pub struct StateInit<K> {
+    max_key_groups: u16,
+    names: Vec<String>,
+    _k: std::marker::PhantomData<K>,
+}
+
+impl<K: Hash + Eq + Clone + 'static> StateInit<K> {
+    pub(crate) fn new(max_key_groups: u16) -> Self {
+        Self {
+            max_key_groups,
+            names: Vec::new(),
+            _k: std::marker::PhantomData,
+        }
+    }
+
+    fn declare(&mut self, name: &str) {
+        assert!(
+            !self.names.iter().any(|n| n == name),
+            "state `{name}` is declared twice in one operator"
+        );
+        self.names.push(name.to_string());
+    }
+
+    /// A single value per key.
+    pub fn value<V: Clone + 'static>(&mut self, name: &str) -> ValueState<K, V> {
+        self.declare(name);
+        ValueState {
+            table: Rc::new(RefCell::new(KeyedTable::new(self.max_key_groups))),
+        }
+    }
+
+    /// An append-only list per key.
+    pub fn list<V: Clone + 'static>(&mut self, name: &str) -> ListState<K, V> {
+        self.declare(name);
+        ListState {
+            table: Rc::new(RefCell::new(KeyedTable::new(self.max_key_groups))),
+        }
+    }
+
+    /// A map per key.
+    pub fn map<MK: Hash + Eq + Clone + 'static, MV: Clone + 'static>(
+        &mut self,
+        name: &str,
+    ) -> MapState<K, MK, MV> {
+        self.declare(name);
+        MapState {
+            table: Rc::new(RefCell::new(KeyedTable::new(self.max_key_groups))),
+        }
+    }
+
+    /// The names declared so far, in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// A value per key.
+pub struct ValueState<K, V> {
+    table: Rc<RefCell<KeyedTable<K, V>>>,
+}
+
+impl<K, V> Clone for ValueState<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            table: self.table.clone(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> ValueState<K, V> {
+    /// The current key's value.
+    pub fn get(&self, ctx: &KeyCtx<'_, K>) -> Option<V> {
+        self.table.borrow().group(ctx.key_group).get(ctx.key).cloned()
+    }
+
+    /// Sets the current key's value.
+    pub fn set(&self, ctx: &KeyCtx<'_, K>, v: V) {
+        self.table
+            .borrow_mut()
+            .group_mut(ctx.key_group)
+            .insert(ctx.key.clone(), v);
+    }
+
+    /// Changes the current key's value in place (inserting `init()` first if unset) and
+    /// returns the result of `f`.
+    pub fn update<R>(
+        &self,
+        ctx: &KeyCtx<'_, K>,
+        init: impl FnOnce() -> V,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> R {
+        let mut t = self.table.borrow_mut();
+        let group = t.group_mut(ctx.key_group);
+        if let Some(v) = group.get_mut(ctx.key) {
+            return f(v);
+        }
+        f(group.entry(ctx.key.clone()).or_insert_with(init))
+    }
+
+    /// Removes the current key's value.
+    pub fn clear(&self, ctx: &KeyCtx<'_, K>) {
+        self.table.borrow_mut().group_mut(ctx.key_group).remove(ctx.key);
+    }
+
+    /// Read access to the whole table (snapshots, tests).
+    pub fn with_table<R>(&self, f: impl FnOnce(&KeyedTable<K, V>) -> R) -> R {
+        f(&self.table.borrow())
+    }
+}
+
+/// A list per key.
+pub struct ListState<K, V> {
+    table: Rc<RefCell<KeyedTable<K, Vec<V>>>>,
+}
+
+impl<K, V> Clone for ListState<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            table: self.table.clone(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> ListState<K, V> {
+    /// Appends to the current key's list.
+    pub fn add(&self, ctx: &KeyCtx<'_, K>, v: V) {
+        self.table
+            .borrow_mut()
+            .group_mut(ctx.key_group)
+            .entry(ctx.key.clone())
+            .or_default()
+            .push(v);
+    }
+
+    /// A copy of the current key's list (empty when unset).
+    pub fn get(&self, ctx: &KeyCtx<'_, K>) -> Vec<V> {
+        self.with(ctx, <[V]>::to_vec)
+    }
+
+    /// Calls `f` with the current key's list, without copying it.
+    pub fn with<R>(&self, ctx: &KeyCtx<'_, K>, f: impl FnOnce(&[V]) -> R) -> R {
+        let t = self.table.borrow();
+        f(t.group(ctx.key_group).get(ctx.key).map_or(&[], Vec::as_slice))
+    }
+
+    /// Removes the current key's list.
+    pub fn clear(&self, ctx: &KeyCtx<'_, K>) {
+        self.table.borrow_mut().group_mut(ctx.key_group).remove(ctx.key);
+    }
+}
+
+/// A map per key.
+pub struct MapState<K, MK, MV> {
+    table: Rc<RefCell<KeyedTable<K, FastMap<MK, MV>>>>,
+}
+
+impl<K, MK, MV> Clone for MapState<K, MK, MV> {
+    fn clone(&self) -> Self {
+        Self {
+            table: self.table.clone(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, MK: Hash + Eq + Clone, MV: Clone> MapState<K, MK, MV> {
+    /// The value under `mk` in the current key's map.
+    pub fn get(&self, ctx: &KeyCtx<'_, K>, mk: &MK) -> Option<MV> {
+        let t = self.table.borrow();
+        t.group(ctx.key_group).get(ctx.key)?.get(mk).cloned()
+    }
+
+    /// Sets `mk` to `mv` in the current key's map.
+    pub fn put(&self, ctx: &KeyCtx<'_, K>, mk: MK, mv: MV) {
+        self.table
+            .borrow_mut()
+            .group_mut(ctx.key_group)
+            .entry(ctx.key.clone())
+            .or_default()
+            .insert(mk, mv);
+    }
+
+    /// Removes `mk` from the current key's map; returns the old value. An emptied map is
+    /// removed with its key.
+    pub fn remove(&self, ctx: &KeyCtx<'_, K>, mk: &MK) -> Option<MV> {
+        let mut t = self.table.borrow_mut();
+        let group = t.group_mut(ctx.key_group);
+        let map = group.get_mut(ctx.key)?;
+        let old = map.remove(mk);
+        if map.is_empty() {
+            group.remove(ctx.key);
+        }
+        old
+    }
+
+    /// Number of entries in the current key's map.
+    pub fn len(&self, ctx: &KeyCtx<'_, K>) -> usize {
+        self.table
+            .borrow()
+            .group(ctx.key_group)
+            .get(ctx.key)
+            .map_or(0, HashMap::len)
+    }
+
+    /// Whether the current key's map is empty.
+    pub fn is_empty(&self, ctx: &KeyCtx<'_, K>) -> bool {
+        self.len(ctx) == 0
+    }
+
+    /// The current key's entries, sorted by map key for determinism.
+    pub fn entries(&self, ctx: &KeyCtx<'_, K>) -> Vec<(MK, MV)>
+    where
+        MK: Ord,
+    {
+        let t = self.table.borrow();
+        let mut v: Vec<(MK, MV)> = t
+            .group(ctx.key_group)
+            .get(ctx.key)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::keys::key_group_of;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Set(u8, i64),
+        Add(u8, i64),
+        Clear(u8),
+        Put(u8, u8, i64),
+        Remove(u8, u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (any::<u8>(), any::<i64>()).prop_map(|(k, v)| Op::Set(k % 16, v)),
+            (any::<u8>(), any::<i64>()).prop_map(|(k, v)| Op::Add(k % 16, v)),
+            any::<u8>().prop_map(|k| Op::Clear(k % 16)),
+            (any::<u8>(), any::<u8>(), any::<i64>()).prop_map(|(k, m, v)| Op::Put(k % 16, m % 4, v)),
+            (any::<u8>(), any::<u8>()).prop_map(|(k, m)| Op::Remove(k % 16, m % 4)),
+        ]
+    }
+
+    proptest! {
+        /// Value, list and map state behave like a plain `BTreeMap` model keyed by key.
+        #[test]
+        fn state_matches_a_btreemap_model(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut init = StateInit::<u8>::new(8);
+            let value = init.value::<i64>("v");
+            let list = init.list::<i64>("l");
+            let map = init.map::<u8, i64>("m");
+            let mut mv: BTreeMap<u8, i64> = BTreeMap::new();
+            let mut ml: BTreeMap<u8, Vec<i64>> = BTreeMap::new();
+            let mut mm: BTreeMap<u8, BTreeMap<u8, i64>> = BTreeMap::new();
+            for op in ops {
+                let key = match op { Op::Set(k, _) | Op::Add(k, _) | Op::Clear(k)
+                    | Op::Put(k, _, _) | Op::Remove(k, _) => k };
+                let ctx = KeyCtx::new(&key, key_group_of(&key, 8));
+                match op {
+                    Op::Set(_, v) => { value.set(&ctx, v); mv.insert(key, v); }
+                    Op::Add(_, v) => { list.add(&ctx, v); ml.entry(key).or_default().push(v); }
+                    Op::Clear(_) => { value.clear(&ctx); list.clear(&ctx); mv.remove(&key); ml.remove(&key); }
+                    Op::Put(_, m, v) => { map.put(&ctx, m, v); mm.entry(key).or_default().insert(m, v); }
+                    Op::Remove(_, m) => {
+                        let got = map.remove(&ctx, &m);
+                        let want = mm.get_mut(&key).and_then(|x| x.remove(&m));
+                        if mm.get(&key).is_some_and(BTreeMap::is_empty) { mm.remove(&key); }
+                        prop_assert_eq!(got, want);
+                    }
+                }
+                prop_assert_eq!(value.get(&ctx), mv.get(&key).copied());
+                prop_assert_eq!(list.get(&ctx), ml.get(&key).cloned().unwrap_or_default());
+                let entries: Vec<(u8, i64)> = mm.get(&key).map(|m| m.iter().map(|(a, b)| (*a, *b)).collect()).unwrap_or_default();
+                prop_assert_eq!(map.entries(&ctx), entries);
+            }
+            prop_assert_eq!(value.with_table(|t| t.len()), mv.len());
+        }
+    }
+
+    #[test]
+    fn state_lives_in_the_key_group_of_its_key() {
+        let mut init = StateInit::<String>::new(128);
+        let v = init.value::<u32>("count");
+        let key = "user-7".to_string();
+        let kg = key_group_of(&key, 128);
+        v.set(&KeyCtx::new(&key, kg), 5);
+        v.with_table(|t| {
+            assert_eq!(t.entries(kg).count(), 1);
+            let others: usize = (0..128u16)
+                .filter(|g| *g != kg.0)
+                .map(|g| t.entries(KeyGroup(g)).count())
+                .sum();
+            assert_eq!(others, 0);
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "declared twice")]
+    fn a_state_name_is_declared_once() {
+        let mut init = StateInit::<u8>::new(4);
+        let _a = init.value::<u8>("x");
+        let _b = init.list::<u8>("x");
+    }
+}
