@@ -79,7 +79,11 @@ impl Doorbell {
     /// both before the caller's re-check of its rings (which must follow).
     pub fn arm(&self) {
         self.parked().notified = false;
-        self.armed.store(true, Ordering::Relaxed);
+        // Every write to `armed` is an RMW (`swap`), never a plain store: the C++ model is
+        // satisfied either way, but loom orders plain stores to one location only
+        // partially and then reports a lost wake-up that real hardware cannot produce
+        // (a `notify` reading the `false` of a racing `ring` swap instead of this `true`).
+        self.armed.swap(true, Ordering::Relaxed);
         // SeqCst fence: orders the store of `armed` before the re-check's loads of `tail`
         // against `notify`'s fence (see the module doc).
         fence(Ordering::SeqCst);
@@ -87,7 +91,8 @@ impl Doorbell {
 
     /// Consumer: the re-check after [`Doorbell::arm`] found work, so it will not park.
     pub fn disarm(&self) {
-        self.armed.store(false, Ordering::Relaxed);
+        // A swap rather than a store: see `arm`.
+        self.armed.swap(false, Ordering::Relaxed);
     }
 
     /// Consumer: parks until a producer calls [`Doorbell::notify`]. Ready at once if one

@@ -7,10 +7,46 @@ use super::loom::Arc;
 use super::{channel, Doorbell, Full};
 use loom::thread;
 
+/// `loom::model` with a preemption bound of 3 unless `LOOM_MAX_PREEMPTIONS` says
+/// otherwise (tokio's default for its CI): exhaustive up to three forced switches, which
+/// covers the two-sided races here, and finishes in minutes rather than hours.
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(f);
+}
+
+/// Runs `future` to completion on the current loom thread, parking on a loom `Notify`
+/// between polls (loom's own `block_on` needs its `futures` feature, which the workspace
+/// does not enable). A wake-up that never comes is reported by loom as a deadlock.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct NotifyWaker(loom::sync::Notify);
+    impl std::task::Wake for NotifyWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.notify();
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.notify();
+        }
+    }
+    let notify = std::sync::Arc::new(NotifyWaker(loom::sync::Notify::new()));
+    let waker = std::task::Waker::from(std::sync::Arc::clone(&notify));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        notify.0.wait();
+    }
+}
+
 /// Pushes `items` values through a ring of `capacity`, spinning on `Full` with
 /// `loom::thread::yield_now`; the consumer checks order and count.
 fn ring_transfer(capacity: usize, items: u32) {
-    loom::model(move || {
+    model(move || {
         let (mut p, mut c) = channel::<u32>(capacity);
         let producer = thread::spawn(move || {
             for i in 0..items {
@@ -50,7 +86,7 @@ fn ring_in_order_capacity_2_wraps() {
 /// Batched push and pop across the wrap point.
 #[test]
 fn ring_batches() {
-    loom::model(|| {
+    model(|| {
         let (mut p, mut c) = channel::<u32>(2);
         let producer = thread::spawn(move || {
             let mut items = 0..4u32;
@@ -75,7 +111,7 @@ fn ring_batches() {
 /// end is being dropped on another thread.
 #[test]
 fn ring_drops_remaining_items() {
-    loom::model(|| {
+    model(|| {
         let live = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
         struct Tracked(Arc<loom::sync::atomic::AtomicUsize>);
         impl Drop for Tracked {
@@ -106,7 +142,7 @@ fn ring_drops_remaining_items() {
 /// deadlock.
 #[test]
 fn doorbell_no_lost_wakeup() {
-    loom::model(|| {
+    model(|| {
         let bell = Arc::new(Doorbell::new());
         let (mut p, mut c) = channel::<u32>(2);
         let producer_bell = Arc::clone(&bell);
@@ -122,7 +158,7 @@ fn doorbell_no_lost_wakeup() {
             if !c.is_empty() {
                 bell.disarm();
             } else {
-                loom::future::block_on(bell.wait());
+                block_on(bell.wait());
             }
         };
         assert_eq!(value, 7);
@@ -133,7 +169,7 @@ fn doorbell_no_lost_wakeup() {
 /// Two producers (each with its own ring) share one doorbell; the consumer must get both.
 #[test]
 fn doorbell_two_producers() {
-    loom::model(|| {
+    model(|| {
         let bell = Arc::new(Doorbell::new());
         let (mut p1, mut c1) = channel::<u32>(1);
         let (mut p2, mut c2) = channel::<u32>(1);
@@ -158,7 +194,7 @@ fn doorbell_two_producers() {
             if !c1.is_empty() || !c2.is_empty() {
                 bell.disarm();
             } else {
-                loom::future::block_on(bell.wait());
+                block_on(bell.wait());
             }
         }
         t1.join().unwrap();
