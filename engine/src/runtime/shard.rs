@@ -63,6 +63,7 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
         let mut progress = false;
         let mut done = true;
         let mut wake_at: Option<u64> = None;
+        let mut blocked = 0u64;
         for d in &mut drivers {
             match d.step(now) {
                 Step::Progress => {
@@ -73,9 +74,15 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
                     done = false;
                     wake_at = earliest(wake_at, t);
                 }
-                Step::Blocked => done = false,
+                Step::Blocked => {
+                    done = false;
+                    blocked += 1;
+                }
                 Step::Done => {}
             }
+        }
+        if blocked > 0 {
+            metrics.add("backpressure_steps", blocked);
         }
         if let Some(e) = failure.take() {
             shared.handle.abort();
