@@ -181,7 +181,12 @@ fn throughput(c: &mut Criterion, consumer_core: core_affinity::CoreId) {
                         std::hint::black_box(sum);
                         return;
                     }
-                    spin_loop();
+                    // Pause before re-reading `tail`: a consumer that outruns the producer
+                    // and re-polls at once pulls the `tail` line away after every push
+                    // (measured by `hop`: ~130 vs ~200 M msgs/s per-item on Zen 3).
+                    for _ in 0..32 {
+                        spin_loop();
+                    }
                 }
             }
         });

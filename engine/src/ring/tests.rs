@@ -235,7 +235,7 @@ fn ends_are_send_not_sync_not_clone() {
         fn check() {}
     }
     impl<T: ?Sized> AmbiguousIfClone<()> for T {}
-    impl<T: ?Sized + Clone> AmbiguousIfClone<u8> for T {}
+    impl<T: Clone> AmbiguousIfClone<u8> for T {}
     <Producer<u8> as AmbiguousIfClone<_>>::check();
     <Consumer<u8> as AmbiguousIfClone<_>>::check();
 }
