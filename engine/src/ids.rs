@@ -66,11 +66,17 @@ mod tests {
             let owners: Vec<u32> = (0..128u16)
                 .map(|kg| KeyGroup(kg).partition(parallelism, 128).0)
                 .collect();
-            assert!(owners.windows(2).all(|w| w[0] <= w[1]), "ranges are contiguous");
+            assert!(
+                owners.windows(2).all(|w| w[0] <= w[1]),
+                "ranges are contiguous"
+            );
             assert_eq!(owners[0], 0);
             assert_eq!(*owners.last().unwrap(), parallelism - 1);
             for p in 0..parallelism {
-                assert!(owners.contains(&p), "partition {p} of {parallelism} owns a group");
+                assert!(
+                    owners.contains(&p),
+                    "partition {p} of {parallelism} owns a group"
+                );
             }
         }
     }

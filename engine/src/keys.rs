@@ -92,6 +92,9 @@ mod tests {
             counts[key_group_of(&format!("user-{i}"), 128).0 as usize] += 1;
         }
         let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
-        assert!(*min > 800 && *max < 1200, "uneven spread: min {min}, max {max}");
+        assert!(
+            *min > 800 && *max < 1200,
+            "uneven spread: min {min}, max {max}"
+        );
     }
 }

@@ -154,7 +154,11 @@ mod tests {
     #[test]
     fn watermark_is_the_minimum_of_open_inputs_and_never_regresses() {
         let mut s = InputSet::new(2);
-        assert_eq!(s.on_watermark(0, Watermark(10)), None, "input 1 has none yet");
+        assert_eq!(
+            s.on_watermark(0, Watermark(10)),
+            None,
+            "input 1 has none yet"
+        );
         assert_eq!(s.on_watermark(1, Watermark(5)), Some(Watermark(5)));
         assert_eq!(s.on_watermark(1, Watermark(20)), Some(Watermark(10)));
         assert_eq!(s.on_watermark(1, Watermark(15)), None, "input 1 went back");
@@ -166,13 +170,17 @@ mod tests {
     #[test]
     fn barrier_completes_when_every_open_input_delivered_it() {
         let mut s = InputSet::new(3);
-        let b = Barrier { id: CheckpointId(1) };
+        let b = Barrier {
+            id: CheckpointId(1),
+        };
         assert!(!s.on_barrier(0, b));
         assert!(!s.on_barrier(2, b));
         assert!(s.on_barrier(1, b));
         // An ended input does not hold the next barrier back.
         s.on_end(1);
-        let b2 = Barrier { id: CheckpointId(2) };
+        let b2 = Barrier {
+            id: CheckpointId(2),
+        };
         assert!(!s.on_barrier(0, b2));
         assert!(s.on_barrier(2, b2));
     }

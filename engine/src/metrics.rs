@@ -46,7 +46,8 @@ impl MetricsHandle {
     #[inline]
     pub fn record_latency(&self, latency_ns: u64, now_ns: u64) {
         let mut m = self.0.borrow_mut();
-        m.latency.saturating_record(latency_ns.clamp(1, MAX_LATENCY_NS));
+        m.latency
+            .saturating_record(latency_ns.clamp(1, MAX_LATENCY_NS));
         m.last_arrival_ns = m.last_arrival_ns.max(now_ns);
     }
 
@@ -116,7 +117,12 @@ pub struct JobReport {
 
 impl JobReport {
     /// Merges per-core reports.
-    pub fn merge(shards: Vec<ShardReport>, start_ns: u64, elapsed: Duration, stopped: bool) -> Self {
+    pub fn merge(
+        shards: Vec<ShardReport>,
+        start_ns: u64,
+        elapsed: Duration,
+        stopped: bool,
+    ) -> Self {
         let mut latency = new_histogram();
         let mut counters = BTreeMap::new();
         for s in &shards {
@@ -147,7 +153,12 @@ impl JobReport {
 
     /// Records that reached a sink per second, from the start to the last arrival.
     pub fn sink_throughput_eps(&self) -> f64 {
-        let last = self.shards.iter().map(|s| s.last_arrival_ns).max().unwrap_or(0);
+        let last = self
+            .shards
+            .iter()
+            .map(|s| s.last_arrival_ns)
+            .max()
+            .unwrap_or(0);
         let span = last.saturating_sub(self.start_ns);
         if span == 0 {
             return 0.0;
@@ -163,7 +174,11 @@ impl fmt::Display for JobReport {
             "rill: {} in {:.2} s{}",
             if self.stopped { "stopped" } else { "done" },
             self.elapsed.as_secs_f64(),
-            if self.stopped { " (by signal; input not finished)" } else { "" }
+            if self.stopped {
+                " (by signal; input not finished)"
+            } else {
+                ""
+            }
         )?;
         if !self.latency.is_empty() {
             writeln!(

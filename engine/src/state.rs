@@ -148,7 +148,11 @@ impl<K, V> Clone for ValueState<K, V> {
 impl<K: Hash + Eq + Clone, V: Clone> ValueState<K, V> {
     /// The current key's value.
     pub fn get(&self, ctx: &KeyCtx<'_, K>) -> Option<V> {
-        self.table.borrow().group(ctx.key_group).get(ctx.key).cloned()
+        self.table
+            .borrow()
+            .group(ctx.key_group)
+            .get(ctx.key)
+            .cloned()
     }
 
     /// Sets the current key's value.
@@ -177,7 +181,10 @@ impl<K: Hash + Eq + Clone, V: Clone> ValueState<K, V> {
 
     /// Removes the current key's value.
     pub fn clear(&self, ctx: &KeyCtx<'_, K>) {
-        self.table.borrow_mut().group_mut(ctx.key_group).remove(ctx.key);
+        self.table
+            .borrow_mut()
+            .group_mut(ctx.key_group)
+            .remove(ctx.key);
     }
 
     /// Read access to the whole table (snapshots, tests).
@@ -218,12 +225,17 @@ impl<K: Hash + Eq + Clone, V: Clone> ListState<K, V> {
     /// Calls `f` with the current key's list, without copying it.
     pub fn with<R>(&self, ctx: &KeyCtx<'_, K>, f: impl FnOnce(&[V]) -> R) -> R {
         let t = self.table.borrow();
-        f(t.group(ctx.key_group).get(ctx.key).map_or(&[], Vec::as_slice))
+        f(t.group(ctx.key_group)
+            .get(ctx.key)
+            .map_or(&[], Vec::as_slice))
     }
 
     /// Removes the current key's list.
     pub fn clear(&self, ctx: &KeyCtx<'_, K>) {
-        self.table.borrow_mut().group_mut(ctx.key_group).remove(ctx.key);
+        self.table
+            .borrow_mut()
+            .group_mut(ctx.key_group)
+            .remove(ctx.key);
     }
 }
 
@@ -323,7 +335,11 @@ mod tests {
             (any::<u8>(), any::<i64>()).prop_map(|(k, v)| Op::Set(k % 16, v)),
             (any::<u8>(), any::<i64>()).prop_map(|(k, v)| Op::Add(k % 16, v)),
             any::<u8>().prop_map(|k| Op::Clear(k % 16)),
-            (any::<u8>(), any::<u8>(), any::<i64>()).prop_map(|(k, m, v)| Op::Put(k % 16, m % 4, v)),
+            (any::<u8>(), any::<u8>(), any::<i64>()).prop_map(|(k, m, v)| Op::Put(
+                k % 16,
+                m % 4,
+                v
+            )),
             (any::<u8>(), any::<u8>()).prop_map(|(k, m)| Op::Remove(k % 16, m % 4)),
         ]
     }

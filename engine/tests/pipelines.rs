@@ -55,7 +55,9 @@ fn etl_input(path: &Path, n: usize, seed: u64) -> (Vec<(String, u64, i128)>, Vec
             0 => text.push_str("{not json\n"),
             1 => text.push('\n'),
             2 => text.push_str(&format!("{{\"ts\": {i}, \"user\": \"{user}\"}}\n")),
-            3 => text.push_str(&format!("{{\"ts\": \"x\", \"user\": \"u\", \"amount_cents\": {amount}}}\n")),
+            3 => text.push_str(&format!(
+                "{{\"ts\": \"x\", \"user\": \"u\", \"amount_cents\": {amount}}}\n"
+            )),
             _ => {
                 let line = serde_json::json!({"ts": i, "user": user, "amount_cents": amount});
                 text.push_str(&line.to_string());
@@ -101,7 +103,11 @@ fn etl_job(source_partitions: u32) -> JobConfig {
     .unwrap()
 }
 
-fn run_etl(dir: &Path, source_partitions: u32, core: CoreConfig) -> rill_engine::metrics::JobReport {
+fn run_etl(
+    dir: &Path,
+    source_partitions: u32,
+    core: CoreConfig,
+) -> rill_engine::metrics::JobReport {
     let spec = spec(dir, etl_job(source_partitions), core);
     let graph = pipelines::build(&spec).unwrap();
     Job::new(spec, graph).run().unwrap()
@@ -111,7 +117,11 @@ fn check_dead_letters(dir: &Path, bad: &[u64]) {
     let text = std::fs::read_to_string(dir.join("dead-letter.jsonl")).unwrap();
     let mut offsets: Vec<u64> = text
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["offset"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["offset"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     offsets.sort_unstable();
     assert_eq!(offsets, bad, "every malformed line, once, with its offset");
@@ -160,7 +170,10 @@ fn etl_with_two_source_partitions_counts_each_user_1_to_n() {
             let (user, rest) = line.rsplit_once(',').unwrap();
             let (user, count) = user.rsplit_once(',').unwrap();
             let _total: i128 = rest.parse().unwrap();
-            counts.entry(user.to_string()).or_default().push(count.parse().unwrap());
+            counts
+                .entry(user.to_string())
+                .or_default()
+                .push(count.parse().unwrap());
         }
     }
     let mut want: BTreeMap<String, (u64, i128)> = BTreeMap::new();
@@ -206,7 +219,10 @@ fn latency_job_delivers_every_generated_event() {
 struct SlowSink;
 struct SlowPartition(Vec<u64>, PathBuf);
 impl Sink<u64> for SlowSink {
-    fn partition(&self, ctx: &PartitionContext<'_>) -> rill_engine::Result<Box<dyn SinkPartition<u64>>> {
+    fn partition(
+        &self,
+        ctx: &PartitionContext<'_>,
+    ) -> rill_engine::Result<Box<dyn SinkPartition<u64>>> {
         Ok(Box::new(SlowPartition(
             Vec::new(),
             ctx.resolve(Path::new(&format!("slow-{}.txt", ctx.partition.0))),
@@ -250,7 +266,11 @@ fn a_slow_sink_backpressures_without_loss_through_union_rebalance_and_parallelis
         .sink("slow", SlowSink);
     let graph = p.build(2).unwrap();
     let ops = graph.operators();
-    assert!(ops.iter().any(|(name, par)| name == "all.rebalance" && *par == 1), "{ops:?}");
+    assert!(
+        ops.iter()
+            .any(|(name, par)| name == "all.rebalance" && *par == 1),
+        "{ops:?}"
+    );
     let core = CoreConfig {
         ring_capacity: 2,
         batch_max: 4,
@@ -258,7 +278,10 @@ fn a_slow_sink_backpressures_without_loss_through_union_rebalance_and_parallelis
     };
     let spec = spec(dir.path(), JobConfig::default(), core);
     let report = Job::new(spec, graph).run().unwrap();
-    assert!(report.counter("backpressure_steps") > 0, "the sink was slow enough to block");
+    assert!(
+        report.counter("backpressure_steps") > 0,
+        "the sink was slow enough to block"
+    );
     let mut all: Vec<u64> = Vec::new();
     for p in 0..2 {
         let text = std::fs::read_to_string(dir.path().join(format!("slow-{p}.txt"))).unwrap();
@@ -289,14 +312,21 @@ fn stop_drains_what_was_emitted() {
     assert!(report.stopped);
     let emitted = report.counter("source_records");
     assert!(emitted > 0 && emitted < 12_000_000);
-    assert_eq!(report.counter("sink_records"), emitted, "nothing emitted is lost");
+    assert_eq!(
+        report.counter("sink_records"),
+        emitted,
+        "nothing emitted is lost"
+    );
 }
 
 /// A sink that fails on its 100th record.
 struct FailingSink;
 struct FailingPartition(u32);
 impl Sink<u64> for FailingSink {
-    fn partition(&self, _ctx: &PartitionContext<'_>) -> rill_engine::Result<Box<dyn SinkPartition<u64>>> {
+    fn partition(
+        &self,
+        _ctx: &PartitionContext<'_>,
+    ) -> rill_engine::Result<Box<dyn SinkPartition<u64>>> {
         Ok(Box::new(FailingPartition(0)))
     }
 }
@@ -322,10 +352,15 @@ fn an_operator_failure_stops_every_core_and_is_reported() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let p = Pipeline::new(128);
-    p.source("gen", Generator::new(1_000_000, 1_000_000_000, 0, |t| t.seq))
-        .key_by("k", |x: &u64| *x)
-        .process("id", |_init| |_ctx, x: u64, out: &mut Out<'_, u64>| out.emit(x))
-        .sink("fail", FailingSink);
+    p.source(
+        "gen",
+        Generator::new(1_000_000, 1_000_000_000, 0, |t| t.seq),
+    )
+    .key_by("k", |x: &u64| *x)
+    .process("id", |_init| {
+        |_ctx, x: u64, out: &mut Out<'_, u64>| out.emit(x)
+    })
+    .sink("fail", FailingSink);
     let graph = p.build(2).unwrap();
     let spec = spec(dir.path(), JobConfig::default(), CoreConfig::default());
     let err = Job::new(spec, graph).run().unwrap_err().to_string();

@@ -96,8 +96,7 @@ impl CoreConfig {
                 "0 ..= 10000000 (default 200)",
             ));
         }
-        if !(4..=32_768).contains(&self.io_uring_depth) || !self.io_uring_depth.is_power_of_two()
-        {
+        if !(4..=32_768).contains(&self.io_uring_depth) || !self.io_uring_depth.is_power_of_two() {
             return Err(bad(
                 "io_uring_depth",
                 self.io_uring_depth.to_string(),

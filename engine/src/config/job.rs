@@ -190,20 +190,10 @@ impl JobConfig {
             PipelineKind::Etl => {
                 let source = self.source.clone().unwrap_or_default();
                 if source.partitions == 0 {
-                    return Err(invalid(
-                        file,
-                        "source.partitions",
-                        "0".into(),
-                        "1 or more",
-                    ));
+                    return Err(invalid(file, "source.partitions", "0".into(), "1 or more"));
                 }
                 if source.path.as_os_str().is_empty() {
-                    return Err(invalid(
-                        file,
-                        "source.path",
-                        "empty".into(),
-                        "a file path",
-                    ));
+                    return Err(invalid(file, "source.path", "empty".into(), "a file path"));
                 }
                 let sink = self.sink.clone().unwrap_or_default();
                 if sink.dir.as_os_str().is_empty() {
@@ -248,7 +238,10 @@ impl JobConfig {
                     return Err(invalid(
                         file,
                         "generator.warmup_ms",
-                        format!("{} is not below duration_ms ({})", g.warmup_ms, g.duration_ms),
+                        format!(
+                            "{} is not below duration_ms ({})",
+                            g.warmup_ms, g.duration_ms
+                        ),
                         "less than generator.duration_ms",
                     ));
                 }
@@ -266,7 +259,11 @@ impl JobConfig {
                 if self.source.is_some() || self.sink.is_some() {
                     return Err(invalid(
                         file,
-                        if self.source.is_some() { "source" } else { "sink" },
+                        if self.source.is_some() {
+                            "source"
+                        } else {
+                            "sink"
+                        },
                         "a file source/sink table in a `latency` job".into(),
                         "[generator] for pipeline = \"latency\"",
                     ));

@@ -57,7 +57,10 @@ fn read(file: &Path) -> Result<String, ConfigError> {
     })
 }
 
-fn parse<T: serde::de::DeserializeOwned>(file: &Path, value: toml::Value) -> Result<T, ConfigError> {
+fn parse<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    value: toml::Value,
+) -> Result<T, ConfigError> {
     T::deserialize(value).map_err(|e| ConfigError::Parse {
         file: file.to_path_buf(),
         message: e.to_string().trim_end().to_string(),
@@ -199,7 +202,9 @@ impl JobSpec {
                 return Err(ConfigError::Invalid {
                     file,
                     key: "(file name)".into(),
-                    problem: format!("CPU {cpu} does not exist or is not available to this process"),
+                    problem: format!(
+                        "CPU {cpu} does not exist or is not available to this process"
+                    ),
                     valid: format!("one of the available CPUs {available:?}"),
                 });
             }

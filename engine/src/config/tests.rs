@@ -43,7 +43,10 @@ fn the_documented_etl_job_loads_with_empty_core_files() {
 
 #[test]
 fn an_unknown_key_names_the_file_the_key_and_the_valid_keys() {
-    let d = job_dir(&format!("{ETL}\n[generator]\nrate = 5\n"), &[("0.toml", "")]);
+    let d = job_dir(
+        &format!("{ETL}\n[generator]\nrate = 5\n"),
+        &[("0.toml", "")],
+    );
     let e = err(d.path());
     assert!(e.contains("job.toml"), "{e}");
     assert!(e.contains("rate"), "{e}");
@@ -66,13 +69,22 @@ fn a_bad_value_names_the_key_and_what_is_valid() {
     let e = err(d.path());
     assert!(e.contains("batch_max") && e.contains("invalid type"), "{e}");
 
-    let d = job_dir(&ETL.replace("partitions = 1", "partitions = 0"), &[("0.toml", "")]);
+    let d = job_dir(
+        &ETL.replace("partitions = 1", "partitions = 0"),
+        &[("0.toml", "")],
+    );
     let e = err(d.path());
-    assert!(e.contains("source.partitions") && e.contains("1 or more"), "{e}");
+    assert!(
+        e.contains("source.partitions") && e.contains("1 or more"),
+        "{e}"
+    );
 
     let d = job_dir("pipeline = \"nexmark-q99\"\n", &[("0.toml", "")]);
     let e = err(d.path());
-    assert!(e.contains("pipeline") && e.contains("latency") && e.contains("etl"), "{e}");
+    assert!(
+        e.contains("pipeline") && e.contains("latency") && e.contains("etl"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -111,7 +123,10 @@ fn partition_lists_must_cover_every_partition_once() {
     let e = err(d.path());
     assert!(e.contains("no core owns partition 1"), "{e}");
 
-    let d = job_dir(job, &[(&format!("{}.toml", cpus[0]), "partitions = [0, 1]\n")]);
+    let d = job_dir(
+        job,
+        &[(&format!("{}.toml", cpus[0]), "partitions = [0, 1]\n")],
+    );
     let spec = JobSpec::load(d.path()).unwrap();
     assert_eq!(spec.placement(2).unwrap(), vec![0, 0]);
 }

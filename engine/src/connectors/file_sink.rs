@@ -23,7 +23,10 @@ pub struct FileSink<T> {
 
 impl<T> FileSink<T> {
     /// Formats each record with `format` (which appends one line, newline included).
-    pub fn new(dir: impl Into<PathBuf>, format: impl Fn(&T, &mut Vec<u8>) + Send + Sync + 'static) -> Self {
+    pub fn new(
+        dir: impl Into<PathBuf>,
+        format: impl Fn(&T, &mut Vec<u8>) + Send + Sync + 'static,
+    ) -> Self {
         Self {
             dir: dir.into(),
             format: Arc::new(format),
@@ -112,7 +115,8 @@ impl<T> SinkPartition<T> for FilePartition<T> {
 
     fn finish(&mut self) -> Result<()> {
         finish_file(&mut self.writer, &self.path)?;
-        self.metrics.add("sink_records", std::mem::take(&mut self.records));
+        self.metrics
+            .add("sink_records", std::mem::take(&mut self.records));
         self.metrics
             .note_arrival(crate::clock::Clock::now_ns(&self.clock));
         Ok(())
@@ -156,7 +160,8 @@ impl Sink<DeadLetter> for DeadLetterSink {
         }
         let path = ctx.resolve(&self.path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| EngineError::io("create directory", dir, e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| EngineError::io("create directory", dir, e))?;
         }
         Ok(Box::new(DeadLetterPartition {
             writer: create(&path)?,
@@ -187,7 +192,8 @@ impl SinkPartition<DeadLetter> for DeadLetterPartition {
 
     fn finish(&mut self) -> Result<()> {
         finish_file(&mut self.writer, &self.path)?;
-        self.metrics.add("dead_letters", std::mem::take(&mut self.count));
+        self.metrics
+            .add("dead_letters", std::mem::take(&mut self.count));
         Ok(())
     }
 }

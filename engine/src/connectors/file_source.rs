@@ -102,7 +102,12 @@ impl FilePartition {
 }
 
 impl SourcePartition<FileLine> for FilePartition {
-    fn poll(&mut self, _now_ns: u64, max: usize, out: &mut Out<'_, FileLine>) -> Result<SourcePoll> {
+    fn poll(
+        &mut self,
+        _now_ns: u64,
+        max: usize,
+        out: &mut Out<'_, FileLine>,
+    ) -> Result<SourcePoll> {
         let mut emitted = 0;
         while emitted < max && self.pos < self.end {
             let mut line = Vec::new();
@@ -234,6 +239,9 @@ mod tests {
             metrics: MetricsHandle::default(),
         };
         let err = FileSource::new("in.jsonl").partition(&ctx).err().unwrap();
-        assert!(err.to_string().contains("/nonexistent-rill-dir/in.jsonl"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent-rill-dir/in.jsonl"),
+            "{err}"
+        );
     }
 }

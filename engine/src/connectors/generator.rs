@@ -180,7 +180,12 @@ mod tests {
         assert_eq!(r, SourcePoll::Emitted(2));
         let (v, r) = drain(&mut *p1, 100 + 4_000_000);
         assert!(v.is_empty());
-        assert_eq!(r, SourcePoll::Idle { next_due_ns: Some(100 + 5_000_000) });
+        assert_eq!(
+            r,
+            SourcePoll::Idle {
+                next_due_ns: Some(100 + 5_000_000)
+            }
+        );
         // Late polling does not lower the rate: everything due comes out, stamped due.
         let (v, r) = drain(&mut *p1, 100 + 60_000_000);
         assert_eq!(v.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![5, 7, 9]);

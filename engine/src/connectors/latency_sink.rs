@@ -54,7 +54,8 @@ impl<T> SinkPartition<T> for LatencyPartition<T> {
     }
 
     fn finish(&mut self) -> Result<()> {
-        self.metrics.add("sink_records", std::mem::take(&mut self.records));
+        self.metrics
+            .add("sink_records", std::mem::take(&mut self.records));
         Ok(())
     }
 }

@@ -223,7 +223,11 @@ impl<In, W> OutputPort<In, W> {
         }
     }
 
-    fn broadcast(&mut self, m: impl Fn() -> Message<Routed<W>>, local: impl FnOnce(&mut Receiver<W>, usize)) {
+    fn broadcast(
+        &mut self,
+        m: impl Fn() -> Message<Routed<W>>,
+        local: impl FnOnce(&mut Receiver<W>, usize),
+    ) {
         for t in self.targets.iter_mut().flatten() {
             t.seal(self.batch_max);
             t.pending.push_back(m());
@@ -345,7 +349,11 @@ pub(crate) struct Receiver<W> {
 }
 
 impl<W> Receiver<W> {
-    pub(crate) fn new(inputs: Vec<RecvInput<W>>, chains: Vec<Option<BoxEmit<W>>>, burst: usize) -> Self {
+    pub(crate) fn new(
+        inputs: Vec<RecvInput<W>>,
+        chains: Vec<Option<BoxEmit<W>>>,
+        burst: usize,
+    ) -> Self {
         let set = InputSet::new(inputs.len());
         Self {
             inputs,
@@ -369,7 +377,10 @@ impl<W> Receiver<W> {
             Control::Watermark(w) => self.set.on_watermark(input, w).map(Control::Watermark),
         };
         if let Some(c) = forward {
-            self.chains.iter_mut().flatten().for_each(|ch| ch.control(c));
+            self.chains
+                .iter_mut()
+                .flatten()
+                .for_each(|ch| ch.control(c));
         }
     }
 
@@ -385,7 +396,9 @@ impl<W> Receiver<W> {
         for i in 0..self.inputs.len() {
             let mut taken = 0;
             while taken < self.burst {
-                let Some(ring) = self.inputs[i].ring.as_mut() else { break };
+                let Some(ring) = self.inputs[i].ring.as_mut() else {
+                    break;
+                };
                 let Some(m) = ring.try_pop() else { break };
                 taken += 1;
                 match m {

@@ -85,13 +85,21 @@ impl JobGraph {
     pub fn describe(&self) -> String {
         let mut s = String::new();
         for n in &self.nodes {
-            let ups: Vec<&str> = n.upstreams.iter().map(|u| self.nodes[*u].name.as_str()).collect();
+            let ups: Vec<&str> = n
+                .upstreams
+                .iter()
+                .map(|u| self.nodes[*u].name.as_str())
+                .collect();
             s.push_str(&format!(
                 "  {:<20} {:<9} x{:<3} <- {}\n",
                 n.name,
                 format!("{:?}", n.kind).to_lowercase(),
                 n.parallelism,
-                if ups.is_empty() { "-".to_string() } else { ups.join(", ") }
+                if ups.is_empty() {
+                    "-".to_string()
+                } else {
+                    ups.join(", ")
+                }
             ));
         }
         s

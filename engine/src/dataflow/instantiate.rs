@@ -13,7 +13,9 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::exchange::{ExchangeDef, ExchangeInput, OutputPort, Port, PortWiring, Receiver, RecvInput, Routed};
+use super::exchange::{
+    ExchangeDef, ExchangeInput, OutputPort, Port, PortWiring, Receiver, RecvInput, Routed,
+};
 use super::graph::{AttachFn, JobGraph};
 use super::ops::{BoxEmit, Discard, Emit, FailureSlot, FanOut, Out, UnionInput, UnionJoin};
 use super::{Data, Keyed, PartitionContext, SinkPartition, Source, SourcePartition, SourcePoll};
@@ -180,7 +182,10 @@ impl<'a> Instantiator<'a> {
     fn note_ports(&mut self, ports: &[PortRef]) {
         if let Some(top) = self.frames.last_mut() {
             for p in ports {
-                if !top.iter().any(|q| Rc::as_ptr(q).cast::<()>() == Rc::as_ptr(p).cast::<()>()) {
+                if !top
+                    .iter()
+                    .any(|q| Rc::as_ptr(q).cast::<()>() == Rc::as_ptr(p).cast::<()>())
+                {
                     top.push(p.clone());
                 }
             }
@@ -240,7 +245,11 @@ impl<'a> Instantiator<'a> {
         Box::new(ExchangeInput { index, port })
     }
 
-    fn make_port<In: Data, W: Data>(&mut self, node: usize, def: &ExchangeDef<In, W>) -> OutputPort<In, W> {
+    fn make_port<In: Data, W: Data>(
+        &mut self,
+        node: usize,
+        def: &ExchangeDef<In, W>,
+    ) -> OutputPort<In, W> {
         let me = self.a.core;
         let consumer_cores = self.cores_of(node);
         let upstream = self.a.graph.nodes[node].upstreams[0];
@@ -331,8 +340,10 @@ impl<'a> Instantiator<'a> {
         });
         let burst = (self.a.config.ring_capacity / 4).max(1);
         let receiver = Rc::new(RefCell::new(Receiver::new(inputs, chains, burst)));
-        self.shared
-            .insert((node, RECEIVER), (Box::new(receiver.clone()), ports.clone()));
+        self.shared.insert(
+            (node, RECEIVER),
+            (Box::new(receiver.clone()), ports.clone()),
+        );
         self.drivers.push(Box::new(ReceiverDriver {
             receiver: receiver.clone(),
             ports,
@@ -341,7 +352,12 @@ impl<'a> Instantiator<'a> {
     }
 
     /// Input `from` of union `node`, partition `p`.
-    pub(crate) fn union_input<T: Data>(&mut self, node: usize, from: usize, p: PartitionId) -> BoxEmit<T> {
+    pub(crate) fn union_input<T: Data>(
+        &mut self,
+        node: usize,
+        from: usize,
+        p: PartitionId,
+    ) -> BoxEmit<T> {
         let key = (node, p.0);
         let join: Rc<RefCell<UnionJoin<T>>> = match self.shared.get(&key) {
             Some((any, ports)) => {
@@ -513,7 +529,12 @@ pub(crate) struct SinkOp<T> {
 }
 
 impl<T> SinkOp<T> {
-    pub(crate) fn new(inst: &Instantiator<'_>, _node: usize, _p: PartitionId, part: Box<dyn SinkPartition<T>>) -> Self {
+    pub(crate) fn new(
+        inst: &Instantiator<'_>,
+        _node: usize,
+        _p: PartitionId,
+        part: Box<dyn SinkPartition<T>>,
+    ) -> Self {
         Self {
             part,
             failure: inst.failure(),

@@ -253,7 +253,9 @@ mod tests {
             }) as BoxEmit<i64>,
         };
         chain.data(1);
-        chain.control(Control::Barrier(Barrier { id: CheckpointId(1) }));
+        chain.control(Control::Barrier(Barrier {
+            id: CheckpointId(1),
+        }));
         chain.data(2);
         chain.end();
         assert_eq!(
@@ -261,7 +263,9 @@ mod tests {
             vec![
                 Seen::Data(10),
                 Seen::Data(20),
-                Seen::Control(Control::Barrier(Barrier { id: CheckpointId(1) })),
+                Seen::Control(Control::Barrier(Barrier {
+                    id: CheckpointId(1)
+                })),
                 Seen::Data(20),
                 Seen::Data(30),
                 Seen::End
@@ -276,9 +280,14 @@ mod tests {
             inputs: InputSet::new(2),
             down: Box::new(Collect::<u32>(seen.clone())) as BoxEmit<u32>,
         }));
-        let mut a = UnionInput { index: 0, join: join.clone() };
+        let mut a = UnionInput {
+            index: 0,
+            join: join.clone(),
+        };
         let mut b = UnionInput { index: 1, join };
-        let bar = Control::Barrier(Barrier { id: CheckpointId(3) });
+        let bar = Control::Barrier(Barrier {
+            id: CheckpointId(3),
+        });
         a.data(1);
         a.control(bar);
         b.data(2);

@@ -101,14 +101,22 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
             let count = init.value::<u64>("count");
             let total = init.value::<i128>("total_cents");
             move |ctx, e: EtlEvent, out: &mut Out<'_, UserTotal>| {
-                let count = count.update(ctx, || 0, |c| {
-                    *c += 1;
-                    *c
-                });
-                let total_cents = total.update(ctx, || 0, |t| {
-                    *t += i128::from(e.amount_cents);
-                    *t
-                });
+                let count = count.update(
+                    ctx,
+                    || 0,
+                    |c| {
+                        *c += 1;
+                        *c
+                    },
+                );
+                let total_cents = total.update(
+                    ctx,
+                    || 0,
+                    |t| {
+                        *t += i128::from(e.amount_cents);
+                        *t
+                    },
+                );
                 out.emit(UserTotal {
                     user: e.user,
                     count,
@@ -131,8 +139,16 @@ mod tests {
             line: br#"{"ts": 1, "user": "a", "amount_cents": 5, "extra": true}"#.to_vec(),
         };
         assert_eq!(parse(&ok).unwrap().amount_cents, 5);
-        for bad in [&b"not json"[..], b"", br#"{"ts": 1, "user": "a"}"#, br#"{"ts": "x", "user": "a", "amount_cents": 1}"#] {
-            let l = FileLine { offset: 42, line: bad.to_vec() };
+        for bad in [
+            &b"not json"[..],
+            b"",
+            br#"{"ts": 1, "user": "a"}"#,
+            br#"{"ts": "x", "user": "a", "amount_cents": 1}"#,
+        ] {
+            let l = FileLine {
+                offset: 42,
+                line: bad.to_vec(),
+            };
             let d = parse(&l).unwrap_err();
             assert_eq!(d.offset, 42);
             assert!(!d.error.is_empty());
@@ -142,10 +158,24 @@ mod tests {
     #[test]
     fn csv_fields_are_quoted_only_when_needed() {
         let mut out = Vec::new();
-        format_row(&UserTotal { user: "a,\"b\"".into(), count: 2, total_cents: -3 }, &mut out);
+        format_row(
+            &UserTotal {
+                user: "a,\"b\"".into(),
+                count: 2,
+                total_cents: -3,
+            },
+            &mut out,
+        );
         assert_eq!(String::from_utf8(out).unwrap(), "\"a,\"\"b\"\"\",2,-3\n");
         let mut out = Vec::new();
-        format_row(&UserTotal { user: "u1".into(), count: 1, total_cents: 7 }, &mut out);
+        format_row(
+            &UserTotal {
+                user: "u1".into(),
+                count: 1,
+                total_cents: 7,
+            },
+            &mut out,
+        );
         assert_eq!(out, b"u1,1,7\n");
     }
 }

@@ -31,12 +31,14 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
     let p = Pipeline::new(spec.job.max_key_groups);
     let mut source = p.source(
         "generator",
-        Generator::new(g.rate_eps, events, g.warmup_ms * 1_000_000, move |t| LatencyEvent {
-            seq: t.seq,
-            key: stable_hash(&t.seq) % keys,
-            due_ns: t.due_ns,
-            measure: t.measure,
-            count: 0,
+        Generator::new(g.rate_eps, events, g.warmup_ms * 1_000_000, move |t| {
+            LatencyEvent {
+                seq: t.seq,
+                key: stable_hash(&t.seq) % keys,
+                due_ns: t.due_ns,
+                measure: t.measure,
+                count: 0,
+            }
         }),
     );
     if let Some(n) = g.partitions {
@@ -47,10 +49,14 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
         .process("count", |init| {
             let count = init.value::<u64>("count");
             move |ctx, mut e: LatencyEvent, out: &mut Out<'_, LatencyEvent>| {
-                e.count = count.update(ctx, || 0, |c| {
-                    *c += 1;
-                    *c
-                });
+                e.count = count.update(
+                    ctx,
+                    || 0,
+                    |c| {
+                        *c += 1;
+                        *c
+                    },
+                );
                 out.emit(e);
             }
         })

@@ -3,6 +3,7 @@
 //! between cores (one per exchange per producing/consuming core pair), starts the
 //! executors, and merges their reports. The per-core loop lives in `shard.rs`.
 
+mod park;
 mod preflight;
 mod shard;
 
@@ -74,7 +75,9 @@ pub struct Job {
 impl Job {
     /// Prepares `graph` to run as configured by `spec`.
     pub fn new(spec: JobSpec, graph: JobGraph) -> Self {
-        let doorbells = (0..spec.cores.len()).map(|_| Arc::new(Doorbell::new())).collect();
+        let doorbells = (0..spec.cores.len())
+            .map(|_| Arc::new(Doorbell::new()))
+            .collect();
         Self {
             spec,
             graph: Arc::new(graph),
@@ -96,8 +99,9 @@ impl Job {
         preflight(&self.spec)?;
         let placement: Arc<[usize]> = self.spec.placement(self.graph.max_parallelism())?.into();
         let mut endpoints = self.make_rings(&placement);
+        let clock = MonotonicClock::new(Instant::now());
         let shared = Arc::new(Shared {
-            clock: MonotonicClock::new(Instant::now()),
+            clock,
             ready: AtomicUsize::new(0),
             start_ns: AtomicU64::new(0),
             cores: self.spec.cores.len(),
@@ -164,14 +168,20 @@ impl Job {
         let start_ns = shared.start_ns.load(Ordering::SeqCst);
         let elapsed = Duration::from_nanos(shared.clock.now_ns().saturating_sub(start_ns))
             .min(started.elapsed());
-        Ok(JobReport::merge(reports, start_ns, elapsed, self.handle.is_stopped()))
+        Ok(JobReport::merge(
+            reports,
+            start_ns,
+            elapsed,
+            self.handle.is_stopped(),
+        ))
     }
 
     /// One ring per exchange per (producing core, consuming core) pair of different
     /// cores, sized by the consuming core's `ring_capacity`.
     fn make_rings(&self, placement: &[usize]) -> Vec<CoreEndpoints> {
-        let mut endpoints: Vec<CoreEndpoints> =
-            (0..self.spec.cores.len()).map(|_| CoreEndpoints::default()).collect();
+        let mut endpoints: Vec<CoreEndpoints> = (0..self.spec.cores.len())
+            .map(|_| CoreEndpoints::default())
+            .collect();
         for (id, node) in self.graph.nodes.iter().enumerate() {
             let Some(x) = &node.exchange else { continue };
             let producers = self.graph.cores_of(node.upstreams[0], placement);

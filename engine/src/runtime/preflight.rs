@@ -22,7 +22,8 @@ fn check_io_uring() -> Result<()> {
     if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
         if v.trim() == "2" {
             return Err(EngineError::Preflight {
-                problem: "io_uring is disabled on this machine (kernel.io_uring_disabled = 2)".into(),
+                problem: "io_uring is disabled on this machine (kernel.io_uring_disabled = 2)"
+                    .into(),
                 fix: "run `sysctl -w kernel.io_uring_disabled=0` as root".into(),
             });
         }
@@ -102,7 +103,11 @@ fn check_memlock(spec: &JobSpec) -> Result<()> {
         fix: "check `ulimit -l`".into(),
     })?;
     if soft != libc::RLIM_INFINITY && soft < wanted {
-        let target = if hard == libc::RLIM_INFINITY { wanted } else { wanted.min(hard) };
+        let target = if hard == libc::RLIM_INFINITY {
+            wanted
+        } else {
+            wanted.min(hard)
+        };
         if target > soft {
             // Raising the soft limit up to the hard one needs no privilege.
             let _ = set_memlock_soft(target, hard);

@@ -1,19 +1,15 @@
 //! The per-core loop. One task on each pinned executor polls that core's drivers
 //! (source partitions, exchange receivers), flushes its ports, and — only when nothing
 //! moved for `spin_before_park` — parks on the core's doorbell until a producer rings,
-//! a port's flush deadline or a source's next due time. While busy it never parks and
-//! yields to the executor only when glommio's preemption timer asks.
+//! a port's flush deadline or a source's next due time (see `park.rs` for how). While
+//! busy it never parks and never yields: nothing else runs on the core.
 
-use std::sync::atomic::Ordering;
-use std::time::Duration;
-
-use futures_lite::future;
-
-use super::ShardArgs;
+use super::{park, ShardArgs};
 use crate::clock::Clock;
 use crate::dataflow::instantiate::{Instantiator, Step};
 use crate::error::{EngineError, Result};
 use crate::metrics::{MetricsHandle, ShardReport};
+use std::sync::atomic::Ordering;
 
 /// Runs one core's shard to completion.
 pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
@@ -31,6 +27,8 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
     let doorbell = shared.handle.doorbells[args.index].clone();
     let clock = shared.clock;
     let abort = &shared.handle.abort;
+    let waker = park::thread_waker();
+    park::tighten_timer_slack();
 
     // Start together: the last core to be ready sets the start time.
     if shared.ready.fetch_add(1, Ordering::SeqCst) + 1 == shared.cores {
@@ -45,7 +43,7 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
         if abort.load(Ordering::SeqCst) {
             return Err(EngineError::Stopped);
         }
-        glommio::timer::sleep(Duration::from_micros(50)).await;
+        std::thread::yield_now();
     };
     for d in &mut drivers {
         d.start(start_ns);
@@ -102,13 +100,11 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
         }
         if progress {
             idle_since = None;
-            glommio::yield_if_needed().await;
             continue;
         }
         let since = *idle_since.get_or_insert(now);
         if now - since < spin_ns {
             std::hint::spin_loop();
-            glommio::yield_if_needed().await;
             continue;
         }
         // Park: arm, re-check everything a producer or the clock could have changed,
@@ -123,13 +119,7 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
         if work_waiting {
             doorbell.disarm();
         } else {
-            match wake_at {
-                Some(t) => {
-                    let nap = glommio::timer::sleep(Duration::from_nanos(t - now));
-                    future::or(doorbell.wait(), nap).await;
-                }
-                None => doorbell.wait().await,
-            }
+            park::park(&doorbell, &waker, &clock, wake_at);
             doorbell.disarm();
         }
         idle_since = None;
