@@ -8,10 +8,12 @@ use crate::dataflow::{PartitionContext, Sink, SinkPartition};
 use crate::error::Result;
 use crate::metrics::MetricsHandle;
 
+type DueFn<T> = Arc<dyn Fn(&T) -> (u64, bool) + Send + Sync>;
+
 /// A sink that measures end-to-end latency; `due` returns a record's due time (ns on the
 /// job clock) and whether it is measured (false during warm-up).
 pub struct LatencySink<T> {
-    due: Arc<dyn Fn(&T) -> (u64, bool) + Send + Sync>,
+    due: DueFn<T>,
 }
 
 impl<T> LatencySink<T> {
@@ -33,7 +35,7 @@ impl<T: 'static> Sink<T> for LatencySink<T> {
 }
 
 struct LatencyPartition<T> {
-    due: Arc<dyn Fn(&T) -> (u64, bool) + Send + Sync>,
+    due: DueFn<T>,
     clock: MonotonicClock,
     metrics: MetricsHandle,
     records: u64,

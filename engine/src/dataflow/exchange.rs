@@ -150,11 +150,17 @@ pub(crate) struct OutputPort<In, W> {
     now_ns: u64,
 }
 
+/// A ring to another core and that core's doorbell.
+pub(crate) type RingTo<W> = (Producer<Message<Routed<W>>>, Arc<Doorbell>);
+
+/// The local receiver, this core's input index on it, and the ports behind it.
+pub(crate) type LocalWiring<W> = (Rc<RefCell<Receiver<W>>>, usize, Vec<Rc<RefCell<dyn Port>>>);
+
 /// How an `OutputPort` is wired on its core.
 pub(crate) struct PortWiring<W> {
     pub(crate) placement: Rc<[usize]>,
-    pub(crate) rings: Vec<Option<(Producer<Message<Routed<W>>>, Arc<Doorbell>)>>,
-    pub(crate) local: Option<(Rc<RefCell<Receiver<W>>>, usize, Vec<Rc<RefCell<dyn Port>>>)>,
+    pub(crate) rings: Vec<Option<RingTo<W>>>,
+    pub(crate) local: Option<LocalWiring<W>>,
     pub(crate) local_inputs: usize,
     pub(crate) parallelism: u32,
     pub(crate) max_key_groups: u16,

@@ -159,7 +159,7 @@ impl Builder {
     }
 
     /// A chained operator (or sink) taking `In` from `upstream`.
-    pub(crate) fn add_op<In: Data, Out: Data>(
+    pub(crate) fn add_op<In: Data>(
         &mut self,
         name: &str,
         upstream: usize,
@@ -219,7 +219,7 @@ impl Builder {
         sink: impl Sink<T>,
     ) -> usize {
         let sink = Arc::new(sink);
-        self.add_op::<T, ()>(
+        self.add_op::<T>(
             name,
             upstream,
             NodeKind::Sink,

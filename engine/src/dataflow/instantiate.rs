@@ -30,6 +30,10 @@ use crate::state::{KeyCtx, StateInit};
 
 type PortRef = Rc<RefCell<dyn Port>>;
 
+/// Per-core objects shared by several chains (ports, receivers, union joins), with the
+/// ports reachable behind each.
+type SharedObjects = HashMap<(usize, u32), (Box<dyn Any>, Vec<PortRef>)>;
+
 /// What one step of a driver did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Step {
@@ -80,7 +84,7 @@ pub(crate) struct InstantiateArgs<'a> {
 /// Builds one core's drivers and ports.
 pub(crate) struct Instantiator<'a> {
     a: InstantiateArgs<'a>,
-    shared: HashMap<(usize, u32), (Box<dyn Any>, Vec<PortRef>)>,
+    shared: SharedObjects,
     frames: Vec<Vec<PortRef>>,
     drivers: Vec<Box<dyn Driver>>,
     ports: Vec<PortRef>,

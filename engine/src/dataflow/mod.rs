@@ -237,7 +237,7 @@ impl<T: Data> Stream<T> {
         f: impl Fn(T) -> U + Send + Sync + 'static,
     ) -> Stream<U> {
         let f = Arc::new(f);
-        let node = self.b.borrow_mut().add_op::<T, U>(
+        let node = self.b.borrow_mut().add_op::<T>(
             name,
             self.node,
             NodeKind::Op,
@@ -255,7 +255,7 @@ impl<T: Data> Stream<T> {
     /// Keeps the records for which `f` is true.
     pub fn filter(&self, name: &str, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Stream<T> {
         let f = Arc::new(f);
-        let node = self.b.borrow_mut().add_op::<T, T>(
+        let node = self.b.borrow_mut().add_op::<T>(
             name,
             self.node,
             NodeKind::Op,
@@ -277,7 +277,7 @@ impl<T: Data> Stream<T> {
         f: impl Fn(T, &mut Out<'_, U>) + Send + Sync + 'static,
     ) -> Stream<U> {
         let f = Arc::new(f);
-        let node = self.b.borrow_mut().add_op::<T, U>(
+        let node = self.b.borrow_mut().add_op::<T>(
             name,
             self.node,
             NodeKind::Op,
@@ -375,7 +375,7 @@ impl<K: Data + Hash + Eq, V: Data> KeyedStream<K, V> {
     {
         let factory = Arc::new(factory);
         let b = &self.inner.b;
-        let node = b.borrow_mut().add_op::<Keyed<K, V>, U>(
+        let node = b.borrow_mut().add_op::<Keyed<K, V>>(
             name,
             self.inner.node,
             NodeKind::Op,
