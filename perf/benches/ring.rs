@@ -18,11 +18,11 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use crossbeam_utils::CachePadded;
-use rill_engine::ring::{channel, Consumer, Doorbell, Producer};
+use rill_engine::ring::{channel, Doorbell};
+use rill_perf::{echo, Pinned};
 use std::hint::spin_loop;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The first two cores, or `None` (with a message) if there are fewer.
@@ -32,36 +32,6 @@ fn two_cores() -> Option<(core_affinity::CoreId, core_affinity::CoreId)> {
         _ => {
             eprintln!("ring bench: fewer than 2 cores available; skipping");
             None
-        }
-    }
-}
-
-/// A thread pinned to `core` running `body(stop)`; stopped and joined on drop.
-struct Pinned {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Pinned {
-    fn spawn(core: core_affinity::CoreId, body: impl FnOnce(&AtomicBool) + Send + 'static) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = Arc::clone(&stop);
-        let handle = std::thread::spawn(move || {
-            core_affinity::set_for_current(core);
-            body(&thread_stop);
-        });
-        Self {
-            stop,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.handle.take() {
-            handle.join().expect("bench thread panicked");
         }
     }
 }
@@ -118,25 +88,6 @@ fn ring_ping_pong(c: &mut Criterion, echo_core: core_affinity::CoreId) {
             start.elapsed() / 2
         })
     });
-}
-
-fn echo(mut rx: Consumer<u64>, mut tx: Producer<u64>, stop: &AtomicBool) {
-    let mut idle = 0u32;
-    loop {
-        match rx.try_pop() {
-            Some(v) => {
-                tx.try_push(v).expect("pong ring has room");
-                idle = 0;
-            }
-            None => {
-                idle = idle.wrapping_add(1);
-                if idle % 1024 == 0 && stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                spin_loop();
-            }
-        }
-    }
 }
 
 /// How the producer in the throughput group publishes.

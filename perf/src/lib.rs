@@ -1,1 +1,66 @@
-//! rill-perf: microbenchmarks live in `benches/`; this library holds their shared helpers.
+//! rill-perf: microbenchmarks live in `benches/` and measurement binaries in `src/bin/`;
+//! this library holds what they share (pinned helper threads, the ring echo loop).
+
+use std::hint::spin_loop;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rill_engine::ring::{Consumer, Producer};
+
+/// A thread pinned to `core` running `body(stop)`; stopped and joined on drop.
+pub struct Pinned {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Pinned {
+    /// Spawns `body` on a thread pinned to `core`; `body` should return once the flag
+    /// it is given becomes true.
+    pub fn spawn(
+        core: core_affinity::CoreId,
+        body: impl FnOnce(&AtomicBool) + Send + 'static,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            core_affinity::set_for_current(core);
+            body(&thread_stop);
+        });
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            // A panic in the helper thread already printed its message.
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Sends every value received on `rx` straight back on `tx` until `stop` is set (the
+/// far side of a ring ping-pong).
+pub fn echo(mut rx: Consumer<u64>, mut tx: Producer<u64>, stop: &AtomicBool) {
+    let mut idle = 0u32;
+    loop {
+        match rx.try_pop() {
+            Some(v) => {
+                tx.try_push(v).expect("pong ring has room");
+                idle = 0;
+            }
+            None => {
+                idle = idle.wrapping_add(1);
+                if idle % 1024 == 0 && stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                spin_loop();
+            }
+        }
+    }
+}

@@ -22,11 +22,11 @@ use anyhow::{anyhow, bail};
 use clap::Parser;
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
-use rill_engine::ring::{channel, Consumer, Producer};
+use rill_engine::ring::channel;
+use rill_perf::{echo, Pinned};
 use std::hint::spin_loop;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
@@ -47,36 +47,6 @@ struct Args {
     /// Round trips for the glommio shared_channel comparison (0 skips it).
     #[arg(long, default_value_t = 100_000)]
     glommio_samples: u64,
-}
-
-/// A thread pinned to `core` running `body(stop)`; stopped and joined on drop.
-struct Pinned {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Pinned {
-    fn spawn(core: core_affinity::CoreId, body: impl FnOnce(&AtomicBool) + Send + 'static) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = Arc::clone(&stop);
-        let handle = std::thread::spawn(move || {
-            core_affinity::set_for_current(core);
-            body(&thread_stop);
-        });
-        Self {
-            stop,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-    }
 }
 
 fn histogram() -> Histogram<u64> {
@@ -129,25 +99,6 @@ fn raw_cache_line(args: &Args, echo_core: core_affinity::CoreId, overhead: u64) 
             spin_loop();
         }
     })
-}
-
-fn echo(mut rx: Consumer<u64>, mut tx: Producer<u64>, stop: &AtomicBool) {
-    let mut idle = 0u32;
-    loop {
-        match rx.try_pop() {
-            Some(v) => {
-                tx.try_push(v).expect("pong ring has room");
-                idle = 0;
-            }
-            None => {
-                idle = idle.wrapping_add(1);
-                if idle % 1024 == 0 && stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                spin_loop();
-            }
-        }
-    }
 }
 
 fn ring(args: &Args, echo_core: core_affinity::CoreId, overhead: u64) -> Histogram<u64> {
