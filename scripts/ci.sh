@@ -13,5 +13,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== loom models of the ring and the doorbell"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p rill-engine --lib --release ring::loom
 echo "== cargo test --workspace"
 cargo test --workspace
