@@ -103,7 +103,10 @@ impl<W> Target<W> {
     /// Moves the current batch to the pending queue.
     fn seal(&mut self, batch_max: usize) {
         if !self.batch.is_empty() {
-            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(batch_max));
+            // Size the next batch like this one: one-record batches at low load should not
+            // each allocate room for `batch_max`.
+            let next = self.batch.len().next_power_of_two().min(batch_max);
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(next));
             self.pending.push_back(Message::Data(batch));
         }
     }

@@ -53,7 +53,8 @@ pub(crate) trait Driver {
     fn start(&mut self, _start_ns: u64) {}
     /// Does a bounded amount of work.
     fn step(&mut self, now_ns: u64) -> Step;
-    /// Whether input is waiting (for the re-check before parking).
+    /// Whether input is waiting that a step could take now (for the re-check before
+    /// parking).
     fn has_input(&self) -> bool {
         false
     }
@@ -521,7 +522,9 @@ impl<W> Driver for ReceiverDriver<W> {
     }
 
     fn has_input(&self) -> bool {
-        self.receiver.borrow().has_input()
+        // Input behind a blocked port is not work: the consumer of that port rings this
+        // core when it frees a slot.
+        self.receiver.borrow().has_input() && !self.ports.iter().any(|p| p.borrow().is_blocked())
     }
 }
 
