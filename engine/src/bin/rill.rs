@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use rill_engine::config::{available_cpus, JobSpec};
+use rill_engine::config::{available_cpus, JobSpec, PipelineKind};
 use rill_engine::runtime::Job;
 use rill_engine::{pipelines, EngineError};
 
@@ -75,6 +75,16 @@ fn main() -> ExitCode {
                         spec.cores.iter().map(|c| c.cpu.0).collect::<Vec<_>>()
                     );
                     print!("{}", graph.describe());
+                    if spec.job.pipeline == PipelineKind::Etl {
+                        let src = spec.job.source.clone().unwrap_or_default();
+                        let input = spec.resolve(&src.path);
+                        if !input.is_file() {
+                            eprintln!(
+                                "rill: note: source.path {} does not exist yet; `rill run` needs it",
+                                input.display()
+                            );
+                        }
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),
