@@ -39,18 +39,44 @@ pub enum Control {
     Watermark(Watermark),
 }
 
+/// What a node must forward after one of its inputs ended: a barrier or watermark that
+/// only the ended input was holding back, and whether its own output ends now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Forward {
+    /// A barrier now complete at this node.
+    pub barrier: Option<Barrier>,
+    /// A watermark the node's output advances to.
+    pub watermark: Option<Watermark>,
+    /// Every input has ended.
+    pub end: bool,
+}
+
+impl Forward {
+    /// The control items to forward, barrier first.
+    pub fn controls(&self) -> impl Iterator<Item = Control> {
+        self.barrier
+            .map(Control::Barrier)
+            .into_iter()
+            .chain(self.watermark.map(Control::Watermark))
+    }
+}
+
 /// Per-input progress of a node with several inputs, and the decisions it implies.
 ///
 /// Every decision is a pure function of what each input delivered, so the rules are unit
-/// tested here and shared by every multi-input point (unions, the receiving side of an
-/// exchange).
+/// tested here and shared by every multi-input point (unions, both sides of an
+/// exchange). A barrier is complete when every open input has delivered it (or a later
+/// one); a watermark is the minimum over the open inputs; an ended input holds nothing
+/// back.
 #[derive(Debug, Clone)]
 pub struct InputSet {
     ended: Vec<bool>,
     open: usize,
     watermarks: Vec<Option<Watermark>>,
     emitted_watermark: Option<Watermark>,
-    barrier_seen: Vec<Option<CheckpointId>>,
+    /// The highest barrier each input delivered.
+    barriers: Vec<Option<CheckpointId>>,
+    forwarded_barrier: Option<CheckpointId>,
 }
 
 impl InputSet {
@@ -62,7 +88,8 @@ impl InputSet {
             open: inputs,
             watermarks: vec![None; inputs],
             emitted_watermark: None,
-            barrier_seen: vec![None; inputs],
+            barriers: vec![None; inputs],
+            forwarded_barrier: None,
         }
     }
 
@@ -76,39 +103,23 @@ impl InputSet {
         false
     }
 
-    /// Input `i` ended. Returns true when this was the last open input, i.e. the node
-    /// must now end its own output. A second end from the same input is a protocol bug.
-    pub fn on_end(&mut self, i: usize) -> bool {
-        assert!(!self.ended[i], "input {i} ended twice");
-        self.ended[i] = true;
-        self.open -= 1;
-        // An ended input no longer holds the watermark back.
-        self.open == 0
-    }
-
     /// Whether every input has ended.
     pub fn all_ended(&self) -> bool {
         self.open == 0
     }
 
-    /// Input `i` delivered watermark `w`. Returns the watermark to forward, if the
-    /// minimum over the open inputs advanced.
-    pub fn on_watermark(&mut self, i: usize, w: Watermark) -> Option<Watermark> {
-        if self.ended[i] {
-            return None;
+    fn open_inputs(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.ended.len()).filter(|i| !self.ended[*i])
+    }
+
+    /// The watermark to forward if the minimum over open inputs advanced.
+    fn advance_watermark(&mut self) -> Option<Watermark> {
+        let mut min: Option<Watermark> = None;
+        for i in self.open_inputs() {
+            let w = self.watermarks[i]?;
+            min = Some(min.map_or(w, |m| m.min(w)));
         }
-        if self.watermarks[i].is_some_and(|old| old >= w) {
-            return None;
-        }
-        self.watermarks[i] = Some(w);
-        let min = self
-            .watermarks
-            .iter()
-            .zip(&self.ended)
-            .filter(|(_, ended)| !**ended)
-            .map(|(w, _)| *w)
-            .min()
-            .flatten()?;
+        let min = min?;
         if self.emitted_watermark.is_some_and(|e| e >= min) {
             return None;
         }
@@ -116,17 +127,59 @@ impl InputSet {
         Some(min)
     }
 
-    /// Input `i` delivered barrier `b`. Returns true when every input that has not ended
-    /// has now delivered it (the barrier is complete at this node and is forwarded once).
-    pub fn on_barrier(&mut self, i: usize, b: Barrier) -> bool {
-        if let Some(prev) = self.barrier_seen[i] {
+    /// The barrier to forward if every open input has now delivered one newer than the
+    /// last forwarded.
+    fn complete_barrier(&mut self) -> Option<Barrier> {
+        let mut min: Option<CheckpointId> = None;
+        for i in self.open_inputs() {
+            let b = self.barriers[i]?;
+            min = Some(min.map_or(b, |m| m.min(b)));
+        }
+        let min = min?;
+        if self.forwarded_barrier.is_some_and(|f| f >= min) {
+            return None;
+        }
+        self.forwarded_barrier = Some(min);
+        Some(Barrier { id: min })
+    }
+
+    /// Input `i` ended. A second end from the same input is a protocol bug.
+    pub fn on_end(&mut self, i: usize) -> Forward {
+        assert!(!self.ended[i], "input {i} ended twice");
+        self.ended[i] = true;
+        self.open -= 1;
+        if self.open == 0 {
+            return Forward {
+                end: true,
+                ..Forward::default()
+            };
+        }
+        Forward {
+            barrier: self.complete_barrier(),
+            watermark: self.advance_watermark(),
+            end: false,
+        }
+    }
+
+    /// Input `i` delivered watermark `w`. Returns the watermark to forward, if the
+    /// minimum over the open inputs advanced.
+    pub fn on_watermark(&mut self, i: usize, w: Watermark) -> Option<Watermark> {
+        if self.ended[i] || self.watermarks[i].is_some_and(|old| old >= w) {
+            return None;
+        }
+        self.watermarks[i] = Some(w);
+        self.advance_watermark()
+    }
+
+    /// Input `i` delivered barrier `b` (barriers on one input arrive in increasing
+    /// order). Returns the barrier to forward once every open input has delivered it or
+    /// a later one; each barrier is forwarded at most once.
+    pub fn on_barrier(&mut self, i: usize, b: Barrier) -> Option<Barrier> {
+        if let Some(prev) = self.barriers[i] {
             assert!(prev < b.id, "input {i} delivered {} after {}", b.id, prev);
         }
-        self.barrier_seen[i] = Some(b.id);
-        self.barrier_seen
-            .iter()
-            .zip(&self.ended)
-            .all(|(seen, ended)| *ended || *seen == Some(b.id))
+        self.barriers[i] = Some(b.id);
+        self.complete_barrier()
     }
 }
 
@@ -137,9 +190,9 @@ mod tests {
     #[test]
     fn end_is_forwarded_once_all_inputs_ended() {
         let mut s = InputSet::new(3);
-        assert!(!s.on_end(1));
-        assert!(!s.on_end(0));
-        assert!(s.on_end(2));
+        assert!(!s.on_end(1).end);
+        assert!(!s.on_end(0).end);
+        assert!(s.on_end(2).end);
         assert!(s.all_ended());
     }
 
@@ -170,18 +223,47 @@ mod tests {
     #[test]
     fn barrier_completes_when_every_open_input_delivered_it() {
         let mut s = InputSet::new(3);
-        let b = Barrier {
-            id: CheckpointId(1),
+        let b = |id| Barrier {
+            id: CheckpointId(id),
         };
-        assert!(!s.on_barrier(0, b));
-        assert!(!s.on_barrier(2, b));
-        assert!(s.on_barrier(1, b));
+        assert_eq!(s.on_barrier(0, b(1)), None);
+        assert_eq!(s.on_barrier(2, b(1)), None);
+        assert_eq!(s.on_barrier(1, b(1)), Some(b(1)));
         // An ended input does not hold the next barrier back.
         s.on_end(1);
-        let b2 = Barrier {
-            id: CheckpointId(2),
+        assert_eq!(s.on_barrier(0, b(2)), None);
+        assert_eq!(s.on_barrier(2, b(2)), Some(b(2)));
+    }
+
+    #[test]
+    fn an_input_ahead_by_several_barriers_does_not_skip_any() {
+        let mut s = InputSet::new(2);
+        let b = |id| Barrier {
+            id: CheckpointId(id),
         };
-        assert!(!s.on_barrier(0, b2));
-        assert!(s.on_barrier(2, b2));
+        assert_eq!(s.on_barrier(0, b(3)), None);
+        assert_eq!(s.on_barrier(0, b(4)), None);
+        assert_eq!(s.on_barrier(1, b(3)), Some(b(3)));
+        assert_eq!(s.on_barrier(1, b(4)), Some(b(4)));
+    }
+
+    #[test]
+    fn an_ending_input_releases_what_it_held_back() {
+        let mut s = InputSet::new(2);
+        let b1 = Barrier {
+            id: CheckpointId(1),
+        };
+        assert_eq!(s.on_barrier(0, b1), None);
+        assert_eq!(s.on_watermark(0, Watermark(10)), None);
+        assert_eq!(s.on_watermark(1, Watermark(5)), Some(Watermark(5)));
+        let f = s.on_end(1);
+        assert_eq!(f.barrier, Some(b1));
+        assert_eq!(f.watermark, Some(Watermark(10)));
+        assert!(!f.end);
+        assert_eq!(
+            f.controls().collect::<Vec<_>>(),
+            vec![Control::Barrier(b1), Control::Watermark(Watermark(10))]
+        );
+        assert!(s.on_end(0).end);
     }
 }

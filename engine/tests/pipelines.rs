@@ -375,5 +375,75 @@ fn a_missing_input_file_fails_the_job_with_its_path() {
     let graph = pipelines::build(&spec).unwrap();
     let err = Job::new(spec, graph).run().unwrap_err().to_string();
     assert!(err.contains("input.jsonl"), "{err}");
-    let _ = FileSink::lines("unused");
+}
+
+/// Review finding: a panic in user code on one core used to leave the others waiting
+/// for its end-of-stream forever.
+#[test]
+fn a_panic_in_an_operator_fails_the_job_instead_of_hanging() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::new(128);
+    p.source(
+        "gen",
+        Generator::new(1_000_000, 1_000_000_000, 0, |t| t.seq),
+    )
+    .map("boom", |x: u64| {
+        assert!(x != 1001, "user code panicked on record 1001");
+        x
+    })
+    .key_by("k", |x: &u64| *x)
+    .process("id", |_init| {
+        |_ctx, x: u64, out: &mut Out<'_, u64>| out.emit(x)
+    })
+    .sink("discard", SlowSink);
+    let graph = p.build(2).unwrap();
+    let spec = spec(dir.path(), JobConfig::default(), CoreConfig::default());
+    assert!(Job::new(spec, graph).run().is_err());
+}
+
+/// Review finding: a keyed `process` with another parallelism than its `key_by` used to
+/// get a round-robin rebalance, splitting one key's state over several partitions.
+#[test]
+fn a_keyed_process_with_its_own_parallelism_keeps_each_key_in_one_partition() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::new(128);
+    p.source("gen", Generator::new(100_000_000, 4_000, 0, |t| t.seq))
+        .key_by("k", |x: &u64| *x % 10)
+        .process("count", |init| {
+            let count = init.value::<u64>("count");
+            move |ctx, _x: u64, out: &mut Out<'_, String>| {
+                let n = count.update(
+                    ctx,
+                    || 0,
+                    |c| {
+                        *c += 1;
+                        *c
+                    },
+                );
+                out.emit(format!("{},{n}", ctx.key()));
+            }
+        })
+        .parallelism(3)
+        .sink("out", FileSink::lines("out"));
+    let graph = p.build(2).unwrap();
+    assert!(graph.operators().iter().any(|(n, _)| n == "count.rekey"));
+    let spec = spec(dir.path(), JobConfig::default(), CoreConfig::default());
+    Job::new(spec, graph).run().unwrap();
+    let mut counts: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for text in read_parts(&dir.path().join("out")).values() {
+        for line in text.lines() {
+            let (k, n) = line.split_once(',').unwrap();
+            counts
+                .entry(k.parse().unwrap())
+                .or_default()
+                .push(n.parse().unwrap());
+        }
+    }
+    assert_eq!(counts.len(), 10);
+    for (k, mut seq) in counts {
+        seq.sort_unstable();
+        assert_eq!(seq, (1..=400).collect::<Vec<_>>(), "key {k}");
+    }
 }

@@ -128,6 +128,11 @@ impl Default for GeneratorConfig {
     }
 }
 
+/// Largest generator rate (keeps every derived count well inside `u64`).
+const MAX_RATE_EPS: u64 = 1_000_000_000;
+/// Longest generator run, ms (about 11.5 days).
+const MAX_DURATION_MS: u64 = 1_000_000_000;
+
 fn invalid(file: &Path, key: &str, problem: String, valid: &str) -> ConfigError {
     ConfigError::Invalid {
         file: file.to_path_buf(),
@@ -218,20 +223,20 @@ impl JobConfig {
             }
             PipelineKind::Latency => {
                 let g = self.generator.clone().unwrap_or_default();
-                if g.rate_eps == 0 {
+                if g.rate_eps == 0 || g.rate_eps > MAX_RATE_EPS {
                     return Err(invalid(
                         file,
                         "generator.rate_eps",
-                        "0".into(),
-                        "1 or more events per second",
+                        g.rate_eps.to_string(),
+                        "1 ..= 1000000000 events per second",
                     ));
                 }
-                if g.duration_ms == 0 {
+                if g.duration_ms == 0 || g.duration_ms > MAX_DURATION_MS {
                     return Err(invalid(
                         file,
                         "generator.duration_ms",
-                        "0".into(),
-                        "1 or more milliseconds",
+                        g.duration_ms.to_string(),
+                        "1 ..= 1000000000 milliseconds",
                     ));
                 }
                 if g.warmup_ms >= g.duration_ms {

@@ -166,6 +166,17 @@ impl JobSpec {
             }
         }
         found.sort();
+        for (cpu, path) in &found {
+            let canonical = cores_dir.join(format!("{cpu}.toml"));
+            if *path != canonical {
+                return Err(ConfigError::Invalid {
+                    file: path.clone(),
+                    key: "(file name)".into(),
+                    problem: format!("names CPU {cpu} in a non-canonical way"),
+                    valid: format!("{}", canonical.display()),
+                });
+            }
+        }
         if let Some(listed) = &job.cores {
             for cpu in listed {
                 if !found.iter().any(|(c, _)| c == cpu) {
@@ -221,6 +232,7 @@ impl JobSpec {
             job,
             cores,
         };
+        spec.check_parallelism(&job_file)?;
         spec.placement(spec.max_parallelism())?;
         Ok(spec)
     }
@@ -244,8 +256,37 @@ impl JobSpec {
                 })
                 .collect(),
         };
+        spec.check_parallelism(&file)?;
         spec.placement(spec.max_parallelism())?;
         Ok(spec)
+    }
+
+    /// Every operator's parallelism must fit in the key groups.
+    fn check_parallelism(&self, file: &Path) -> Result<(), ConfigError> {
+        let max = u32::from(self.job.max_key_groups);
+        let mut wanted = vec![(
+            if self.job.parallelism.is_some() {
+                "parallelism"
+            } else {
+                "cores"
+            },
+            self.default_parallelism(),
+        )];
+        if let (PipelineKind::Etl, Some(s)) = (self.job.pipeline, &self.job.source) {
+            wanted.push(("source.partitions", s.partitions));
+        }
+        if let (PipelineKind::Latency, Some(g)) = (self.job.pipeline, &self.job.generator) {
+            wanted.extend(g.partitions.map(|p| ("generator.partitions", p)));
+        }
+        match wanted.into_iter().find(|(_, p)| *p > max) {
+            Some((key, p)) => Err(ConfigError::Invalid {
+                file: file.to_path_buf(),
+                key: key.into(),
+                problem: format!("{p} partitions, more than max_key_groups ({max})"),
+                valid: format!("at most max_key_groups ({max}), or raise max_key_groups"),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// A path from `job.toml`, resolved against the job directory.

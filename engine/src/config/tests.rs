@@ -156,3 +156,41 @@ fn overrides_set_nested_keys_with_toml_values() {
         .to_string();
     assert!(e.contains("table.key=value"), "{e}");
 }
+
+/// Review finding: `01.toml` and `1.toml` both named CPU 1 and pinned two executors to it.
+#[test]
+fn a_cpu_is_named_by_one_canonical_file() {
+    let cpu = available_cpus()[0];
+    let d = job_dir(ETL, &[(&format!("0{cpu}.toml"), "")]);
+    let e = err(d.path());
+    assert!(
+        e.contains(&format!("0{cpu}.toml")) && e.contains("non-canonical"),
+        "{e}"
+    );
+}
+
+/// Review finding: parallelism above the key groups was an operator error with exit 1.
+#[test]
+fn parallelism_above_the_key_groups_is_a_config_error() {
+    let cpu = available_cpus()[0];
+    let core = format!("{cpu}.toml");
+    let d = job_dir(
+        &ETL.replace("partitions = 1", "partitions = 200"),
+        &[(&core, "")],
+    );
+    let e = err(d.path());
+    assert!(
+        e.contains("job.toml") && e.contains("source.partitions"),
+        "{e}"
+    );
+    let d = job_dir("max_key_groups = 4\nparallelism = 5\n", &[(&core, "")]);
+    let e = err(d.path());
+    assert!(
+        e.contains("`parallelism`") && e.contains("max_key_groups (4)"),
+        "{e}"
+    );
+    let e = JobSpec::builtin_default(&[0], &["generator.duration_ms=9223372036854775807".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("generator.duration_ms"), "{e}");
+}

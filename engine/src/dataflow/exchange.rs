@@ -58,8 +58,8 @@ impl<In, W> ExchangeDef<In, W> {
 
 /// The parts of an exchange that do not depend on its input type.
 pub(crate) trait ExchangeErased: Send + Sync {
-    /// Creates the ring from core `from` to core `to` (indices into the job's cores):
-    /// the producer and the consumer end, each boxed for the core that will own it.
+    /// Creates one ring of `capacity` slots for this exchange's wire type: the producer
+    /// and the consumer end, each boxed for the core that will own it.
     fn make_ring(&self, capacity: usize) -> (Box<dyn Any + Send>, Box<dyn Any + Send>);
     /// Creates this exchange's receiver on the instantiating core, if it has none yet.
     fn ensure_receiver(&self, inst: &mut Instantiator<'_>, node: usize);
@@ -254,6 +254,17 @@ pub(crate) struct ExchangeInput<In, W> {
     pub(crate) port: Rc<RefCell<OutputPort<In, W>>>,
 }
 
+impl<In, W> OutputPort<In, W> {
+    /// Sends a control item, in order, to every core that receives this exchange.
+    fn broadcast_control(&mut self, c: Control) {
+        let m = move || match c {
+            Control::Barrier(b) => Message::Barrier(b),
+            Control::Watermark(w) => Message::Watermark(w),
+        };
+        self.broadcast(m, |r, i| r.on_control(i, c));
+    }
+}
+
 impl<In, W> Emit<In> for ExchangeInput<In, W> {
     #[inline]
     fn data(&mut self, rec: In) {
@@ -262,26 +273,25 @@ impl<In, W> Emit<In> for ExchangeInput<In, W> {
 
     fn control(&mut self, c: Control) {
         let mut port = self.port.borrow_mut();
-        match c {
-            Control::Barrier(b) => {
-                if port.inputs.on_barrier(self.index, b) {
-                    port.broadcast(|| Message::Barrier(b), |r, i| r.on_control(i, c));
-                }
-            }
-            Control::Watermark(w) => {
-                if let Some(w) = port.inputs.on_watermark(self.index, w) {
-                    port.broadcast(
-                        || Message::Watermark(w),
-                        |r, i| r.on_control(i, Control::Watermark(w)),
-                    );
-                }
-            }
+        let forward = match c {
+            Control::Barrier(b) => port.inputs.on_barrier(self.index, b).map(Control::Barrier),
+            Control::Watermark(w) => port
+                .inputs
+                .on_watermark(self.index, w)
+                .map(Control::Watermark),
+        };
+        if let Some(c) = forward {
+            port.broadcast_control(c);
         }
     }
 
     fn end(&mut self) {
         let mut port = self.port.borrow_mut();
-        if port.inputs.on_end(self.index) {
+        let f = port.inputs.on_end(self.index);
+        for c in f.controls() {
+            port.broadcast_control(c);
+        }
+        if f.end {
             port.broadcast(|| Message::End, |r, i| r.on_end(i));
         }
     }
@@ -382,7 +392,7 @@ impl<W> Receiver<W> {
 
     pub(crate) fn on_control(&mut self, input: usize, c: Control) {
         let forward = match c {
-            Control::Barrier(b) => self.set.on_barrier(input, b).then_some(c),
+            Control::Barrier(b) => self.set.on_barrier(input, b).map(Control::Barrier),
             Control::Watermark(w) => self.set.on_watermark(input, w).map(Control::Watermark),
         };
         if let Some(c) = forward {
@@ -394,7 +404,14 @@ impl<W> Receiver<W> {
     }
 
     pub(crate) fn on_end(&mut self, input: usize) {
-        if self.set.on_end(input) {
+        let f = self.set.on_end(input);
+        for c in f.controls() {
+            self.chains
+                .iter_mut()
+                .flatten()
+                .for_each(|ch| ch.control(c));
+        }
+        if f.end {
             self.chains.iter_mut().flatten().for_each(|ch| ch.end());
         }
     }

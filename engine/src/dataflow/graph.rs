@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::exchange::{ExchangeDef, ExchangeErased, RouteFn};
 use super::instantiate::{Instantiator, SinkOp, SourceDef, SourceErased};
 use super::ops::{BoxEmit, Discard};
-use super::{Data, PartitionContext, Sink, Source};
+use super::{Data, Keyed, PartitionContext, Sink, Source};
 use crate::error::{EngineError, Result};
 use crate::ids::PartitionId;
 
@@ -174,6 +174,23 @@ impl Builder {
             b.add_rebalance::<In>(&rebalance_name, up)
         }));
         id
+    }
+
+    /// Makes a rebalance inserted before keyed operator `node` (when it asks for another
+    /// parallelism than its `key_by`) route by key group, so each key keeps one partition
+    /// and one state.
+    pub(crate) fn rekey_before<K: Data, V: Data>(&mut self, node: usize) {
+        let name = format!("{}.rekey", self.nodes[node].name);
+        self.nodes[node].rebalance_before = Some(Arc::new(move |b: &mut Builder, up: usize| {
+            b.add_exchange::<Keyed<K, V>, Keyed<K, V>>(
+                &name,
+                up,
+                Arc::new(|rec: Keyed<K, V>, rs: &mut super::exchange::RouteState| {
+                    let p = rec.key_group.partition(rs.parallelism, rs.max_key_groups);
+                    (p.0, rec)
+                }),
+            )
+        }));
     }
 
     pub(crate) fn add_exchange<In: Data, W: Data>(

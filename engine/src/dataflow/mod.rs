@@ -366,7 +366,8 @@ impl<K: Data + Hash + Eq, V: Data> KeyedStream<K, V> {
     }
 
     /// Runs a keyed function with keyed state. `factory` is called once per partition
-    /// (on its core) to declare state and return the per-record function.
+    /// (on its core) to declare state and return the per-record function. Given another
+    /// parallelism than its `key_by`, it is re-keyed (not round-robined) into it.
     pub fn process<U, F, G>(&self, name: &str, factory: G) -> Stream<U>
     where
         U: Data,
@@ -390,6 +391,7 @@ impl<K: Data + Hash + Eq, V: Data> KeyedStream<K, V> {
                 })
             }),
         );
+        b.borrow_mut().rekey_before::<K, V>(node);
         Stream::at(b, node)
     }
 }

@@ -177,22 +177,21 @@ impl<T> Emit<T> for UnionInput<T> {
     }
     fn control(&mut self, c: Control) {
         let mut j = self.join.borrow_mut();
-        match c {
-            Control::Barrier(b) => {
-                if j.inputs.on_barrier(self.index, b) {
-                    j.down.control(c);
-                }
-            }
-            Control::Watermark(w) => {
-                if let Some(w) = j.inputs.on_watermark(self.index, w) {
-                    j.down.control(Control::Watermark(w));
-                }
-            }
+        let forward = match c {
+            Control::Barrier(b) => j.inputs.on_barrier(self.index, b).map(Control::Barrier),
+            Control::Watermark(w) => j.inputs.on_watermark(self.index, w).map(Control::Watermark),
+        };
+        if let Some(c) = forward {
+            j.down.control(c);
         }
     }
     fn end(&mut self) {
         let mut j = self.join.borrow_mut();
-        if j.inputs.on_end(self.index) {
+        let f = j.inputs.on_end(self.index);
+        for c in f.controls() {
+            j.down.control(c);
+        }
+        if f.end {
             j.down.end();
         }
     }

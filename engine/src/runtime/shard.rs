@@ -4,17 +4,30 @@
 //! a port's flush deadline or a source's next due time (see `park.rs` for how). While
 //! busy it never parks and never yields: nothing else runs on the core.
 
-use super::{park, ShardArgs};
+use super::{park, ShardArgs, StopHandle};
 use crate::clock::Clock;
 use crate::dataflow::instantiate::{Instantiator, Step};
 use crate::error::{EngineError, Result};
 use crate::metrics::{MetricsHandle, ShardReport};
 use std::sync::atomic::Ordering;
 
+/// Aborts the whole job if this core's shard unwinds (a panic in user code), so that the
+/// other cores do not wait forever for its end-of-stream.
+struct AbortOnPanic(StopHandle);
+
+impl Drop for AbortOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.abort();
+        }
+    }
+}
+
 /// Runs one core's shard to completion.
 pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
     let metrics = MetricsHandle::default();
     let shared = args.shared.clone();
+    let _abort_on_panic = AbortOnPanic(shared.handle.clone());
     let core = args.spec.cores[args.index].clone();
     let parts = match Instantiator::run(args.instantiate_args(metrics.clone())) {
         Ok(p) => p,
