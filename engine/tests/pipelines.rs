@@ -113,6 +113,17 @@ fn run_etl(
     Job::new(spec, graph).run().unwrap()
 }
 
+/// The built-in latency job with `generator` as its `[generator]` table.
+fn latency_job(dir: &Path, generator: &str) -> Job {
+    let job: JobConfig = toml::from_str(&format!(
+        "pipeline = \"latency\"\n[generator]\n{generator}\n"
+    ))
+    .unwrap();
+    let spec = spec(dir, job, CoreConfig::default());
+    let graph = pipelines::build(&spec).unwrap();
+    Job::new(spec, graph)
+}
+
 fn check_dead_letters(dir: &Path, bad: &[u64]) {
     let text = std::fs::read_to_string(dir.join("dead-letter.jsonl")).unwrap();
     let mut offsets: Vec<u64> = text
@@ -202,13 +213,12 @@ fn etl_with_two_source_partitions_counts_each_user_1_to_n() {
 fn latency_job_delivers_every_generated_event() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let job: JobConfig = toml::from_str(
-        "pipeline = \"latency\"\n[generator]\nrate_eps = 50000\nduration_ms = 400\nwarmup_ms = 100\nkeys = 1000\n",
+    let report = latency_job(
+        dir.path(),
+        "rate_eps = 50000\nduration_ms = 400\nwarmup_ms = 100\nkeys = 1000",
     )
+    .run()
     .unwrap();
-    let spec = spec(dir.path(), job, CoreConfig::default());
-    let graph = pipelines::build(&spec).unwrap();
-    let report = Job::new(spec, graph).run().unwrap();
     assert_eq!(report.counter("source_records"), 20_000);
     assert_eq!(report.counter("sink_records"), 20_000);
     // Events due after the warm-up are measured; the rest only counted.
@@ -295,13 +305,10 @@ fn a_slow_sink_backpressures_without_loss_through_union_rebalance_and_parallelis
 fn stop_drains_what_was_emitted() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let job: JobConfig = toml::from_str(
-        "pipeline = \"latency\"\n[generator]\nrate_eps = 20000\nduration_ms = 600000\nwarmup_ms = 0\n",
-    )
-    .unwrap();
-    let spec = spec(dir.path(), job, CoreConfig::default());
-    let graph = pipelines::build(&spec).unwrap();
-    let job = Job::new(spec, graph);
+    let job = latency_job(
+        dir.path(),
+        "rate_eps = 20000\nduration_ms = 600000\nwarmup_ms = 0",
+    );
     let handle = job.stop_handle();
     let stopper = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(300));

@@ -40,14 +40,7 @@ fn raw_cache_line(c: &mut Criterion, echo_core: core_affinity::CoreId) {
     let line = Arc::new(CachePadded::new(AtomicU64::new(0)));
     let echo_line = Arc::clone(&line);
     let _echo = Pinned::spawn(echo_core, move |stop| {
-        while !stop.load(Ordering::Relaxed) {
-            let v = echo_line.load(Ordering::Acquire);
-            if v % 2 == 1 {
-                echo_line.store(v + 1, Ordering::Release);
-            } else {
-                spin_loop();
-            }
-        }
+        rill_perf::echo_line(&echo_line, stop)
     });
     let mut next = 1u64;
     c.benchmark_group("hop")

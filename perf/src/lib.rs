@@ -2,7 +2,7 @@
 //! this library holds what they share (pinned helper threads, the ring echo loop).
 
 use std::hint::spin_loop;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -61,6 +61,19 @@ pub fn echo(mut rx: Consumer<u64>, mut tx: Producer<u64>, stop: &AtomicBool) {
                 }
                 spin_loop();
             }
+        }
+    }
+}
+
+/// The far side of a raw shared-cache-line ping-pong: turns every odd value written to
+/// `line` into the next even one, until `stop` is set.
+pub fn echo_line(line: &AtomicU64, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let v = line.load(Ordering::Acquire);
+        if v % 2 == 1 {
+            line.store(v + 1, Ordering::Release);
+        } else {
+            spin_loop();
         }
     }
 }

@@ -188,6 +188,18 @@ impl LogFile for SimFile {
     }
 }
 
+/// How many operator partitions the crash workload writes state for.
+pub const MODEL_OWNERS: u32 = 4;
+
+/// Owner `i` of the crash workload: operator 1, partition `i`, key groups `32i..32i+32`.
+pub fn model_owner(i: u32) -> crate::Owner {
+    crate::Owner::new(
+        crate::OperatorId(1),
+        crate::PartitionId(i),
+        crate::KeyGroupRange::new(i * 32, i * 32 + 32),
+    )
+}
+
 /// A deterministic workload for crash tests: the changes checkpoint `n` (from 1) makes to
 /// owner `owner`'s `u64 -> u64` map, as (upserts, deletes), disjoint. Replaying 1..=n from an
 /// empty map gives the state checkpoint n must restore.

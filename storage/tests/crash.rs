@@ -2,28 +2,20 @@
 //! after each kill every checkpoint it reported complete (and still retained) must load and
 //! hold exactly the model state. Set RILL_CRASH_SEED to replay a failure.
 
-use rill_storage::testing::model_state;
+use rill_storage::testing::{model_owner, model_state, MODEL_OWNERS};
 use rill_storage::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const OWNERS: u32 = 4;
-
-fn owner(i: u32) -> Owner {
-    Owner::new(
-        OperatorId(1),
-        PartitionId(i),
-        KeyGroupRange::new(i * 32, i * 32 + 32),
-    )
-}
+const OWNERS: u32 = MODEL_OWNERS;
 
 fn check_checkpoint(c: &Checkpoint) {
     let n = c.id();
     assert_eq!(c.metadata(), n.0.to_le_bytes(), "{n}: metadata");
     for i in 0..OWNERS {
         let chain =
-            ChainView::<u64, u64>::open(c.chain(&owner(i)).expect("owner present")).unwrap();
+            ChainView::<u64, u64>::open(c.chain(&model_owner(i)).expect("owner present")).unwrap();
         let got: Vec<(u64, u64)> = chain
             .entries()
             .iter()
@@ -40,7 +32,7 @@ fn check_checkpoint(c: &Checkpoint) {
             );
         }
     }
-    let blobs = c.blobs(&owner(0));
+    let blobs = c.blobs(&model_owner(0));
     assert_eq!(blobs.len(), usize::from(n.0 % 3 == 0), "{n}: blobs");
     for b in blobs {
         assert!(b.payload().iter().all(|x| *x == n.0 as u8) && b.payload().len() == 300 << 10);

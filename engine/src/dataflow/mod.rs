@@ -44,6 +44,7 @@ use std::sync::Arc;
 
 pub use self::graph::JobGraph;
 use self::graph::{Builder, NodeKind};
+use self::ops::BoxEmit;
 pub use self::ops::Out;
 use crate::clock::MonotonicClock;
 use crate::error::Result;
@@ -230,6 +231,22 @@ impl<T: Data> Stream<T> {
         self
     }
 
+    /// Adds a chained operator whose per-partition instance `make` builds around the
+    /// chain it feeds.
+    fn chained<U: Data>(
+        &self,
+        name: &str,
+        make: impl Fn(BoxEmit<U>) -> BoxEmit<T> + Send + Sync + 'static,
+    ) -> Stream<U> {
+        let node = self.b.borrow_mut().add_op::<T>(
+            name,
+            self.node,
+            NodeKind::Op,
+            Arc::new(move |inst, node, _from, p| make(inst.downstream::<U>(node, p))),
+        );
+        Stream::at(&self.b, node)
+    }
+
     /// Applies `f` to every record.
     pub fn map<U: Data>(
         &self,
@@ -237,37 +254,25 @@ impl<T: Data> Stream<T> {
         f: impl Fn(T) -> U + Send + Sync + 'static,
     ) -> Stream<U> {
         let f = Arc::new(f);
-        let node = self.b.borrow_mut().add_op::<T>(
-            name,
-            self.node,
-            NodeKind::Op,
-            Arc::new(move |inst, node, _from, p| {
-                let f = f.clone();
-                Box::new(ops::MapOp {
-                    f: move |t| f(t),
-                    down: inst.downstream::<U>(node, p),
-                })
-            }),
-        );
-        Stream::at(&self.b, node)
+        self.chained(name, move |down| {
+            let f = f.clone();
+            Box::new(ops::MapOp {
+                f: move |t| f(t),
+                down,
+            })
+        })
     }
 
     /// Keeps the records for which `f` is true.
     pub fn filter(&self, name: &str, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Stream<T> {
         let f = Arc::new(f);
-        let node = self.b.borrow_mut().add_op::<T>(
-            name,
-            self.node,
-            NodeKind::Op,
-            Arc::new(move |inst, node, _from, p| {
-                let f = f.clone();
-                Box::new(ops::FilterOp {
-                    f: move |t: &T| f(t),
-                    down: inst.downstream::<T>(node, p),
-                })
-            }),
-        );
-        Stream::at(&self.b, node)
+        self.chained(name, move |down| {
+            let f = f.clone();
+            Box::new(ops::FilterOp {
+                f: move |t: &T| f(t),
+                down,
+            })
+        })
     }
 
     /// Turns every record into any number of records.
@@ -277,19 +282,13 @@ impl<T: Data> Stream<T> {
         f: impl Fn(T, &mut Out<'_, U>) + Send + Sync + 'static,
     ) -> Stream<U> {
         let f = Arc::new(f);
-        let node = self.b.borrow_mut().add_op::<T>(
-            name,
-            self.node,
-            NodeKind::Op,
-            Arc::new(move |inst, node, _from, p| {
-                let f = f.clone();
-                Box::new(ops::FlatMapOp {
-                    f: move |t, out: &mut Out<'_, U>| f(t, out),
-                    down: inst.downstream::<U>(node, p),
-                })
-            }),
-        );
-        Stream::at(&self.b, node)
+        self.chained(name, move |down| {
+            let f = f.clone();
+            Box::new(ops::FlatMapOp {
+                f: move |t, out: &mut Out<'_, U>| f(t, out),
+                down,
+            })
+        })
     }
 
     /// Repartitions by key: `key` → key group → owning partition → its core, over a ring

@@ -83,14 +83,7 @@ fn raw_cache_line(args: &Args, echo_core: core_affinity::CoreId, overhead: u64) 
     let line = Arc::new(CachePadded::new(AtomicU64::new(0)));
     let echo_line = Arc::clone(&line);
     let _echo = Pinned::spawn(echo_core, move |stop| {
-        while !stop.load(Ordering::Relaxed) {
-            let v = echo_line.load(Ordering::Acquire);
-            if v % 2 == 1 {
-                echo_line.store(v + 1, Ordering::Release);
-            } else {
-                spin_loop();
-            }
-        }
+        rill_perf::echo_line(&echo_line, stop)
     });
     one_way(args, overhead, |i| {
         let ping = 2 * i + 1;

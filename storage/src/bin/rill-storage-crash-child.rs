@@ -4,21 +4,13 @@
 //! publishing each manifest and printing `COMPLETE <id>` after it, until it is killed.
 //! Not part of the library; exists only to be SIGKILLed.
 
-use rill_storage::testing::model_changes;
+use rill_storage::testing::{model_changes, model_owner, MODEL_OWNERS};
 use rill_storage::*;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-const OWNERS: u32 = 4;
-
-fn owner(i: u32) -> Owner {
-    Owner::new(
-        OperatorId(1),
-        PartitionId(i),
-        KeyGroupRange::new(i * 32, i * 32 + 32),
-    )
-}
+const OWNERS: u32 = MODEL_OWNERS;
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -32,10 +24,11 @@ fn main() -> Result<(), BoxError> {
         next = CheckpointId(c.id().0 + 1);
         let chain_refs = c.manifest().chains()?;
         for i in 0..OWNERS {
-            let view =
-                ChainView::<u64, u64>::open(c.chain(&owner(i)).expect("every owner has state"))?;
+            let view = ChainView::<u64, u64>::open(
+                c.chain(&model_owner(i)).expect("every owner has state"),
+            )?;
             states[i as usize] = view.fold()?.into_iter().collect();
-            chains[i as usize] = chain_refs[&owner(i)].clone();
+            chains[i as usize] = chain_refs[&model_owner(i)].clone();
         }
     }
     eprintln!(
@@ -78,9 +71,9 @@ fn main() -> Result<(), BoxError> {
                 // One task per record: appends on the same core share writes and fsyncs.
                 appends.push(glommio::spawn_local(async move {
                     let spec = if full {
-                        RecordSpec::full(n, owner(i))
+                        RecordSpec::full(n, model_owner(i))
                     } else {
-                        RecordSpec::delta(n, base, owner(i))
+                        RecordSpec::delta(n, base, model_owner(i))
                     };
                     logs[(i % 2) as usize]
                         .append(spec, &bytes)
@@ -91,7 +84,11 @@ fn main() -> Result<(), BoxError> {
             let mut blobs = Vec::new();
             if n.0 % 3 == 0 {
                 let blob = vec![n.0 as u8; 300 << 10];
-                blobs.push(logs[0].append(RecordSpec::blob(n, owner(0)), &blob).await?);
+                blobs.push(
+                    logs[0]
+                        .append(RecordSpec::blob(n, model_owner(0)), &blob)
+                        .await?,
+                );
             }
             let mut results = Vec::new();
             for a in appends {
