@@ -200,7 +200,10 @@ impl CheckpointStore {
     /// manifests and every segment nothing kept references (never a core's newest segment,
     /// never one holding records of checkpoints newer than the newest kept one).
     pub fn retain(&self, keep: usize) -> Result<RetentionReport> {
-        let report = retention::apply(&self.root, keep)?;
+        // Only a checkpoint that loads (records present, CRCs intact) counts as complete:
+        // a manifest that parses but names a corrupt record must not displace an older
+        // good one.
+        let report = retention::apply(&self.root, keep, |id| self.load(id).is_ok())?;
         self.reader.forget_deleted();
         Ok(report)
     }

@@ -98,6 +98,13 @@ pub enum Corruption {
         /// CRC of the bytes.
         computed: u32,
     },
+    /// A segment's name puts it so close to the end of the Lsn space that appending
+    /// after it would overflow (a crafted or corrupt file name).
+    #[error("segment base {base} leaves no room for more records")]
+    LsnOverflow {
+        /// The segment's base Lsn, from its name.
+        base: u64,
+    },
     /// The record is intact but is not the one its reference describes.
     #[error("record does not match its reference: {field} expected {expected}, found {found}")]
     RefMismatch {

@@ -87,6 +87,14 @@ pub fn framed_len(payload_len: u64) -> u64 {
     align_up(HEADER_LEN as u64 + payload_len, RECORD_ALIGN as u64)
 }
 
+/// `framed_len` for a length read from disk: `None` where it would overflow.
+pub fn checked_framed_len(payload_len: u64) -> Option<u64> {
+    (HEADER_LEN as u64)
+        .checked_add(payload_len)?
+        .checked_add(RECORD_ALIGN as u64 - 1)
+        .map(|v| v & !(RECORD_ALIGN as u64 - 1))
+}
+
 fn put_u16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_le_bytes());
 }
@@ -308,10 +316,10 @@ pub fn scan(bytes: &[u8], base: Lsn) -> Scan {
         }
         let rest = &bytes[off..];
         match decode(rest) {
-            Ok((h, _)) if h.lsn != base.advance(off as u64) => {
+            Ok((h, _)) if Some(h.lsn) != base.checked_advance(off as u64) => {
                 break ScanEnd::Invalid(Corruption::RefMismatch {
                     field: "lsn",
-                    expected: base.0 + off as u64,
+                    expected: base.0.wrapping_add(off as u64),
                     found: h.lsn.0,
                 })
             }

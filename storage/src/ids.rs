@@ -51,6 +51,12 @@ impl Lsn {
     pub fn advance(self, bytes: u64) -> Lsn {
         Lsn(self.0 + bytes)
     }
+
+    /// `advance` for values read from disk (a segment named near `u64::MAX`): `None`
+    /// where it would overflow.
+    pub fn checked_advance(self, bytes: u64) -> Option<Lsn> {
+        self.0.checked_add(bytes).map(Lsn)
+    }
 }
 
 /// A half-open range of key groups `[start, end)`, the unit of keyed state that moves on

@@ -108,14 +108,24 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     f.sync_all().map_err(|e| Error::io(IoOp::Sync, dir, e))
 }
 
-/// Creates `dir` (and parents) and makes its entry durable in its parent.
+/// Creates `dir` (and any missing parents) and makes every entry on the way durable in
+/// its parent. The parent of `dir` is synced even when `dir` already existed: a crash
+/// between an earlier mkdir and its sync would otherwise leave the entry undurable.
 pub fn create_dir_durable(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
+    let mut created: Vec<&Path> = vec![dir];
+    let mut d = dir;
+    while let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if parent.is_dir() {
+            break;
+        }
+        created.push(parent);
+        d = parent;
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(IoOp::Create, dir, e))?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
+    for d in created.iter().rev() {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! (those may belong to a checkpoint in progress).
 
 use crate::error::{Error, IoOp, Result};
-use crate::frame::{decode_header, framed_len, RecordKind};
+use crate::frame::{checked_framed_len, decode_header, RecordKind};
 use crate::ids::{CheckpointId, CoreId, Lsn};
 use crate::layout;
 use crate::manifest;
@@ -103,28 +103,44 @@ pub fn plan(manifests: &[ManifestFacts], segments: &[SegmentFacts], keep: usize)
 }
 
 /// Reads headers only (no CRC) to find the newest checkpoint a segment holds records of.
+/// A core's newest segment may still be written and is never deleted, so it is not read.
+/// A header that cannot be walked past, before the zero tail, makes the segment
+/// `unreadable` (kept): the records after it are unknown.
 fn segment_facts(
     path: &Path,
     core: CoreId,
     base: Lsn,
     newest_of_core: bool,
 ) -> Result<SegmentFacts> {
+    if newest_of_core {
+        return Ok(SegmentFacts {
+            core,
+            base,
+            newest_of_core,
+            max_checkpoint: None,
+            unreadable: false,
+        });
+    }
     let map = MappedFile::open(path)?;
     let bytes = map.as_ref().map(|m| m.bytes()).unwrap_or(&[]);
     let mut off = 0usize;
     let mut max_checkpoint = None;
     let mut unreadable = false;
     while off < bytes.len() {
-        match decode_header(&bytes[off..]) {
-            Ok(h) => {
+        let rest = &bytes[off..];
+        let step = decode_header(rest)
+            .ok()
+            .and_then(|h| checked_framed_len(h.payload_len).map(|step| (h, step)))
+            .filter(|(_, step)| *step <= rest.len() as u64);
+        match step {
+            Some((h, step)) => {
                 if h.kind != RecordKind::Padding {
                     max_checkpoint = max_checkpoint.max(Some(h.checkpoint));
                 }
-                off =
-                    off.saturating_add(framed_len(h.payload_len).min(bytes.len() as u64) as usize);
+                off += step as usize;
             }
-            Err(_) => {
-                unreadable = off == 0 && bytes.iter().take(4096).any(|b| *b != 0);
+            None => {
+                unreadable = rest.iter().take(4096).any(|b| *b != 0);
                 break;
             }
         }
@@ -148,13 +164,19 @@ fn remove(path: &Path) -> Result<()> {
 
 /// Gathers facts under `root`, plans and deletes: manifests first (directory synced), then
 /// segments, so a crash midway never leaves a manifest naming a deleted segment.
-pub fn apply(root: &Path, keep: usize) -> Result<RetentionReport> {
+/// `complete(id)` says whether checkpoint `id` loads in full (every record present with
+/// its CRC intact); only those count towards the `keep` newest.
+pub fn apply(
+    root: &Path,
+    keep: usize,
+    complete: impl Fn(CheckpointId) -> bool,
+) -> Result<RetentionReport> {
     let mut manifests = Vec::new();
     for checkpoint in layout::list_manifests(root)? {
         let m = manifest::load(root, checkpoint);
         manifests.push(ManifestFacts {
             checkpoint,
-            valid: m.is_ok(),
+            valid: m.is_ok() && complete(checkpoint),
             savepoint: m.as_ref().is_ok_and(|m| m.savepoint),
             segments: m.map(|m| m.segments().collect()).unwrap_or_default(),
         });

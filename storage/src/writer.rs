@@ -3,7 +3,7 @@
 //! the configured size and poisons itself on the first write or sync failure. It owns the
 //! core's active segment file; it never reads the log back (see [`crate::reader`]).
 
-use crate::error::{Error, IoOp, Result};
+use crate::error::{Corruption, Error, IoOp, Result};
 use crate::frame::{
     align_up, encode_into, framed_len, RecordKind, RecordRef, RecordSpec, HEADER_LEN,
 };
@@ -152,7 +152,18 @@ impl<F: LogFs> LogWriter<F> {
             let len = std::fs::metadata(&path)
                 .map_err(|e| Error::io(IoOp::Read, &path, e))?
                 .len();
-            next = align_up(last.0 + len.max(1), BLOCK);
+            // The base comes from a file name: check it leaves room for a new segment.
+            next = last
+                .0
+                .checked_add(len.max(1))
+                .and_then(|v| v.checked_add(BLOCK - 1))
+                .map(|v| v & !(BLOCK - 1))
+                .filter(|v| v.checked_add(cfg.segment_bytes).is_some())
+                .ok_or(Error::Corrupt {
+                    path: path.clone(),
+                    offset: 0,
+                    corruption: Corruption::LsnOverflow { base: last.0 },
+                })?;
         }
         let cursor = Cursor {
             seg_base: Lsn(next),
