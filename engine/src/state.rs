@@ -21,7 +21,9 @@ pub struct KeyCtx<'a, K> {
 }
 
 impl<'a, K> KeyCtx<'a, K> {
-    pub(crate) fn new(key: &'a K, key_group: KeyGroup) -> Self {
+    /// The context for `key` in `key_group` (the engine makes these; tests of `process`
+    /// functions outside a pipeline can too).
+    pub fn new(key: &'a K, key_group: KeyGroup) -> Self {
         Self { key, key_group }
     }
 
@@ -83,7 +85,9 @@ pub struct StateInit<K> {
 }
 
 impl<K: Hash + Eq + Clone + 'static> StateInit<K> {
-    pub(crate) fn new(max_key_groups: u16) -> Self {
+    /// A fresh state declaration for one partition with `max_key_groups` key groups (the
+    /// engine makes one per keyed partition; tests of `process` functions can too).
+    pub fn new(max_key_groups: u16) -> Self {
         Self {
             max_key_groups,
             names: Vec::new(),
