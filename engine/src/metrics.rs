@@ -64,11 +64,6 @@ impl MetricsHandle {
         *self.0.borrow_mut().counters.entry(name).or_default() += n;
     }
 
-    /// The value of counter `name`.
-    pub fn get(&self, name: &'static str) -> u64 {
-        self.0.borrow().counters.get(name).copied().unwrap_or(0)
-    }
-
     /// Turns the metrics into a report that can leave the core.
     pub fn report(&self, core: CoreId) -> ShardReport {
         let m = self.0.borrow();

@@ -129,11 +129,6 @@ impl<K: Hash + Eq + Clone + 'static> StateInit<K> {
             table: Rc::new(RefCell::new(KeyedTable::new(self.max_key_groups))),
         }
     }
-
-    /// The names declared so far, in order.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
 }
 
 /// A value per key.

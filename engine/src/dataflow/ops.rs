@@ -46,24 +46,17 @@ impl FailureSlot {
 /// Output handle given to user functions (`flat_map`, `process`, sources).
 pub struct Out<'a, T> {
     down: &'a mut dyn Emit<T>,
-    emitted: usize,
 }
 
 impl<'a, T> Out<'a, T> {
     pub(crate) fn new(down: &'a mut dyn Emit<T>) -> Self {
-        Self { down, emitted: 0 }
+        Self { down }
     }
 
     /// Sends `rec` downstream.
     #[inline]
     pub fn emit(&mut self, rec: T) {
-        self.emitted += 1;
         self.down.data(rec);
-    }
-
-    /// How many records were emitted through this handle.
-    pub fn emitted(&self) -> usize {
-        self.emitted
     }
 }
 
