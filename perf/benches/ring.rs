@@ -69,14 +69,7 @@ fn ring_ping_pong(c: &mut Criterion, echo_core: core_affinity::CoreId) {
         b.iter_custom(|iters| {
             let start = Instant::now();
             for i in 0..iters {
-                ping_tx.try_push(i).expect("ping ring has room");
-                loop {
-                    if let Some(v) = pong_rx.try_pop() {
-                        debug_assert_eq!(v, i);
-                        break;
-                    }
-                    spin_loop();
-                }
+                rill_perf::round_trip(&mut ping_tx, &mut pong_rx, i);
             }
             start.elapsed() / 2
         })

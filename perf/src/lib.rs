@@ -77,3 +77,16 @@ pub fn echo_line(line: &AtomicU64, stop: &AtomicBool) {
         }
     }
 }
+
+/// One ring ping-pong: sends `i` and spins until the echo of it comes back.
+#[inline]
+pub fn round_trip(ping: &mut Producer<u64>, pong: &mut Consumer<u64>, i: u64) {
+    ping.try_push(i).expect("ping ring has room");
+    loop {
+        if let Some(v) = pong.try_pop() {
+            assert_eq!(v, i, "the echo returns what was sent");
+            return;
+        }
+        spin_loop();
+    }
+}

@@ -99,14 +99,7 @@ fn ring(args: &Args, echo_core: core_affinity::CoreId, overhead: u64) -> Histogr
     let (pong_tx, mut pong_rx) = channel::<u64>(64);
     let _echo = Pinned::spawn(echo_core, move |stop| echo(ping_rx, pong_tx, stop));
     one_way(args, overhead, |i| {
-        ping_tx.try_push(i).expect("ping ring has room");
-        loop {
-            if let Some(v) = pong_rx.try_pop() {
-                assert_eq!(v, i);
-                return;
-            }
-            spin_loop();
-        }
+        rill_perf::round_trip(&mut ping_tx, &mut pong_rx, i)
     })
 }
 
