@@ -261,10 +261,9 @@ impl JobSpec {
         Ok(spec)
     }
 
-    /// Every operator's parallelism must fit in the key groups.
-    fn check_parallelism(&self, file: &Path) -> Result<(), ConfigError> {
-        let max = u32::from(self.job.max_key_groups);
-        let mut wanted = vec![(
+    /// Every partition count the job's config sets, with the key that sets it.
+    fn partition_counts(&self) -> Vec<(&'static str, u32)> {
+        let mut counts = vec![(
             if self.job.parallelism.is_some() {
                 "parallelism"
             } else {
@@ -273,12 +272,18 @@ impl JobSpec {
             self.default_parallelism(),
         )];
         if let (PipelineKind::Etl, Some(s)) = (self.job.pipeline, &self.job.source) {
-            wanted.push(("source.partitions", s.partitions));
+            counts.push(("source.partitions", s.partitions));
         }
         if let (PipelineKind::Latency, Some(g)) = (self.job.pipeline, &self.job.generator) {
-            wanted.extend(g.partitions.map(|p| ("generator.partitions", p)));
+            counts.extend(g.partitions.map(|p| ("generator.partitions", p)));
         }
-        match wanted.into_iter().find(|(_, p)| *p > max) {
+        counts
+    }
+
+    /// Every operator's parallelism must fit in the key groups.
+    fn check_parallelism(&self, file: &Path) -> Result<(), ConfigError> {
+        let max = u32::from(self.job.max_key_groups);
+        match self.partition_counts().into_iter().find(|(_, p)| *p > max) {
             Some((key, p)) => Err(ConfigError::Invalid {
                 file: file.to_path_buf(),
                 key: key.into(),
@@ -306,14 +311,11 @@ impl JobSpec {
 
     /// The largest parallelism any operator of this job's pipeline may have.
     pub fn max_parallelism(&self) -> u32 {
-        let mut p = self.default_parallelism();
-        if let (PipelineKind::Etl, Some(s)) = (self.job.pipeline, &self.job.source) {
-            p = p.max(s.partitions);
-        }
-        if let (PipelineKind::Latency, Some(g)) = (self.job.pipeline, &self.job.generator) {
-            p = p.max(g.partitions.unwrap_or(0));
-        }
-        p
+        self.partition_counts()
+            .into_iter()
+            .map(|(_, p)| p)
+            .max()
+            .unwrap_or(1)
     }
 
     /// Which core (an index into `cores`) owns each partition index `0..max_parallelism`.
