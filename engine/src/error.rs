@@ -65,6 +65,30 @@ pub enum EngineError {
     /// The job was stopped by a signal before its input was done.
     #[error("stopped by signal")]
     Stopped,
+
+    /// The checkpoint to restore from cannot be used.
+    #[error("cannot restore from checkpoint {}: {reason}", checkpoint.0)]
+    Restore {
+        /// The checkpoint.
+        checkpoint: crate::ids::CheckpointId,
+        /// Why, and what to do.
+        reason: String,
+    },
+
+    /// Checkpoints failed more often in a row than `tolerable_failures` allows.
+    #[error("checkpoint {} failed ({consecutive} in a row, more than checkpoint.tolerable_failures allows): {reason}", checkpoint.0)]
+    CheckpointsFailing {
+        /// The last failed checkpoint.
+        checkpoint: crate::ids::CheckpointId,
+        /// Consecutive failures.
+        consecutive: u32,
+        /// Why the last one failed.
+        reason: String,
+    },
+
+    /// The checkpoint store failed (reading, recovering or publishing).
+    #[error("checkpoint store: {0}")]
+    Storage(#[from] rill_storage::Error),
 }
 
 impl EngineError {
@@ -84,6 +108,19 @@ impl EngineError {
             Self::Config(_) => 2,
             _ => 1,
         }
+    }
+
+    /// Whether a restart strategy may restart the job after this error: failures of the
+    /// running job (operators, checkpoints, executors), not bad configuration, a failed
+    /// start-up check or a stop by signal.
+    pub fn is_restartable(&self) -> bool {
+        matches!(
+            self,
+            Self::Operator { .. }
+                | Self::Executor { .. }
+                | Self::CheckpointsFailing { .. }
+                | Self::Io { .. }
+        )
     }
 }
 

@@ -76,6 +76,7 @@ impl MetricsHandle {
                 .map(|(k, v)| ((*k).to_string(), *v))
                 .collect(),
             last_arrival_ns: m.last_arrival_ns,
+            checkpoints: Vec::new(),
         }
     }
 }
@@ -91,6 +92,8 @@ pub struct ShardReport {
     pub counters: BTreeMap<String, u64>,
     /// When the last record reached a sink on this core (ns on the job clock).
     pub last_arrival_ns: u64,
+    /// Checkpoints that finished during the run (first core only).
+    pub checkpoints: Vec<crate::checkpoint::history::Entry>,
 }
 
 /// The whole job's metrics, merged from every core.
@@ -108,6 +111,12 @@ pub struct JobReport {
     pub elapsed: Duration,
     /// Whether the job was stopped by a signal before its input was done.
     pub stopped: bool,
+    /// Checkpoints that finished during the run, in order.
+    pub checkpoints: Vec<crate::checkpoint::history::Entry>,
+    /// The checkpoint the run restored from.
+    pub restored_from: Option<u64>,
+    /// How often the job was restarted after a failure before this run.
+    pub restarts: u32,
 }
 
 impl JobReport {
@@ -120,7 +129,9 @@ impl JobReport {
     ) -> Self {
         let mut latency = new_histogram();
         let mut counters = BTreeMap::new();
+        let mut checkpoints = Vec::new();
         for s in &shards {
+            checkpoints.extend(s.checkpoints.iter().cloned());
             latency.add(&s.latency).expect("histograms share bounds");
             for (k, v) in &s.counters {
                 *counters.entry(k.clone()).or_default() += *v;
@@ -133,7 +144,26 @@ impl JobReport {
             start_ns,
             elapsed,
             stopped,
+            checkpoints,
+            restored_from: None,
+            restarts: 0,
         }
+    }
+
+    /// Checkpoints that completed during the run.
+    pub fn checkpoints_completed(&self) -> usize {
+        self.checkpoints
+            .iter()
+            .filter(|c| c.state == crate::checkpoint::history::State::Complete)
+            .count()
+    }
+
+    /// Checkpoints that failed during the run.
+    pub fn checkpoints_failed(&self) -> usize {
+        self.checkpoints
+            .iter()
+            .filter(|c| c.state == crate::checkpoint::history::State::Failed)
+            .count()
     }
 
     /// Counter `name` summed over cores.
@@ -190,6 +220,37 @@ impl fmt::Display for JobReport {
                 f,
                 "throughput    {:.0} events/s reached the sinks",
                 self.sink_throughput_eps()
+            )?;
+        }
+        if let Some(r) = self.restored_from {
+            writeln!(f, "restored from  checkpoint {r}")?;
+        }
+        if self.restarts > 0 {
+            writeln!(f, "restarts      {}", self.restarts)?;
+        }
+        if !self.checkpoints.is_empty() {
+            let done: Vec<&crate::checkpoint::history::Entry> = self
+                .checkpoints
+                .iter()
+                .filter(|c| c.state == crate::checkpoint::history::State::Complete)
+                .collect();
+            let mut d: Vec<f64> = done.iter().map(|c| c.duration_ms).collect();
+            let mut a: Vec<f64> = done.iter().map(|c| c.alignment_ms).collect();
+            d.sort_by(f64::total_cmp);
+            a.sort_by(f64::total_cmp);
+            let p50 = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(0.0);
+            let max = |v: &[f64]| v.last().copied().unwrap_or(0.0);
+            writeln!(
+                f,
+                "checkpoints   {} complete, {} failed; duration p50 {:.1} ms max {:.1} ms; \
+                 alignment p50 {:.2} ms max {:.2} ms; last {} bytes",
+                done.len(),
+                self.checkpoints_failed(),
+                p50(&d),
+                max(&d),
+                p50(&a),
+                max(&a),
+                done.last().map_or(0, |c| c.bytes_full)
             )?;
         }
         for (k, v) in &self.counters {

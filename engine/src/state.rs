@@ -1,17 +1,22 @@
 //! Keyed state: value, list and map state scoped to the current key, stored per key
 //! group so that a checkpoint can archive a key group and a restore can move it to
-//! another core. One `KeyedStateBackend` per keyed operator partition; it is touched
-//! only by the core that owns the partition (no locks, `Rc`). Snapshotting is not here.
+//! another core. One set of tables per keyed operator partition; it is touched only by
+//! the core that owns the partition (no locks, `Rc`). Each table can archive its key
+//! groups for a checkpoint and load them back (`SnapshotTable`, used by the checkpoint
+//! machinery; with incremental checkpoints it tracks the keys changed since the last one).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash};
 use std::rc::Rc;
 
 use crate::ids::KeyGroup;
 use crate::keys::StableHasher;
 
+use crate::checkpoint::codec::Entry;
+
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<StableHasher>>;
+type FastSet<K> = HashSet<K, BuildHasherDefault<StableHasher>>;
 
 /// The key a `process` function is currently called for, and its key group.
 #[derive(Debug)]
@@ -42,12 +47,21 @@ impl<'a, K> KeyCtx<'a, K> {
 #[derive(Debug)]
 pub struct KeyedTable<K, S> {
     groups: Vec<FastMap<K, S>>,
+    /// With incremental checkpoints: per key group, the keys changed since the last
+    /// snapshot of that group.
+    dirty: Option<Vec<FastSet<K>>>,
+    /// Per key group, how many deltas the group's chain in the log has (`None`: no chain
+    /// yet, the next snapshot of the group is a full one).
+    chain: Vec<Option<usize>>,
 }
 
-impl<K: Hash + Eq, S> KeyedTable<K, S> {
-    fn new(max_key_groups: u16) -> Self {
+impl<K: Hash + Eq + Clone, S> KeyedTable<K, S> {
+    fn new(max_key_groups: u16, incremental: bool) -> Self {
+        let n = max_key_groups as usize;
         Self {
-            groups: (0..max_key_groups).map(|_| FastMap::default()).collect(),
+            groups: (0..n).map(|_| FastMap::default()).collect(),
+            dirty: incremental.then(|| (0..n).map(|_| FastSet::default()).collect()),
+            chain: vec![None; n],
         }
     }
 
@@ -56,8 +70,15 @@ impl<K: Hash + Eq, S> KeyedTable<K, S> {
         &self.groups[kg.0 as usize]
     }
 
+    /// The group of `key` for changing it (noted as changed for incremental snapshots).
     #[inline]
-    fn group_mut(&mut self, kg: KeyGroup) -> &mut FastMap<K, S> {
+    fn group_mut(&mut self, kg: KeyGroup, key: &K) -> &mut FastMap<K, S> {
+        if let Some(d) = &mut self.dirty {
+            let set = &mut d[kg.0 as usize];
+            if !set.contains(key) {
+                set.insert(key.clone());
+            }
+        }
         &mut self.groups[kg.0 as usize]
     }
 
@@ -78,9 +99,15 @@ impl<K: Hash + Eq, S> KeyedTable<K, S> {
 }
 
 /// Declares the state of one keyed operator partition; handed to a `process` factory.
+///
+/// Every piece of state is checkpointed: its key and value types must be archivable,
+/// i.e. `(K, V): Entry` (integers, strings, vectors, tuples, options, and types deriving
+/// `rkyv::Archive`, `rkyv::Serialize` and `rkyv::Deserialize`; keys also `Ord`).
 pub struct StateInit<K> {
     max_key_groups: u16,
+    incremental: bool,
     names: Vec<String>,
+    tables: Vec<(String, Rc<RefCell<dyn SnapshotTable>>)>,
     _k: std::marker::PhantomData<K>,
 }
 
@@ -88,9 +115,16 @@ impl<K: Hash + Eq + Clone + 'static> StateInit<K> {
     /// A fresh state declaration for one partition with `max_key_groups` key groups (the
     /// engine makes one per keyed partition; tests of `process` functions can too).
     pub fn new(max_key_groups: u16) -> Self {
+        Self::with_incremental(max_key_groups, false)
+    }
+
+    /// Like `new`, tracking changed keys for incremental checkpoints when `incremental`.
+    pub fn with_incremental(max_key_groups: u16, incremental: bool) -> Self {
         Self {
             max_key_groups,
+            incremental,
             names: Vec::new(),
+            tables: Vec::new(),
             _k: std::marker::PhantomData,
         }
     }
@@ -103,19 +137,48 @@ impl<K: Hash + Eq + Clone + 'static> StateInit<K> {
         self.names.push(name.to_string());
     }
 
-    /// A single value per key.
-    pub fn value<V: Clone + 'static>(&mut self, name: &str) -> ValueState<K, V> {
+    fn table<S: 'static, A>(
+        &mut self,
+        name: &str,
+        to: fn(&S) -> A,
+        from: fn(A) -> S,
+    ) -> Rc<RefCell<KeyedTable<K, S>>>
+    where
+        (K, A): Entry<K = K, V = A> + 'static,
+        A: 'static,
+    {
         self.declare(name);
+        let table = Rc::new(RefCell::new(KeyedTable::new(
+            self.max_key_groups,
+            self.incremental,
+        )));
+        let erased: Rc<RefCell<dyn SnapshotTable>> = Rc::new(RefCell::new(TableSnapshots {
+            table: table.clone(),
+            to,
+            from,
+        }));
+        self.tables.push((name.to_string(), erased));
+        table
+    }
+
+
+    /// A single value per key.
+    pub fn value<V: Clone + 'static>(&mut self, name: &str) -> ValueState<K, V>
+    where
+        (K, V): Entry<K = K, V = V> + 'static,
+    {
         ValueState {
-            table: Rc::new(RefCell::new(KeyedTable::new(self.max_key_groups))),
+            table: self.table(name, V::clone, |v| v),
         }
     }
 
     /// An append-only list per key.
-    pub fn list<V: Clone + 'static>(&mut self, name: &str) -> ListState<K, V> {
-        self.declare(name);
+    pub fn list<V: Clone + 'static>(&mut self, name: &str) -> ListState<K, V>
+    where
+        (K, Vec<V>): Entry<K = K, V = Vec<V>> + 'static,
+    {
         ListState {
-            table: Rc::new(RefCell::new(KeyedTable::new(self.max_key_groups))),
+            table: self.table(name, Vec::clone, |v| v),
         }
     }
 
@@ -123,11 +186,129 @@ impl<K: Hash + Eq + Clone + 'static> StateInit<K> {
     pub fn map<MK: Hash + Eq + Clone + 'static, MV: Clone + 'static>(
         &mut self,
         name: &str,
-    ) -> MapState<K, MK, MV> {
-        self.declare(name);
+    ) -> MapState<K, MK, MV>
+    where
+        (K, Vec<(MK, MV)>): Entry<K = K, V = Vec<(MK, MV)>> + 'static,
+    {
         MapState {
-            table: Rc::new(RefCell::new(KeyedTable::new(self.max_key_groups))),
+            table: self.table(
+                name,
+                |m: &FastMap<MK, MV>| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                |v: Vec<(MK, MV)>| v.into_iter().collect(),
+            ),
         }
+    }
+}
+
+impl<K> StateInit<K> {
+    /// The declared tables in declaration order, for the checkpoint machinery.
+    pub(crate) fn tables(&self) -> &[(String, Rc<RefCell<dyn SnapshotTable>>)] {
+        &self.tables
+    }
+}
+
+/// What a snapshot of one key group is.
+#[derive(Debug)]
+pub(crate) enum GroupSnapshot {
+    /// Every entry of the group (a new chain base).
+    Full(rkyv::util::AlignedVec),
+    /// The changes since the group's previous snapshot, on top of its chain.
+    Delta(rkyv::util::AlignedVec),
+    /// Nothing changed: the group's chain stays as it is.
+    Unchanged,
+    /// The group holds no state and has no chain.
+    Empty,
+}
+
+/// A state table's part in checkpoints, with its types erased.
+pub(crate) trait SnapshotTable {
+    /// Archives key group `kg` (the synchronous part of a checkpoint). With incremental
+    /// tracking, a group with a chain shorter than `max_chain` gets a delta.
+    fn snapshot(&mut self, kg: KeyGroup, max_chain: usize) -> rill_storage::Result<GroupSnapshot>;
+    /// Forgets every chain: the next snapshot of every group is a full one (after a
+    /// failed checkpoint, whose deltas may be missing, and after a restore).
+    fn reset_chains(&mut self);
+    /// Loads key group `kg` from its chain in a restored checkpoint; returns the number
+    /// of keys loaded.
+    fn restore(
+        &mut self,
+        kg: KeyGroup,
+        chain: &[rill_storage::RecordView],
+    ) -> rill_storage::Result<usize>;
+    /// Number of keys with state.
+    fn keys(&self) -> usize;
+}
+
+struct TableSnapshots<K, S, A> {
+    table: Rc<RefCell<KeyedTable<K, S>>>,
+    to: fn(&S) -> A,
+    from: fn(A) -> S,
+}
+
+impl<K, S, A> SnapshotTable for TableSnapshots<K, S, A>
+where
+    K: Hash + Eq + Clone,
+    (K, A): Entry<K = K, V = A>,
+{
+    fn snapshot(&mut self, kg: KeyGroup, max_chain: usize) -> rill_storage::Result<GroupSnapshot> {
+        let mut t = self.table.borrow_mut();
+        let g = kg.0 as usize;
+        let depth = t.chain[g];
+        let incremental = t.dirty.is_some();
+        if incremental {
+            if let Some(d) = depth.filter(|d| *d < max_chain) {
+                let dirty = std::mem::take(&mut t.dirty.as_mut().expect("incremental")[g]);
+                if dirty.is_empty() {
+                    return Ok(GroupSnapshot::Unchanged);
+                }
+                let group = &t.groups[g];
+                let mut ups = Vec::new();
+                let mut dels = Vec::new();
+                for k in dirty {
+                    match group.get(&k) {
+                        Some(s) => ups.push((k, (self.to)(s))),
+                        None => dels.push(k),
+                    }
+                }
+                let bytes = <(K, A)>::archive_delta(&mut ups, &mut dels)?;
+                t.chain[g] = Some(d + 1);
+                return Ok(GroupSnapshot::Delta(bytes));
+            }
+            t.dirty.as_mut().expect("incremental")[g].clear();
+        }
+        let group = &t.groups[g];
+        if group.is_empty() {
+            t.chain[g] = None;
+            return Ok(GroupSnapshot::Empty);
+        }
+        let mut entries: Vec<(K, A)> = group.iter().map(|(k, s)| (k.clone(), (self.to)(s))).collect();
+        let bytes = <(K, A)>::archive_full(&mut entries)?;
+        t.chain[g] = Some(0);
+        Ok(GroupSnapshot::Full(bytes))
+    }
+
+    fn reset_chains(&mut self) {
+        let mut t = self.table.borrow_mut();
+        t.chain.iter_mut().for_each(|c| *c = None);
+    }
+
+    fn restore(
+        &mut self,
+        kg: KeyGroup,
+        chain: &[rill_storage::RecordView],
+    ) -> rill_storage::Result<usize> {
+        let entries = <(K, A)>::fold(chain)?;
+        let n = entries.len();
+        let mut t = self.table.borrow_mut();
+        let group = &mut t.groups[kg.0 as usize];
+        for (k, a) in entries {
+            group.insert(k, (self.from)(a));
+        }
+        Ok(n)
+    }
+
+    fn keys(&self) -> usize {
+        self.table.borrow().len()
     }
 }
 
@@ -158,7 +339,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ValueState<K, V> {
     pub fn set(&self, ctx: &KeyCtx<'_, K>, v: V) {
         self.table
             .borrow_mut()
-            .group_mut(ctx.key_group)
+            .group_mut(ctx.key_group, ctx.key)
             .insert(ctx.key.clone(), v);
     }
 
@@ -171,7 +352,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ValueState<K, V> {
         f: impl FnOnce(&mut V) -> R,
     ) -> R {
         let mut t = self.table.borrow_mut();
-        let group = t.group_mut(ctx.key_group);
+        let group = t.group_mut(ctx.key_group, ctx.key);
         if let Some(v) = group.get_mut(ctx.key) {
             return f(v);
         }
@@ -182,7 +363,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ValueState<K, V> {
     pub fn clear(&self, ctx: &KeyCtx<'_, K>) {
         self.table
             .borrow_mut()
-            .group_mut(ctx.key_group)
+            .group_mut(ctx.key_group, ctx.key)
             .remove(ctx.key);
     }
 
@@ -210,7 +391,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ListState<K, V> {
     pub fn add(&self, ctx: &KeyCtx<'_, K>, v: V) {
         self.table
             .borrow_mut()
-            .group_mut(ctx.key_group)
+            .group_mut(ctx.key_group, ctx.key)
             .entry(ctx.key.clone())
             .or_default()
             .push(v);
@@ -233,7 +414,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ListState<K, V> {
     pub fn clear(&self, ctx: &KeyCtx<'_, K>) {
         self.table
             .borrow_mut()
-            .group_mut(ctx.key_group)
+            .group_mut(ctx.key_group, ctx.key)
             .remove(ctx.key);
     }
 }
@@ -262,7 +443,7 @@ impl<K: Hash + Eq + Clone, MK: Hash + Eq + Clone, MV: Clone> MapState<K, MK, MV>
     pub fn put(&self, ctx: &KeyCtx<'_, K>, mk: MK, mv: MV) {
         self.table
             .borrow_mut()
-            .group_mut(ctx.key_group)
+            .group_mut(ctx.key_group, ctx.key)
             .entry(ctx.key.clone())
             .or_default()
             .insert(mk, mv);
@@ -272,7 +453,7 @@ impl<K: Hash + Eq + Clone, MK: Hash + Eq + Clone, MV: Clone> MapState<K, MK, MV>
     /// removed with its key.
     pub fn remove(&self, ctx: &KeyCtx<'_, K>, mk: &MK) -> Option<MV> {
         let mut t = self.table.borrow_mut();
-        let group = t.group_mut(ctx.key_group);
+        let group = t.group_mut(ctx.key_group, ctx.key);
         let map = group.get_mut(ctx.key)?;
         let old = map.remove(mk);
         if map.is_empty() {

@@ -2,7 +2,8 @@
 //! a fault-injecting file (see [`crate::testing`]). Two real backends live here:
 //! [`DmaFs`] (glommio `DmaFile`: O_DIRECT, io_uring, owned DMA buffers; for use inside a
 //! glommio executor) and [`StdFs`] (blocking `pwrite`/`fdatasync`; for tools and tests that
-//! do not run an executor). This module does no framing and keeps no log state.
+//! do not run an executor). A third, [`crate::uring::UringFs`], drives a core's own io_uring
+//! by polling. This module does no framing and keeps no log state.
 
 use std::io;
 use std::path::Path;

@@ -1,7 +1,8 @@
 //! rill-storage: the checkpoint log and snapshot store.
 //!
 //! Every core's log writer ([`LogWriter`]) appends framed records (see [`frame`]) to its own
-//! segment files under `<dir>/core-<N>/` through io_uring (glommio DMA files), group-commits
+//! segment files under `<dir>/core-<N>/` through io_uring (glommio DMA files, or
+//! [`UringFs`] on a core's own polled [`Uring`]), group-commits
 //! them and resolves each append only once its record is fdatasync'ed. A checkpoint becomes
 //! complete when the coordinator publishes its [`Manifest`] (every record's reference plus
 //! opaque metadata such as source offsets) atomically through [`CheckpointStore::publish`].
@@ -67,6 +68,7 @@ pub mod recovery;
 pub mod retention;
 pub mod snapshot;
 pub mod testing;
+pub mod uring;
 pub mod writer;
 
 pub use checkpoint::{Checkpoint, CheckpointInfo, CheckpointStore, Skipped};
@@ -79,4 +81,5 @@ pub use reader::{LogReader, RecordView};
 pub use recovery::{recover, Recovered, RecoveryReport};
 pub use retention::RetentionReport;
 pub use snapshot::{archive_delta, archive_full, ChainView, DeltaView, FullView};
+pub use uring::{Uring, UringFs, UringSegment};
 pub use writer::{LogConfig, LogWriter, WriterStats};

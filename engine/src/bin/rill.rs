@@ -7,8 +7,12 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use rill_engine::config::{available_cpus, JobSpec, PipelineKind};
-use rill_engine::runtime::Job;
+use rill_engine::checkpoint::restore::StartFrom;
+use rill_engine::ids::CheckpointId;
+use rill_engine::runtime::{supervise, Control};
 use rill_engine::{pipelines, EngineError};
+
+use rill_engine::checkpoint::cli;
 
 #[derive(Parser)]
 #[command(name = "rill", version, about = "A thread-per-core dataflow engine")]
@@ -31,11 +35,35 @@ enum Command {
         /// Print the report as JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Ignore existing checkpoints: start from the beginning of the input.
+        #[arg(long, conflicts_with = "from")]
+        fresh: bool,
+        /// Restore from this checkpoint instead of the newest complete one.
+        #[arg(long, value_name = "ID")]
+        from: Option<u64>,
     },
     /// Check a job directory without running it.
     Validate {
         /// The job directory.
         job_dir: PathBuf,
+    },
+    /// List a job's checkpoints: id, time, state, duration, start delay, alignment,
+    /// synchronous and asynchronous time, size.
+    Checkpoints {
+        /// The job directory.
+        job_dir: PathBuf,
+        /// Also list every partition's share of each checkpoint.
+        #[arg(long)]
+        partitions: bool,
+    },
+    /// Take a savepoint of the running job (a checkpoint retention never deletes) and
+    /// print its id once it is complete.
+    Savepoint {
+        /// The job directory of the running job.
+        job_dir: PathBuf,
+        /// How long to wait for it, seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
     },
 }
 
@@ -94,53 +122,89 @@ fn main() -> ExitCode {
             job_dir,
             overrides,
             json,
-        } => {
-            let spec = match load(job_dir.as_ref(), &overrides) {
-                Ok(s) => s,
-                Err(e) => return fail(&e),
-            };
-            let graph = match pipelines::build(&spec) {
-                Ok(g) => g,
-                Err(e) => return fail(&e),
-            };
-            eprintln!(
-                "rill: running {:?} on CPUs {:?}",
-                spec.job.pipeline,
-                spec.cores.iter().map(|c| c.cpu.0).collect::<Vec<_>>()
-            );
-            let job = Job::new(spec, graph);
-            let handle = job.stop_handle();
-            let signals = Arc::new(AtomicUsize::new(0));
-            let seen = signals.clone();
-            // First Ctrl-C / SIGTERM: stop the sources and drain. Second: abandon.
-            let _ = ctrlc::set_handler(move || {
-                if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-                    eprintln!("rill: stopping (again to abort)");
-                    handle.stop();
-                } else {
-                    handle.abort();
-                }
-            });
-            match job.run() {
-                Ok(report) => {
-                    if json {
-                        println!("{}", report_json(&report));
-                    } else {
-                        print!("{report}");
-                    }
-                    if report.stopped {
-                        ExitCode::from(130)
-                    } else {
-                        ExitCode::SUCCESS
-                    }
-                }
-                Err(EngineError::Stopped) if signals.load(Ordering::SeqCst) > 0 => {
-                    eprintln!("rill: aborted");
-                    ExitCode::from(130)
-                }
-                Err(e) => fail(&e),
+            fresh,
+            from,
+        } => run(job_dir, &overrides, json, fresh, from),
+        Command::Checkpoints {
+            job_dir,
+            partitions,
+        } => match cli::checkpoints(&job_dir, partitions) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::Savepoint { job_dir, timeout } => match cli::savepoint(&job_dir, timeout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+fn run(
+    job_dir: Option<PathBuf>,
+    overrides: &[String],
+    json: bool,
+    fresh: bool,
+    from: Option<u64>,
+) -> ExitCode {
+    let spec = match load(job_dir.as_ref(), overrides) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = pipelines::build(&spec) {
+        return fail(&e);
+    }
+    let start_from = match (fresh, from) {
+        (true, _) => StartFrom::Fresh,
+        (false, Some(id)) => StartFrom::Id(CheckpointId(id)),
+        (false, None) => StartFrom::Newest,
+    };
+    eprintln!(
+        "rill: running {:?} on CPUs {:?}",
+        spec.job.pipeline,
+        spec.cores.iter().map(|c| c.cpu.0).collect::<Vec<_>>()
+    );
+    let control = Control::default();
+    let pid_file = match cli::write_pid(&spec) {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGUSR1, control.savepoint.clone());
+    let signals = Arc::new(AtomicUsize::new(0));
+    let seen = signals.clone();
+    let handler_control = control.clone();
+    // First Ctrl-C / SIGTERM: stop the sources and drain. Second: abandon.
+    let _ = ctrlc::set_handler(move || {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            eprintln!("rill: stopping (again to abort)");
+            handler_control.stop();
+        } else {
+            handler_control.abort();
+        }
+    });
+    let result = supervise(&spec, &pipelines::build, start_from, &control, |m| {
+        eprintln!("rill: {m}")
+    });
+    if let Some(p) = pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    match result {
+        Ok(report) => {
+            if json {
+                println!("{}", report_json(&report));
+            } else {
+                print!("{report}");
+            }
+            if report.stopped {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
             }
         }
+        Err(EngineError::Stopped) if signals.load(Ordering::SeqCst) > 0 => {
+            eprintln!("rill: aborted");
+            ExitCode::from(130)
+        }
+        Err(e) => fail(&e),
     }
 }
 
@@ -159,5 +223,12 @@ fn report_json(r: &rill_engine::metrics::JobReport) -> serde_json::Value {
             "samples": r.latency.len(),
         },
         "counters": r.counters,
+        "restored_from": r.restored_from,
+        "restarts": r.restarts,
+        "checkpoints": {
+            "completed": r.checkpoints_completed(),
+            "failed": r.checkpoints_failed(),
+            "history": r.checkpoints,
+        },
     })
 }

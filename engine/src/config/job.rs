@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::{CheckpointConfig, RestartConfig};
 use crate::error::ConfigError;
 use crate::keys::DEFAULT_MAX_KEY_GROUPS;
 
@@ -44,6 +45,11 @@ pub struct JobConfig {
     pub sink: Option<FileSinkConfig>,
     /// The open-loop generator (`latency`).
     pub generator: Option<GeneratorConfig>,
+    /// Checkpointing; absent means no checkpoints, no restore and a sink that commits
+    /// at the end of the input.
+    pub checkpoint: Option<CheckpointConfig>,
+    /// What to do when the running job fails (see `RestartConfig`).
+    pub restart: Option<RestartConfig>,
 }
 
 impl Default for JobConfig {
@@ -56,6 +62,8 @@ impl Default for JobConfig {
             source: None,
             sink: None,
             generator: None,
+            checkpoint: None,
+            restart: None,
         }
     }
 }
@@ -190,6 +198,12 @@ impl JobConfig {
                     "each CPU at most once",
                 ));
             }
+        }
+        if let Some(c) = &self.checkpoint {
+            c.validate(file)?;
+        }
+        if let Some(r) = &self.restart {
+            r.validate(file)?;
         }
         match self.pipeline {
             PipelineKind::Etl => {

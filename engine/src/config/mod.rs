@@ -2,11 +2,13 @@
 //! and resolves them into a `JobSpec`; the schemas and their defaults live in `job.rs`
 //! and `core.rs`. Every error names the file, the key and what would be valid.
 
+mod checkpoint;
 mod core;
 mod job;
 
 use std::path::{Path, PathBuf};
 
+pub use self::checkpoint::{CheckpointConfig, CheckpointMode, RestartConfig, RestartKind};
 pub use self::core::CoreConfig;
 pub use self::job::{FileSinkConfig, FileSourceConfig, GeneratorConfig, JobConfig, PipelineKind};
 use crate::error::ConfigError;

@@ -1,21 +1,32 @@
 //! File sinks: one output file per sink partition (`part-<p>.csv` in a directory), and
-//! the dead-letter file (one file, one writer). Writes are buffered and made durable
-//! (fdatasync) when the input ends.
+//! the dead-letter file (one file, one writer). Both commit their output atomically:
+//!
+//! - Without checkpoints, a partition writes `.<name>.<seq>.<ext>.inprogress` and renames
+//!   it to `<name>.<ext>` (after fdatasync) when its input ends.
+//! - With checkpoints (transactional), what a partition wrote since the previous barrier
+//!   is renamed to `.<name>-<n>.<ext>.pending` at barrier `n` (pre-commit; the core syncs
+//!   the file before the checkpoint counts) and to `<name>-<n>.<ext>` once checkpoint `n`
+//!   completes (commit; a notification for `n` also commits every older pending file).
+//!   On restart, `recover` commits what is pending for the restored checkpoint or before
+//!   and deletes everything newer or in progress: committed files are exactly the
+//!   output of a run without the crash, in `<n>` order per partition.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::dataflow::{PartitionContext, Sink, SinkPartition};
+use crate::dataflow::{PartitionContext, RecoverContext, Sink, SinkPartition};
 use crate::error::{EngineError, Result};
+use crate::ids::CheckpointId;
 use crate::metrics::MetricsHandle;
 
 const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
 type Format<T> = Arc<dyn Fn(&T, &mut Vec<u8>) + Send + Sync>;
 
-/// Writes records as lines to `dir/part-<partition>.csv`.
+/// Writes records as lines to `dir/part-<partition>.csv` (with checkpoints:
+/// `dir/part-<partition>-<checkpoint>.csv`, one file per completed checkpoint).
 pub struct FileSink<T> {
     dir: PathBuf,
     format: Format<T>,
@@ -44,45 +55,272 @@ impl FileSink<String> {
     }
 }
 
-/// The output file of partition `p`.
+/// The output file of partition `p` of a job without checkpoints.
 pub fn part_file(dir: &Path, p: u32) -> PathBuf {
     dir.join(format!("part-{p}.csv"))
 }
 
-fn create(path: &Path) -> Result<BufWriter<File>> {
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(|e| EngineError::io("create", path, e))?;
-    Ok(BufWriter::with_capacity(WRITE_BUFFER_BYTES, f))
+/// The committed output files in `dir` (`*.csv`), ordered by partition, then checkpoint:
+/// reading them in this order gives each partition's output in the order it was written.
+pub fn committed_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<((u32, u64), PathBuf)> = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let path = e?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(".csv") else {
+            continue;
+        };
+        let Some(rest) = stem.strip_prefix("part-") else {
+            continue;
+        };
+        let key = match rest.split_once('-') {
+            Some((p, n)) => (p.parse().unwrap_or(u32::MAX), n.parse().unwrap_or(u64::MAX)),
+            None => (rest.parse().unwrap_or(u32::MAX), 0),
+        };
+        files.push((key, path));
+    }
+    files.sort();
+    Ok(files.into_iter().map(|(_, p)| p).collect())
 }
 
-fn finish_file(w: &mut BufWriter<File>, path: &Path) -> Result<()> {
-    w.flush().map_err(|e| EngineError::io("write", path, e))?;
-    w.get_ref()
-        .sync_data()
-        .map_err(|e| EngineError::io("fdatasync", path, e))
+/// What a committed file's name says: `<name>.<ext>` or `<name>-<n>.<ext>`.
+fn parse_committed(file: &str, ext: &str, is_name: &dyn Fn(&str) -> bool) -> Option<Option<u64>> {
+    let stem = file.strip_suffix(ext)?.strip_suffix('.')?;
+    if let Some((name, n)) = stem.rsplit_once('-') {
+        if is_name(name) {
+            if let Ok(n) = n.parse::<u64>() {
+                return Some(Some(n));
+            }
+        }
+    }
+    is_name(stem).then_some(None)
+}
+
+/// Settles the files an earlier run left in `dir` for the outputs named by `is_name`:
+/// pending files of the restored checkpoint or older are committed, everything else that
+/// is not committed output of the restored checkpoint or older is removed.
+fn recover_dir(
+    dir: &Path,
+    ext: &str,
+    is_name: &dyn Fn(&str) -> bool,
+    ctx: &RecoverContext<'_>,
+) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(EngineError::io("read directory", dir, e)),
+    };
+    let restored = ctx.restored.map(|c| c.0);
+    let mut changed = false;
+    for e in entries {
+        let path = e.map_err(|e| EngineError::io("read directory", dir, e))?.path();
+        let Some(file) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
+        let remove = |path: &Path| -> Result<()> {
+            std::fs::remove_file(path).map_err(|e| EngineError::io("remove", path, e))
+        };
+        if let Some(hidden) = file.strip_prefix('.') {
+            if let Some(pending) = hidden.strip_suffix(".pending") {
+                if let Some(Some(n)) = parse_committed(pending, ext, is_name) {
+                    if restored.is_some_and(|r| n <= r) {
+                        let to = dir.join(pending);
+                        std::fs::rename(&path, &to)
+                            .map_err(|e| EngineError::io("rename", &path, e))?;
+                    } else {
+                        remove(&path)?;
+                    }
+                    changed = true;
+                }
+            } else if let Some(inprogress) = hidden.strip_suffix(".inprogress") {
+                let name = inprogress
+                    .strip_suffix(ext)
+                    .and_then(|s| s.strip_suffix('.'))
+                    .and_then(|s| s.rsplit_once('.'))
+                    .map(|(name, _seq)| name);
+                if name.is_some_and(is_name) {
+                    remove(&path)?;
+                    changed = true;
+                }
+            }
+            continue;
+        }
+        match parse_committed(&file, ext, is_name) {
+            // Committed output of the restored checkpoint or before stays.
+            Some(Some(n)) if ctx.transactional && restored.is_some_and(|r| n <= r) => {}
+            Some(Some(n)) => {
+                if restored.is_some() {
+                    tracing::warn!(
+                        "{}: removing output of checkpoint {n}, newer than the restored one",
+                        path.display()
+                    );
+                }
+                remove(&path)?;
+                changed = true;
+            }
+            // A fresh start replaces the output of an earlier run.
+            Some(None) => {
+                remove(&path)?;
+                changed = true;
+            }
+            None => {}
+        }
+    }
+    if changed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+fn open_dir(dir: &Path) -> Result<File> {
+    File::open(dir).map_err(|e| EngineError::io("open directory", dir, e))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    open_dir(dir)?
+        .sync_all()
+        .map_err(|e| EngineError::io("fsync directory", dir, e))
+}
+
+/// One output file that becomes visible only when committed (see the module doc).
+struct TxFile {
+    dir: PathBuf,
+    /// `part-3`, `dead-letter`.
+    name: String,
+    /// `csv`, `jsonl`.
+    ext: String,
+    transactional: bool,
+    writer: Option<(BufWriter<File>, PathBuf)>,
+    seq: u64,
+    pending: Vec<(CheckpointId, PathBuf)>,
+}
+
+impl TxFile {
+    fn new(dir: PathBuf, name: String, ext: String, transactional: bool) -> Self {
+        Self {
+            dir,
+            name,
+            ext,
+            transactional,
+            writer: None,
+            seq: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.writer
+            .as_ref()
+            .map_or_else(|| self.dir.clone(), |(_, p)| p.clone())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.writer.is_none() {
+            let path = self.dir.join(format!(
+                ".{}.{}.{}.inprogress",
+                self.name, self.seq, self.ext
+            ));
+            self.seq += 1;
+            let f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|e| EngineError::io("create", &path, e))?;
+            self.writer = Some((BufWriter::with_capacity(WRITE_BUFFER_BYTES, f), path));
+        }
+        let (w, path) = self.writer.as_mut().expect("opened above");
+        w.write_all(bytes)
+            .map_err(|e| EngineError::io("write", path.as_path(), e))
+    }
+
+    /// Flushes the open file and renames it to `to`; returns the file (for a sync).
+    fn seal(&mut self, to: &Path) -> Result<Option<File>> {
+        let Some((w, path)) = self.writer.take() else {
+            return Ok(None);
+        };
+        let f = w
+            .into_inner()
+            .map_err(|e| EngineError::io("write", &path, e.into_error()))?;
+        std::fs::rename(&path, to).map_err(|e| EngineError::io("rename", &path, e))?;
+        Ok(Some(f))
+    }
+
+    fn pre_commit(&mut self, id: CheckpointId) -> Result<Vec<File>> {
+        let to = self
+            .dir
+            .join(format!(".{}-{}.{}.pending", self.name, id.0, self.ext));
+        match self.seal(&to)? {
+            Some(f) => {
+                self.pending.push((id, to));
+                Ok(vec![f, open_dir(&self.dir)?])
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn commit(&mut self, id: CheckpointId) -> Result<Vec<File>> {
+        let mut any = false;
+        let mut keep = Vec::new();
+        for (n, path) in std::mem::take(&mut self.pending) {
+            if n > id {
+                keep.push((n, path));
+                continue;
+            }
+            let to = self.dir.join(format!("{}-{}.{}", self.name, n.0, self.ext));
+            match std::fs::rename(&path, &to) {
+                Ok(()) => any = true,
+                // Committed already (a restart re-does commits).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => {}
+                Err(e) => return Err(EngineError::io("rename", &path, e)),
+            }
+        }
+        self.pending = keep;
+        Ok(if any { vec![open_dir(&self.dir)?] } else { Vec::new() })
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if self.transactional {
+            // Everything was pre-committed at the final barrier; an open file here holds
+            // nothing that a checkpoint covers.
+            if let Some((w, path)) = self.writer.take() {
+                drop(w);
+                std::fs::remove_file(&path).map_err(|e| EngineError::io("remove", &path, e))?;
+            }
+            return Ok(());
+        }
+        let to = self.dir.join(format!("{}.{}", self.name, self.ext));
+        if self.writer.is_none() {
+            // No records: an empty output file, as a plain sink would leave.
+            self.write(&[])?;
+        }
+        if let Some(f) = self.seal(&to)? {
+            f.sync_data()
+                .map_err(|e| EngineError::io("fdatasync", &to, e))?;
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+fn is_part_name(name: &str) -> bool {
+    name.strip_prefix("part-")
+        .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl<T: 'static> Sink<T> for FileSink<T> {
     fn partition(&self, ctx: &PartitionContext<'_>) -> Result<Box<dyn SinkPartition<T>>> {
         let dir = ctx.resolve(&self.dir);
         std::fs::create_dir_all(&dir).map_err(|e| EngineError::io("create directory", &dir, e))?;
-        if ctx.partition.0 == 0 {
-            // Output of an earlier run with more partitions would otherwise linger.
-            let mut q = ctx.parallelism;
-            while part_file(&dir, q).exists() {
-                let stale = part_file(&dir, q);
-                std::fs::remove_file(&stale).map_err(|e| EngineError::io("remove", &stale, e))?;
-                q += 1;
-            }
-        }
-        let path = part_file(&dir, ctx.partition.0);
         Ok(Box::new(FilePartition {
-            writer: create(&path)?,
-            path,
+            file: TxFile::new(
+                dir,
+                format!("part-{}", ctx.partition.0),
+                "csv".into(),
+                ctx.transactional,
+            ),
             format: self.format.clone(),
             line: Vec::with_capacity(128),
             metrics: ctx.metrics.clone(),
@@ -90,11 +328,19 @@ impl<T: 'static> Sink<T> for FileSink<T> {
             records: 0,
         }))
     }
+
+    fn recover(&self, ctx: &RecoverContext<'_>) -> Result<()> {
+        let dir = if self.dir.is_absolute() {
+            self.dir.clone()
+        } else {
+            ctx.job_dir.join(&self.dir)
+        };
+        recover_dir(&dir, "csv", &is_part_name, ctx)
+    }
 }
 
 struct FilePartition<T> {
-    writer: BufWriter<File>,
-    path: PathBuf,
+    file: TxFile,
     format: Format<T>,
     line: Vec<u8>,
     metrics: MetricsHandle,
@@ -108,18 +354,27 @@ impl<T> SinkPartition<T> for FilePartition<T> {
         self.line.clear();
         (self.format)(&rec, &mut self.line);
         self.records += 1;
-        self.writer
-            .write_all(&self.line)
-            .map_err(|e| EngineError::io("write", &self.path, e))
+        self.file.write(&self.line)
     }
 
     fn finish(&mut self) -> Result<()> {
-        finish_file(&mut self.writer, &self.path)?;
+        self.file.finish()?;
         self.metrics
             .add("sink_records", std::mem::take(&mut self.records));
         self.metrics
             .note_arrival(crate::clock::Clock::now_ns(&self.clock));
         Ok(())
+    }
+
+    fn pre_commit(&mut self, id: CheckpointId) -> Result<Vec<File>> {
+        let r = self.file.pre_commit(id);
+        self.metrics
+            .add("sink_records", std::mem::take(&mut self.records));
+        r
+    }
+
+    fn commit(&mut self, id: CheckpointId) -> Result<Vec<File>> {
+        self.file.commit(id)
     }
 }
 
@@ -147,6 +402,22 @@ impl DeadLetterSink {
     }
 }
 
+impl DeadLetterSink {
+    fn split(path: &Path) -> (PathBuf, String, String) {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let name = path
+            .file_stem()
+            .map_or_else(|| "dead-letter".into(), |s| s.to_string_lossy().to_string());
+        let ext = path
+            .extension()
+            .map_or_else(|| "jsonl".into(), |s| s.to_string_lossy().to_string());
+        (dir, name, ext)
+    }
+}
+
 impl Sink<DeadLetter> for DeadLetterSink {
     fn partition(&self, ctx: &PartitionContext<'_>) -> Result<Box<dyn SinkPartition<DeadLetter>>> {
         if ctx.parallelism != 1 {
@@ -158,25 +429,32 @@ impl Sink<DeadLetter> for DeadLetterSink {
                 ),
             });
         }
-        let path = ctx.resolve(&self.path);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| EngineError::io("create directory", dir, e))?;
-        }
+        let (dir, name, ext) = Self::split(&ctx.resolve(&self.path));
+        std::fs::create_dir_all(&dir).map_err(|e| EngineError::io("create directory", &dir, e))?;
         Ok(Box::new(DeadLetterPartition {
-            writer: create(&path)?,
-            path,
+            file: TxFile::new(dir, name, ext, ctx.transactional),
             metrics: ctx.metrics.clone(),
             count: 0,
+            line: Vec::new(),
         }))
+    }
+
+    fn recover(&self, ctx: &RecoverContext<'_>) -> Result<()> {
+        let path = if self.path.is_absolute() {
+            self.path.clone()
+        } else {
+            ctx.job_dir.join(&self.path)
+        };
+        let (dir, name, ext) = Self::split(&path);
+        recover_dir(&dir, &ext, &|n: &str| n == name, ctx)
     }
 }
 
 struct DeadLetterPartition {
-    writer: BufWriter<File>,
-    path: PathBuf,
+    file: TxFile,
     metrics: MetricsHandle,
     count: u64,
+    line: Vec<u8>,
 }
 
 impl SinkPartition<DeadLetter> for DeadLetterPartition {
@@ -187,13 +465,28 @@ impl SinkPartition<DeadLetter> for DeadLetterPartition {
             "line": String::from_utf8_lossy(&rec.line),
         });
         self.count += 1;
-        writeln!(self.writer, "{json}").map_err(|e| EngineError::io("write", &self.path, e))
+        self.line.clear();
+        let _ = writeln!(self.line, "{json}");
+        let line = std::mem::take(&mut self.line);
+        let r = self.file.write(&line);
+        self.line = line;
+        r
     }
 
     fn finish(&mut self) -> Result<()> {
-        finish_file(&mut self.writer, &self.path)?;
+        self.file.finish()?;
         self.metrics
             .add("dead_letters", std::mem::take(&mut self.count));
         Ok(())
+    }
+
+    fn pre_commit(&mut self, id: CheckpointId) -> Result<Vec<File>> {
+        self.metrics
+            .add("dead_letters", std::mem::take(&mut self.count));
+        self.file.pre_commit(id)
+    }
+
+    fn commit(&mut self, id: CheckpointId) -> Result<Vec<File>> {
+        self.file.commit(id)
     }
 }

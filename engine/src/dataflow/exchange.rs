@@ -25,6 +25,9 @@ use std::sync::Arc;
 use super::instantiate::Instantiator;
 use super::ops::{BoxEmit, Emit};
 use super::Data;
+use crate::checkpoint::core::CoreCheckpoints;
+use crate::clock::{Clock, MonotonicClock};
+use crate::ids::CheckpointId;
 use crate::message::{Control, InputSet, Message};
 use crate::ring::{Consumer, Doorbell, Producer};
 
@@ -320,6 +323,10 @@ impl<In, W> Port for OutputPort<In, W> {
 
     fn is_blocked(&self) -> bool {
         self.targets.iter().flatten().any(|t| !t.pending.is_empty())
+            || self
+                .local
+                .as_ref()
+                .is_some_and(|l| l.receiver.borrow().held_full())
             || self.local_ports.iter().any(|p| p.borrow().is_blocked())
     }
 
@@ -355,7 +362,33 @@ pub(crate) struct RecvInput<W> {
     pub(crate) ring: Option<Consumer<Message<Routed<W>>>>,
     /// The producing core's doorbell (rung when slots free up).
     pub(crate) producer: Arc<Doorbell>,
+    /// The producing core, for messages.
+    pub(crate) core: crate::ids::CoreId,
 }
+
+/// How a receiver treats barriers.
+#[derive(Clone)]
+pub(crate) struct Alignment {
+    /// Exactly-once: hold an input that delivered a barrier until all have.
+    pub(crate) hold: bool,
+    /// This core's checkpoint participant state (alignment statistics).
+    pub(crate) core: Rc<RefCell<CoreCheckpoints>>,
+    /// The job clock.
+    pub(crate) clock: MonotonicClock,
+    /// The exchange's name, for messages.
+    pub(crate) name: String,
+}
+
+/// What the local input delivered while it was held back by alignment.
+enum Held<W> {
+    Data(u32, W),
+    Control(Control),
+    End,
+}
+
+/// Most records held back from the local input during alignment before the port that
+/// feeds it reports itself blocked (its drivers then stop).
+const HELD_MAX: usize = 4096;
 
 /// One exchange's receiving side on one core.
 pub(crate) struct Receiver<W> {
@@ -365,6 +398,13 @@ pub(crate) struct Receiver<W> {
     chains: Vec<Option<BoxEmit<W>>>,
     /// Messages taken from one ring per poll.
     burst: usize,
+    align: Option<Alignment>,
+    /// Per input: held back until the barrier being aligned completes.
+    blocked: Vec<bool>,
+    /// Since when (ns) the barrier being aligned is waited for.
+    aligning_since: Option<(CheckpointId, u64)>,
+    local: Option<usize>,
+    held: VecDeque<Held<W>>,
 }
 
 impl<W> Receiver<W> {
@@ -372,56 +412,161 @@ impl<W> Receiver<W> {
         inputs: Vec<RecvInput<W>>,
         chains: Vec<Option<BoxEmit<W>>>,
         burst: usize,
+        align: Option<Alignment>,
     ) -> Self {
         let set = InputSet::new(inputs.len());
+        let local = inputs.iter().position(|i| i.ring.is_none());
         Self {
+            blocked: vec![false; inputs.len()],
             inputs,
             set,
             chains,
             burst,
+            align,
+            aligning_since: None,
+            local,
+            held: VecDeque::new(),
         }
+    }
+
+    fn local_held(&self, input: usize) -> bool {
+        self.local == Some(input) && self.blocked[input]
     }
 
     #[inline]
     pub(crate) fn deliver(&mut self, part: u32, w: W) {
+        if let Some(l) = self.local {
+            if self.blocked[l] {
+                self.held.push_back(Held::Data(part, w));
+                return;
+            }
+        }
+        self.route(part, w);
+    }
+
+    #[inline]
+    fn route(&mut self, part: u32, w: W) {
         match self.chains.get_mut(part as usize) {
             Some(Some(chain)) => chain.data(w),
             _ => panic!("record for partition {part}, which is not on this core"),
         }
     }
 
+    fn forward(&mut self, c: Control) {
+        self.chains
+            .iter_mut()
+            .flatten()
+            .for_each(|ch| ch.control(c));
+    }
+
+    /// Whether the local input's held-back records reached their bound.
+    pub(crate) fn held_full(&self) -> bool {
+        self.held.len() >= HELD_MAX
+    }
+
     pub(crate) fn on_control(&mut self, input: usize, c: Control) {
-        let forward = match c {
-            Control::Barrier(b) => self.set.on_barrier(input, b).map(Control::Barrier),
-            Control::Watermark(w) => self.set.on_watermark(input, w).map(Control::Watermark),
-        };
-        if let Some(c) = forward {
-            self.chains
-                .iter_mut()
-                .flatten()
-                .for_each(|ch| ch.control(c));
+        if self.local_held(input) {
+            self.held.push_back(Held::Control(c));
+            return;
+        }
+        self.control_now(input, c);
+    }
+
+    fn control_now(&mut self, input: usize, c: Control) {
+        match c {
+            Control::Barrier(b) => {
+                let hold = self.align.as_ref().is_some_and(|a| a.hold);
+                match self.set.on_barrier(input, b) {
+                    Some(b) => self.barrier_complete(b),
+                    None if hold => {
+                        self.blocked[input] = true;
+                        if self.aligning_since.is_none() {
+                            self.start_aligning(b.id);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            Control::Watermark(w) => {
+                if let Some(w) = self.set.on_watermark(input, w) {
+                    self.forward(Control::Watermark(w));
+                }
+            }
+        }
+    }
+
+    fn start_aligning(&mut self, id: CheckpointId) {
+        let Some(a) = &self.align else { return };
+        let now = a.clock.now_ns();
+        self.aligning_since = Some((id, now));
+        let waiting: Vec<String> = self
+            .inputs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.blocked[*i])
+            .map(|(_, inp)| inp.core.to_string())
+            .collect();
+        a.core.borrow_mut().note_aligning(
+            id,
+            format!(
+                "alignment at `{}` waiting for the barrier from {}",
+                a.name,
+                waiting.join(", ")
+            ),
+        );
+    }
+
+    fn barrier_complete(&mut self, b: crate::message::Barrier) {
+        if let (Some(a), Some((id, since))) = (&self.align, self.aligning_since.take()) {
+            let now = a.clock.now_ns();
+            a.core.borrow_mut().note_alignment(id, now.saturating_sub(since));
+        }
+        self.forward(Control::Barrier(b));
+        self.blocked.iter_mut().for_each(|x| *x = false);
+        self.replay_held();
+    }
+
+    /// Delivers what the local input sent while held, until it is held again.
+    fn replay_held(&mut self) {
+        let Some(l) = self.local else { return };
+        while !self.blocked[l] {
+            let Some(h) = self.held.pop_front() else { break };
+            match h {
+                Held::Data(p, w) => self.route(p, w),
+                Held::Control(c) => self.control_now(l, c),
+                Held::End => self.end_now(l),
+            }
         }
     }
 
     pub(crate) fn on_end(&mut self, input: usize) {
+        if self.local_held(input) {
+            self.held.push_back(Held::End);
+            return;
+        }
+        self.end_now(input);
+    }
+
+    fn end_now(&mut self, input: usize) {
         let f = self.set.on_end(input);
-        for c in f.controls() {
-            self.chains
-                .iter_mut()
-                .flatten()
-                .for_each(|ch| ch.control(c));
+        if let Some(b) = f.barrier {
+            self.barrier_complete(b);
+        }
+        if let Some(w) = f.watermark {
+            self.forward(Control::Watermark(w));
         }
         if f.end {
             self.chains.iter_mut().flatten().for_each(|ch| ch.end());
         }
     }
 
-    /// Drains up to `burst` messages from each ring. Returns whether anything arrived.
+    /// Drains up to `burst` messages from each ring that is not held back. Returns
+    /// whether anything arrived.
     pub(crate) fn poll(&mut self) -> bool {
         let mut any = false;
         for i in 0..self.inputs.len() {
             let mut taken = 0;
-            while taken < self.burst {
+            while taken < self.burst && !self.blocked[i] {
                 let Some(ring) = self.inputs[i].ring.as_mut() else {
                     break;
                 };
@@ -430,13 +575,13 @@ impl<W> Receiver<W> {
                 match m {
                     Message::Data(batch) => {
                         for (part, w) in batch {
-                            self.deliver(part, w);
+                            self.route(part, w);
                         }
                     }
-                    Message::Barrier(b) => self.on_control(i, Control::Barrier(b)),
-                    Message::Watermark(w) => self.on_control(i, Control::Watermark(w)),
+                    Message::Barrier(b) => self.control_now(i, Control::Barrier(b)),
+                    Message::Watermark(w) => self.control_now(i, Control::Watermark(w)),
                     Message::End => {
-                        self.on_end(i);
+                        self.end_now(i);
                         break;
                     }
                 }
@@ -449,11 +594,12 @@ impl<W> Receiver<W> {
         any
     }
 
-    /// Whether any ring has something waiting.
+    /// Whether any ring that is not held back has something waiting.
     pub(crate) fn has_input(&self) -> bool {
         self.inputs
             .iter()
-            .any(|i| i.ring.as_ref().is_some_and(|r| !r.is_empty()))
+            .enumerate()
+            .any(|(i, inp)| !self.blocked[i] && inp.ring.as_ref().is_some_and(|r| !r.is_empty()))
     }
 
     /// Whether every input has ended.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::exchange::{ExchangeDef, ExchangeErased, RouteFn};
 use super::instantiate::{Instantiator, SinkOp, SourceDef, SourceErased};
 use super::ops::{BoxEmit, Discard};
-use super::{Data, Keyed, PartitionContext, Sink, Source};
+use super::{Data, Keyed, PartitionContext, RecoverContext, Sink, Source};
 use crate::error::{EngineError, Result};
 use crate::ids::PartitionId;
 
@@ -42,8 +42,12 @@ pub(crate) struct Node {
     pub(crate) attach: Option<Box<dyn Any + Send + Sync>>,
     pub(crate) source: Option<Arc<dyn SourceErased>>,
     pub(crate) exchange: Option<Arc<dyn ExchangeErased>>,
+    /// A sink's `Sink::recover`.
+    pub(crate) recover: Option<RecoverFn>,
     rebalance_before: Option<RebalanceFn>,
 }
+
+type RecoverFn = Arc<dyn Fn(&RecoverContext<'_>) -> Result<()> + Send + Sync>;
 
 /// A resolved, checked pipeline, shared read-only by every core.
 pub struct JobGraph {
@@ -71,6 +75,36 @@ impl JobGraph {
         cores.sort_unstable();
         cores.dedup();
         cores
+    }
+
+    /// Lets every sink settle what an earlier run of the job left behind (see
+    /// `Sink::recover`), before any partition is created.
+    pub fn recover_sinks(
+        &self,
+        job_dir: &std::path::Path,
+        transactional: bool,
+        restored: Option<crate::ids::CheckpointId>,
+    ) -> Result<()> {
+        for n in &self.nodes {
+            if let Some(r) = &n.recover {
+                r(&RecoverContext {
+                    operator: &n.name,
+                    job_dir,
+                    transactional,
+                    restored,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `(name, parallelism)` of every source operator.
+    pub fn sources(&self) -> Vec<(String, u32)> {
+        self.nodes
+            .iter()
+            .filter(|n| n.kind == NodeKind::Source)
+            .map(|n| (n.name.clone(), n.parallelism))
+            .collect()
     }
 
     /// `(name, parallelism)` of every operator, in the order they were added.
@@ -139,6 +173,7 @@ impl Builder {
             attach: None,
             source: None,
             exchange: None,
+            recover: None,
             rebalance_before: None,
         });
         id
@@ -236,7 +271,8 @@ impl Builder {
         sink: impl Sink<T>,
     ) -> usize {
         let sink = Arc::new(sink);
-        self.add_op::<T>(
+        let recover_sink = sink.clone();
+        let id = self.add_op::<T>(
             name,
             upstream,
             NodeKind::Sink,
@@ -250,7 +286,11 @@ impl Builder {
                     }
                 }
             }),
-        )
+        );
+        self.nodes[id].recover = Some(Arc::new(move |ctx: &RecoverContext<'_>| {
+            recover_sink.recover(ctx)
+        }));
+        id
     }
 
     fn graph_error(&self, node: usize, reason: impl Into<String>) -> EngineError {

@@ -14,16 +14,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::exchange::{
-    ExchangeDef, ExchangeInput, OutputPort, Port, PortWiring, Receiver, RecvInput, Routed,
+    Alignment, ExchangeDef, ExchangeInput, OutputPort, Port, PortWiring, Receiver, RecvInput,
+    Routed,
 };
 use super::graph::{AttachFn, JobGraph};
 use super::ops::{BoxEmit, Discard, Emit, FailureSlot, FanOut, Out, UnionInput, UnionJoin};
 use super::{Data, Keyed, PartitionContext, SinkPartition, Source, SourcePartition, SourcePoll};
-use crate::clock::MonotonicClock;
-use crate::config::CoreConfig;
+use crate::checkpoint::core::{group_owner, CoreCheckpoints, Participant};
+use crate::checkpoint::protocol::SourceOffset;
+use crate::checkpoint::restore::Restore;
+use crate::clock::{Clock, MonotonicClock};
+use crate::config::{CheckpointMode, CoreConfig};
 use crate::error::{EngineError, Result};
-use crate::ids::{CoreId, PartitionId};
-use crate::message::{Control, InputSet, Message};
+use crate::ids::{CheckpointId, CoreId, KeyGroup, PartitionId};
+use crate::message::{Barrier, Control, InputSet, Message};
 use crate::metrics::MetricsHandle;
 use crate::ring::{Consumer, Doorbell, Producer};
 use crate::state::{KeyCtx, StateInit};
@@ -58,6 +62,19 @@ pub(crate) trait Driver {
     fn has_input(&self) -> bool {
         false
     }
+    /// Checkpoint `id` was triggered: a source records its offset and emits the barrier.
+    fn trigger(&mut self, _id: CheckpointId, _now_ns: u64) {}
+    /// A checkpoint completed; after the final one (`last`), a source ends its output.
+    fn complete(&mut self, _last: bool) {}
+}
+
+/// A core's checkpointing context while it instantiates its partitions.
+#[derive(Clone)]
+pub(crate) struct CkptCtx {
+    /// The core's participants and in-flight checkpoints.
+    pub(crate) core: Rc<RefCell<CoreCheckpoints>>,
+    /// The checkpoint the job restores from, if any.
+    pub(crate) restore: Option<Arc<Restore>>,
 }
 
 /// The ring ends one core owns, keyed by (exchange node, other core index).
@@ -80,6 +97,10 @@ pub(crate) struct InstantiateArgs<'a> {
     pub(crate) clock: MonotonicClock,
     pub(crate) metrics: MetricsHandle,
     pub(crate) stop: Arc<AtomicBool>,
+    /// The CPU of every core of the job, by core index.
+    pub(crate) core_ids: &'a [CoreId],
+    /// Checkpointing, when the job has a `[checkpoint]` table.
+    pub(crate) ckpt: Option<CkptCtx>,
 }
 
 /// Builds one core's drivers and ports.
@@ -142,6 +163,16 @@ impl<'a> Instantiator<'a> {
         self.a.graph.max_key_groups
     }
 
+    /// Whether keyed state tracks changed keys for incremental checkpoints.
+    pub(crate) fn incremental(&self) -> bool {
+        self.a.ckpt.as_ref().is_some_and(|c| c.core.borrow().incremental)
+    }
+
+    /// The name of operator `node`.
+    pub(crate) fn node_name(&self, node: usize) -> &str {
+        &self.a.graph.nodes[node].name
+    }
+
     pub(crate) fn fail(&self, e: EngineError) {
         self.failure.fail(e);
     }
@@ -174,7 +205,71 @@ impl<'a> Instantiator<'a> {
             job_dir: self.a.job_dir,
             clock: self.a.clock,
             metrics: self.a.metrics.clone(),
+            transactional: self.a.ckpt.is_some(),
         }
+    }
+
+    /// The job clock.
+    pub(crate) fn clock(&self) -> MonotonicClock {
+        self.a.clock
+    }
+
+    /// Registers a checkpoint participant of `node` partition `p` (`what` says what it
+    /// is: "source", "operator", "sink"). `None` without checkpointing.
+    pub(crate) fn participant(&self, node: usize, p: PartitionId, what: &str) -> Option<Participant> {
+        let c = self.a.ckpt.as_ref()?;
+        let name = format!("{what} `{}` {p}", self.a.graph.nodes[node].name);
+        Some(if what == "source" {
+            CoreCheckpoints::register_source(&c.core, name)
+        } else {
+            CoreCheckpoints::register(&c.core, name)
+        })
+    }
+
+    /// Restores the state tables of keyed partition `p` of `node` from the checkpoint the
+    /// job starts from, and registers them with the core's checkpoints.
+    pub(crate) fn setup_state<K: Clone + std::hash::Hash + Eq + 'static>(
+        &mut self,
+        node: usize,
+        p: PartitionId,
+        init: &StateInit<K>,
+    ) -> Vec<KeyGroup> {
+        let par = self.a.graph.nodes[node].parallelism;
+        let max = self.a.graph.max_key_groups;
+        let groups: Vec<KeyGroup> = (0..max)
+            .map(KeyGroup)
+            .filter(|kg| kg.partition(par, max) == p)
+            .collect();
+        let Some(c) = self.a.ckpt.clone() else {
+            return groups;
+        };
+        let tables: Vec<_> = init.tables().iter().map(|(_, t)| t.clone()).collect();
+        c.core.borrow_mut().add_tables(&tables);
+        if let Some(r) = &c.restore {
+            let op = &self.a.graph.nodes[node].name;
+            for (name, t) in init.tables() {
+                let id = crate::checkpoint::core::state_operator_id(op, name);
+                for kg in &groups {
+                    if let Some(chain) = r.chain(id, *kg) {
+                        let loaded = t.borrow_mut().restore(*kg, chain);
+                        match loaded {
+                            Ok(n) => self.a.metrics.add("restored_keys", n as u64),
+                            Err(e) => {
+                                self.fail(EngineError::Restore {
+                                    checkpoint: r.id,
+                                    reason: format!(
+                                        "state `{name}` of operator `{op}` key group {}: {e}",
+                                        kg.0
+                                    ),
+                                });
+                                return groups;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        groups
     }
 
     fn with_frame<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> (R, Vec<PortRef>) {
@@ -332,6 +427,7 @@ impl<'a> Instantiator<'a> {
             inputs.push(RecvInput {
                 ring,
                 producer: self.a.doorbells[pc].clone(),
+                core: self.a.core_ids[pc],
             });
         }
         let parallelism = self.a.graph.nodes[node].parallelism as usize;
@@ -344,7 +440,13 @@ impl<'a> Instantiator<'a> {
             chains
         });
         let burst = (self.a.config.ring_capacity / 4).max(1);
-        let receiver = Rc::new(RefCell::new(Receiver::new(inputs, chains, burst)));
+        let align = self.a.ckpt.as_ref().map(|c| Alignment {
+            hold: c.core.borrow().mode == CheckpointMode::ExactlyOnce,
+            core: c.core.clone(),
+            clock: self.a.clock,
+            name: self.a.graph.nodes[node].name.clone(),
+        });
+        let receiver = Rc::new(RefCell::new(Receiver::new(inputs, chains, burst, align)));
         self.shared.insert(
             (node, RECEIVER),
             (Box::new(receiver.clone()), ports.clone()),
@@ -398,13 +500,26 @@ impl<'a> Instantiator<'a> {
         &mut self,
         node: usize,
         p: PartitionId,
-        part: Box<dyn SourcePartition<T>>,
+        mut part: Box<dyn SourcePartition<T>>,
     ) {
+        let name = self.a.graph.nodes[node].name.clone();
+        if let Some(r) = self.a.ckpt.as_ref().and_then(|c| c.restore.as_ref()) {
+            if let Some(off) = r.offset(&name, p.0) {
+                if let Err(e) = part.seek(off) {
+                    self.fail(e);
+                }
+            }
+        }
+        let ckpt = self.participant(node, p, "source");
         let (chain, ports) = self.with_frame(|inst| inst.downstream::<T>(node, p));
         self.drivers.push(Box::new(SourceDriver {
             part,
             chain,
             ports,
+            name,
+            partition: p,
+            ckpt,
+            finished: false,
             done: false,
             batch: self.a.config.batch_max,
             stop: self.a.stop.clone(),
@@ -449,6 +564,11 @@ struct SourceDriver<T> {
     part: Box<dyn SourcePartition<T>>,
     chain: BoxEmit<T>,
     ports: Vec<PortRef>,
+    name: String,
+    partition: PartitionId,
+    ckpt: Option<Participant>,
+    /// The input is done but the end is held back until the final checkpoint completes.
+    finished: bool,
     done: bool,
     batch: usize,
     stop: Arc<AtomicBool>,
@@ -462,6 +582,21 @@ impl<T> SourceDriver<T> {
         self.chain.end();
         Step::Done
     }
+
+    /// The input is done (or the job is stopping). With checkpoints the end waits for the
+    /// final checkpoint, so that everything emitted is covered by a completed one.
+    fn input_done(&mut self) -> Step {
+        match &self.ckpt {
+            None => self.finish(),
+            Some(c) => {
+                if !self.finished {
+                    self.finished = true;
+                    c.core.borrow_mut().source_finished();
+                }
+                Step::Idle(None)
+            }
+        }
+    }
 }
 
 impl<T> Driver for SourceDriver<T> {
@@ -473,9 +608,12 @@ impl<T> Driver for SourceDriver<T> {
         if self.done {
             return Step::Done;
         }
+        if self.finished {
+            return Step::Idle(None);
+        }
         if self.stop.load(Ordering::Relaxed) {
             // A clean stop: end the input here and let the pipeline drain.
-            return self.finish();
+            return self.input_done();
         }
         if self.ports.iter().any(|p| p.borrow().is_blocked()) {
             return Step::Blocked;
@@ -487,12 +625,32 @@ impl<T> Driver for SourceDriver<T> {
                 Step::Progress
             }
             Ok(SourcePoll::Idle { next_due_ns }) => Step::Idle(next_due_ns),
-            Ok(SourcePoll::Done) => self.finish(),
+            Ok(SourcePoll::Done) => self.input_done(),
             Err(e) => {
                 self.failure.fail(e);
                 self.done = true;
                 Step::Done
             }
+        }
+    }
+
+    fn trigger(&mut self, id: CheckpointId, now_ns: u64) {
+        if self.done {
+            return;
+        }
+        let Some(c) = &self.ckpt else { return };
+        let offset = SourceOffset {
+            operator: self.name.clone(),
+            partition: self.partition.0,
+            offset: self.part.offset(),
+        };
+        self.chain.control(Control::Barrier(Barrier { id }));
+        c.source(id, offset, now_ns);
+    }
+
+    fn complete(&mut self, last: bool) {
+        if last && self.finished && !self.done {
+            self.finish();
         }
     }
 }
@@ -528,58 +686,140 @@ impl<W> Driver for ReceiverDriver<W> {
     }
 }
 
-/// A sink partition at the end of a chain.
+/// A sink partition at the end of a chain. With checkpoints, a barrier pre-commits what
+/// the partition wrote since the previous one, and the core commits it when the
+/// checkpoint completes.
 pub(crate) struct SinkOp<T> {
-    part: Box<dyn SinkPartition<T>>,
+    part: Rc<RefCell<Box<dyn SinkPartition<T>>>>,
     failure: FailureSlot,
     failed: bool,
+    ckpt: Option<Participant>,
+    clock: MonotonicClock,
 }
 
-impl<T> SinkOp<T> {
+/// The core's handle on a sink partition, for commits.
+struct SinkCommitter<T>(Rc<RefCell<Box<dyn SinkPartition<T>>>>);
+
+impl<T> crate::checkpoint::core::Committer for SinkCommitter<T> {
+    fn commit(&mut self, id: CheckpointId) -> Result<Vec<std::fs::File>> {
+        self.0.borrow_mut().commit(id)
+    }
+}
+
+impl<T: 'static> SinkOp<T> {
     pub(crate) fn new(
         inst: &Instantiator<'_>,
-        _node: usize,
-        _p: PartitionId,
+        node: usize,
+        p: PartitionId,
         part: Box<dyn SinkPartition<T>>,
     ) -> Self {
+        let part = Rc::new(RefCell::new(part));
+        let ckpt = inst.participant(node, p, "sink");
+        if let Some(c) = &ckpt {
+            c.core
+                .borrow_mut()
+                .add_committer(Rc::new(RefCell::new(SinkCommitter(part.clone()))));
+        }
         Self {
             part,
             failure: inst.failure(),
             failed: false,
+            ckpt,
+            clock: inst.clock(),
         }
     }
 
-    fn check(&mut self, r: Result<()>) {
-        if let Err(e) = r {
-            self.failed = true;
-            self.failure.fail(e);
+    fn check<R>(&mut self, r: Result<R>) -> Option<R> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.failed = true;
+                self.failure.fail(e);
+                None
+            }
         }
     }
 }
 
-impl<T> Emit<T> for SinkOp<T> {
+impl<T: 'static> Emit<T> for SinkOp<T> {
     #[inline]
     fn data(&mut self, rec: T) {
         if !self.failed {
-            let r = self.part.write(rec);
+            let r = self.part.borrow_mut().write(rec);
             self.check(r);
         }
     }
-    fn control(&mut self, _c: Control) {}
+    fn control(&mut self, c: Control) {
+        let (Control::Barrier(b), Some(p)) = (c, &self.ckpt) else {
+            return;
+        };
+        if self.failed || !p.wants(b.id) {
+            return;
+        }
+        let p = p.clone();
+        let r = self.part.borrow_mut().pre_commit(b.id);
+        if let Some(files) = self.check(r) {
+            p.sink(b.id, files, self.clock.now_ns());
+        }
+    }
     fn end(&mut self) {
         if !self.failed {
-            let r = self.part.finish();
+            let r = self.part.borrow_mut().finish();
             self.check(r);
         }
     }
 }
 
-/// A keyed `process` function with its partition's state.
+/// A keyed `process` function with its partition's state. With checkpoints, a barrier
+/// archives every key group the partition owns (the synchronous part) before it is
+/// forwarded.
 pub(crate) struct ProcessOp<K, V, U, F> {
     pub(crate) f: F,
-    pub(crate) _init: StateInit<K>,
+    pub(crate) init: StateInit<K>,
     pub(crate) down: BoxEmit<U>,
+    pub(crate) ckpt: Option<Participant>,
+    pub(crate) groups: Vec<KeyGroup>,
+    pub(crate) name: String,
+    pub(crate) partition: PartitionId,
+    pub(crate) clock: MonotonicClock,
+    pub(crate) failure: FailureSlot,
     pub(crate) _k: PhantomData<fn(K, V)>,
+}
+
+impl<K, V, U, F> ProcessOp<K, V, U, F> {
+    fn snapshot(&mut self, id: CheckpointId) {
+        let Some(p) = &self.ckpt else { return };
+        if !p.wants(id) {
+            return;
+        }
+        let t0 = self.clock.now_ns();
+        let max_chain = p.core.borrow().max_chain;
+        let mut groups = Vec::new();
+        let mut keys = 0u64;
+        for (name, table) in self.init.tables() {
+            let op = crate::checkpoint::core::state_operator_id(&self.name, name);
+            let mut t = table.borrow_mut();
+            keys += t.keys() as u64;
+            for kg in &self.groups {
+                match t.snapshot(*kg, max_chain) {
+                    Ok(g) => groups.push((group_owner(op, self.partition, *kg), g)),
+                    Err(e) => {
+                        self.failure.fail(EngineError::Operator {
+                            operator: self.name.clone(),
+                            partition: self.partition.0,
+                            reason: format!(
+                                "archiving state `{name}` key group {} for checkpoint {}: {e}",
+                                kg.0, id.0
+                            ),
+                        });
+                        return;
+                    }
+                }
+            }
+        }
+        let now = self.clock.now_ns();
+        p.state(id, groups, keys, now.saturating_sub(t0), now);
+    }
 }
 
 impl<K, V, U, F> Emit<Keyed<K, V>> for ProcessOp<K, V, U, F>
@@ -598,6 +838,9 @@ where
         (self.f)(&ctx, value, &mut out);
     }
     fn control(&mut self, c: Control) {
+        if let Control::Barrier(b) = c {
+            self.snapshot(b.id);
+        }
         self.down.control(c);
     }
     fn end(&mut self) {

@@ -48,7 +48,7 @@ use self::ops::BoxEmit;
 pub use self::ops::Out;
 use crate::clock::MonotonicClock;
 use crate::error::Result;
-use crate::ids::{CoreId, KeyGroup, PartitionId};
+use crate::ids::{CheckpointId, CoreId, KeyGroup, PartitionId};
 use crate::keys::key_group_of;
 use crate::metrics::MetricsHandle;
 use crate::state::{KeyCtx, StateInit};
@@ -85,6 +85,9 @@ pub struct PartitionContext<'a> {
     pub clock: MonotonicClock,
     /// This core's metrics.
     pub metrics: MetricsHandle,
+    /// Whether the job checkpoints: a sink then commits at checkpoints (pre-commit at
+    /// the barrier, commit when it completes) instead of at the end of its input.
+    pub transactional: bool,
 }
 
 impl PartitionContext<'_> {
@@ -135,14 +138,46 @@ pub trait SourcePartition<T> {
 pub trait Sink<T>: Send + Sync + 'static {
     /// Creates partition `ctx.partition` of `ctx.parallelism`.
     fn partition(&self, ctx: &PartitionContext<'_>) -> Result<Box<dyn SinkPartition<T>>>;
+    /// Called once per job (re)start, before any partition exists: settle what an
+    /// earlier run left behind — commit what was pre-committed for the restored
+    /// checkpoint or before, discard everything newer (the restore re-creates it).
+    fn recover(&self, _ctx: &RecoverContext<'_>) -> Result<()> {
+        Ok(())
+    }
 }
 
-/// One parallel instance of a sink.
+/// One parallel instance of a sink. A transactional sink (one created with
+/// `PartitionContext::transactional`) keeps what it writes invisible until `commit`.
 pub trait SinkPartition<T> {
     /// Takes one record.
     fn write(&mut self, rec: T) -> Result<()>;
-    /// The input is done: flush and make durable what was written.
+    /// The input is done: flush and make durable what was written (and, when not
+    /// transactional, visible).
     fn finish(&mut self) -> Result<()>;
+    /// Barrier `id`: everything written since the previous barrier becomes ready to
+    /// commit. Returns the files whose data must be synced before the checkpoint counts
+    /// (the core syncs them through its io_uring, off the record path).
+    fn pre_commit(&mut self, _id: CheckpointId) -> Result<Vec<std::fs::File>> {
+        Ok(Vec::new())
+    }
+    /// Checkpoint `id` completed: make everything pre-committed at `id` or before
+    /// visible. Idempotent. Returns directories whose entries should be synced.
+    fn commit(&mut self, _id: CheckpointId) -> Result<Vec<std::fs::File>> {
+        Ok(Vec::new())
+    }
+}
+
+/// What a sink is told before a (re)started job creates its partitions.
+#[derive(Clone, Debug)]
+pub struct RecoverContext<'a> {
+    /// The sink's operator name.
+    pub operator: &'a str,
+    /// The job directory.
+    pub job_dir: &'a Path,
+    /// Whether the job checkpoints (the sink is transactional).
+    pub transactional: bool,
+    /// The checkpoint the job restores from (`None`: a fresh start).
+    pub restored: Option<CheckpointId>,
 }
 
 /// A pipeline under construction. Cheap handles (`Stream`) refer back to it.
@@ -380,12 +415,21 @@ impl<K: Data + Hash + Eq, V: Data> KeyedStream<K, V> {
             self.inner.node,
             NodeKind::Op,
             Arc::new(move |inst, node, _from, p| {
-                let mut init = StateInit::new(inst.max_key_groups());
+                let mut init =
+                    StateInit::with_incremental(inst.max_key_groups(), inst.incremental());
                 let f = factory(&mut init);
+                let groups = inst.setup_state(node, p, &init);
+                let ckpt = inst.participant(node, p, "operator");
                 Box::new(instantiate::ProcessOp {
                     f,
-                    _init: init,
+                    init,
                     down: inst.downstream::<U>(node, p),
+                    ckpt,
+                    groups,
+                    name: inst.node_name(node).to_string(),
+                    partition: p,
+                    clock: inst.clock(),
+                    failure: inst.failure(),
                     _k: PhantomData,
                 })
             }),

@@ -6,6 +6,9 @@
 mod park;
 mod preflight;
 mod shard;
+mod supervise;
+
+pub use self::supervise::{restart_strategy, supervise, Control};
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -17,7 +20,14 @@ use glommio::{LocalExecutorBuilder, Placement};
 pub use self::preflight::check as preflight;
 use crate::clock::{Clock, MonotonicClock};
 use crate::config::JobSpec;
-use crate::dataflow::instantiate::{CoreEndpoints, InstantiateArgs};
+use crate::checkpoint::protocol::{ToCoordinator, ToCore};
+use crate::checkpoint::restore::{self, Restore, StartFrom};
+use crate::checkpoint::runtime::Link;
+use crate::checkpoint::shell::{Shell, ShellArgs};
+use crate::checkpoint::{Coordinator, CoordinatorConfig};
+use crate::config::CheckpointConfig;
+use crate::dataflow::instantiate::{CkptCtx, CoreEndpoints, InstantiateArgs};
+use crate::ids::{CheckpointId, CoreId};
 use crate::dataflow::JobGraph;
 use crate::error::{EngineError, Result};
 use crate::metrics::{JobReport, MetricsHandle};
@@ -70,6 +80,8 @@ pub struct Job {
     spec: JobSpec,
     graph: Arc<JobGraph>,
     handle: StopHandle,
+    start_from: StartFrom,
+    savepoint: Arc<AtomicBool>,
 }
 
 impl Job {
@@ -86,7 +98,107 @@ impl Job {
                 abort: Arc::new(AtomicBool::new(false)),
                 doorbells: Arc::new(doorbells),
             },
+            start_from: StartFrom::Newest,
+            savepoint: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Which checkpoint to restore from (default: the newest complete one).
+    pub fn start_from(mut self, from: StartFrom) -> Self {
+        self.start_from = from;
+        self
+    }
+
+    /// A flag that, once set (e.g. by a signal handler), makes the running job take a
+    /// savepoint: a checkpoint that retention never deletes.
+    pub fn savepoint_flag(&self) -> Arc<AtomicBool> {
+        self.savepoint.clone()
+    }
+
+    /// Uses `flag` as the savepoint flag (see `savepoint_flag`).
+    pub fn with_savepoint_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.savepoint = flag;
+        self
+    }
+
+    /// Restores (when checkpointing), lets sinks settle an earlier run's output, and
+    /// builds every core's link to the coordinator.
+    fn prepare_checkpoints(
+        &self,
+        clock: MonotonicClock,
+    ) -> Result<(Vec<Option<ShardCkpt>>, Option<u64>)> {
+        let n = self.spec.cores.len();
+        let Some(cfg) = self.spec.job.checkpoint.clone() else {
+            self.graph.recover_sinks(&self.spec.dir, false, None)?;
+            return Ok(((0..n).map(|_| None).collect(), None));
+        };
+        let dir = self.spec.resolve(&cfg.dir);
+        let restore = restore::load(&dir, self.start_from, |w| eprintln!("rill: warning: {w}"))?;
+        if let Some(r) = &restore {
+            r.check(&self.graph)?;
+        }
+        let restored = restore.as_ref().map(|r| r.id);
+        self.graph.recover_sinks(&self.spec.dir, true, restored)?;
+        rill_storage::layout::create_dir_durable(&dir)?;
+        let restore = restore.map(Arc::new);
+        let first_id = CheckpointId(crate::checkpoint::history::next_id(&dir));
+        let coord = Coordinator::new(
+            CoordinatorConfig {
+                interval: cfg.interval(),
+                timeout: Duration::from_millis(cfg.timeout_ms),
+                min_pause: Duration::from_millis(cfg.min_pause_ms),
+                max_concurrent: cfg.max_concurrent,
+                tolerable_failures: cfg.tolerable_failures,
+            },
+            n,
+            first_id,
+            clock.now_ns(),
+        );
+        let mut to = Vec::with_capacity(n);
+        let mut from = Vec::with_capacity(n);
+        let mut links = Vec::with_capacity(n);
+        for i in 0..n {
+            if i == 0 {
+                to.push(None);
+                from.push(None);
+                links.push(None);
+                continue;
+            }
+            let (tp, tc) = crate::ring::channel::<ToCore>(256);
+            let (fp, fc) = crate::ring::channel::<ToCoordinator>(256);
+            to.push(Some((tp, self.handle.doorbells[i].clone())));
+            from.push(Some(fc));
+            links.push(Some(Link::Remote {
+                to: fp,
+                from: tc,
+                coordinator: self.handle.doorbells[0].clone(),
+                backlog: Vec::new(),
+            }));
+        }
+        let shell = Shell::new(ShellArgs {
+            coord,
+            to,
+            from,
+            dir: dir.clone(),
+            doorbell: self.handle.doorbells[0].clone(),
+            savepoint: self.savepoint.clone(),
+            max_key_groups: self.graph.max_key_groups(),
+            sources: self.graph.sources(),
+            retained: cfg.retained,
+        });
+        links[0] = Some(Link::Coordinator(Box::new(shell)));
+        let shards = links
+            .into_iter()
+            .map(|l| {
+                Some(ShardCkpt {
+                    dir: dir.clone(),
+                    config: cfg.clone(),
+                    link: l.expect("a link per core"),
+                    restore: restore.clone(),
+                })
+            })
+            .collect();
+        Ok((shards, restored.map(|r| r.0)))
     }
 
     /// A handle that stops this job from another thread.
@@ -100,6 +212,7 @@ impl Job {
         let placement: Arc<[usize]> = self.spec.placement(self.graph.max_parallelism())?.into();
         let mut endpoints = self.make_rings(&placement);
         let clock = MonotonicClock::new(Instant::now());
+        let (mut ckpts, restored) = self.prepare_checkpoints(clock)?;
         let shared = Arc::new(Shared {
             clock,
             ready: AtomicUsize::new(0),
@@ -118,6 +231,7 @@ impl Job {
                 placement: placement.clone(),
                 endpoints: std::mem::take(&mut endpoints[i]),
                 shared: shared.clone(),
+                ckpt: ckpts[i].take(),
             };
             let builder = LocalExecutorBuilder::new(Placement::Fixed(core.cpu.0))
                 .name(&format!("rill-{}", core.cpu))
@@ -168,12 +282,9 @@ impl Job {
         let start_ns = shared.start_ns.load(Ordering::SeqCst);
         let elapsed = Duration::from_nanos(shared.clock.now_ns().saturating_sub(start_ns))
             .min(started.elapsed());
-        Ok(JobReport::merge(
-            reports,
-            start_ns,
-            elapsed,
-            self.handle.is_stopped(),
-        ))
+        let mut report = JobReport::merge(reports, start_ns, elapsed, self.handle.is_stopped());
+        report.restored_from = restored;
+        Ok(report)
     }
 
     /// One ring per exchange per (producing core, consuming core) pair of different
@@ -201,6 +312,14 @@ impl Job {
     }
 }
 
+/// One core's share of checkpointing, handed to its executor.
+pub(crate) struct ShardCkpt {
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) config: CheckpointConfig,
+    pub(crate) link: Link,
+    pub(crate) restore: Option<Arc<Restore>>,
+}
+
 /// What one executor receives.
 pub(crate) struct ShardArgs {
     pub(crate) index: usize,
@@ -209,10 +328,16 @@ pub(crate) struct ShardArgs {
     pub(crate) placement: Arc<[usize]>,
     pub(crate) endpoints: CoreEndpoints,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) ckpt: Option<ShardCkpt>,
 }
 
 impl ShardArgs {
-    fn instantiate_args(&mut self, metrics: MetricsHandle) -> InstantiateArgs<'_> {
+    fn instantiate_args<'a>(
+        &'a mut self,
+        metrics: MetricsHandle,
+        ckpt: Option<CkptCtx>,
+        core_ids: &'a [CoreId],
+    ) -> InstantiateArgs<'a> {
         let core = &self.spec.cores[self.index];
         InstantiateArgs {
             graph: &self.graph,
@@ -226,6 +351,9 @@ impl ShardArgs {
             clock: self.shared.clock,
             metrics,
             stop: self.shared.handle.stop.clone(),
+            core_ids,
+            ckpt,
         }
     }
 }
+

@@ -6,7 +6,13 @@
 
 use super::{park, ShardArgs, StopHandle};
 use crate::clock::Clock;
-use crate::dataflow::instantiate::{Instantiator, Step};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::checkpoint::core::CoreCheckpoints;
+use crate::checkpoint::runtime::CoreRuntime;
+use crate::dataflow::instantiate::{CkptCtx, Instantiator, Step};
+use crate::ids::CoreId;
 use crate::error::{EngineError, Result};
 use crate::metrics::{MetricsHandle, ShardReport};
 use std::sync::atomic::Ordering;
@@ -29,12 +35,42 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
     let shared = args.shared.clone();
     let _abort_on_panic = AbortOnPanic(shared.handle.clone());
     let core = args.spec.cores[args.index].clone();
-    let parts = match Instantiator::run(args.instantiate_args(metrics.clone())) {
+    let core_ids: Vec<CoreId> = args.spec.cores.iter().map(|c| c.cpu).collect();
+    let ckpt = args.ckpt.take();
+    let ctx = ckpt.as_ref().map(|c| CkptCtx {
+        core: Rc::new(RefCell::new(CoreCheckpoints::new(
+            args.index,
+            c.config.mode,
+            c.config.incremental,
+            c.config.max_chain,
+        ))),
+        restore: c.restore.clone(),
+    });
+    let parts = match Instantiator::run(args.instantiate_args(metrics.clone(), ctx.clone(), &core_ids)) {
         Ok(p) => p,
         Err(e) => {
             shared.handle.abort();
             return Err(e);
         }
+    };
+    let mut rt = match (ckpt, ctx) {
+        (Some(c), Some(ctx)) => {
+            match CoreRuntime::new(
+                ctx.core,
+                &c.dir,
+                core.cpu.0 as u32,
+                core.config.io_uring_depth as u32,
+                c.link,
+                shared.clock,
+            ) {
+                Ok(rt) => Some(rt),
+                Err(e) => {
+                    shared.handle.abort();
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
     };
     let (mut drivers, ports, failure) = (parts.drivers, parts.ports, parts.failure);
     let doorbell = shared.handle.doorbells[args.index].clone();
@@ -99,6 +135,19 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
             shared.handle.abort();
             return Err(e);
         }
+        if let Some(rt) = &mut rt {
+            match rt.step(&mut drivers) {
+                Ok(p) => progress |= p,
+                Err(e) => {
+                    shared.handle.abort();
+                    return Err(e);
+                }
+            }
+            if !rt.may_end() {
+                done = false;
+            }
+            wake_at = earliest(wake_at, rt.wake_at(clock.now_ns()));
+        }
         let now = clock.now_ns();
         for p in &ports {
             let mut p = p.borrow_mut();
@@ -125,6 +174,7 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
         doorbell.arm();
         let now = clock.now_ns();
         let work_waiting = drivers.iter().any(|d| d.has_input())
+            || rt.as_ref().is_some_and(|r| r.has_input())
             || ports.iter().any(|p| p.borrow().can_progress(now))
             || wake_at.is_some_and(|t| t <= now)
             || abort.load(Ordering::SeqCst)
@@ -137,7 +187,11 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
         }
         idle_since = None;
     }
-    Ok(metrics.report(core.cpu))
+    let mut report = metrics.report(core.cpu);
+    if let Some(rt) = &mut rt {
+        report.checkpoints = rt.history();
+    }
+    Ok(report)
 }
 
 fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {

@@ -1,0 +1,551 @@
+//! One core's side of checkpointing: the participants placed on the core (source
+//! partitions, keyed operator partitions, sink partitions) report their part of each
+//! checkpoint here at the barrier (offsets, archived key groups, pre-committed files);
+//! once all have, the core's log writer appends the records and the files are synced
+//! through the core's io_uring (the asynchronous part, while processing goes on), and the
+//! core acks to the coordinator. Also applies what the coordinator says back (complete,
+//! abort). It never blocks and never touches another core's state.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::task::Waker;
+
+use rill_storage::{
+    KeyGroupRange, LogWriter, OperatorId, Owner, PartitionId as SPartition, RecordRef,
+    RecordSpec, Uring, UringFs,
+};
+use rkyv::util::AlignedVec;
+
+use super::protocol::{CoreAck, PartitionStats, SourceOffset, ToCoordinator};
+use crate::config::CheckpointMode;
+use crate::ids::{CheckpointId, KeyGroup, PartitionId};
+use crate::state::{GroupSnapshot, SnapshotTable};
+
+/// The storage owner id of state `state` of operator `operator`: a stable hash of both
+/// names (operator names are unique in a job), so that it survives changes of
+/// parallelism, placement and graph shape.
+pub fn state_operator_id(operator: &str, state: &str) -> OperatorId {
+    OperatorId((crate::keys::stable_hash(&(operator, state)) & 0x7fff_ffff) as u32)
+}
+
+/// The storage owner id of the channel state (unaligned checkpoints) of exchange
+/// `exchange`.
+pub fn channel_operator_id(exchange: &str) -> OperatorId {
+    state_operator_id(exchange, "\0channel")
+}
+
+/// The owner of key group `kg` of a state table.
+pub fn group_owner(op: OperatorId, partition: PartitionId, kg: KeyGroup) -> Owner {
+    Owner::new(
+        op,
+        SPartition(partition.0),
+        KeyGroupRange::single(u32::from(kg.0)),
+    )
+}
+
+/// A sink partition's commit hook, called when a checkpoint completes.
+pub(crate) trait Committer {
+    /// Makes everything pre-committed up to `id` visible; returns files whose
+    /// directory entries must be synced.
+    fn commit(&mut self, id: CheckpointId) -> crate::Result<Vec<File>>;
+}
+
+/// What one participant handed in for a checkpoint.
+enum Part {
+    Source(SourceOffset),
+    State {
+        groups: Vec<(Owner, GroupSnapshot)>,
+        keys: u64,
+        sync_ns: u64,
+    },
+    Sink(Vec<File>),
+    Channel(Vec<(Owner, AlignedVec)>, u64),
+}
+
+struct Pending {
+    triggered_ns: u64,
+    reported: Vec<Option<u64>>,
+    missing: usize,
+    parts: Vec<(usize, Part)>,
+    alignment_ns: u64,
+    aligning: Vec<String>,
+}
+
+/// A checkpoint ready for the asynchronous part.
+pub(crate) struct ReadyCheckpoint {
+    id: CheckpointId,
+    pending: Pending,
+    ready_ns: u64,
+}
+
+/// The participants and in-flight checkpoints of one core.
+pub(crate) struct CoreCheckpoints {
+    core: usize,
+    pub(crate) mode: CheckpointMode,
+    pub(crate) max_chain: usize,
+    pub(crate) incremental: bool,
+    names: Vec<String>,
+    tables: Vec<Rc<RefCell<dyn SnapshotTable>>>,
+    committers: Vec<Rc<RefCell<dyn Committer>>>,
+    pending: BTreeMap<CheckpointId, Pending>,
+    aborted_upto: Option<CheckpointId>,
+    ready: VecDeque<ReadyCheckpoint>,
+    writer_waker: Option<Waker>,
+    /// The chains of every owner on this core as of the last written checkpoint.
+    chains: HashMap<Owner, Vec<RecordRef>>,
+    sizes: HashMap<RecordRef, u64>,
+    pub(crate) outbox: Vec<ToCoordinator>,
+    sources: usize,
+    sources_finished: usize,
+    finished_sent: bool,
+    /// Set once the final checkpoint completed on this core.
+    pub(crate) final_complete: bool,
+}
+
+/// A participant's handle: its index on the core and the shared core state.
+#[derive(Clone)]
+pub(crate) struct Participant {
+    pub(crate) core: Rc<RefCell<CoreCheckpoints>>,
+    pub(crate) index: usize,
+}
+
+impl CoreCheckpoints {
+    pub(crate) fn new(core: usize, mode: CheckpointMode, incremental: bool, max_chain: usize) -> Self {
+        Self {
+            core,
+            mode,
+            max_chain,
+            incremental,
+            names: Vec::new(),
+            tables: Vec::new(),
+            committers: Vec::new(),
+            pending: BTreeMap::new(),
+            aborted_upto: None,
+            ready: VecDeque::new(),
+            writer_waker: None,
+            chains: HashMap::new(),
+            sizes: HashMap::new(),
+            outbox: Vec::new(),
+            sources: 0,
+            sources_finished: 0,
+            finished_sent: false,
+            final_complete: false,
+        }
+    }
+
+    /// Registers a participant (`name` is what failures and statistics call it).
+    pub(crate) fn register(this: &Rc<RefCell<Self>>, name: String) -> Participant {
+        let mut c = this.borrow_mut();
+        c.names.push(name);
+        Participant {
+            core: this.clone(),
+            index: c.names.len() - 1,
+        }
+    }
+
+    pub(crate) fn register_source(this: &Rc<RefCell<Self>>, name: String) -> Participant {
+        this.borrow_mut().sources += 1;
+        Self::register(this, name)
+    }
+
+    pub(crate) fn add_tables(&mut self, tables: &[Rc<RefCell<dyn SnapshotTable>>]) {
+        self.tables.extend(tables.iter().cloned());
+    }
+
+    pub(crate) fn add_committer(&mut self, c: Rc<RefCell<dyn Committer>>) {
+        self.committers.push(c);
+    }
+
+    /// Whether anything is registered (a core with no participants acks at once).
+    pub(crate) fn participants(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether a participant should still do its part of `id` (false once aborted).
+    pub(crate) fn wants(&self, id: CheckpointId) -> bool {
+        self.aborted_upto.is_none_or(|a| id > a) && self.pending.contains_key(&id)
+    }
+
+    /// The coordinator triggered `id`: the core starts expecting every participant.
+    pub(crate) fn on_trigger(&mut self, id: CheckpointId, now_ns: u64) {
+        let n = self.names.len();
+        self.pending.insert(
+            id,
+            Pending {
+                triggered_ns: now_ns,
+                reported: vec![None; n],
+                missing: n,
+                parts: Vec::new(),
+                alignment_ns: 0,
+                aligning: Vec::new(),
+            },
+        );
+        self.check_ready(id, now_ns);
+    }
+
+    fn report(&mut self, p: usize, id: CheckpointId, part: Part, now_ns: u64) {
+        let Some(pend) = self.pending.get_mut(&id) else {
+            return; // Aborted, or not triggered here: nothing to keep.
+        };
+        if pend.reported[p].is_some() {
+            return;
+        }
+        pend.reported[p] = Some(now_ns);
+        pend.missing -= 1;
+        pend.parts.push((p, part));
+        self.check_ready(id, now_ns);
+    }
+
+    fn check_ready(&mut self, id: CheckpointId, now_ns: u64) {
+        if self.pending.get(&id).is_some_and(|p| p.missing == 0) {
+            let pending = self.pending.remove(&id).expect("checked above");
+            self.ready.push_back(ReadyCheckpoint {
+                id,
+                pending,
+                ready_ns: now_ns,
+            });
+            if let Some(w) = self.writer_waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// A multi-input point took `ns` to align barrier `id`.
+    pub(crate) fn note_alignment(&mut self, id: CheckpointId, ns: u64) {
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.alignment_ns = p.alignment_ns.max(ns);
+        }
+    }
+
+    /// A multi-input point is waiting for barrier `id` on the inputs described.
+    pub(crate) fn note_aligning(&mut self, id: CheckpointId, what: String) {
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.aligning.push(what);
+        }
+    }
+
+    /// A source partition reached the end of its input.
+    pub(crate) fn source_finished(&mut self) {
+        self.sources_finished += 1;
+    }
+
+    /// Tells the coordinator once when every source on the core has finished.
+    pub(crate) fn poll_finished(&mut self) {
+        if !self.finished_sent && self.sources_finished == self.sources {
+            self.finished_sent = true;
+            self.outbox
+                .push(ToCoordinator::SourcesFinished { core: self.core });
+        }
+    }
+
+    /// The coordinator aborted `id`: drop it and every older in-flight one; the next
+    /// snapshot of every key group is a full one (an aborted checkpoint's deltas may never
+    /// have been written).
+    pub(crate) fn on_abort(&mut self, id: CheckpointId) {
+        self.aborted_upto = Some(self.aborted_upto.map_or(id, |a| a.max(id)));
+        let waiting: Vec<String> = self
+            .pending
+            .get(&id)
+            .map(|p| {
+                let mut w: Vec<String> = p
+                    .reported
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.is_none())
+                    .map(|(i, _)| self.names[i].clone())
+                    .collect();
+                w.extend(p.aligning.iter().cloned());
+                w
+            })
+            .unwrap_or_default();
+        if !waiting.is_empty() {
+            self.outbox.push(ToCoordinator::Waiting {
+                core: self.core,
+                id,
+                what: waiting.join("; "),
+            });
+        }
+        self.pending.retain(|k, _| *k > id);
+        for t in &self.tables {
+            t.borrow_mut().reset_chains();
+        }
+        // Later in-flight checkpoints may hold deltas over the aborted one's.
+        let later: Vec<CheckpointId> = self.pending.keys().copied().collect();
+        for l in later {
+            self.pending.remove(&l);
+            self.outbox.push(ToCoordinator::Decline {
+                core: self.core,
+                id: l,
+                reason: format!("its deltas build on aborted checkpoint {}", id.0),
+            });
+        }
+    }
+
+    /// Checkpoint `id` completed: commit every sink partition's output up to it.
+    pub(crate) fn on_complete(&mut self, id: CheckpointId, last: bool) -> crate::Result<Vec<File>> {
+        let mut dirs = Vec::new();
+        for c in &self.committers {
+            dirs.extend(c.borrow_mut().commit(id)?);
+        }
+        if last {
+            self.final_complete = true;
+        }
+        Ok(dirs)
+    }
+
+    fn next_ready(&mut self, waker: &Waker) -> Option<ReadyCheckpoint> {
+        let r = self.ready.pop_front();
+        if r.is_none() {
+            self.writer_waker = Some(waker.clone());
+        }
+        r
+    }
+}
+
+impl Participant {
+    pub(crate) fn wants(&self, id: CheckpointId) -> bool {
+        self.core.borrow().wants(id)
+    }
+
+    pub(crate) fn source(&self, id: CheckpointId, offset: SourceOffset, now_ns: u64) {
+        self.core
+            .borrow_mut()
+            .report(self.index, id, Part::Source(offset), now_ns);
+    }
+
+    pub(crate) fn state(
+        &self,
+        id: CheckpointId,
+        groups: Vec<(Owner, GroupSnapshot)>,
+        keys: u64,
+        sync_ns: u64,
+        now_ns: u64,
+    ) {
+        self.core.borrow_mut().report(
+            self.index,
+            id,
+            Part::State {
+                groups,
+                keys,
+                sync_ns,
+            },
+            now_ns,
+        );
+    }
+
+    pub(crate) fn sink(&self, id: CheckpointId, files: Vec<File>, now_ns: u64) {
+        self.core
+            .borrow_mut()
+            .report(self.index, id, Part::Sink(files), now_ns);
+    }
+
+    pub(crate) fn channel(
+        &self,
+        id: CheckpointId,
+        records: Vec<(Owner, AlignedVec)>,
+        count: u64,
+        now_ns: u64,
+    ) {
+        self.core
+            .borrow_mut()
+            .report(self.index, id, Part::Channel(records, count), now_ns);
+    }
+}
+
+/// A future that resolves with the next checkpoint ready for its asynchronous part.
+struct NextReady<'a>(&'a Rc<RefCell<CoreCheckpoints>>);
+
+impl std::future::Future for NextReady<'_> {
+    type Output = ReadyCheckpoint;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<ReadyCheckpoint> {
+        match self.0.borrow_mut().next_ready(cx.waker()) {
+            Some(r) => std::task::Poll::Ready(r),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// The core's asynchronous part, forever: for each ready checkpoint in order, append its
+/// records (group-committed), sync the sink files through the io_uring, and put the ack
+/// (or a decline naming the storage error) in the outbox. `clock` gives ns on the job
+/// clock.
+pub(crate) async fn writer_loop(
+    core: Rc<RefCell<CoreCheckpoints>>,
+    log: Rc<LogWriter<UringFs>>,
+    uring: Rc<Uring>,
+    clock: impl Fn() -> u64,
+) {
+    loop {
+        let ready = NextReady(&core).await;
+        let id = ready.id;
+        let msg = match write_one(&core, &log, &uring, ready, &clock).await {
+            Ok(ack) => ToCoordinator::Ack(Box::new(ack)),
+            Err(reason) => ToCoordinator::Decline {
+                core: core.borrow().core,
+                id,
+                reason,
+            },
+        };
+        core.borrow_mut().outbox.push(msg);
+    }
+}
+
+async fn write_one(
+    core: &Rc<RefCell<CoreCheckpoints>>,
+    log: &Rc<LogWriter<UringFs>>,
+    uring: &Rc<Uring>,
+    ready: ReadyCheckpoint,
+    clock: &impl Fn() -> u64,
+) -> Result<CoreAck, String> {
+    let ReadyCheckpoint {
+        id,
+        pending,
+        ready_ns,
+    } = ready;
+    let sid = rill_storage::CheckpointId(id.0);
+    let mut offsets = Vec::new();
+    let mut syncs: Vec<File> = Vec::new();
+    let mut stats: Vec<PartitionStats> = Vec::new();
+    let mut sync_ns = 0u64;
+    let mut channel_records = 0u64;
+    // (owner, spec, bytes, participant stats index)
+    let mut appends: Vec<(Owner, RecordSpec, AlignedVec, usize)> = Vec::new();
+    let mut removed: Vec<Owner> = Vec::new();
+    {
+        let c = core.borrow();
+        for (p, part) in pending.parts {
+            let reported = pending.reported[p].unwrap_or(pending.triggered_ns);
+            let si = stats.len();
+            stats.push(PartitionStats {
+                name: c.names[p].clone(),
+                barrier_us: reported.saturating_sub(pending.triggered_ns) / 1_000,
+                ..PartitionStats::default()
+            });
+            match part {
+                Part::Source(o) => offsets.push(o),
+                Part::Sink(files) => syncs.extend(files),
+                Part::State {
+                    groups,
+                    keys,
+                    sync_ns: s,
+                } => {
+                    sync_ns += s;
+                    stats[si].sync_us = s / 1_000;
+                    stats[si].keys = keys;
+                    for (owner, g) in groups {
+                        match g {
+                            GroupSnapshot::Full(b) => {
+                                appends.push((owner, RecordSpec::full(sid, owner), b, si));
+                            }
+                            GroupSnapshot::Delta(b) => {
+                                let base = c
+                                    .chains
+                                    .get(&owner)
+                                    .and_then(|ch| ch.first())
+                                    .map(|r| r.checkpoint);
+                                match base {
+                                    Some(base) => appends.push((
+                                        owner,
+                                        RecordSpec::delta(sid, base, owner),
+                                        b,
+                                        si,
+                                    )),
+                                    None => {
+                                        return Err(format!(
+                                            "{}: a delta for {owner} has no base snapshot \
+                                             on this core (a bug; the next checkpoint writes \
+                                             full snapshots)",
+                                            c.names[p]
+                                        ))
+                                    }
+                                }
+                            }
+                            GroupSnapshot::Unchanged => {}
+                            GroupSnapshot::Empty => removed.push(owner),
+                        }
+                    }
+                }
+                Part::Channel(records, n) => {
+                    channel_records += n;
+                    for (owner, b) in records {
+                        appends.push((owner, RecordSpec::blob(sid, owner), b, si));
+                    }
+                }
+            }
+        }
+    }
+    let futures = appends
+        .iter()
+        .map(|(_, spec, bytes, _)| log.append(*spec, bytes));
+    let results = futures_util::future::join_all(futures).await;
+    let mut written = Vec::with_capacity(results.len());
+    for r in results {
+        written.push(r.map_err(|e| format!("checkpoint log: {e}"))?);
+    }
+    for f in &syncs {
+        uring
+            .fdatasync(f.as_raw_fd())
+            .await
+            .map_err(|e| format!("fdatasync of a pre-committed sink file: {e}"))?;
+    }
+    let mut bytes_written = 0u64;
+    let mut c = core.borrow_mut();
+    let c = &mut *c;
+    let mut blobs = Vec::new();
+    for ((owner, spec, bytes, si), r) in appends.iter().zip(&written) {
+        let len = bytes.len() as u64;
+        bytes_written += len;
+        stats[*si].bytes += len;
+        c.sizes.insert(*r, len);
+        match spec.kind {
+            rill_storage::RecordKind::Full => {
+                if let Some(old) = c.chains.insert(*owner, vec![*r]) {
+                    old.iter().for_each(|o| {
+                        c.sizes.remove(o);
+                    });
+                }
+            }
+            rill_storage::RecordKind::Delta => c.chains.entry(*owner).or_default().push(*r),
+            _ => blobs.push(*r),
+        }
+    }
+    for o in removed {
+        if let Some(old) = c.chains.remove(&o) {
+            old.iter().for_each(|r| {
+                c.sizes.remove(r);
+            });
+        }
+    }
+    let mut records: Vec<RecordRef> = c.chains.values().flatten().copied().collect();
+    records.sort_by_key(|r| (r.owner, r.checkpoint));
+    let bytes_total = records
+        .iter()
+        .map(|r| c.sizes.get(r).copied().unwrap_or(0))
+        .sum::<u64>()
+        + blobs.iter().map(|r| c.sizes.get(r).copied().unwrap_or(0)).sum::<u64>();
+    for b in &blobs {
+        c.sizes.remove(b);
+    }
+    records.extend(blobs);
+    let now = clock();
+    Ok(CoreAck {
+        core: c.core,
+        id,
+        records,
+        offsets,
+        triggered_ns: pending.triggered_ns,
+        alignment_us: pending.alignment_ns / 1_000,
+        sync_us: sync_ns / 1_000,
+        async_us: now.saturating_sub(ready_ns) / 1_000,
+        bytes_written,
+        bytes_total,
+        channel_records,
+        partitions: stats,
+    })
+}

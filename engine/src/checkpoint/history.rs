@@ -1,0 +1,156 @@
+//! The checkpoint history of a job: one JSON line per event in `<dir>/history.jsonl`
+//! (triggered, complete, failed), written by the coordinator's housekeeping thread and
+//! read by `rill checkpoints`. Manifests say which checkpoints are complete; the history
+//! also says what failed and why, and how long each part took.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::protocol::{PartitionStats, TriggerKind};
+
+/// Where a checkpoint stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Triggered, not yet complete or failed.
+    InProgress,
+    /// Its manifest is published.
+    Complete,
+    /// Aborted; `failure` says why.
+    Failed,
+}
+
+/// One line of the history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The checkpoint id.
+    pub id: u64,
+    /// Why it was taken.
+    pub kind: TriggerKind,
+    /// Where it stands (as of this line).
+    pub state: State,
+    /// Trigger time, ms since the Unix epoch.
+    pub triggered_unix_ms: u64,
+    /// Trigger to completion (or failure), ms.
+    pub duration_ms: f64,
+    /// Longest time from the trigger to a core receiving it, ms.
+    pub start_delay_ms: f64,
+    /// Longest barrier alignment at any operator, ms.
+    pub alignment_ms: f64,
+    /// Longest synchronous part (archiving at the barrier) on any core, ms.
+    pub sync_ms: f64,
+    /// Longest asynchronous part (log append and fsync) on any core, ms.
+    pub async_ms: f64,
+    /// Bytes of every record the checkpoint references (its full size).
+    pub bytes_full: u64,
+    /// Bytes written for this checkpoint (its incremental size).
+    pub bytes_incremental: u64,
+    /// Records persisted as channel state.
+    pub channel_records: u64,
+    /// Why it failed.
+    pub failure: Option<String>,
+    /// Per participant (core index, stats).
+    pub partitions: Vec<(usize, PartitionStats)>,
+}
+
+impl Entry {
+    /// A fresh entry for a checkpoint just triggered.
+    pub fn triggered(id: u64, kind: TriggerKind) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self {
+            id,
+            kind,
+            state: State::InProgress,
+            triggered_unix_ms: now,
+            duration_ms: 0.0,
+            start_delay_ms: 0.0,
+            alignment_ms: 0.0,
+            sync_ms: 0.0,
+            async_ms: 0.0,
+            bytes_full: 0,
+            bytes_incremental: 0,
+            channel_records: 0,
+            failure: None,
+            partitions: Vec::new(),
+        }
+    }
+}
+
+/// The history file of checkpoint directory `dir`.
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join("history.jsonl")
+}
+
+/// Appends `e` as one line (no fsync: the history is for people, manifests are the truth).
+pub fn append(dir: &Path, e: &Entry) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path(dir))?;
+    let mut line = serde_json::to_vec(e).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    f.write_all(&line)
+}
+
+/// Every checkpoint's latest entry, by id. Lines that do not parse (a torn last line
+/// after a crash) are skipped.
+pub fn read(dir: &Path) -> std::io::Result<Vec<Entry>> {
+    let text = match std::fs::read_to_string(path(dir)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut by_id: std::collections::BTreeMap<u64, Entry> = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Ok(e) = serde_json::from_str::<Entry>(line) {
+            by_id.insert(e.id, e);
+        }
+    }
+    Ok(by_id.into_values().collect())
+}
+
+/// The id the next checkpoint of a job gets: one past every id in the history and in
+/// the manifests.
+pub fn next_id(dir: &Path) -> u64 {
+    let from_history = read(dir)
+        .ok()
+        .and_then(|v| v.last().map(|e| e.id))
+        .unwrap_or(0);
+    let from_manifests = rill_storage::layout::list_manifests(dir)
+        .ok()
+        .and_then(|v| v.last().map(|c| c.0))
+        .unwrap_or(0);
+    from_history.max(from_manifests) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_line_per_checkpoint_wins_and_torn_lines_are_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let mut e = Entry::triggered(1, TriggerKind::Periodic);
+        append(d.path(), &e).unwrap();
+        e.state = State::Complete;
+        append(d.path(), &e).unwrap();
+        let f = Entry::triggered(2, TriggerKind::Savepoint);
+        append(d.path(), &f).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path(d.path()))
+            .unwrap()
+            .write_all(b"{\"id\": 3, \"ki")
+            .unwrap();
+        let all = read(d.path()).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].state, State::Complete);
+        assert_eq!(all[1].kind, TriggerKind::Savepoint);
+        assert_eq!(next_id(d.path()), 3);
+    }
+}

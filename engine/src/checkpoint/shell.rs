@@ -1,0 +1,424 @@
+//! The coordinator's shell on the job's first core: feeds the pure `Coordinator` with what
+//! the cores say (acks, declines, finished sources) and the clock, and carries out its
+//! decisions: triggers and completions go to every core over rings; manifests, retention
+//! and the history are written by a housekeeping thread (`Janitor`) so that no core ever
+//! waits for an fsync of the coordinator's.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use rill_storage::{CheckpointStore, Manifest};
+
+use super::coordinator::{AbortReason, CheckpointKind, Coordinator, Decision};
+use super::history::{self, Entry, State};
+use super::protocol::{CoreAck, ToCoordinator, ToCore, TriggerKind};
+use super::restore::Metadata;
+use crate::error::{EngineError, Result};
+use crate::ids::CheckpointId;
+use crate::ring::{Consumer, Doorbell, Producer};
+
+/// What the housekeeping thread is asked to do.
+enum Job {
+    Publish {
+        manifest: Manifest,
+        entry: Entry,
+        retained: usize,
+    },
+    History(Entry),
+}
+
+/// What it reports back.
+pub(crate) enum Done {
+    Published(CheckpointId),
+    PublishFailed(CheckpointId, String),
+}
+
+/// The housekeeping thread: publishes manifests (tmp, fsync, rename, fsync dir), applies
+/// retention and appends history lines, in order.
+pub(crate) struct Janitor {
+    jobs: Option<mpsc::Sender<Job>>,
+    done: Consumer<Done>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Janitor {
+    pub(crate) fn start(dir: PathBuf, doorbell: Arc<Doorbell>) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (mut done_tx, done) = crate::ring::channel::<Done>(256);
+        let thread = std::thread::Builder::new()
+            .name("rill-janitor".into())
+            .spawn(move || {
+                let store = CheckpointStore::new(&dir);
+                while let Ok(job) = rx.recv() {
+                    match job {
+                        Job::History(e) => {
+                            if let Err(err) = history::append(&dir, &e) {
+                                tracing::warn!("checkpoint history: {err}");
+                            }
+                        }
+                        Job::Publish {
+                            manifest,
+                            mut entry,
+                            retained,
+                        } => {
+                            let id = CheckpointId(manifest.checkpoint.0);
+                            let msg = match store.publish(&manifest) {
+                                Ok(()) => {
+                                    if let Err(e) = store.retain(retained) {
+                                        tracing::warn!("checkpoint retention: {e}");
+                                    }
+                                    Done::Published(id)
+                                }
+                                Err(e) => {
+                                    entry.state = State::Failed;
+                                    entry.failure = Some(format!("publishing the manifest: {e}"));
+                                    Done::PublishFailed(id, e.to_string())
+                                }
+                            };
+                            if let Err(err) = history::append(&dir, &entry) {
+                                tracing::warn!("checkpoint history: {err}");
+                            }
+                            let mut m = msg;
+                            while let Err(full) = done_tx.try_push(m) {
+                                m = full.into_inner();
+                                std::thread::sleep(std::time::Duration::from_micros(100));
+                            }
+                            doorbell.notify();
+                        }
+                    }
+                }
+            })
+            .expect("spawn the checkpoint housekeeping thread");
+        Self {
+            jobs: Some(tx),
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&self, job: Job) {
+        if let Some(tx) = &self.jobs {
+            let _ = tx.send(job);
+        }
+    }
+}
+
+impl Drop for Janitor {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct InFlight {
+    kind: TriggerKind,
+    trigger_ns: u64,
+    entry: Entry,
+    acks: Vec<Option<CoreAck>>,
+    waiting: Vec<String>,
+}
+
+/// The coordinator's shell on core 0.
+pub(crate) struct Shell {
+    coord: Coordinator,
+    to: Vec<Option<(Producer<ToCore>, Arc<Doorbell>)>>,
+    backlog: Vec<VecDeque<ToCore>>,
+    from: Vec<Option<Consumer<ToCoordinator>>>,
+    janitor: Janitor,
+    inflight: BTreeMap<CheckpointId, InFlight>,
+    finished: Vec<bool>,
+    final_requested: bool,
+    savepoint: Arc<AtomicBool>,
+    max_key_groups: u16,
+    sources: Vec<(String, u32)>,
+    retained: usize,
+    /// Finished entries, for the run report.
+    pub(crate) history: Vec<Entry>,
+}
+
+/// What the shell needs to start.
+pub(crate) struct ShellArgs {
+    pub(crate) coord: Coordinator,
+    pub(crate) to: Vec<Option<(Producer<ToCore>, Arc<Doorbell>)>>,
+    pub(crate) from: Vec<Option<Consumer<ToCoordinator>>>,
+    pub(crate) dir: PathBuf,
+    pub(crate) doorbell: Arc<Doorbell>,
+    pub(crate) savepoint: Arc<AtomicBool>,
+    pub(crate) max_key_groups: u16,
+    pub(crate) sources: Vec<(String, u32)>,
+    pub(crate) retained: usize,
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+impl Shell {
+    pub(crate) fn new(a: ShellArgs) -> Self {
+        let cores = a.to.len();
+        Self {
+            coord: a.coord,
+            to: a.to,
+            backlog: (0..cores).map(|_| VecDeque::new()).collect(),
+            from: a.from,
+            janitor: Janitor::start(a.dir, a.doorbell),
+            inflight: BTreeMap::new(),
+            finished: vec![false; cores],
+            final_requested: false,
+            savepoint: a.savepoint,
+            max_key_groups: a.max_key_groups,
+            sources: a.sources,
+            retained: a.retained,
+            history: Vec::new(),
+        }
+    }
+
+    /// When the shell next has something timed to do (ns).
+    pub(crate) fn next_wake_ns(&self) -> Option<u64> {
+        self.coord.next_wake_ns()
+    }
+
+    /// Whether any core's message or a housekeeping result is waiting.
+    pub(crate) fn has_input(&self) -> bool {
+        self.from
+            .iter()
+            .flatten()
+            .any(|c| !c.is_empty())
+            || !self.done_is_empty()
+            || self.backlog.iter().any(|b| !b.is_empty())
+            || self.savepoint.load(Ordering::Relaxed)
+    }
+
+    fn done_is_empty(&self) -> bool {
+        self.janitor.done.is_empty()
+    }
+
+    /// One round: take the cores' messages (`local` is core 0's own outbox), tick, and
+    /// carry out the decisions; messages for core 0 land in `local_inbox`. Returns whether
+    /// anything happened; fails the job when checkpoints failed more often than tolerated.
+    pub(crate) fn step(
+        &mut self,
+        now: u64,
+        local: Vec<ToCoordinator>,
+        local_inbox: &mut Vec<ToCore>,
+    ) -> Result<bool> {
+        let mut msgs = local;
+        for c in self.from.iter_mut().flatten() {
+            while let Some(m) = c.try_pop() {
+                msgs.push(m);
+            }
+        }
+        let mut progress = !msgs.is_empty();
+        let mut decisions = Vec::new();
+        for m in msgs {
+            match m {
+                ToCoordinator::Ack(ack) => {
+                    let (core, id) = (ack.core, ack.id);
+                    if let Some(f) = self.inflight.get_mut(&id) {
+                        f.acks[core] = Some(*ack);
+                    }
+                    decisions.extend(self.coord.on_ack(now, core, id));
+                }
+                ToCoordinator::Decline { core, id, reason } => {
+                    decisions.extend(self.coord.on_decline(now, core, id, reason));
+                }
+                ToCoordinator::SourcesFinished { core } => {
+                    self.finished[core] = true;
+                }
+                ToCoordinator::Waiting { core, id, what } => {
+                    if let Some(e) = self.history.iter_mut().rev().find(|e| e.id == id.0) {
+                        let note = format!("; cpu index {core} was waiting on: {what}");
+                        if let Some(f) = &mut e.failure {
+                            f.push_str(&note);
+                        }
+                        self.janitor.send(Job::History(e.clone()));
+                    }
+                }
+            }
+        }
+        while let Some(d) = self.janitor.done.try_pop() {
+            progress = true;
+            match d {
+                Done::Published(id) => decisions.extend(self.coord.on_published(now, id)),
+                Done::PublishFailed(id, why) => {
+                    decisions.extend(self.coord.on_publish_failed(now, id, why))
+                }
+            }
+        }
+        if !self.final_requested && self.finished.iter().all(|f| *f) {
+            self.final_requested = true;
+            decisions.extend(self.coord.request_final(now));
+        }
+        if self.savepoint.swap(false, Ordering::SeqCst) {
+            decisions.extend(self.coord.request_savepoint(now));
+        }
+        decisions.extend(self.coord.on_tick(now));
+        progress |= !decisions.is_empty();
+        for d in decisions {
+            self.apply(now, d, local_inbox)?;
+        }
+        self.flush_backlog();
+        Ok(progress)
+    }
+
+    fn send_all(&mut self, m: impl Fn() -> ToCore, local_inbox: &mut Vec<ToCore>) {
+        for i in 0..self.to.len() {
+            if self.to[i].is_none() {
+                local_inbox.push(m());
+            } else {
+                self.backlog[i].push_back(m());
+            }
+        }
+    }
+
+    fn flush_backlog(&mut self) {
+        for (i, t) in self.to.iter_mut().enumerate() {
+            let Some((ring, bell)) = t else { continue };
+            let mut moved = false;
+            while let Some(m) = self.backlog[i].pop_front() {
+                match ring.try_push(m) {
+                    Ok(()) => moved = true,
+                    Err(full) => {
+                        self.backlog[i].push_front(full.into_inner());
+                        break;
+                    }
+                }
+            }
+            if moved {
+                bell.notify();
+            }
+        }
+    }
+
+    fn apply(&mut self, now: u64, d: Decision, local_inbox: &mut Vec<ToCore>) -> Result<()> {
+        match d {
+            Decision::Trigger { id, kind } => {
+                let kind = match kind {
+                    CheckpointKind::Periodic => TriggerKind::Periodic,
+                    CheckpointKind::Savepoint => TriggerKind::Savepoint,
+                    CheckpointKind::Final => TriggerKind::Final,
+                };
+                let entry = Entry::triggered(id.0, kind);
+                self.janitor.send(Job::History(entry.clone()));
+                self.inflight.insert(
+                    id,
+                    InFlight {
+                        kind,
+                        trigger_ns: now,
+                        entry,
+                        acks: vec![None; self.to.len()],
+                        waiting: Vec::new(),
+                    },
+                );
+                self.send_all(|| ToCore::Trigger { id, kind }, local_inbox);
+            }
+            Decision::Publish { id } => {
+                let Some(f) = self.inflight.get_mut(&id) else {
+                    return Ok(());
+                };
+                let mut records = Vec::new();
+                let mut offsets = Vec::new();
+                let e = &mut f.entry;
+                for (core, a) in f.acks.iter().enumerate() {
+                    let a = a.as_ref().expect("every core acked before Publish");
+                    records.extend(a.records.iter().copied());
+                    offsets.extend(a.offsets.iter().cloned());
+                    e.start_delay_ms = e
+                        .start_delay_ms
+                        .max(ms(a.triggered_ns.saturating_sub(f.trigger_ns)));
+                    e.alignment_ms = e.alignment_ms.max(a.alignment_us as f64 / 1e3);
+                    e.sync_ms = e.sync_ms.max(a.sync_us as f64 / 1e3);
+                    e.async_ms = e.async_ms.max(a.async_us as f64 / 1e3);
+                    e.bytes_full += a.bytes_total;
+                    e.bytes_incremental += a.bytes_written;
+                    e.channel_records += a.channel_records;
+                    e.partitions
+                        .extend(a.partitions.iter().cloned().map(|p| (core, p)));
+                }
+                let meta = Metadata {
+                    version: 1,
+                    kind: f.kind,
+                    max_key_groups: self.max_key_groups,
+                    sources: self.sources.clone(),
+                    offsets,
+                    cores: self.to.len(),
+                    triggered_unix_ms: e.triggered_unix_ms,
+                };
+                let mut manifest = Manifest::new(
+                    rill_storage::CheckpointId(id.0),
+                    records,
+                    serde_json::to_vec(&meta).expect("metadata serializes"),
+                );
+                manifest.savepoint = f.kind == TriggerKind::Savepoint;
+                e.state = State::Complete;
+                e.duration_ms = ms(now.saturating_sub(f.trigger_ns));
+                self.janitor.send(Job::Publish {
+                    manifest,
+                    entry: e.clone(),
+                    retained: self.retained,
+                });
+            }
+            Decision::NotifyComplete { id } => {
+                let f = self.inflight.remove(&id);
+                let last = f.as_ref().is_some_and(|f| f.kind == TriggerKind::Final);
+                if let Some(f) = f {
+                    self.history.push(f.entry);
+                }
+                self.send_all(|| ToCore::Complete { id, last }, local_inbox);
+            }
+            Decision::Abort { id, reason } => {
+                if let Some(mut f) = self.inflight.remove(&id) {
+                    f.entry.state = State::Failed;
+                    f.entry.duration_ms = ms(now.saturating_sub(f.trigger_ns));
+                    let mut why = describe(&reason);
+                    if !f.waiting.is_empty() {
+                        why.push_str(&format!("; waiting on: {}", f.waiting.join("; ")));
+                    }
+                    tracing::warn!("checkpoint {} failed: {why}", id.0);
+                    f.entry.failure = Some(why);
+                    self.janitor.send(Job::History(f.entry.clone()));
+                    self.history.push(f.entry);
+                }
+                self.send_all(|| ToCore::Abort { id }, local_inbox);
+            }
+            Decision::FailJob {
+                id,
+                consecutive_failures,
+                last,
+            } => {
+                return Err(EngineError::CheckpointsFailing {
+                    checkpoint: id,
+                    consecutive: consecutive_failures,
+                    reason: describe(&last),
+                })
+            }
+            Decision::Finished { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+/// A failure reason in words a user can act on.
+pub(crate) fn describe(r: &AbortReason) -> String {
+    match r {
+        AbortReason::Expired { after, missing } => format!(
+            "expired after {} ms (checkpoint.timeout_ms) without an ack from core(s) {:?}; \
+             look for a blocked operator, a slow sink or storage on those cores",
+            after.as_millis(),
+            missing
+        ),
+        AbortReason::Declined {
+            participant,
+            reason,
+        } => format!("declined by core {participant}: {reason}"),
+        AbortReason::PublishFailed { reason } => {
+            format!("publishing the manifest failed (check the checkpoint directory's disk): {reason}")
+        }
+        AbortReason::Subsumed { by } => format!("subsumed by checkpoint {}", by.0),
+    }
+}

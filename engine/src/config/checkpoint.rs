@@ -1,0 +1,251 @@
+//! `[checkpoint]` and `[restart]` of `job.toml`: when checkpoints are taken, how barriers
+//! are aligned, where the log lives, how many are kept, and what happens when the running
+//! job fails. Keys and meanings follow Flink's (`execution.checkpointing.*`,
+//! `restart-strategy.*`). Defaults live in the `Default` impls only.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// Exactly-once aligns barriers; at-least-once lets records overtake them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckpointMode {
+    /// An input that delivered barrier n is held until every input has (no duplicates
+    /// after a restore).
+    ExactlyOnce,
+    /// Nothing is held; records after a barrier may be in the snapshot and be replayed
+    /// (duplicates possible after a restore, nothing lost).
+    AtLeastOnce,
+}
+
+/// `[checkpoint]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Time between the starts of two periodic checkpoints, ms. Unset: no periodic
+    /// checkpoints (savepoints and the final checkpoint of a bounded job still happen).
+    pub interval_ms: Option<u64>,
+    /// `"exactly-once"` or `"at-least-once"`.
+    pub mode: CheckpointMode,
+    /// A checkpoint not complete this long after its trigger is aborted, ms.
+    pub timeout_ms: u64,
+    /// Least time from the end of one checkpoint to the trigger of the next, ms (when
+    /// above 0, at most one checkpoint is in flight).
+    pub min_pause_ms: u64,
+    /// Most checkpoints in flight at once.
+    pub max_concurrent: usize,
+    /// Consecutive failed checkpoints tolerated; one more fails (and restarts) the job.
+    pub tolerable_failures: u32,
+    /// Complete checkpoints kept on disk (savepoints are never deleted).
+    pub retained: usize,
+    /// Where the logs, manifests and history live; relative to the job directory.
+    pub dir: PathBuf,
+    /// Start aligned, and switch to unaligned (forward the barrier at once, persist the
+    /// records still arriving on inputs without it as channel state) when alignment
+    /// takes longer than `aligned_timeout_ms`. Exactly-once only.
+    pub unaligned: bool,
+    /// With `unaligned`: how long alignment may take before it switches, ms (0: unaligned
+    /// from the first barrier).
+    pub aligned_timeout_ms: u64,
+    /// Write only the keys changed since the previous checkpoint (deltas chained to a
+    /// full snapshot per key group).
+    pub incremental: bool,
+    /// With `incremental`: the longest delta chain per key group before a full snapshot
+    /// of that key group is written again.
+    pub max_chain: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: None,
+            mode: CheckpointMode::ExactlyOnce,
+            timeout_ms: 600_000,
+            min_pause_ms: 0,
+            max_concurrent: 1,
+            tolerable_failures: 0,
+            retained: 3,
+            dir: PathBuf::from("checkpoints"),
+            unaligned: false,
+            aligned_timeout_ms: 0,
+            incremental: false,
+            max_chain: 16,
+        }
+    }
+}
+
+/// `strategy` of `[restart]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartKind {
+    /// Fail the job at the first failure.
+    None,
+    /// Restart up to `attempts` times, `delay_ms` apart.
+    FixedDelay,
+    /// Restart after a backoff that grows by `multiplier` from `initial_backoff_ms` to
+    /// `max_backoff_ms`, reset after `reset_after_ms` without failure.
+    ExponentialDelay,
+}
+
+/// `[restart]`: the restart strategy. Without the table, a job with checkpoints restarts
+/// with `exponential-delay` and its defaults (as Flink does); a job without fails.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestartConfig {
+    /// `"none"`, `"fixed-delay"` or `"exponential-delay"`.
+    pub strategy: RestartKind,
+    /// fixed-delay: restarts before giving up. exponential-delay: unset means unlimited.
+    pub attempts: Option<u32>,
+    /// fixed-delay: time between a failure and the restart, ms.
+    pub delay_ms: u64,
+    /// exponential-delay: the first backoff, ms.
+    pub initial_backoff_ms: u64,
+    /// exponential-delay: the largest backoff, ms.
+    pub max_backoff_ms: u64,
+    /// exponential-delay: backoff growth per failure (at least 1).
+    pub multiplier: f64,
+    /// exponential-delay: a run this long without failure resets the backoff, ms.
+    pub reset_after_ms: u64,
+    /// exponential-delay: random spread of each backoff, as a fraction (0 ..= 1).
+    pub jitter: f64,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        Self {
+            strategy: RestartKind::ExponentialDelay,
+            attempts: None,
+            delay_ms: 1_000,
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: 60_000,
+            multiplier: 1.5,
+            reset_after_ms: 3_600_000,
+            jitter: 0.1,
+        }
+    }
+}
+
+fn invalid(file: &Path, key: &str, problem: String, valid: &str) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        problem,
+        valid: valid.to_string(),
+    }
+}
+
+impl CheckpointConfig {
+    /// The periodic interval, if any.
+    pub fn interval(&self) -> Option<Duration> {
+        self.interval_ms.map(Duration::from_millis)
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        if self.interval_ms == Some(0) {
+            return Err(invalid(
+                file,
+                "checkpoint.interval_ms",
+                "0".into(),
+                "1 or more milliseconds, or leave it unset for no periodic checkpoints",
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Err(invalid(
+                file,
+                "checkpoint.timeout_ms",
+                "0".into(),
+                "1 or more milliseconds (default 600000)",
+            ));
+        }
+        if self.max_concurrent == 0 || self.max_concurrent > 64 {
+            return Err(invalid(
+                file,
+                "checkpoint.max_concurrent",
+                self.max_concurrent.to_string(),
+                "1 ..= 64 (default 1)",
+            ));
+        }
+        if self.retained == 0 {
+            return Err(invalid(
+                file,
+                "checkpoint.retained",
+                "0".into(),
+                "1 or more complete checkpoints (default 3)",
+            ));
+        }
+        if self.dir.as_os_str().is_empty() {
+            return Err(invalid(
+                file,
+                "checkpoint.dir",
+                "empty".into(),
+                "a directory path",
+            ));
+        }
+        if self.unaligned && self.mode == CheckpointMode::AtLeastOnce {
+            return Err(invalid(
+                file,
+                "checkpoint.unaligned",
+                "true with mode = \"at-least-once\"".into(),
+                "unaligned = true needs mode = \"exactly-once\" (at-least-once never aligns)",
+            ));
+        }
+        if self.max_chain == 0 {
+            return Err(invalid(
+                file,
+                "checkpoint.max_chain",
+                "0".into(),
+                "1 or more deltas per key group (default 16)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RestartConfig {
+    /// Checks values serde cannot.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        if self.strategy == RestartKind::ExponentialDelay {
+            if !(self.multiplier >= 1.0 && self.multiplier.is_finite()) {
+                return Err(invalid(
+                    file,
+                    "restart.multiplier",
+                    self.multiplier.to_string(),
+                    "a number of at least 1.0 (default 1.5)",
+                ));
+            }
+            if !(0.0..=1.0).contains(&self.jitter) {
+                return Err(invalid(
+                    file,
+                    "restart.jitter",
+                    self.jitter.to_string(),
+                    "0.0 ..= 1.0 (default 0.1)",
+                ));
+            }
+            if self.initial_backoff_ms > self.max_backoff_ms {
+                return Err(invalid(
+                    file,
+                    "restart.initial_backoff_ms",
+                    format!(
+                        "{} is above max_backoff_ms ({})",
+                        self.initial_backoff_ms, self.max_backoff_ms
+                    ),
+                    "at most restart.max_backoff_ms",
+                ));
+            }
+            if self.attempts == Some(0) {
+                return Err(invalid(
+                    file,
+                    "restart.attempts",
+                    "0".into(),
+                    "1 or more, or unset for unlimited (use strategy = \"none\" for no restarts)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! Running a job under its restart strategy: a failure of the running job (an operator,
+//! a checkpoint failure beyond `tolerable_failures`, a panicking core) restarts it from
+//! the newest complete checkpoint after the delay the strategy decides, until it
+//! finishes, is stopped, or the strategy gives up.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{Job, StopHandle};
+use crate::checkpoint::restart::{RestartDecision, RestartStrategy, Restarts};
+use crate::checkpoint::restore::StartFrom;
+use crate::config::{JobSpec, RestartConfig, RestartKind};
+use crate::dataflow::JobGraph;
+use crate::error::Result;
+use crate::metrics::JobReport;
+
+/// The restart strategy a job runs under: `[restart]`, or when it is absent,
+/// exponential-delay with its defaults for a job with checkpoints and none otherwise.
+pub fn restart_strategy(spec: &JobSpec) -> RestartStrategy {
+    let cfg = match (&spec.job.restart, &spec.job.checkpoint) {
+        (Some(r), _) => r.clone(),
+        (None, Some(_)) => RestartConfig::default(),
+        (None, None) => return RestartStrategy::None,
+    };
+    match cfg.strategy {
+        RestartKind::None => RestartStrategy::None,
+        RestartKind::FixedDelay => RestartStrategy::FixedDelay {
+            attempts: cfg.attempts.unwrap_or(3),
+            delay: Duration::from_millis(cfg.delay_ms),
+        },
+        RestartKind::ExponentialDelay => RestartStrategy::ExponentialDelay {
+            initial: Duration::from_millis(cfg.initial_backoff_ms),
+            max: Duration::from_millis(cfg.max_backoff_ms),
+            multiplier: cfg.multiplier,
+            reset_after: Duration::from_millis(cfg.reset_after_ms),
+            jitter: cfg.jitter,
+            attempts: cfg.attempts,
+        },
+    }
+}
+
+/// How a supervised run is controlled from outside.
+#[derive(Clone, Default)]
+pub struct Control {
+    /// The running attempt's stop handle (a signal handler stops or aborts through it).
+    pub current: Arc<Mutex<Option<StopHandle>>>,
+    /// Set to take a savepoint (see `Job::savepoint_flag`).
+    pub savepoint: Arc<AtomicBool>,
+}
+
+impl Control {
+    /// Stops the running attempt (sources end, the pipeline drains) and prevents restarts.
+    pub fn stop(&self) {
+        if let Some(h) = self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            h.stop();
+        }
+    }
+
+    /// Abandons the running attempt.
+    pub fn abort(&self) {
+        if let Some(h) = self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            h.abort();
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(StopHandle::is_stopped)
+    }
+}
+
+/// Runs `spec` (its graph made by `build`) from `from`, restarting under the job's
+/// restart strategy. `note` hears about each restart. The report is the last attempt's,
+/// with `restarts` set.
+pub fn supervise(
+    spec: &JobSpec,
+    build: &dyn Fn(&JobSpec) -> Result<JobGraph>,
+    from: StartFrom,
+    control: &Control,
+    mut note: impl FnMut(&str),
+) -> Result<JobReport> {
+    let seed = std::process::id() as u64 ^ 0x5eed;
+    let mut restarts = Restarts::new(restart_strategy(spec), seed);
+    let origin = Instant::now();
+    let mut from = from;
+    let mut count = 0u32;
+    loop {
+        let graph = build(spec)?;
+        let job = Job::new(spec.clone(), graph)
+            .start_from(from)
+            .with_savepoint_flag(control.savepoint.clone());
+        *control.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(job.stop_handle());
+        let started = origin.elapsed().as_nanos() as u64;
+        match job.run() {
+            Ok(mut r) => {
+                r.restarts = count;
+                return Ok(r);
+            }
+            Err(e) if e.is_restartable() && !control.stopped() => {
+                let now = origin.elapsed().as_nanos() as u64;
+                match restarts.on_failure(now, started) {
+                    RestartDecision::Restart { after, attempt } => {
+                        note(&format!(
+                            "the job failed: {e}\n  restart {attempt} in {} ms from the newest \
+                             complete checkpoint",
+                            after.as_millis()
+                        ));
+                        std::thread::sleep(after);
+                        count += 1;
+                        if from != StartFrom::Fresh || spec.job.checkpoint.is_some() {
+                            from = StartFrom::Newest;
+                        }
+                    }
+                    RestartDecision::GiveUp { reason, .. } => {
+                        note(&format!("not restarting: {reason}"));
+                        return Err(e);
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
