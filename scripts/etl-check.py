@@ -34,13 +34,19 @@ with open(inp, "rb") as f:
             rows.setdefault(e["user"], []).append((c, t))
         offset += len(raw)
 
+def order(name):
+    """part-<p>.csv (no checkpoints) or part-<p>-<checkpoint>.csv: by partition, then
+    checkpoint, which is each partition's write order."""
+    parts = name[len("part-"):-len(".csv")].split("-")
+    return tuple(int(x) for x in parts)
+
+
 got = {}
 out = os.path.join(job, "out")
-for name in sorted(os.listdir(out)):
-    if name.endswith(".csv"):
-        with open(os.path.join(out, name), newline="") as f:
-            for user, count, total in csv.reader(f):
-                got.setdefault(user, []).append((int(count), int(total)))
+for name in sorted((n for n in os.listdir(out) if n.startswith("part-") and n.endswith(".csv")), key=order):
+    with open(os.path.join(out, name), newline="") as f:
+        for user, count, total in csv.reader(f):
+            got.setdefault(user, []).append((int(count), int(total)))
 
 errors = 0
 for user, want in rows.items():
@@ -53,8 +59,13 @@ for user, want in rows.items():
                 max(have)[1] != want[-1][1]:
             errors += 1
 extra = set(got) - set(rows)
-with open(os.path.join(job, "dead-letter.jsonl")) as f:
-    dead = sorted(json.loads(l)["offset"] for l in f)
+dead = []
+for name in os.listdir(job):
+    # dead-letter.jsonl, or dead-letter-<checkpoint>.jsonl with checkpoints
+    if name.startswith("dead-letter") and name.endswith(".jsonl"):
+        with open(os.path.join(job, name)) as f:
+            dead.extend(json.loads(l)["offset"] for l in f)
+dead.sort()
 print(f"users {len(rows)}, rows {sum(map(len, rows.values()))}, malformed {len(bad)}")
 print(f"users wrong: {errors}, unexpected users: {len(extra)}, dead letters match: {dead == bad}")
 sys.exit(0 if errors == 0 and not extra and dead == bad else 1)

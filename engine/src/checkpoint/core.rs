@@ -67,6 +67,7 @@ enum Part {
 
 struct Pending {
     triggered_ns: u64,
+    triggered: bool,
     reported: Vec<Option<u64>>,
     missing: usize,
     parts: Vec<(usize, Part)>,
@@ -92,6 +93,8 @@ pub(crate) struct CoreCheckpoints {
     committers: Vec<Rc<RefCell<dyn Committer>>>,
     pending: BTreeMap<CheckpointId, Pending>,
     aborted_upto: Option<CheckpointId>,
+    /// The newest checkpoint handed to the asynchronous part.
+    written_upto: Option<CheckpointId>,
     ready: VecDeque<ReadyCheckpoint>,
     writer_waker: Option<Waker>,
     /// The chains of every owner on this core as of the last written checkpoint.
@@ -124,6 +127,7 @@ impl CoreCheckpoints {
             committers: Vec::new(),
             pending: BTreeMap::new(),
             aborted_upto: None,
+            written_upto: None,
             ready: VecDeque::new(),
             writer_waker: None,
             chains: HashMap::new(),
@@ -164,32 +168,43 @@ impl CoreCheckpoints {
         self.names.len()
     }
 
-    /// Whether a participant should still do its part of `id` (false once aborted).
+    /// Whether a participant should still do its part of `id` (false once aborted or
+    /// already written).
     pub(crate) fn wants(&self, id: CheckpointId) -> bool {
-        self.aborted_upto.is_none_or(|a| id > a) && self.pending.contains_key(&id)
+        self.aborted_upto.is_none_or(|a| id > a) && self.written_upto.is_none_or(|w| id > w)
     }
 
-    /// The coordinator triggered `id`: the core starts expecting every participant.
-    pub(crate) fn on_trigger(&mut self, id: CheckpointId, now_ns: u64) {
+    fn pending_mut(&mut self, id: CheckpointId, now_ns: u64) -> &mut Pending {
         let n = self.names.len();
-        self.pending.insert(
-            id,
-            Pending {
-                triggered_ns: now_ns,
-                reported: vec![None; n],
-                missing: n,
-                parts: Vec::new(),
-                alignment_ns: 0,
-                aligning: Vec::new(),
-            },
-        );
+        self.pending.entry(id).or_insert_with(|| Pending {
+            triggered_ns: now_ns,
+            triggered: false,
+            reported: vec![None; n],
+            missing: n,
+            parts: Vec::new(),
+            alignment_ns: 0,
+            aligning: Vec::new(),
+        })
+    }
+
+    /// The coordinator triggered `id`: the core expects every participant. (A barrier
+    /// may reach a participant through a data ring before the trigger reaches its core;
+    /// its report is kept until then.)
+    pub(crate) fn on_trigger(&mut self, id: CheckpointId, now_ns: u64) {
+        if !self.wants(id) {
+            return;
+        }
+        let p = self.pending_mut(id, now_ns);
+        p.triggered = true;
+        p.triggered_ns = p.triggered_ns.min(now_ns);
         self.check_ready(id, now_ns);
     }
 
     fn report(&mut self, p: usize, id: CheckpointId, part: Part, now_ns: u64) {
-        let Some(pend) = self.pending.get_mut(&id) else {
-            return; // Aborted, or not triggered here: nothing to keep.
-        };
+        if !self.wants(id) {
+            return; // Aborted: nothing to keep.
+        }
+        let pend = self.pending_mut(id, now_ns);
         if pend.reported[p].is_some() {
             return;
         }
@@ -200,8 +215,13 @@ impl CoreCheckpoints {
     }
 
     fn check_ready(&mut self, id: CheckpointId, now_ns: u64) {
-        if self.pending.get(&id).is_some_and(|p| p.missing == 0) {
+        if self
+            .pending
+            .get(&id)
+            .is_some_and(|p| p.missing == 0 && p.triggered)
+        {
             let pending = self.pending.remove(&id).expect("checked above");
+            self.written_upto = Some(self.written_upto.map_or(id, |w| w.max(id)));
             self.ready.push_back(ReadyCheckpoint {
                 id,
                 pending,
@@ -214,16 +234,17 @@ impl CoreCheckpoints {
     }
 
     /// A multi-input point took `ns` to align barrier `id`.
-    pub(crate) fn note_alignment(&mut self, id: CheckpointId, ns: u64) {
-        if let Some(p) = self.pending.get_mut(&id) {
+    pub(crate) fn note_alignment(&mut self, id: CheckpointId, ns: u64, now_ns: u64) {
+        if self.wants(id) {
+            let p = self.pending_mut(id, now_ns);
             p.alignment_ns = p.alignment_ns.max(ns);
         }
     }
 
     /// A multi-input point is waiting for barrier `id` on the inputs described.
-    pub(crate) fn note_aligning(&mut self, id: CheckpointId, what: String) {
-        if let Some(p) = self.pending.get_mut(&id) {
-            p.aligning.push(what);
+    pub(crate) fn note_aligning(&mut self, id: CheckpointId, what: String, now_ns: u64) {
+        if self.wants(id) {
+            self.pending_mut(id, now_ns).aligning.push(what);
         }
     }
 

@@ -513,13 +513,16 @@ impl<W> Receiver<W> {
                 a.name,
                 waiting.join(", ")
             ),
+            now,
         );
     }
 
     fn barrier_complete(&mut self, b: crate::message::Barrier) {
         if let (Some(a), Some((id, since))) = (&self.align, self.aligning_since.take()) {
             let now = a.clock.now_ns();
-            a.core.borrow_mut().note_alignment(id, now.saturating_sub(since));
+            a.core
+                .borrow_mut()
+                .note_alignment(id, now.saturating_sub(since), now);
         }
         self.forward(Control::Barrier(b));
         self.blocked.iter_mut().for_each(|x| *x = false);
