@@ -161,7 +161,6 @@ impl<K: Hash + Eq + Clone + 'static> StateInit<K> {
         table
     }
 
-
     /// A single value per key.
     pub fn value<V: Clone + 'static>(&mut self, name: &str) -> ValueState<K, V>
     where
@@ -281,7 +280,10 @@ where
             t.chain[g] = None;
             return Ok(GroupSnapshot::Empty);
         }
-        let mut entries: Vec<(K, A)> = group.iter().map(|(k, s)| (k.clone(), (self.to)(s))).collect();
+        let mut entries: Vec<(K, A)> = group
+            .iter()
+            .map(|(k, s)| (k.clone(), (self.to)(s)))
+            .collect();
         let bytes = <(K, A)>::archive_full(&mut entries)?;
         t.chain[g] = Some(0);
         Ok(GroupSnapshot::Full(bytes))

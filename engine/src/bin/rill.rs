@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use rill_engine::config::{available_cpus, JobSpec, PipelineKind};
 use rill_engine::checkpoint::restore::StartFrom;
+use rill_engine::config::{available_cpus, JobSpec, PipelineKind};
 use rill_engine::ids::CheckpointId;
 use rill_engine::runtime::{supervise, Control};
 use rill_engine::{pipelines, EngineError};

@@ -40,7 +40,11 @@ pub fn write_pid(spec: &JobSpec) -> Result<Option<PathBuf>> {
 }
 
 fn running_pid(dir: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(pid_path(dir)).ok()?.trim().parse().ok()?;
+    let pid: u32 = std::fs::read_to_string(pid_path(dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
@@ -73,7 +77,8 @@ fn state_of(e: &Entry, running: bool, on_disk: bool) -> String {
 pub fn checkpoints(job_dir: &Path, partitions: bool) -> Result<()> {
     let spec = JobSpec::load(job_dir)?;
     let dir = checkpoint_dir(&spec)?;
-    let entries = history::read(&dir).map_err(|e| EngineError::io("read", history::path(&dir), e))?;
+    let entries =
+        history::read(&dir).map_err(|e| EngineError::io("read", history::path(&dir), e))?;
     let manifests = rill_storage::layout::list_manifests(&dir).unwrap_or_default();
     let running = running_pid(&dir).is_some();
     if entries.is_empty() {
@@ -82,8 +87,17 @@ pub fn checkpoints(job_dir: &Path, partitions: bool) -> Result<()> {
     }
     println!(
         "{:>5}  {:<9}  {:<12}  {:<12}  {:>9}  {:>8}  {:>9}  {:>8}  {:>8}  {:>10}  {:>10}",
-        "id", "kind", "time (UTC)", "state", "duration", "delay", "alignment", "sync", "async",
-        "full", "incr"
+        "id",
+        "kind",
+        "time (UTC)",
+        "state",
+        "duration",
+        "delay",
+        "alignment",
+        "sync",
+        "async",
+        "full",
+        "incr"
     );
     for e in &entries {
         let on_disk = manifests.iter().any(|m| m.0 == e.id);
@@ -151,13 +165,17 @@ pub fn savepoint(job_dir: &Path, timeout_s: u64) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(timeout_s);
     while Instant::now() < deadline {
         let entries = history::read(&dir).unwrap_or_default();
-        if let Some(e) = entries
-            .iter()
-            .find(|e| e.id >= before && e.kind == TriggerKind::Savepoint && e.state != State::InProgress)
-        {
+        if let Some(e) = entries.iter().find(|e| {
+            e.id >= before && e.kind == TriggerKind::Savepoint && e.state != State::InProgress
+        }) {
             return match e.state {
                 State::Complete => {
-                    println!("savepoint {} complete ({} in {:.1} ms)", e.id, size(e.bytes_full), e.duration_ms);
+                    println!(
+                        "savepoint {} complete ({} in {:.1} ms)",
+                        e.id,
+                        size(e.bytes_full),
+                        e.duration_ms
+                    );
                     Ok(())
                 }
                 _ => Err(EngineError::CheckpointsFailing {

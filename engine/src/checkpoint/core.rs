@@ -14,8 +14,8 @@ use std::rc::Rc;
 use std::task::Waker;
 
 use rill_storage::{
-    KeyGroupRange, LogWriter, OperatorId, Owner, PartitionId as SPartition, RecordRef,
-    RecordSpec, Uring, UringFs,
+    KeyGroupRange, LogWriter, OperatorId, Owner, PartitionId as SPartition, RecordRef, RecordSpec,
+    Uring, UringFs,
 };
 use rkyv::util::AlignedVec;
 
@@ -116,7 +116,12 @@ pub(crate) struct Participant {
 }
 
 impl CoreCheckpoints {
-    pub(crate) fn new(core: usize, mode: CheckpointMode, incremental: bool, max_chain: usize) -> Self {
+    pub(crate) fn new(
+        core: usize,
+        mode: CheckpointMode,
+        incremental: bool,
+        max_chain: usize,
+    ) -> Self {
         Self {
             core,
             mode,
@@ -549,7 +554,10 @@ async fn write_one(
         .iter()
         .map(|r| c.sizes.get(r).copied().unwrap_or(0))
         .sum::<u64>()
-        + blobs.iter().map(|r| c.sizes.get(r).copied().unwrap_or(0)).sum::<u64>();
+        + blobs
+            .iter()
+            .map(|r| c.sizes.get(r).copied().unwrap_or(0))
+            .sum::<u64>();
     for b in &blobs {
         c.sizes.remove(b);
     }

@@ -73,7 +73,9 @@ impl Restore {
 
     /// The offset source partition `partition` of `operator` resumes from.
     pub fn offset(&self, operator: &str, partition: u32) -> Option<u64> {
-        self.offsets.get(&(operator.to_string(), partition)).copied()
+        self.offsets
+            .get(&(operator.to_string(), partition))
+            .copied()
     }
 
     /// The chain of state `op` for key group `kg`, written by whichever partition owned
@@ -177,14 +179,12 @@ pub fn load(dir: &Path, from: StartFrom, mut warn: impl FnMut(String)) -> Result
             }
             found
         }
-        StartFrom::Id(id) => Some(
-            store
-                .load(rill_storage::CheckpointId(id.0))
-                .map_err(|e| EngineError::Restore {
-                    checkpoint: id,
-                    reason: e.to_string(),
-                })?,
-        ),
+        StartFrom::Id(id) => Some(store.load(rill_storage::CheckpointId(id.0)).map_err(|e| {
+            EngineError::Restore {
+                checkpoint: id,
+                reason: e.to_string(),
+            }
+        })?),
     };
     checkpoint.map(Restore::new).transpose()
 }

@@ -79,8 +79,7 @@ impl CoreRuntime {
     ) -> Result<Self> {
         let uring = Rc::new(Uring::new(depth).map_err(|e| EngineError::Preflight {
             problem: format!("cannot set up the checkpoint io_uring: {e}"),
-            fix: "check kernel.io_uring_disabled and the locked-memory limit (ulimit -l)"
-                .into(),
+            fix: "check kernel.io_uring_disabled and the locked-memory limit (ulimit -l)".into(),
         })?);
         let log = rill_storage::LogWriter::open_with(
             UringFs::new(uring.clone()),
@@ -116,7 +115,8 @@ impl CoreRuntime {
         let mut cx = Context::from_waker(&self.waker);
         // The writer loops forever; it only ever returns Pending.
         let _ = self.writer.as_mut().poll(&mut cx);
-        self.syncs.retain_mut(|t| t.as_mut().poll(&mut cx).is_pending());
+        self.syncs
+            .retain_mut(|t| t.as_mut().poll(&mut cx).is_pending());
     }
 
     fn spawn_sync(&mut self, dirs: Vec<File>) {

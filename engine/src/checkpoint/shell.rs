@@ -185,10 +185,7 @@ impl Shell {
 
     /// Whether any core's message or a housekeeping result is waiting.
     pub(crate) fn has_input(&self) -> bool {
-        self.from
-            .iter()
-            .flatten()
-            .any(|c| !c.is_empty())
+        self.from.iter().flatten().any(|c| !c.is_empty())
             || !self.done_is_empty()
             || self.backlog.iter().any(|b| !b.is_empty())
             || self.savepoint.load(Ordering::Relaxed)
@@ -417,7 +414,9 @@ pub(crate) fn describe(r: &AbortReason) -> String {
             reason,
         } => format!("declined by core {participant}: {reason}"),
         AbortReason::PublishFailed { reason } => {
-            format!("publishing the manifest failed (check the checkpoint directory's disk): {reason}")
+            format!(
+                "publishing the manifest failed (check the checkpoint directory's disk): {reason}"
+            )
         }
         AbortReason::Subsumed { by } => format!("subsumed by checkpoint {}", by.0),
     }

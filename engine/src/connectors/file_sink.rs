@@ -115,8 +115,14 @@ fn recover_dir(
     let restored = ctx.restored.map(|c| c.0);
     let mut changed = false;
     for e in entries {
-        let path = e.map_err(|e| EngineError::io("read directory", dir, e))?.path();
-        let Some(file) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+        let path = e
+            .map_err(|e| EngineError::io("read directory", dir, e))?
+            .path();
+        let Some(file) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
             continue;
         };
         let remove = |path: &Path| -> Result<()> {
@@ -278,7 +284,11 @@ impl TxFile {
             }
         }
         self.pending = keep;
-        Ok(if any { vec![open_dir(&self.dir)?] } else { Vec::new() })
+        Ok(if any {
+            vec![open_dir(&self.dir)?]
+        } else {
+            Vec::new()
+        })
     }
 
     fn finish(&mut self) -> Result<()> {

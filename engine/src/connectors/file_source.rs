@@ -169,6 +169,7 @@ mod tests {
             job_dir: std::path::Path::new("/"),
             clock: MonotonicClock::new(std::time::Instant::now()),
             metrics: MetricsHandle::default(),
+            transactional: false,
         };
         let mut part = FileSource::new(path).partition(&ctx).unwrap();
         if let Some(off) = from {
@@ -237,6 +238,7 @@ mod tests {
             job_dir: std::path::Path::new("/nonexistent-rill-dir"),
             clock: MonotonicClock::new(std::time::Instant::now()),
             metrics: MetricsHandle::default(),
+            transactional: false,
         };
         let err = FileSource::new("in.jsonl").partition(&ctx).err().unwrap();
         assert!(

@@ -148,6 +148,7 @@ mod tests {
             job_dir: std::path::Path::new("."),
             clock: MonotonicClock::new(std::time::Instant::now()),
             metrics: MetricsHandle::default(),
+            transactional: false,
         };
         g.partition(&ctx).unwrap()
     }

@@ -533,7 +533,9 @@ impl<W> Receiver<W> {
     fn replay_held(&mut self) {
         let Some(l) = self.local else { return };
         while !self.blocked[l] {
-            let Some(h) = self.held.pop_front() else { break };
+            let Some(h) = self.held.pop_front() else {
+                break;
+            };
             match h {
                 Held::Data(p, w) => self.route(p, w),
                 Held::Control(c) => self.control_now(l, c),

@@ -165,7 +165,10 @@ impl<'a> Instantiator<'a> {
 
     /// Whether keyed state tracks changed keys for incremental checkpoints.
     pub(crate) fn incremental(&self) -> bool {
-        self.a.ckpt.as_ref().is_some_and(|c| c.core.borrow().incremental)
+        self.a
+            .ckpt
+            .as_ref()
+            .is_some_and(|c| c.core.borrow().incremental)
     }
 
     /// The name of operator `node`.
@@ -216,7 +219,12 @@ impl<'a> Instantiator<'a> {
 
     /// Registers a checkpoint participant of `node` partition `p` (`what` says what it
     /// is: "source", "operator", "sink"). `None` without checkpointing.
-    pub(crate) fn participant(&self, node: usize, p: PartitionId, what: &str) -> Option<Participant> {
+    pub(crate) fn participant(
+        &self,
+        node: usize,
+        p: PartitionId,
+        what: &str,
+    ) -> Option<Participant> {
         let c = self.a.ckpt.as_ref()?;
         let name = format!("{what} `{}` {p}", self.a.graph.nodes[node].name);
         Some(if what == "source" {

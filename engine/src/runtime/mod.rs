@@ -18,18 +18,18 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorBuilder, Placement};
 
 pub use self::preflight::check as preflight;
-use crate::clock::{Clock, MonotonicClock};
-use crate::config::JobSpec;
 use crate::checkpoint::protocol::{ToCoordinator, ToCore};
 use crate::checkpoint::restore::{self, Restore, StartFrom};
 use crate::checkpoint::runtime::Link;
 use crate::checkpoint::shell::{Shell, ShellArgs};
 use crate::checkpoint::{Coordinator, CoordinatorConfig};
+use crate::clock::{Clock, MonotonicClock};
 use crate::config::CheckpointConfig;
+use crate::config::JobSpec;
 use crate::dataflow::instantiate::{CkptCtx, CoreEndpoints, InstantiateArgs};
-use crate::ids::{CheckpointId, CoreId};
 use crate::dataflow::JobGraph;
 use crate::error::{EngineError, Result};
+use crate::ids::{CheckpointId, CoreId};
 use crate::metrics::{JobReport, MetricsHandle};
 use crate::ring::Doorbell;
 
@@ -356,4 +356,3 @@ impl ShardArgs {
         }
     }
 }
-

@@ -12,8 +12,8 @@ use std::rc::Rc;
 use crate::checkpoint::core::CoreCheckpoints;
 use crate::checkpoint::runtime::CoreRuntime;
 use crate::dataflow::instantiate::{CkptCtx, Instantiator, Step};
-use crate::ids::CoreId;
 use crate::error::{EngineError, Result};
+use crate::ids::CoreId;
 use crate::metrics::{MetricsHandle, ShardReport};
 use std::sync::atomic::Ordering;
 
@@ -46,13 +46,14 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
         ))),
         restore: c.restore.clone(),
     });
-    let parts = match Instantiator::run(args.instantiate_args(metrics.clone(), ctx.clone(), &core_ids)) {
-        Ok(p) => p,
-        Err(e) => {
-            shared.handle.abort();
-            return Err(e);
-        }
-    };
+    let parts =
+        match Instantiator::run(args.instantiate_args(metrics.clone(), ctx.clone(), &core_ids)) {
+            Ok(p) => p,
+            Err(e) => {
+                shared.handle.abort();
+                return Err(e);
+            }
+        };
     let mut rt = match (ckpt, ctx) {
         (Some(c), Some(ctx)) => {
             match CoreRuntime::new(

@@ -52,14 +52,24 @@ pub struct Control {
 impl Control {
     /// Stops the running attempt (sources end, the pipeline drains) and prevents restarts.
     pub fn stop(&self) {
-        if let Some(h) = self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(h) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             h.stop();
         }
     }
 
     /// Abandons the running attempt.
     pub fn abort(&self) {
-        if let Some(h) = self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(h) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             h.abort();
         }
     }
