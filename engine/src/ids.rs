@@ -30,10 +30,28 @@ id_type!(
     /// An operator (a node of the job graph), numbered in the order it was added.
     OperatorId, u32, "op"
 );
-id_type!(
-    /// The unit of keyed state that moves between cores on rescale.
-    KeyGroup, u16, "kg"
-);
+/// The unit of keyed state that moves between cores on rescale.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct KeyGroup(pub u16);
+
+impl fmt::Display for KeyGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "kg{}", self.0)
+    }
+}
 id_type!(
     /// A checkpoint's number (its epoch).
     CheckpointId, u64, "chk-"

@@ -143,6 +143,11 @@ impl InputSet {
         Some(Barrier { id: min })
     }
 
+    /// Whether input `i` delivered barrier `id` (or a later one), or ended.
+    pub fn has_delivered(&self, i: usize, id: CheckpointId) -> bool {
+        self.ended[i] || self.barriers[i].is_some_and(|b| b >= id)
+    }
+
     /// Input `i` ended. A second end from the same input is a protocol bug.
     pub fn on_end(&mut self, i: usize) -> Forward {
         assert!(!self.ended[i], "input {i} ended twice");

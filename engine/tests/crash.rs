@@ -81,11 +81,24 @@ fn job_dir(dir: &Path, cores: &[usize], extra: &str) {
     .unwrap();
 }
 
-/// Runs `rill run dir`, SIGKILLing it after a random 0.1–0.9 s, `kills` times, then lets
-/// it finish. Returns how many runs were really killed (a resumed run may finish first).
+fn completed_checkpoints(dir: &Path) -> usize {
+    rill_engine::checkpoint::history::read(&dir.join("checkpoints"))
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e.state == rill_engine::checkpoint::history::State::Complete)
+        .count()
+}
+
+/// Runs `rill run dir` and SIGKILLs it at a seeded random moment once it has completed
+/// 1–3 more checkpoints (plus 0–40 ms, so kills land in every phase: mid-checkpoint,
+/// mid-commit, between), `kills` times; then lets it finish. Returns how many runs were
+/// really killed (a resumed run may finish first).
 fn run_with_kills(dir: &Path, kills: usize, rng: &mut rand::rngs::StdRng) -> usize {
     let mut killed = 0;
     for attempt in 0..=kills {
+        let before = completed_checkpoints(dir);
+        let more = rng.gen_range(1..=3);
+        let jitter = Duration::from_millis(rng.gen_range(0..40));
         let mut child = Command::new(rill())
             .arg("run")
             .arg(dir)
@@ -93,11 +106,8 @@ fn run_with_kills(dir: &Path, kills: usize, rng: &mut rand::rngs::StdRng) -> usi
             .stderr(Stdio::piped())
             .spawn()
             .expect("start rill");
-        let deadline = if attempt < kills {
-            Instant::now() + Duration::from_millis(rng.gen_range(100..900))
-        } else {
-            Instant::now() + Duration::from_secs(300)
-        };
+        let give_up = Instant::now() + Duration::from_secs(300);
+        let mut kill_at: Option<Instant> = None;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 let out = child.wait_with_output().unwrap();
@@ -108,14 +118,22 @@ fn run_with_kills(dir: &Path, kills: usize, rng: &mut rand::rngs::StdRng) -> usi
                 );
                 return killed;
             }
-            if Instant::now() >= deadline {
-                assert!(attempt < kills, "rill run did not finish within 300 s");
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                killed += 1;
-                break;
+            assert!(
+                Instant::now() < give_up,
+                "rill run did not finish within 300 s"
+            );
+            if attempt < kills {
+                if kill_at.is_none() && completed_checkpoints(dir) >= before + more {
+                    kill_at = Some(Instant::now() + jitter);
+                }
+                if kill_at.is_some_and(|t| Instant::now() >= t) {
+                    child.kill().unwrap(); // SIGKILL
+                    child.wait().unwrap();
+                    killed += 1;
+                    break;
+                }
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
     unreachable!("the last attempt runs to completion")
@@ -239,6 +257,40 @@ fn etl_with_two_source_partitions_killed_repeatedly_counts_each_user_1_to_n() {
     check_counts(&committed(dir.path()), &reference, true, seed);
     bad.sort_unstable();
     assert_eq!(dead_letters(dir.path()), bad, "dead letters (seed {seed})");
+}
+
+#[test]
+fn unaligned_checkpoints_under_backpressure_killed_repeatedly_count_each_user_1_to_n() {
+    let seed = seed() ^ 5;
+    eprintln!("RILL_CRASH_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, mut bad) = write_input(&dir.path().join("input.jsonl"), LINES, seed);
+    job_dir(
+        dir.path(),
+        &cpus(),
+        "[source]\npartitions = 2\n[checkpoint]\ninterval_ms = 30\nunaligned = true\n",
+    );
+    // Small rings: records pile up ahead of the barriers, so channel state is written.
+    for c in cpus() {
+        std::fs::write(
+            dir.path().join("cores").join(format!("{c}.toml")),
+            "ring_capacity = 8\nbatch_max = 16\n",
+        )
+        .unwrap();
+    }
+    let killed = run_with_kills(dir.path(), 4, &mut rng);
+    assert!(killed >= 1, "no run was killed mid-way (seed {seed})");
+    check_counts(&committed(dir.path()), &reference, true, seed);
+    bad.sort_unstable();
+    assert_eq!(dead_letters(dir.path()), bad, "dead letters (seed {seed})");
+    let history = rill_engine::checkpoint::history::read(&dir.path().join("checkpoints")).unwrap();
+    let channel: u64 = history.iter().map(|e| e.channel_records).sum();
+    eprintln!("channel records persisted: {channel}");
+    assert!(
+        channel > 0,
+        "unaligned checkpoints persisted no channel state (seed {seed})"
+    );
 }
 
 #[test]

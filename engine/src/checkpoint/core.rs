@@ -88,6 +88,8 @@ pub(crate) struct CoreCheckpoints {
     pub(crate) mode: CheckpointMode,
     pub(crate) max_chain: usize,
     pub(crate) incremental: bool,
+    /// Unaligned checkpoints: how long alignment may take before it switches (ns).
+    pub(crate) unaligned_after_ns: Option<u64>,
     names: Vec<String>,
     tables: Vec<Rc<RefCell<dyn SnapshotTable>>>,
     committers: Vec<Rc<RefCell<dyn Committer>>>,
@@ -127,6 +129,7 @@ impl CoreCheckpoints {
             mode,
             max_chain,
             incremental,
+            unaligned_after_ns: None,
             names: Vec::new(),
             tables: Vec::new(),
             committers: Vec::new(),
@@ -166,11 +169,6 @@ impl CoreCheckpoints {
 
     pub(crate) fn add_committer(&mut self, c: Rc<RefCell<dyn Committer>>) {
         self.committers.push(c);
-    }
-
-    /// Whether anything is registered (a core with no participants acks at once).
-    pub(crate) fn participants(&self) -> usize {
-        self.names.len()
     }
 
     /// Whether a participant should still do its part of `id` (false once aborted or

@@ -25,8 +25,6 @@ pub(crate) enum ToCore {
     Trigger {
         /// The checkpoint.
         id: CheckpointId,
-        /// Why.
-        kind: TriggerKind,
     },
     /// Checkpoint `id` is complete (its manifest is published): sinks commit everything
     /// pre-committed up to it; after the final one, sources end.

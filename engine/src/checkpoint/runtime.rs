@@ -175,7 +175,7 @@ impl CoreRuntime {
         progress |= !inbox.is_empty();
         for m in inbox {
             match m {
-                ToCore::Trigger { id, .. } => {
+                ToCore::Trigger { id } => {
                     self.core.borrow_mut().on_trigger(id, now);
                     for d in drivers.iter_mut() {
                         d.trigger(id, now);

@@ -312,7 +312,7 @@ impl Shell {
                         waiting: Vec::new(),
                     },
                 );
-                self.send_all(|| ToCore::Trigger { id, kind }, local_inbox);
+                self.send_all(|| ToCore::Trigger { id }, local_inbox);
             }
             Decision::Publish { id } => {
                 let Some(f) = self.inflight.get_mut(&id) else {

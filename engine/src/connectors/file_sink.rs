@@ -216,12 +216,6 @@ impl TxFile {
         }
     }
 
-    fn path(&self) -> PathBuf {
-        self.writer
-            .as_ref()
-            .map_or_else(|| self.dir.clone(), |(_, p)| p.clone())
-    }
-
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         if self.writer.is_none() {
             let path = self.dir.join(format!(
@@ -389,7 +383,7 @@ impl<T> SinkPartition<T> for FilePartition<T> {
 }
 
 /// An input record that could not be processed, with where it came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DeadLetter {
     /// Byte offset of the record in its input file.
     pub offset: u64,

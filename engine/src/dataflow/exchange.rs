@@ -25,7 +25,7 @@ use std::sync::Arc;
 use super::instantiate::Instantiator;
 use super::ops::{BoxEmit, Emit};
 use super::Data;
-use crate::checkpoint::core::CoreCheckpoints;
+use crate::checkpoint::core::{CoreCheckpoints, Participant};
 use crate::clock::{Clock, MonotonicClock};
 use crate::ids::CheckpointId;
 use crate::message::{Control, InputSet, Message};
@@ -47,6 +47,30 @@ pub(crate) type RouteFn<In, W> = Arc<dyn Fn(In, &mut RouteState) -> (u32, W) + S
 
 /// A record on a ring, with the index of the partition it is for.
 pub(crate) type Routed<W> = (u32, W);
+
+/// How the records of an exchange are persisted as channel state (unaligned checkpoints)
+/// and routed again on restore, when the partition count may have changed.
+pub(crate) struct ChannelCodec<W> {
+    pub(crate) encode: fn(&Vec<Routed<W>>) -> rill_storage::Result<rkyv::util::AlignedVec>,
+    pub(crate) decode: fn(&[u8]) -> rill_storage::Result<Vec<Routed<W>>>,
+    /// The partition a restored record goes to: (record, partition it was sent to, route
+    /// state of the restored job).
+    pub(crate) reroute: fn(&W, u32, &RouteState) -> u32,
+}
+
+impl<W> ChannelCodec<W>
+where
+    (u32, W): crate::checkpoint::codec::Record,
+{
+    pub(crate) fn new(reroute: fn(&W, u32, &RouteState) -> u32) -> Self {
+        use crate::checkpoint::codec::Record;
+        Self {
+            encode: <(u32, W)>::encode,
+            decode: <(u32, W)>::decode,
+            reroute,
+        }
+    }
+}
 
 /// The typed definition of one exchange.
 pub(crate) struct ExchangeDef<In, W> {
@@ -174,7 +198,7 @@ pub(crate) struct PortWiring<W> {
     pub(crate) flush_deadline_ns: u64,
 }
 
-impl<In, W> OutputPort<In, W> {
+impl<In, W: Clone> OutputPort<In, W> {
     pub(crate) fn new(route: RouteFn<In, W>, w: PortWiring<W>) -> Self {
         let (local, local_ports) = match w.local {
             Some((receiver, input, ports)) => (Some(LocalLink { receiver, input }), ports),
@@ -257,7 +281,7 @@ pub(crate) struct ExchangeInput<In, W> {
     pub(crate) port: Rc<RefCell<OutputPort<In, W>>>,
 }
 
-impl<In, W> OutputPort<In, W> {
+impl<In, W: Clone> OutputPort<In, W> {
     /// Sends a control item, in order, to every core that receives this exchange.
     fn broadcast_control(&mut self, c: Control) {
         let m = move || match c {
@@ -268,7 +292,7 @@ impl<In, W> OutputPort<In, W> {
     }
 }
 
-impl<In, W> Emit<In> for ExchangeInput<In, W> {
+impl<In, W: Clone> Emit<In> for ExchangeInput<In, W> {
     #[inline]
     fn data(&mut self, rec: In) {
         self.port.borrow_mut().send(rec);
@@ -300,7 +324,7 @@ impl<In, W> Emit<In> for ExchangeInput<In, W> {
     }
 }
 
-impl<In, W> Port for OutputPort<In, W> {
+impl<In, W: Clone> Port for OutputPort<In, W> {
     fn flush(&mut self, now_ns: u64) -> bool {
         self.now_ns = now_ns;
         let mut moved = false;
@@ -371,12 +395,19 @@ pub(crate) struct RecvInput<W> {
 pub(crate) struct Alignment {
     /// Exactly-once: hold an input that delivered a barrier until all have.
     pub(crate) hold: bool,
+    /// Unaligned checkpoints: after this long aligning (ns; 0 = at once), forward the
+    /// barrier and persist what still arrives ahead of it as channel state.
+    pub(crate) unaligned_after_ns: Option<u64>,
     /// This core's checkpoint participant state (alignment statistics).
     pub(crate) core: Rc<RefCell<CoreCheckpoints>>,
+    /// The receiver as a participant (it reports its channel state), when unaligned.
+    pub(crate) participant: Option<Participant>,
     /// The job clock.
     pub(crate) clock: MonotonicClock,
     /// The exchange's name, for messages.
     pub(crate) name: String,
+    /// This core's index (the channel state's owner partition).
+    pub(crate) core_index: usize,
 }
 
 /// What the local input delivered while it was held back by alignment.
@@ -384,6 +415,14 @@ enum Held<W> {
     Data(u32, W),
     Control(Control),
     End,
+}
+
+/// An unaligned checkpoint in progress at a receiver: the barrier went ahead; records
+/// still arriving before it on the other inputs are copied here.
+struct Capture<W> {
+    id: CheckpointId,
+    waiting: Vec<bool>,
+    records: Vec<Routed<W>>,
 }
 
 /// Most records held back from the local input during alignment before the port that
@@ -405,9 +444,19 @@ pub(crate) struct Receiver<W> {
     aligning_since: Option<(CheckpointId, u64)>,
     local: Option<usize>,
     held: VecDeque<Held<W>>,
+    /// Per input: messages read ahead of processing while looking for an unaligned
+    /// barrier (processed before the ring).
+    ahead: Vec<VecDeque<Message<Routed<W>>>>,
+    capture: Option<Capture<W>>,
+    /// The barrier forwarded early (unaligned), not to be forwarded again.
+    forwarded_early: Option<CheckpointId>,
+    codec: Option<Arc<ChannelCodec<W>>>,
+    /// Channel state of the restored checkpoint for this core's partitions, delivered
+    /// before anything else.
+    restored: Option<Vec<Routed<W>>>,
 }
 
-impl<W> Receiver<W> {
+impl<W: Clone> Receiver<W> {
     pub(crate) fn new(
         inputs: Vec<RecvInput<W>>,
         chains: Vec<Option<BoxEmit<W>>>,
@@ -418,6 +467,7 @@ impl<W> Receiver<W> {
         let local = inputs.iter().position(|i| i.ring.is_none());
         Self {
             blocked: vec![false; inputs.len()],
+            ahead: (0..inputs.len()).map(|_| VecDeque::new()).collect(),
             inputs,
             set,
             chains,
@@ -426,6 +476,29 @@ impl<W> Receiver<W> {
             aligning_since: None,
             local,
             held: VecDeque::new(),
+            capture: None,
+            forwarded_early: None,
+            codec: None,
+            restored: None,
+        }
+    }
+
+    /// Persists channel state with `codec`, and delivers `restored` first.
+    pub(crate) fn with_channel_state(
+        mut self,
+        codec: Option<Arc<ChannelCodec<W>>>,
+        restored: Vec<Routed<W>>,
+    ) -> Self {
+        self.codec = codec;
+        self.restored = (!restored.is_empty()).then_some(restored);
+        self
+    }
+
+    fn replay_restored(&mut self) {
+        if let Some(rs) = self.restored.take() {
+            for (p, w) in rs {
+                self.route(p, w);
+            }
         }
     }
 
@@ -435,10 +508,18 @@ impl<W> Receiver<W> {
 
     #[inline]
     pub(crate) fn deliver(&mut self, part: u32, w: W) {
+        if self.restored.is_some() {
+            self.replay_restored();
+        }
         if let Some(l) = self.local {
             if self.blocked[l] {
                 self.held.push_back(Held::Data(part, w));
                 return;
+            }
+            if let Some(c) = &mut self.capture {
+                if c.waiting[l] {
+                    c.records.push((part, w.clone()));
+                }
             }
         }
         self.route(part, w);
@@ -474,24 +555,54 @@ impl<W> Receiver<W> {
 
     fn control_now(&mut self, input: usize, c: Control) {
         match c {
-            Control::Barrier(b) => {
-                let hold = self.align.as_ref().is_some_and(|a| a.hold);
-                match self.set.on_barrier(input, b) {
-                    Some(b) => self.barrier_complete(b),
-                    None if hold => {
-                        self.blocked[input] = true;
-                        if self.aligning_since.is_none() {
-                            self.start_aligning(b.id);
-                        }
-                    }
-                    None => {}
-                }
-            }
+            Control::Barrier(b) => self.barrier_now(input, b),
             Control::Watermark(w) => {
                 if let Some(w) = self.set.on_watermark(input, w) {
                     self.forward(Control::Watermark(w));
                 }
             }
+        }
+    }
+
+    fn barrier_now(&mut self, input: usize, b: crate::message::Barrier) {
+        let hold = self.align.as_ref().is_some_and(|a| a.hold);
+        if let Some(c) = &mut self.capture {
+            if b.id == c.id {
+                c.waiting[input] = false;
+                if let Some(done) = self.set.on_barrier(input, b) {
+                    self.barrier_complete(done);
+                }
+                self.finish_capture_if_done();
+            } else {
+                // The next checkpoint's barrier, while this one is still capturing: hold
+                // the input (aligned) until the capture is over.
+                let _ = self.set.on_barrier(input, b);
+                self.blocked[input] = true;
+            }
+            return;
+        }
+        match self.set.on_barrier(input, b) {
+            Some(b) => self.barrier_complete(b),
+            None if hold => {
+                let unaligned_now = self
+                    .align
+                    .as_ref()
+                    .and_then(|a| a.unaligned_after_ns)
+                    .is_some_and(|t| t == 0)
+                    && self.codec.is_some();
+                if unaligned_now {
+                    if self.aligning_since.is_none() {
+                        self.start_aligning(b.id);
+                    }
+                    self.go_unaligned(b.id);
+                } else {
+                    self.blocked[input] = true;
+                    if self.aligning_since.is_none() {
+                        self.start_aligning(b.id);
+                    }
+                }
+            }
+            None => {}
         }
     }
 
@@ -503,7 +614,7 @@ impl<W> Receiver<W> {
             .inputs
             .iter()
             .enumerate()
-            .filter(|(i, _)| !self.blocked[*i])
+            .filter(|(i, _)| !self.set.has_delivered(*i, id))
             .map(|(_, inp)| inp.core.to_string())
             .collect();
         a.core.borrow_mut().note_aligning(
@@ -517,7 +628,73 @@ impl<W> Receiver<W> {
         );
     }
 
+    /// Forwards barrier `id` now, ahead of what the inputs without it still carry, and
+    /// starts capturing that as channel state.
+    fn go_unaligned(&mut self, id: CheckpointId) {
+        if let (Some(a), Some((aid, since))) = (&self.align, self.aligning_since.take()) {
+            let now = a.clock.now_ns();
+            a.core
+                .borrow_mut()
+                .note_alignment(aid, now.saturating_sub(since), now);
+        }
+        let waiting = (0..self.inputs.len())
+            .map(|i| !self.set.has_delivered(i, id))
+            .collect();
+        self.capture = Some(Capture {
+            id,
+            waiting,
+            records: Vec::new(),
+        });
+        self.forwarded_early = Some(id);
+        self.forward(Control::Barrier(crate::message::Barrier { id }));
+        self.blocked.iter_mut().for_each(|x| *x = false);
+        self.replay_held();
+        self.finish_capture_if_done();
+    }
+
+    fn finish_capture_if_done(&mut self) {
+        if !self
+            .capture
+            .as_ref()
+            .is_some_and(|c| c.waiting.iter().all(|w| !w))
+        {
+            return;
+        }
+        let c = self.capture.take().expect("checked above");
+        self.report_channel(c.id, c.records);
+    }
+
+    fn report_channel(&mut self, id: CheckpointId, records: Vec<Routed<W>>) {
+        let Some(a) = &self.align else { return };
+        let Some(p) = &a.participant else { return };
+        let now = a.clock.now_ns();
+        let count = records.len() as u64;
+        let mut blobs = Vec::new();
+        if !records.is_empty() {
+            let codec = self.codec.as_ref().expect("capturing needs a codec");
+            match (codec.encode)(&records) {
+                Ok(bytes) => {
+                    let owner = rill_storage::Owner::new(
+                        crate::checkpoint::core::channel_operator_id(&a.name),
+                        rill_storage::PartitionId(a.core_index as u32),
+                        rill_storage::KeyGroupRange::default(),
+                    );
+                    blobs.push((owner, bytes));
+                }
+                Err(e) => {
+                    tracing::error!("channel state of `{}`: {e}", a.name);
+                    return; // Never acked: the checkpoint expires and says so.
+                }
+            }
+        }
+        p.channel(id, blobs, count, now);
+    }
+
     fn barrier_complete(&mut self, b: crate::message::Barrier) {
+        if self.forwarded_early == Some(b.id) {
+            self.forwarded_early = None;
+            return;
+        }
         if let (Some(a), Some((id, since))) = (&self.align, self.aligning_since.take()) {
             let now = a.clock.now_ns();
             a.core
@@ -526,6 +703,7 @@ impl<W> Receiver<W> {
         }
         self.forward(Control::Barrier(b));
         self.blocked.iter_mut().for_each(|x| *x = false);
+        self.report_channel(b.id, Vec::new());
         self.replay_held();
     }
 
@@ -537,7 +715,14 @@ impl<W> Receiver<W> {
                 break;
             };
             match h {
-                Held::Data(p, w) => self.route(p, w),
+                Held::Data(p, w) => {
+                    if let Some(c) = &mut self.capture {
+                        if c.waiting[l] {
+                            c.records.push((p, w.clone()));
+                        }
+                    }
+                    self.route(p, w)
+                }
                 Held::Control(c) => self.control_now(l, c),
                 Held::End => self.end_now(l),
             }
@@ -553,10 +738,14 @@ impl<W> Receiver<W> {
     }
 
     fn end_now(&mut self, input: usize) {
+        if let Some(c) = &mut self.capture {
+            c.waiting[input] = false;
+        }
         let f = self.set.on_end(input);
         if let Some(b) = f.barrier {
             self.barrier_complete(b);
         }
+        self.finish_capture_if_done();
         if let Some(w) = f.watermark {
             self.forward(Control::Watermark(w));
         }
@@ -565,51 +754,139 @@ impl<W> Receiver<W> {
         }
     }
 
+    /// When alignment switches to unaligned, if it may (ns).
+    pub(crate) fn deadline(&self) -> Option<u64> {
+        let t = self.align.as_ref()?.unaligned_after_ns?;
+        self.codec.as_ref()?;
+        self.aligning_since.map(|(_, since)| since + t)
+    }
+
+    /// Reads the rings of inputs that still owe the unaligned barrier ahead of
+    /// processing, copying their records as channel state, up to the barrier.
+    fn scan_ahead(&mut self) -> bool {
+        let Some(id) = self.capture.as_ref().map(|c| c.id) else {
+            return false;
+        };
+        let mut any = false;
+        for i in 0..self.inputs.len() {
+            if !self.capture.as_ref().is_some_and(|c| c.waiting[i]) {
+                continue;
+            }
+            let Some(ring) = self.inputs[i].ring.as_mut() else {
+                continue;
+            };
+            let mut popped = false;
+            while let Some(m) = ring.try_pop() {
+                popped = true;
+                let c = self.capture.as_mut().expect("capturing");
+                match m {
+                    Message::Data(batch) => {
+                        c.records.extend(batch.iter().cloned());
+                        self.ahead[i].push_back(Message::Data(batch));
+                    }
+                    Message::Barrier(b) if b.id == id => {
+                        c.waiting[i] = false;
+                        if let Some(done) = self.set.on_barrier(i, b) {
+                            self.barrier_complete(done);
+                        }
+                        break;
+                    }
+                    Message::End => {
+                        c.waiting[i] = false;
+                        self.ahead[i].push_back(Message::End);
+                        break;
+                    }
+                    other => self.ahead[i].push_back(other),
+                }
+            }
+            if popped {
+                any = true;
+                self.inputs[i].producer.notify();
+            }
+        }
+        self.finish_capture_if_done();
+        any
+    }
+
+    fn handle(&mut self, i: usize, m: Message<Routed<W>>) -> bool {
+        match m {
+            Message::Data(batch) => {
+                for (part, w) in batch {
+                    self.route(part, w);
+                }
+            }
+            Message::Barrier(b) => self.control_now(i, Control::Barrier(b)),
+            Message::Watermark(w) => self.control_now(i, Control::Watermark(w)),
+            Message::End => {
+                self.end_now(i);
+                return false;
+            }
+        }
+        true
+    }
+
     /// Drains up to `burst` messages from each ring that is not held back. Returns
     /// whether anything arrived.
     pub(crate) fn poll(&mut self) -> bool {
+        if self.restored.is_some() {
+            self.replay_restored();
+        }
         let mut any = false;
+        if let (Some(deadline), Some((id, _))) = (self.deadline(), self.aligning_since) {
+            let now = self.align.as_ref().expect("aligning").clock.now_ns();
+            if now >= deadline && self.capture.is_none() {
+                self.go_unaligned(id);
+                any = true;
+            }
+        }
+        any |= self.scan_ahead();
         for i in 0..self.inputs.len() {
             let mut taken = 0;
             while taken < self.burst && !self.blocked[i] {
+                let Some(m) = self.ahead[i].pop_front() else {
+                    break;
+                };
+                taken += 1;
+                if !self.handle(i, m) {
+                    break;
+                }
+            }
+            let mut popped = 0;
+            while taken < self.burst && !self.blocked[i] && self.ahead[i].is_empty() {
+                if self.capture.as_ref().is_some_and(|c| c.waiting[i]) {
+                    break; // scan_ahead reads this ring until the barrier.
+                }
                 let Some(ring) = self.inputs[i].ring.as_mut() else {
                     break;
                 };
                 let Some(m) = ring.try_pop() else { break };
                 taken += 1;
-                match m {
-                    Message::Data(batch) => {
-                        for (part, w) in batch {
-                            self.route(part, w);
-                        }
-                    }
-                    Message::Barrier(b) => self.control_now(i, Control::Barrier(b)),
-                    Message::Watermark(w) => self.control_now(i, Control::Watermark(w)),
-                    Message::End => {
-                        self.end_now(i);
-                        break;
-                    }
+                popped += 1;
+                if !self.handle(i, m) {
+                    break;
                 }
             }
-            if taken > 0 {
-                any = true;
+            if popped > 0 {
                 self.inputs[i].producer.notify();
             }
+            any |= taken > 0;
         }
         any
     }
 
     /// Whether any ring that is not held back has something waiting.
     pub(crate) fn has_input(&self) -> bool {
-        self.inputs
-            .iter()
-            .enumerate()
-            .any(|(i, inp)| !self.blocked[i] && inp.ring.as_ref().is_some_and(|r| !r.is_empty()))
+        self.restored.is_some()
+            || self.inputs.iter().enumerate().any(|(i, inp)| {
+                !self.blocked[i]
+                    && (!self.ahead[i].is_empty()
+                        || inp.ring.as_ref().is_some_and(|r| !r.is_empty()))
+            })
     }
 
     /// Whether every input has ended.
     pub(crate) fn is_done(&self) -> bool {
-        self.set.all_ended()
+        self.set.all_ended() && self.ahead.iter().all(VecDeque::is_empty)
     }
 }
 

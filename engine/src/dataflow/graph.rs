@@ -44,6 +44,9 @@ pub(crate) struct Node {
     pub(crate) exchange: Option<Arc<dyn ExchangeErased>>,
     /// A sink's `Sink::recover`.
     pub(crate) recover: Option<RecoverFn>,
+    /// An exchange's `ChannelCodec<W>` when its records can be persisted (unaligned
+    /// checkpoints).
+    pub(crate) channel_codec: Option<Box<dyn Any + Send + Sync>>,
     rebalance_before: Option<RebalanceFn>,
 }
 
@@ -174,6 +177,7 @@ impl Builder {
             source: None,
             exchange: None,
             recover: None,
+            channel_codec: None,
             rebalance_before: None,
         });
         id
@@ -242,6 +246,14 @@ impl Builder {
         self.nodes[id].attach = Some(Box::new(attach));
         self.nodes[id].exchange = Some(def);
         id
+    }
+
+    pub(crate) fn set_channel_codec<W: Data>(
+        &mut self,
+        node: usize,
+        codec: super::exchange::ChannelCodec<W>,
+    ) {
+        self.nodes[node].channel_codec = Some(Box::new(Arc::new(codec)));
     }
 
     pub(crate) fn add_rebalance<T: Data>(&mut self, name: &str, upstream: usize) -> usize {

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::exchange::{
-    Alignment, ExchangeDef, ExchangeInput, OutputPort, Port, PortWiring, Receiver, RecvInput,
-    Routed,
+    Alignment, ChannelCodec, ExchangeDef, ExchangeInput, OutputPort, Port, PortWiring, Receiver,
+    RecvInput, RouteState, Routed,
 };
 use super::graph::{AttachFn, JobGraph};
 use super::ops::{BoxEmit, Discard, Emit, FailureSlot, FanOut, Out, UnionInput, UnionJoin};
@@ -448,13 +448,71 @@ impl<'a> Instantiator<'a> {
             chains
         });
         let burst = (self.a.config.ring_capacity / 4).max(1);
-        let align = self.a.ckpt.as_ref().map(|c| Alignment {
-            hold: c.core.borrow().mode == CheckpointMode::ExactlyOnce,
-            core: c.core.clone(),
-            clock: self.a.clock,
-            name: self.a.graph.nodes[node].name.clone(),
-        });
-        let receiver = Rc::new(RefCell::new(Receiver::new(inputs, chains, burst, align)));
+        let name = self.a.graph.nodes[node].name.clone();
+        let codec: Option<Arc<ChannelCodec<W>>> = self.a.graph.nodes[node]
+            .channel_codec
+            .as_ref()
+            .and_then(|c| c.downcast_ref::<Arc<ChannelCodec<W>>>())
+            .cloned();
+        let mut restored = Vec::new();
+        let align = match self.a.ckpt.clone() {
+            None => None,
+            Some(c) => {
+                let (hold, unaligned) = {
+                    let cc = c.core.borrow();
+                    (
+                        cc.mode == CheckpointMode::ExactlyOnce,
+                        cc.unaligned_after_ns,
+                    )
+                };
+                let unaligned = unaligned.filter(|_| codec.is_some());
+                let participant = unaligned.map(|_| {
+                    CoreCheckpoints::register(
+                        &c.core,
+                        format!("exchange `{name}` on {}", self.a.core_id),
+                    )
+                });
+                if let (Some(r), Some(codec)) = (&c.restore, &codec) {
+                    let rs = RouteState {
+                        parallelism: self.a.graph.nodes[node].parallelism,
+                        max_key_groups: self.a.graph.max_key_groups,
+                        round_robin: 0,
+                    };
+                    let op = crate::checkpoint::core::channel_operator_id(&name);
+                    for blob in r.blobs(op) {
+                        match (codec.decode)(blob.payload()) {
+                            Ok(records) => {
+                                for (old, w) in records {
+                                    let p = (codec.reroute)(&w, old, &rs);
+                                    if self.a.placement[p as usize] == me {
+                                        restored.push((p, w));
+                                    }
+                                }
+                            }
+                            Err(e) => self.fail(EngineError::Restore {
+                                checkpoint: r.id,
+                                reason: format!("channel state of `{name}`: {e}"),
+                            }),
+                        }
+                    }
+                    self.a
+                        .metrics
+                        .add("restored_channel_records", restored.len() as u64);
+                }
+                Some(Alignment {
+                    hold,
+                    unaligned_after_ns: unaligned,
+                    core: c.core.clone(),
+                    participant,
+                    clock: self.a.clock,
+                    name: name.clone(),
+                    core_index: me,
+                })
+            }
+        };
+        let receiver = Rc::new(RefCell::new(
+            Receiver::new(inputs, chains, burst, align).with_channel_state(codec, restored),
+        ));
         self.shared.insert(
             (node, RECEIVER),
             (Box::new(receiver.clone()), ports.clone()),
@@ -669,7 +727,7 @@ struct ReceiverDriver<W> {
     ports: Vec<PortRef>,
 }
 
-impl<W> Driver for ReceiverDriver<W> {
+impl<W: Clone> Driver for ReceiverDriver<W> {
     fn step(&mut self, _now_ns: u64) -> Step {
         let mut r = self.receiver.borrow_mut();
         if r.is_done() {
@@ -683,7 +741,7 @@ impl<W> Driver for ReceiverDriver<W> {
         } else if r.is_done() {
             Step::Done
         } else {
-            Step::Idle(None)
+            Step::Idle(r.deadline())
         }
     }
 

@@ -46,6 +46,7 @@ pub use self::graph::JobGraph;
 use self::graph::{Builder, NodeKind};
 use self::ops::BoxEmit;
 pub use self::ops::Out;
+use crate::checkpoint::codec::Record;
 use crate::clock::MonotonicClock;
 use crate::error::Result;
 use crate::ids::{CheckpointId, CoreId, KeyGroup, PartitionId};
@@ -58,7 +59,7 @@ pub trait Data: Clone + Send + 'static {}
 impl<T: Clone + Send + 'static> Data for T {}
 
 /// A record on a keyed stream: its key, the key's group and the value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Keyed<K, V> {
     /// The key the stream is partitioned by.
     pub key: K,
@@ -327,12 +328,18 @@ impl<T: Data> Stream<T> {
     }
 
     /// Repartitions by key: `key` → key group → owning partition → its core, over a ring
-    /// when that core is another one.
+    /// when that core is another one. Records crossing it may be persisted as the channel
+    /// state of unaligned checkpoints, so key and record must be archivable
+    /// (`(u32, Keyed<K, T>): Record`: integers, strings, vectors, tuples, and types
+    /// deriving `rkyv::Archive`, `rkyv::Serialize`, `rkyv::Deserialize`).
     pub fn key_by<K: Data + Hash + Eq>(
         &self,
         name: &str,
         key: impl Fn(&T) -> K + Send + Sync + 'static,
-    ) -> KeyedStream<K, T> {
+    ) -> KeyedStream<K, T>
+    where
+        (u32, Keyed<K, T>): Record,
+    {
         let node = self.b.borrow_mut().add_exchange::<T, Keyed<K, T>>(
             name,
             self.node,
@@ -348,6 +355,12 @@ impl<T: Data> Stream<T> {
                         value: rec,
                     },
                 )
+            }),
+        );
+        self.b.borrow_mut().set_channel_codec(
+            node,
+            exchange::ChannelCodec::<Keyed<K, T>>::new(|w, _old, rs| {
+                w.key_group.partition(rs.parallelism, rs.max_key_groups).0
             }),
         );
         KeyedStream {

@@ -12,7 +12,9 @@ use crate::dataflow::{JobGraph, Out, Pipeline};
 use crate::error::Result;
 
 /// One input event.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct EtlEvent {
     /// Event time, ms.
     pub ts: i64,

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::keys::stable_hash;
 
 /// One generated event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct LatencyEvent {
     /// Global sequence number.
     pub seq: u64,

@@ -37,14 +37,21 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
     let core = args.spec.cores[args.index].clone();
     let core_ids: Vec<CoreId> = args.spec.cores.iter().map(|c| c.cpu).collect();
     let ckpt = args.ckpt.take();
-    let ctx = ckpt.as_ref().map(|c| CkptCtx {
-        core: Rc::new(RefCell::new(CoreCheckpoints::new(
+    let ctx = ckpt.as_ref().map(|c| {
+        let mut cc = CoreCheckpoints::new(
             args.index,
             c.config.mode,
             c.config.incremental,
             c.config.max_chain,
-        ))),
-        restore: c.restore.clone(),
+        );
+        cc.unaligned_after_ns = c
+            .config
+            .unaligned
+            .then_some(c.config.aligned_timeout_ms * 1_000_000);
+        CkptCtx {
+            core: Rc::new(RefCell::new(cc)),
+            restore: c.restore.clone(),
+        }
     });
     let parts =
         match Instantiator::run(args.instantiate_args(metrics.clone(), ctx.clone(), &core_ids)) {
