@@ -1,0 +1,153 @@
+//! Runs one scenario in-process: the job runs through `rill_engine::runtime::Job` on a
+//! thread of its own while the calling thread prints a progress line (stderr, about once
+//! a second) and samples the executor threads' CPU time. Nothing here interprets the
+//! results; that is `report`'s job.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use rill_engine::config::{JobSpec, PipelineKind};
+use rill_engine::metrics::JobReport;
+use rill_engine::pipelines;
+use rill_engine::runtime::Job;
+
+use crate::machine::{process_cpu_s, CpuSampler};
+use crate::scenario::{Scenario, Settings};
+use crate::timeline::{self, Interval};
+
+/// Name prefix of the engine's executor threads (`rill-cpuN`).
+pub const EXECUTOR_PREFIX: &str = "rill-cpu";
+
+/// CPU time a run used.
+#[derive(Clone, Debug, Default)]
+pub struct CpuUsage {
+    /// CPU seconds by executor thread name (`rill-cpu0`), sampled while it ran.
+    pub per_core_s: std::collections::BTreeMap<String, f64>,
+    /// CPU seconds of the whole process during the run (getrusage before/after).
+    pub process_s: f64,
+}
+
+/// Everything one run produced.
+pub struct RunOutcome {
+    /// The scenario's name.
+    pub scenario: String,
+    /// Its directory.
+    pub scenario_dir: std::path::PathBuf,
+    /// The resolved job.
+    pub spec: JobSpec,
+    /// job.toml overrides applied.
+    pub overrides: Vec<String>,
+    /// Overrides applied to every core file.
+    pub core_sets: Vec<String>,
+    /// The engine's report.
+    pub report: JobReport,
+    /// Per-second latency (empty for pipelines without the timeline sink).
+    pub timeline: Vec<Interval>,
+    /// CPU time.
+    pub cpu: CpuUsage,
+    /// Wall time of `Job::run`.
+    pub wall: Duration,
+}
+
+/// How the progress line is labelled and how long the run is expected to take.
+struct Progress {
+    label: String,
+    expected: Option<Duration>,
+    enabled: bool,
+}
+
+impl Progress {
+    fn print(&self, elapsed: Duration) {
+        if !self.enabled {
+            return;
+        }
+        let line = match self.expected {
+            Some(total) => format!(
+                "{}: {:>5.1} / {:.1} s{}",
+                self.label,
+                elapsed.as_secs_f64(),
+                total.as_secs_f64(),
+                if elapsed > total { " (draining)" } else { "" }
+            ),
+            None => format!("{}: {:>5.1} s", self.label, elapsed.as_secs_f64()),
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{line}");
+        let _ = err.flush();
+    }
+
+    fn done(&self) {
+        if self.enabled {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+        }
+    }
+}
+
+/// Runs `scenario` with `settings`; `progress` prints the progress line.
+pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<RunOutcome> {
+    let m = scenario.materialise(settings)?;
+    let spec = m.spec.clone();
+    let (graph, collector) = match spec.job.pipeline {
+        PipelineKind::Latency => {
+            let (g, c) = timeline::build_latency(&spec)?;
+            (g, Some(c))
+        }
+        _ => (pipelines::build(&spec)?, None),
+    };
+    let gen = spec.job.generator.clone().unwrap_or_default();
+    let p = Progress {
+        label: format!(
+            "rill-bench: {} on {} core{}",
+            scenario.name,
+            spec.cores.len(),
+            if spec.cores.len() == 1 { "" } else { "s" }
+        ),
+        expected: (spec.job.pipeline == PipelineKind::Latency)
+            .then(|| Duration::from_millis(gen.duration_ms)),
+        enabled: progress,
+    };
+    let job = Job::new(spec.clone(), graph);
+    let cpu_before = process_cpu_s();
+    let started = Instant::now();
+    let handle = std::thread::Builder::new()
+        .name("rill-bench-job".into())
+        .spawn(move || job.run())
+        .context("start the job thread")?;
+    let mut sampler = CpuSampler::default();
+    let mut last_print = Instant::now() - Duration::from_secs(1);
+    while !handle.is_finished() {
+        sampler.sample(EXECUTOR_PREFIX);
+        if last_print.elapsed() >= Duration::from_secs(1) {
+            p.print(started.elapsed());
+            last_print = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let wall = started.elapsed();
+    p.done();
+    let report = handle
+        .join()
+        .map_err(|_| anyhow!("the job thread panicked"))?
+        .with_context(|| format!("scenario {} failed", scenario.name))?;
+    let cpu = CpuUsage {
+        per_core_s: sampler.per_thread().clone(),
+        process_s: process_cpu_s() - cpu_before,
+    };
+    let timeline = collector
+        .map(|c| timeline::collect(&c, gen.warmup_ms))
+        .unwrap_or_default();
+    Ok(RunOutcome {
+        scenario: scenario.name.clone(),
+        scenario_dir: scenario.dir.clone(),
+        spec,
+        overrides: m.overrides.clone(),
+        core_sets: m.core_sets.clone(),
+        report,
+        timeline,
+        cpu,
+        wall,
+    })
+}
