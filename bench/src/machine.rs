@@ -68,15 +68,16 @@ fn ticks_per_s() -> f64 {
 }
 
 /// CPU seconds (user + system) of every thread of this process whose name starts with
-/// `prefix`, by name.
-pub fn thread_cpu_s(prefix: &str) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
+/// `prefix`, by thread id: `(tid, name, seconds)`.
+pub fn thread_cpu_s(prefix: &str) -> Vec<(u64, String, f64)> {
+    let mut out = Vec::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return out;
     };
     let tck = ticks_per_s();
     for t in tasks.flatten() {
         let dir = t.path();
+        let tid = t.file_name().to_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
         let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         let name = name.trim();
         if !name.starts_with(prefix) {
@@ -92,7 +93,7 @@ pub fn thread_cpu_s(prefix: &str) -> BTreeMap<String, f64> {
             continue;
         };
         let ticks = u.parse::<u64>().unwrap_or(0) + s.parse::<u64>().unwrap_or(0);
-        out.insert(name.to_string(), ticks as f64 / tck);
+        out.push((tid, name.to_string(), ticks as f64 / tck));
     }
     out
 }
@@ -127,21 +128,31 @@ pub fn this_thread_cpu_s() -> f64 {
 /// The process total (getrusage, before/after) has no such gap.
 #[derive(Debug, Default)]
 pub struct CpuSampler {
-    seen: BTreeMap<String, f64>,
+    seen: BTreeMap<u64, (String, f64)>,
 }
 
 impl CpuSampler {
     /// Samples the threads named `prefix…` now.
     pub fn sample(&mut self, prefix: &str) {
-        for (name, s) in thread_cpu_s(prefix) {
-            let e = self.seen.entry(name).or_insert(0.0);
-            *e = e.max(s);
+        for (tid, name, s) in thread_cpu_s(prefix) {
+            let e = self.seen.entry(tid).or_insert((name, 0.0));
+            e.1 = e.1.max(s);
         }
     }
 
-    /// CPU seconds by thread name.
-    pub fn per_thread(&self) -> &BTreeMap<String, f64> {
-        &self.seen
+    /// CPU seconds by thread name (threads of one name summed: glommio names an
+    /// executor's helper threads like the executor, `rill-cpu0-1`, which is trimmed to
+    /// `rill-cpu0`).
+    pub fn per_thread(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        for (name, s) in self.seen.values() {
+            let name = match name.rsplit_once('-') {
+                Some((head, tail)) if head.contains("cpu") && tail.parse::<u32>().is_ok() => head,
+                _ => name.as_str(),
+            };
+            *out.entry(name.to_string()).or_insert(0.0) += s;
+        }
+        out
     }
 }
 
@@ -161,7 +172,7 @@ mod tests {
                 }
                 let mut s = CpuSampler::default();
                 s.sample("benchtest-");
-                (x, s.per_thread().clone(), this_thread_cpu_s())
+                (x, s.per_thread(), this_thread_cpu_s())
             })
             .unwrap();
         let (_, seen, own) = h.join().unwrap();

@@ -1,2 +1,298 @@
-//! The `rill-bench` command; see the crate docs of `rill_bench` and bench/README.md.
-fn main() {}
+//! The `rill-bench` command: `run`, `sweep`, `compare` and `list`. Argument parsing and
+//! printing only; the work is in the `rill_bench` library (see bench/README.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use rill_bench::peer::{run_timely, PeerLoad};
+use rill_bench::report::{latency_maps, Cpu, PeerSection, RunReport};
+use rill_bench::scenario::{parse_cpu_choice, Scenario, Settings};
+use rill_bench::stats::{spectrum, LatencySummary};
+use rill_bench::sweep::{self, SweepKind, SweepReport, SweepRun};
+use rill_bench::{compare, plot, runner};
+use rill_engine::config::PipelineKind;
+
+#[derive(Parser)]
+#[command(
+    name = "rill-bench",
+    about = "rill's open-loop latency benchmark harness: scenarios, sweeps, plots, peers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario once and print its latency, throughput, CPU and checkpoint summary.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Also run the same job on another system under the same load (`timely`).
+        #[arg(long)]
+        peer: Option<String>,
+        /// Do not pin the peer's workers to rill's CPUs.
+        #[arg(long)]
+        no_pin: bool,
+    },
+    /// Run a scenario once per value of one parameter.
+    Sweep {
+        #[command(flatten)]
+        common: Common,
+        /// The parameter: a job.toml key, `rate`, `cores` or `core.KEY`.
+        #[arg(long)]
+        param: String,
+        /// Comma-separated values; `off` removes a job.toml key for that run.
+        #[arg(long, value_delimiter = ',', required = true)]
+        values: Vec<String>,
+        /// The p99.9 target, microseconds.
+        #[arg(long, default_value_t = 1000.0)]
+        target_p999_us: f64,
+        /// Mean IO time for the N/t model of an async-capacity sweep, ms.
+        #[arg(long)]
+        io_time_ms: Option<f64>,
+    },
+    /// Compare two run reports (JSON) and flag regressions beyond a noise band.
+    Compare {
+        /// The earlier report.
+        a: PathBuf,
+        /// The later report.
+        b: PathBuf,
+        /// Relative changes within ±NOISE are noise.
+        #[arg(long, default_value_t = compare::DEFAULT_NOISE)]
+        noise: f64,
+    },
+    /// List the shipped scenarios.
+    List,
+}
+
+#[derive(Args)]
+struct Common {
+    /// A scenario name under bench/scenarios/, or a scenario directory.
+    scenario: String,
+    /// Offered rate, events per second (overrides load.toml).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Length of a run including warm-up, seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Warm-up excluded from the measurements, seconds.
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Number of CPUs (the first N available), or a list like `[0,1]`.
+    #[arg(long)]
+    cores: Option<String>,
+    /// Override a key for this run: `table.key=value` (job.toml), `core.key=value`
+    /// (every core file) or `cores=N`. Repeatable; later wins.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write SVG plots into this directory.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl Common {
+    fn settings(&self) -> Result<Settings> {
+        let mut s = Settings {
+            rate_eps: self.rate,
+            duration_s: self.duration,
+            warmup_s: self.warmup,
+            ..Settings::default()
+        };
+        if let Some(c) = &self.cores {
+            s.cores = Some(parse_cpu_choice(c).context("--cores")?);
+        }
+        for set in &self.sets {
+            s.add_set(set)?;
+        }
+        Ok(s)
+    }
+}
+
+fn write_json(path: &PathBuf, v: &impl serde::Serialize) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(v)? + "\n")
+        .with_context(|| format!("write {}", path.display()))?;
+    eprintln!("rill-bench: wrote {}", path.display());
+    Ok(())
+}
+
+fn cmd_run(common: &Common, peer: Option<&str>, no_pin: bool) -> Result<()> {
+    let scenario = Scenario::find(&common.scenario)?;
+    let settings = common.settings()?;
+    if let Some(p) = peer {
+        if p != "timely" {
+            bail!("--peer {p}: the only peer is `timely`");
+        }
+        if scenario.pipeline()? != PipelineKind::Latency {
+            bail!("--peer timely runs the default latency job; scenario {} is not one", scenario.name);
+        }
+    }
+    let outcome = runner::run(&scenario, &settings, !common.quiet)?;
+    let mut report = RunReport::new(&outcome);
+    let mut spectra = vec![("rill".to_string(), spectrum(&outcome.report.latency))];
+    if peer.is_some() {
+        let g = outcome.spec.job.generator.clone().unwrap_or_default();
+        let load = PeerLoad {
+            rate_eps: g.rate_eps,
+            duration_ms: g.duration_ms,
+            warmup_ms: g.warmup_ms,
+            keys: g.keys,
+            cpus: report.load.cpus.clone(),
+            pin: !no_pin,
+        };
+        if !common.quiet {
+            eprintln!("rill-bench: running the timely peer under the same load ...");
+        }
+        let cpu_before = rill_bench::machine::process_cpu_s();
+        let r = run_timely(&load)?;
+        let summary = LatencySummary::of(&r.latency);
+        let (latency_us, _) = latency_maps(&summary);
+        spectra.push(("timely".to_string(), spectrum(&r.latency)));
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+        report.peer = Some(PeerSection {
+            system: "timely".into(),
+            workers: load.cpus.len(),
+            pinned: r.pinned,
+            throughput_eps: r.throughput_eps,
+            p999_ratio: ratio(report.p999_us(), summary.p999()),
+            throughput_ratio: ratio(report.throughput_eps, r.throughput_eps),
+            latency_samples: summary.samples,
+            latency_us,
+            cpu: Cpu {
+                per_core_s: r
+                    .cpu_s
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("timely-{i}"), *s))
+                    .collect(),
+                process_s: rill_bench::machine::process_cpu_s() - cpu_before,
+                wall_s: r.wall.as_secs_f64(),
+            },
+        });
+    }
+    print!("{}", report.summary());
+    if let Some(path) = &common.json {
+        write_json(path, &report)?;
+    }
+    if let Some(dir) = &common.plot {
+        plot::ensure_dir(dir)?;
+        let title = format!("{} at {} eps", scenario.name, report.load.offered_eps.unwrap_or(0));
+        let mut files = Vec::new();
+        if !outcome.report.latency.is_empty() {
+            files.push(plot::spectrum(dir, &title, spectra)?);
+        }
+        if !report.timeline.is_empty() {
+            files.extend(plot::timeline(dir, &title, &report.timeline)?);
+        }
+        for f in files {
+            eprintln!("rill-bench: wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+fn cmd_sweep(
+    common: &Common,
+    param: &str,
+    values: &[String],
+    target: f64,
+    io_time_ms: Option<f64>,
+) -> Result<()> {
+    let scenario = Scenario::find(&common.scenario)?;
+    let base = common.settings()?;
+    let kind = SweepKind::of(param);
+    let mut runs = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        let mut settings = base.clone();
+        sweep::apply(&mut settings, param, value)?;
+        if !common.quiet {
+            eprintln!("rill-bench: [{}/{}] {param} = {value}", i + 1, values.len());
+        }
+        let outcome = runner::run(&scenario, &settings, !common.quiet)?;
+        let report = RunReport::new(&outcome);
+        if !report.kept_up {
+            eprintln!(
+                "rill-bench: {param} = {value}: THE ENGINE DID NOT KEEP UP: {}",
+                report.keep_up_problems.join("; ")
+            );
+        }
+        runs.push(SweepRun {
+            value: value.clone(),
+            report,
+        });
+    }
+    let best = sweep::best(&runs, target).map(|r| match kind {
+        SweepKind::Rate => r.report.load.offered_eps.map_or(r.value.clone(), |o| o.to_string()),
+        _ => r.value.clone(),
+    });
+    let models = sweep::model_rows(param, kind, &runs, io_time_ms);
+    let report = SweepReport {
+        schema: sweep::SCHEMA.into(),
+        param: param.into(),
+        kind,
+        target_p999_us: target,
+        best,
+        models,
+        runs,
+    };
+    println!("scenario {} — sweep over {param}", scenario.name);
+    print!("{}", report.table());
+    if let Some(path) = &common.json {
+        write_json(path, &report)?;
+    }
+    if let Some(dir) = &common.plot {
+        for f in report.plots(dir, &scenario.name)? {
+            eprintln!("rill-bench: wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Run {
+            common,
+            peer,
+            no_pin,
+        } => cmd_run(common, peer.as_deref(), *no_pin).map(|_| ExitCode::SUCCESS),
+        Command::Sweep {
+            common,
+            param,
+            values,
+            target_p999_us,
+            io_time_ms,
+        } => cmd_sweep(common, param, values, *target_p999_us, *io_time_ms)
+            .map(|_| ExitCode::SUCCESS),
+        Command::Compare { a, b, noise } => (|| {
+            let c = compare::compare(&compare::read(a)?, &compare::read(b)?, *noise);
+            print!("{}", c.text);
+            Ok(if c.regressions > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        })(),
+        Command::List => {
+            for s in rill_bench::scenario::shipped() {
+                println!("{s}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rill-bench: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

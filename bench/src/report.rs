@@ -162,8 +162,6 @@ pub struct PeerSection {
     pub p999_ratio: f64,
     /// rill's throughput / the peer's.
     pub throughput_ratio: f64,
-    /// Per-second latency of the peer.
-    pub timeline: Vec<Interval>,
 }
 
 /// The whole run report.

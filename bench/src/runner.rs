@@ -133,7 +133,7 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
         .map_err(|_| anyhow!("the job thread panicked"))?
         .with_context(|| format!("scenario {} failed", scenario.name))?;
     let cpu = CpuUsage {
-        per_core_s: sampler.per_thread().clone(),
+        per_core_s: sampler.per_thread(),
         process_s: process_cpu_s() - cpu_before,
     };
     let timeline = collector
