@@ -35,7 +35,11 @@ pub const METRICS: &[(&str, &str, Better)] = &[
     ("cpu.process_s", "cpu, process (s)", Better::Lower),
     ("checkpoints.failed", "checkpoints failed", Better::Lower),
     ("peer.p999_ratio", "rill/peer p99.9", Better::Lower),
-    ("peer.throughput_ratio", "rill/peer throughput", Better::Higher),
+    (
+        "peer.throughput_ratio",
+        "rill/peer throughput",
+        Better::Higher,
+    ),
 ];
 
 /// The verdict on one metric.
@@ -110,7 +114,11 @@ pub fn compare(a: &Value, b: &Value, noise: f64) -> Comparison {
         "noise band: ±{:.0}% (--noise {noise}); changes beyond it are flagged",
         noise * 100.0
     );
-    let _ = writeln!(s, "{:<24} {:>14} {:>14} {:>9}  verdict", "metric", "A", "B", "change");
+    let _ = writeln!(
+        s,
+        "{:<24} {:>14} {:>14} {:>9}  verdict",
+        "metric", "A", "B", "change"
+    );
     let mut regressions = 0;
     for &(path, label, better) in METRICS {
         let (Some(x), Some(y)) = (
@@ -134,7 +142,11 @@ pub fn compare(a: &Value, b: &Value, noise: f64) -> Comparison {
             }
         );
     }
-    for (section, title) in [("config", "configuration"), ("load", "load"), ("machine", "machine")] {
+    for (section, title) in [
+        ("config", "configuration"),
+        ("load", "load"),
+        ("machine", "machine"),
+    ] {
         let (mut fa, mut fb) = (BTreeMap::new(), BTreeMap::new());
         if let Some(v) = a.get(section) {
             flatten("", v, &mut fa);
@@ -190,9 +202,18 @@ mod tests {
     #[test]
     fn judges_by_direction_and_band() {
         assert_eq!(judge(100.0, 105.0, Better::Lower, 0.1).1, Verdict::Noise);
-        assert_eq!(judge(100.0, 120.0, Better::Lower, 0.1).1, Verdict::Regression);
-        assert_eq!(judge(100.0, 120.0, Better::Higher, 0.1).1, Verdict::Improvement);
-        assert_eq!(judge(100.0, 80.0, Better::Higher, 0.1).1, Verdict::Regression);
+        assert_eq!(
+            judge(100.0, 120.0, Better::Lower, 0.1).1,
+            Verdict::Regression
+        );
+        assert_eq!(
+            judge(100.0, 120.0, Better::Higher, 0.1).1,
+            Verdict::Improvement
+        );
+        assert_eq!(
+            judge(100.0, 80.0, Better::Higher, 0.1).1,
+            Verdict::Regression
+        );
         assert_eq!(judge(0.0, 0.0, Better::Lower, 0.1).1, Verdict::Noise);
         assert_eq!(judge(0.0, 1.0, Better::Lower, 0.1).1, Verdict::Regression);
     }
@@ -208,7 +229,11 @@ mod tests {
         let c = compare(&a, &b, 0.1);
         assert_eq!(c.regressions, 1, "{}", c.text);
         assert!(c.text.contains("REGRESSION"));
-        assert!(c.text.contains("job.generator.rate_eps: 100000 -> 200000"), "{}", c.text);
+        assert!(
+            c.text.contains("job.generator.rate_eps: 100000 -> 200000"),
+            "{}",
+            c.text
+        );
         assert!(c.text.contains("±10%"));
         assert_eq!(compare(&a, &a, 0.1).regressions, 0);
     }

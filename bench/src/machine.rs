@@ -77,7 +77,11 @@ pub fn thread_cpu_s(prefix: &str) -> Vec<(u64, String, f64)> {
     let tck = ticks_per_s();
     for t in tasks.flatten() {
         let dir = t.path();
-        let tid = t.file_name().to_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        let tid = t
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
         let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         let name = name.trim();
         if !name.starts_with(prefix) {

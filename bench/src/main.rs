@@ -132,7 +132,10 @@ fn cmd_run(common: &Common, peer: Option<&str>, no_pin: bool) -> Result<()> {
             bail!("--peer {p}: the only peer is `timely`");
         }
         if scenario.pipeline()? != PipelineKind::Latency {
-            bail!("--peer timely runs the default latency job; scenario {} is not one", scenario.name);
+            bail!(
+                "--peer timely runs the default latency job; scenario {} is not one",
+                scenario.name
+            );
         }
     }
     let outcome = runner::run(&scenario, &settings, !common.quiet)?;
@@ -184,7 +187,11 @@ fn cmd_run(common: &Common, peer: Option<&str>, no_pin: bool) -> Result<()> {
     }
     if let Some(dir) = &common.plot {
         plot::ensure_dir(dir)?;
-        let title = format!("{} at {} eps", scenario.name, report.load.offered_eps.unwrap_or(0));
+        let title = format!(
+            "{} at {} eps",
+            scenario.name,
+            report.load.offered_eps.unwrap_or(0)
+        );
         let mut files = Vec::new();
         if !outcome.report.latency.is_empty() {
             files.push(plot::spectrum(dir, &title, spectra)?);
@@ -230,7 +237,11 @@ fn cmd_sweep(
         });
     }
     let best = sweep::best(&runs, target).map(|r| match kind {
-        SweepKind::Rate => r.report.load.offered_eps.map_or(r.value.clone(), |o| o.to_string()),
+        SweepKind::Rate => r
+            .report
+            .load
+            .offered_eps
+            .map_or(r.value.clone(), |o| o.to_string()),
         _ => r.value.clone(),
     });
     let models = sweep::model_rows(param, kind, &runs, io_time_ms);

@@ -67,9 +67,7 @@ pub fn async_throughput_model(capacity: f64, io_time_ms: f64, partitions: usize)
 
 /// Mean IO time from the engine's counters, ms, if it reports them
 /// (`async_io_time_us_total` / `async_completed`; 0 or absent: unknown).
-pub fn io_time_from_counters(
-    counters: &std::collections::BTreeMap<String, u64>,
-) -> Option<f64> {
+pub fn io_time_from_counters(counters: &std::collections::BTreeMap<String, u64>) -> Option<f64> {
     let total = *counters.get("async_io_time_us_total")?;
     let n = *counters.get("async_completed")?;
     (n > 0).then(|| total as f64 / n as f64 / 1e3)

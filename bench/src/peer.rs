@@ -143,8 +143,9 @@ pub fn run_timely(load: &PeerLoad) -> Result<PeerResult> {
                 .inspect(move |e: &PeerEvent| {
                     let now = now_ns();
                     if e.measure {
-                        lat.borrow_mut()
-                            .saturating_record(now.saturating_sub(e.due_ns).clamp(1, MAX_LATENCY_NS));
+                        lat.borrow_mut().saturating_record(
+                            now.saturating_sub(e.due_ns).clamp(1, MAX_LATENCY_NS),
+                        );
                     }
                     let mut s = sk.borrow_mut();
                     s.0 += 1;
@@ -240,7 +241,10 @@ mod tests {
             duration_ms: 300,
             warmup_ms: 100,
             keys: 100,
-            cpus: rill_engine::config::available_cpus().into_iter().take(2).collect(),
+            cpus: rill_engine::config::available_cpus()
+                .into_iter()
+                .take(2)
+                .collect(),
             pin: false,
         };
         let r = run_timely(&load).unwrap();

@@ -35,7 +35,7 @@ impl Axis {
     fn label(self, x: f64) -> String {
         match self {
             Axis::Linear => short(x),
-            Axis::Log => short(10f64.powf(x)),
+            Axis::Log => short(sig2(10f64.powf(x))),
             Axis::Percentile => {
                 if (x - x.round()).abs() > 1e-6 {
                     return String::new();
@@ -48,13 +48,30 @@ impl Axis {
     }
 }
 
+/// `v` rounded to two significant digits (log-axis ticks fall on 10^(k/5) and the like:
+/// 1585 reads better as 1.6k).
+fn sig2(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return v;
+    }
+    let mag = 10f64.powf(v.log10().floor() - 1.0);
+    (v / mag).round() * mag
+}
+
 /// A number in few characters (12k, 1.5M, 0.25).
 fn short(v: f64) -> String {
     let a = v.abs();
+    let trim = |s: String| {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    };
     if a >= 1e6 {
-        format!("{:.3}M", v / 1e6).trim_end_matches('0').trim_end_matches('.').to_string() + ""
-    } else if a >= 1e4 {
-        format!("{:.0}k", v / 1e3)
+        trim(format!("{:.2}", v / 1e6)) + "M"
+    } else if a >= 1e3 {
+        trim(format!("{:.1}", v / 1e3)) + "k"
     } else if a >= 100.0 {
         format!("{v:.0}")
     } else if a >= 1.0 {
@@ -133,7 +150,11 @@ pub fn draw(chart: &Chart, path: &Path) -> Result<()> {
             .map(|p| p.1)
             .chain(hlines.iter().map(|h| h.1)),
     );
-    let x0 = if chart.x_axis == Axis::Percentile { 0.0 } else { x0 };
+    let x0 = if chart.x_axis == Axis::Percentile {
+        0.0
+    } else {
+        x0
+    };
     if chart.x_axis == Axis::Percentile {
         x1 = x1.ceil().max(1.0);
     }
@@ -182,10 +203,13 @@ pub fn draw(chart: &Chart, path: &Path) -> Result<()> {
     }
     for (name, y) in &hlines {
         let color = RGBColor(200, 0, 0);
-        c.draw_series(LineSeries::new(vec![(x0, *y), (x1, *y)], color.stroke_width(1)))
-            .map_err(|e| err(e.to_string()))?
-            .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        c.draw_series(LineSeries::new(
+            vec![(x0, *y), (x1, *y)],
+            color.stroke_width(1),
+        ))
+        .map_err(|e| err(e.to_string()))?
+        .label(name.as_str())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
     c.configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -283,8 +307,14 @@ mod tests {
         assert_eq!(Axis::Percentile.label(3.0), "99.9%");
         assert_eq!(Axis::Percentile.label(5.0), "99.999%");
         assert_eq!(Axis::Percentile.label(1.5), "");
-        assert_eq!(Axis::Percentile.map(0.99).map(|v| (v * 1e9).round()), Some(2e9));
+        assert_eq!(
+            Axis::Percentile.map(0.99).map(|v| (v * 1e9).round()),
+            Some(2e9)
+        );
         assert_eq!(Axis::Log.map(0.0), None);
+        assert_eq!(Axis::Log.label(3.2), "1.6k");
+        assert_eq!(Axis::Log.label(6.0), "1M");
+        assert_eq!(Axis::Linear.label(250_000.0), "250k");
     }
 
     #[test]
@@ -297,6 +327,10 @@ mod tests {
         )
         .unwrap();
         let svg = std::fs::read_to_string(p).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("99.9%"), "{}", &svg[..200.min(svg.len())]);
+        assert!(
+            svg.starts_with("<svg") && svg.contains("99.9%"),
+            "{}",
+            &svg[..200.min(svg.len())]
+        );
     }
 }

@@ -273,7 +273,12 @@ impl RunReport {
         let r = &o.report;
         let latency = LatencySummary::of(&r.latency);
         let (latency_us, latency_samples) = latency_maps(&latency);
-        let last_arrival = r.shards.iter().map(|s| s.last_arrival_ns).max().unwrap_or(0);
+        let last_arrival = r
+            .shards
+            .iter()
+            .map(|s| s.last_arrival_ns)
+            .max()
+            .unwrap_or(0);
         let since_start_ns = last_arrival.saturating_sub(r.start_ns) as f64;
         let is_gen = o.spec.job.pipeline == PipelineKind::Latency;
         let g = o.spec.job.generator.clone().unwrap_or_default();
@@ -378,10 +383,7 @@ impl RunReport {
         let _ = writeln!(
             s,
             "scenario {} (pipeline {}) on CPUs {:?} — {}",
-            self.scenario,
-            self.pipeline,
-            self.load.cpus,
-            self.machine.cpu_model
+            self.scenario, self.pipeline, self.load.cpus, self.machine.cpu_model
         );
         if let (Some(r), Some(d), Some(w)) = (
             self.load.offered_eps,
@@ -427,7 +429,11 @@ impl RunReport {
         };
         let total = self.latency_samples.get("total").copied().unwrap_or(0);
         if total == 0 {
-            let _ = writeln!(s, "{:<14}(no latency samples: the pipeline has no latency sink)", "rill");
+            let _ = writeln!(
+                s,
+                "{:<14}(no latency samples: the pipeline has no latency sink)",
+                "rill"
+            );
         } else {
             let _ = writeln!(s, "{}", row("rill", &self.latency_us, total));
             let mut behind = format!("{:<14}", "  samples >=");
@@ -444,7 +450,11 @@ impl RunReport {
             let _ = writeln!(
                 s,
                 "{}",
-                row(&format!("{} (peer)", p.system), &p.latency_us, p.latency_samples)
+                row(
+                    &format!("{} (peer)", p.system),
+                    &p.latency_us,
+                    p.latency_samples
+                )
             );
             let _ = writeln!(
                 s,

@@ -152,7 +152,9 @@ pub fn parse_cpu_choice(value: &str) -> Result<CpuChoice> {
         .ok()
         .and_then(|t| t.get("v").cloned())
         .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| anyhow!("cores = {v}: expected a CPU count (2) or a list of CPU ids ([0, 1])"))?;
+        .ok_or_else(|| {
+            anyhow!("cores = {v}: expected a CPU count (2) or a list of CPU ids ([0, 1])")
+        })?;
     if ids.is_empty() {
         bail!("cores = []: a run needs at least one CPU");
     }
@@ -178,8 +180,7 @@ fn shipped_dir() -> PathBuf {
 }
 
 fn read_toml(file: &Path) -> Result<toml::Value> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+    let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
     text.parse::<toml::Table>()
         .map(toml::Value::Table)
         .map_err(|e| anyhow!("{}: {}", file.display(), e.to_string().trim_end()))
@@ -234,7 +235,10 @@ impl Scenario {
         };
         for (key, v) in [("duration_s", load.duration_s), ("warmup_s", load.warmup_s)] {
             if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-                bail!("{}: {key} must be a non-negative number of seconds", load_file.display());
+                bail!(
+                    "{}: {key} must be a non-negative number of seconds",
+                    load_file.display()
+                );
             }
         }
         let template = dir.join("core.toml");
@@ -257,7 +261,10 @@ impl Scenario {
                 }
                 let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
                 let cpu = stem.parse::<usize>().map_err(|_| {
-                    anyhow!("{}: the name is not a CPU id (cores/<cpu>.toml)", path.display())
+                    anyhow!(
+                        "{}: the name is not a CPU id (cores/<cpu>.toml)",
+                        path.display()
+                    )
                 })?;
                 let value = read_toml(&path)?;
                 fixed.push((cpu, path, value));
@@ -315,7 +322,10 @@ impl Scenario {
                 sets.push(format!("generator.rate_eps={r}"));
             }
             if let Some(d) = duration {
-                sets.push(format!("generator.duration_ms={}", (d * 1e3).round() as u64));
+                sets.push(format!(
+                    "generator.duration_ms={}",
+                    (d * 1e3).round() as u64
+                ));
             }
             if let Some(w) = warmup {
                 sets.push(format!("generator.warmup_ms={}", (w * 1e3).round() as u64));
@@ -352,7 +362,9 @@ impl Scenario {
                     ),
                     Some(CpuChoice::Ids(ids)) => ids.clone(),
                 };
-                cpus.into_iter().map(|c| (c, file.clone(), t.clone())).collect()
+                cpus.into_iter()
+                    .map(|c| (c, file.clone(), t.clone()))
+                    .collect()
             }
             Cores::Fixed(fixed) => {
                 let mut all: Vec<_> = fixed
@@ -394,7 +406,7 @@ impl Scenario {
                 .unwrap_or_else(|| self.dir.join("(no core.toml: defaults)"));
             apply_overrides(&shown, &mut value, &settings.core_sets)?;
             std::fs::write(tmp_dir.join(&name), toml::to_string(&value)?)?;
-            origins.push((tmp_dir.join(&name), shown));
+            origins.push((tmp_dir.join(&name), shown, name));
         }
         if let (false, Some(input)) = (has_generator, self.load.etl_input) {
             let path = job
@@ -407,13 +419,21 @@ impl Scenario {
         }
         let spec = JobSpec::load(&tmp_dir).map_err(|e| {
             let mut msg = e.to_string();
-            for (tmp_file, shown) in &origins {
+            for (tmp_file, shown, name) in &origins {
+                let as_name = if shown.ends_with(name) {
+                    String::new()
+                } else {
+                    format!(" (the template, written as {name})")
+                };
                 msg = msg.replace(
                     &tmp_file.display().to_string(),
-                    &format!("{} (as {})", shown.display(), tmp_file.display()),
+                    &format!("{}{as_name}", shown.display()),
                 );
             }
-            msg = msg.replace(&tmp_dir.display().to_string(), &self.dir.display().to_string());
+            msg = msg.replace(
+                &tmp_dir.display().to_string(),
+                &self.dir.display().to_string(),
+            );
             if sets.is_empty() {
                 anyhow!("{msg}")
             } else {

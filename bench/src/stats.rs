@@ -77,7 +77,11 @@ impl LatencySummary {
         Self {
             samples: h.len(),
             percentiles,
-            max_us: if h.is_empty() { 0.0 } else { h.max() as f64 / 1e3 },
+            max_us: if h.is_empty() {
+                0.0
+            } else {
+                h.max() as f64 / 1e3
+            },
             mean_us: if h.is_empty() { 0.0 } else { h.mean() / 1e3 },
         }
     }
@@ -87,7 +91,10 @@ impl LatencySummary {
         if name == "max" {
             return Some(self.max_us);
         }
-        self.percentiles.iter().find(|p| p.name == name).map(|p| p.us)
+        self.percentiles
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.us)
     }
 
     /// p99.9, microseconds.
@@ -152,7 +159,11 @@ mod tests {
             }
             let merged = merge(&cores);
             assert_eq!(merged, whole, "seed {seed}");
-            assert_eq!(LatencySummary::of(&merged), LatencySummary::of(&whole), "seed {seed}");
+            assert_eq!(
+                LatencySummary::of(&merged),
+                LatencySummary::of(&whole),
+                "seed {seed}"
+            );
         }
     }
 
@@ -189,7 +200,11 @@ mod tests {
         let p99 = s.percentiles.iter().find(|p| p.name == "p99").unwrap();
         assert!((p99.us - 9_900.0).abs() < 10.0, "{}", p99.us);
         // ~100 samples at or above p99 (bucket width makes it a few more).
-        assert!((100..=112).contains(&p99.samples_at_or_above), "{}", p99.samples_at_or_above);
+        assert!(
+            (100..=112).contains(&p99.samples_at_or_above),
+            "{}",
+            p99.samples_at_or_above
+        );
         assert!((s.max_us - 10_000.0).abs() < 10.0);
         assert_eq!(LatencySummary::of(&new_histogram()).samples, 0);
     }

@@ -16,8 +16,8 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::models::{
-    async_throughput_model, checkpoint_overhead_model, io_time_from_counters,
-    measured_overhead, RunFigures,
+    async_throughput_model, checkpoint_overhead_model, io_time_from_counters, measured_overhead,
+    RunFigures,
 };
 use crate::plot::{self, Axis, Chart, Series};
 use crate::report::RunReport;
@@ -66,9 +66,13 @@ pub fn apply(settings: &mut Settings, param: &str, value: &str) -> Result<()> {
         return Ok(());
     }
     match param {
-        "rate" => settings.rate_eps = Some(value.parse().map_err(|_| {
-            anyhow::anyhow!("--param rate: {value:?} is not a whole number of events per second")
-        })?),
+        "rate" => {
+            settings.rate_eps = Some(value.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "--param rate: {value:?} is not a whole number of events per second"
+                )
+            })?)
+        }
         "cores" => settings.cores = Some(parse_cpu_choice(value)?),
         _ => settings.add_set(&format!("{param}={value}"))?,
     }
@@ -163,7 +167,10 @@ pub fn model_rows(
 ) -> Vec<ModelRow> {
     match kind {
         SweepKind::CheckpointInterval => {
-            let baseline = runs.iter().find(|r| r.value == "off").map(|r| figures(&r.report));
+            let baseline = runs
+                .iter()
+                .find(|r| r.value == "off")
+                .map(|r| figures(&r.report));
             runs.iter()
                 .filter(|r| r.value != "off")
                 .map(|r| {
@@ -197,7 +204,9 @@ pub fn model_rows(
                     .map_or(r.report.load.cpus.len(), |p| p as usize);
                 ModelRow {
                     value: r.value.clone(),
-                    model: n.zip(t).and_then(|(n, t)| async_throughput_model(n, t, parts)),
+                    model: n
+                        .zip(t)
+                        .and_then(|(n, t)| async_throughput_model(n, t, parts)),
                     x: n,
                     input_ms: t,
                     measured_eps: Some(r.report.throughput_eps),
@@ -238,7 +247,11 @@ impl SweepReport {
                 rep.throughput_eps
             );
             for (key, _, _) in PERCENTILES {
-                let _ = write!(s, " {:>9.1}", rep.latency_us.get(key).copied().unwrap_or(0.0));
+                let _ = write!(
+                    s,
+                    " {:>9.1}",
+                    rep.latency_us.get(key).copied().unwrap_or(0.0)
+                );
             }
             let meets = rep.kept_up && rep.p999_us() <= self.target_p999_us;
             let _ = writeln!(
@@ -249,13 +262,21 @@ impl SweepReport {
                 if meets { "meets" } else { "-" }
             );
         }
-        let _ = writeln!(s, "(latency in us; target: p99.9 <= {} us and kept up)", self.target_p999_us);
+        let _ = writeln!(
+            s,
+            "(latency in us; target: p99.9 <= {} us and kept up)",
+            self.target_p999_us
+        );
         match (&self.best, self.kind) {
             (Some(v), SweepKind::Rate) => {
                 let _ = writeln!(s, "highest rate that meets the target: {v} events/s");
             }
             (Some(v), _) => {
-                let _ = writeln!(s, "best value that meets the target (highest throughput): {} = {v}", self.param);
+                let _ = writeln!(
+                    s,
+                    "best value that meets the target (highest throughput): {} = {v}",
+                    self.param
+                );
             }
             (None, _) => {
                 let _ = writeln!(s, "no run met the target");
@@ -286,15 +307,28 @@ impl SweepReport {
                     );
                 }
                 if self.models.iter().all(|m| m.input_ms.is_none()) {
-                    let _ = writeln!(s, "C n/a: the engine's report has no checkpoint duration yet");
+                    let _ = writeln!(
+                        s,
+                        "C n/a: the engine's report has no checkpoint duration yet"
+                    );
                 }
                 if !self.runs.iter().any(|r| r.value == "off") {
-                    let _ = writeln!(s, "measured n/a: add the value `off` for a checkpoints-off baseline");
+                    let _ = writeln!(
+                        s,
+                        "measured n/a: add the value `off` for a checkpoints-off baseline"
+                    );
                 }
             }
             SweepKind::AsyncCapacity => {
-                let _ = writeln!(s, "\nasync throughput, model N/t (x partitions) next to measured:");
-                let _ = writeln!(s, "{:>8} {:>8} {:>12} {:>12} {:>8}", "N", "t ms", "N/t eps", "measured", "ratio");
+                let _ = writeln!(
+                    s,
+                    "\nasync throughput, model N/t (x partitions) next to measured:"
+                );
+                let _ = writeln!(
+                    s,
+                    "{:>8} {:>8} {:>12} {:>12} {:>8}",
+                    "N", "t ms", "N/t eps", "measured", "ratio"
+                );
                 for m in &self.models {
                     let ratio = m.model.zip(m.measured_eps).map(|(a, b)| b / a);
                     let _ = writeln!(
@@ -308,7 +342,10 @@ impl SweepReport {
                     );
                 }
                 if self.models.iter().all(|m| m.input_ms.is_none()) {
-                    let _ = writeln!(s, "t n/a: pass --io-time-ms (the engine reports no IO time yet)");
+                    let _ = writeln!(
+                        s,
+                        "t n/a: pass --io-time-ms (the engine reports no IO time yet)"
+                    );
                 }
             }
             _ => {}
@@ -345,12 +382,19 @@ impl SweepReport {
                 series: ["p50", "p99", "p999", "max"]
                     .iter()
                     .map(|k| Series {
-                        name: if *k == "p999" { "p99.9".into() } else { k.to_string() },
+                        name: if *k == "p999" {
+                            "p99.9".into()
+                        } else {
+                            k.to_string()
+                        },
                         points: pts(k),
                         model: false,
                     })
                     .collect(),
-                hlines: vec![(format!("target {} us", self.target_p999_us), self.target_p999_us)],
+                hlines: vec![(
+                    format!("target {} us", self.target_p999_us),
+                    self.target_p999_us,
+                )],
             },
             &path,
         )?;
@@ -365,7 +409,9 @@ impl SweepReport {
                 series: vec![
                     self.model_series("model C/T", true, |m| m.model),
                     self.model_series("measured: cpu per core-s", false, |m| m.cpu_overhead),
-                    self.model_series("measured: throughput lost", false, |m| m.throughput_overhead),
+                    self.model_series("measured: throughput lost", false, |m| {
+                        m.throughput_overhead
+                    }),
                 ],
                 hlines: Vec::new(),
             }),
@@ -413,7 +459,10 @@ mod tests {
     #[test]
     fn parameters_are_classified_and_applied() {
         assert_eq!(SweepKind::of("generator.rate_eps"), SweepKind::Rate);
-        assert_eq!(SweepKind::of("checkpoint.interval_ms"), SweepKind::CheckpointInterval);
+        assert_eq!(
+            SweepKind::of("checkpoint.interval_ms"),
+            SweepKind::CheckpointInterval
+        );
         assert_eq!(SweepKind::of("async.capacity"), SweepKind::AsyncCapacity);
         assert_eq!(SweepKind::of("core.ring_capacity"), SweepKind::Other);
         let mut s = Settings::default();

@@ -31,16 +31,35 @@ fn small_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, 2).expect("valid histogram bounds")
 }
 
-/// One partition's intervals: latency by the interval an event was due in, arrivals by
-/// the interval it reached the sink in.
+/// One partition's intervals, indexed by second: latency by the interval an event was
+/// due in, arrivals by the interval it reached the sink in. Dense vectors: a run has few
+/// seconds, and a record costs two index operations.
 #[derive(Default)]
-struct Buckets {
-    due: BTreeMap<u64, Histogram<u64>>,
-    arrived: BTreeMap<u64, u64>,
+pub struct Buckets {
+    due: Vec<Option<Histogram<u64>>>,
+    arrived: Vec<u64>,
+}
+
+impl Buckets {
+    #[inline]
+    fn due(&mut self, i: usize) -> &mut Histogram<u64> {
+        if i >= self.due.len() {
+            self.due.resize_with(i + 1, || None);
+        }
+        self.due[i].get_or_insert_with(small_histogram)
+    }
+
+    #[inline]
+    fn arrived(&mut self, i: usize) -> &mut u64 {
+        if i >= self.arrived.len() {
+            self.arrived.resize(i + 1, 0);
+        }
+        &mut self.arrived[i]
+    }
 }
 
 /// Where sink partitions leave their buckets at the end of the run.
-pub type Collector = Arc<Mutex<Vec<(BTreeMap<u64, Histogram<u64>>, BTreeMap<u64, u64>)>>>;
+pub type Collector = Arc<Mutex<Vec<Buckets>>>;
 
 /// The latency sink with a timeline.
 pub struct TimelineSink {
@@ -87,15 +106,11 @@ impl SinkPartition<LatencyEvent> for TimelinePartition {
         let offset = (u128::from(e.seq) * 1_000_000_000 / u128::from(self.rate_eps)) as u64;
         let start = e.due_ns.saturating_sub(offset);
         self.buckets
-            .due
-            .entry(offset / INTERVAL_NS)
-            .or_insert_with(small_histogram)
+            .due((offset / INTERVAL_NS) as usize)
             .saturating_record(latency.clamp(1, MAX_LATENCY_NS));
         *self
             .buckets
-            .arrived
-            .entry(now.saturating_sub(start) / INTERVAL_NS)
-            .or_default() += 1;
+            .arrived((now.saturating_sub(start) / INTERVAL_NS) as usize) += 1;
         self.records += 1;
         Ok(())
     }
@@ -107,7 +122,7 @@ impl SinkPartition<LatencyEvent> for TimelinePartition {
         self.collector
             .lock()
             .expect("a sink partition panicked while holding the collector")
-            .push((b.due, b.arrived));
+            .push(b);
         Ok(())
     }
 }
@@ -184,26 +199,25 @@ pub struct Interval {
 
 /// Merges what the sink partitions collected into one row per interval.
 pub fn collect(collector: &Collector, warmup_ms: u64) -> Vec<Interval> {
-    let parts = collector.lock().expect("collector").clone();
+    let parts = collector.lock().expect("collector");
     let mut due: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
     let mut arrived: BTreeMap<u64, u64> = BTreeMap::new();
-    for (d, a) in parts {
-        for (k, h) in d {
-            due.entry(k)
-                .or_insert_with(small_histogram)
-                .add(&h)
-                .expect("same bounds");
+    for b in parts.iter() {
+        for (k, h) in b.due.iter().enumerate() {
+            if let Some(h) = h {
+                due.entry(k as u64)
+                    .or_insert_with(small_histogram)
+                    .add(h)
+                    .expect("same bounds");
+            }
         }
-        for (k, n) in a {
-            *arrived.entry(k).or_default() += n;
+        for (k, n) in b.arrived.iter().enumerate() {
+            if *n > 0 {
+                *arrived.entry(k as u64).or_default() += n;
+            }
         }
     }
-    let last = due
-        .keys()
-        .chain(arrived.keys())
-        .copied()
-        .max()
-        .unwrap_or(0);
+    let last = due.keys().chain(arrived.keys()).copied().max().unwrap_or(0);
     let empty = small_histogram();
     (0..=last)
         .filter(|k| due.contains_key(k) || arrived.contains_key(k))
@@ -223,7 +237,11 @@ pub fn collect(collector: &Collector, warmup_ms: u64) -> Vec<Interval> {
                 p50_us: q(0.5),
                 p99_us: q(0.99),
                 p999_us: q(0.999),
-                max_us: if h.is_empty() { 0.0 } else { h.max() as f64 / 1e3 },
+                max_us: if h.is_empty() {
+                    0.0
+                } else {
+                    h.max() as f64 / 1e3
+                },
                 delivered_eps: arrived.get(&k).copied().unwrap_or(0) as f64 * 1e9
                     / INTERVAL_NS as f64,
             }
