@@ -53,6 +53,9 @@ enum Command {
         /// Mean IO time for the N/t model of an async-capacity sweep, ms.
         #[arg(long)]
         io_time_ms: Option<f64>,
+        /// Runs per value; the row shows the run with the median p99.9.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
     },
     /// Compare two run reports (JSON) and flag regressions beyond a noise band.
     Compare {
@@ -212,29 +215,43 @@ fn cmd_sweep(
     values: &[String],
     target: f64,
     io_time_ms: Option<f64>,
+    repeat: usize,
 ) -> Result<()> {
     let scenario = Scenario::find(&common.scenario)?;
     let base = common.settings()?;
     let kind = SweepKind::of(param);
+    if repeat == 0 {
+        bail!("--repeat 0: each value runs at least once");
+    }
     let mut runs = Vec::new();
     for (i, value) in values.iter().enumerate() {
         let mut settings = base.clone();
         sweep::apply(&mut settings, param, value)?;
-        if !common.quiet {
-            eprintln!("rill-bench: [{}/{}] {param} = {value}", i + 1, values.len());
+        let mut reports = Vec::new();
+        for k in 0..repeat {
+            if !common.quiet {
+                eprintln!(
+                    "rill-bench: [{}/{}] {param} = {value}{}",
+                    i + 1,
+                    values.len(),
+                    if repeat > 1 {
+                        format!(" (run {}/{repeat})", k + 1)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            let outcome = runner::run(&scenario, &settings, !common.quiet)?;
+            let report = RunReport::new(&outcome);
+            if !report.kept_up {
+                eprintln!(
+                    "rill-bench: {param} = {value}: THE ENGINE DID NOT KEEP UP: {}",
+                    report.keep_up_problems.join("; ")
+                );
+            }
+            reports.push(report);
         }
-        let outcome = runner::run(&scenario, &settings, !common.quiet)?;
-        let report = RunReport::new(&outcome);
-        if !report.kept_up {
-            eprintln!(
-                "rill-bench: {param} = {value}: THE ENGINE DID NOT KEEP UP: {}",
-                report.keep_up_problems.join("; ")
-            );
-        }
-        runs.push(SweepRun {
-            value: value.clone(),
-            report,
-        });
+        runs.push(SweepRun::from_repeats(value, reports));
     }
     let best = sweep::best(&runs, target).map(|r| match kind {
         SweepKind::Rate => r
@@ -281,7 +298,8 @@ fn main() -> ExitCode {
             values,
             target_p999_us,
             io_time_ms,
-        } => cmd_sweep(common, param, values, *target_p999_us, *io_time_ms)
+            repeat,
+        } => cmd_sweep(common, param, values, *target_p999_us, *io_time_ms, *repeat)
             .map(|_| ExitCode::SUCCESS),
         Command::Compare { a, b, noise } => (|| {
             let c = compare::compare(&compare::read(a)?, &compare::read(b)?, *noise);

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::machine::Machine;
 use crate::runner::RunOutcome;
+use crate::scenario::LoadFile;
 use crate::stats::{LatencySummary, PERCENTILES};
 use crate::timeline::Interval;
 
@@ -139,6 +140,9 @@ pub struct Config {
     pub overrides: Vec<String>,
     /// The overrides applied to every core file.
     pub core_overrides: Vec<String>,
+    /// The scenario's load.toml as read (the command line may override it; `load` has
+    /// what the run used).
+    pub load_toml: LoadFile,
 }
 
 /// The side-by-side peer's part of a run report.
@@ -366,6 +370,7 @@ impl RunReport {
                 cores,
                 overrides: o.overrides.clone(),
                 core_overrides: o.core_sets.clone(),
+                load_toml: o.load_file.clone(),
             },
             machine: Machine::detect(),
             peer: None,

@@ -13,7 +13,7 @@ use rill_engine::pipelines;
 use rill_engine::runtime::Job;
 
 use crate::machine::{process_cpu_s, CpuSampler};
-use crate::scenario::{Scenario, Settings};
+use crate::scenario::{LoadFile, Scenario, Settings};
 use crate::timeline::{self, Interval};
 
 /// Name prefix of the engine's executor threads (`rill-cpuN`).
@@ -48,6 +48,8 @@ pub struct RunOutcome {
     pub cpu: CpuUsage,
     /// Wall time of `Job::run`.
     pub wall: Duration,
+    /// The scenario's load.toml as read.
+    pub load_file: LoadFile,
 }
 
 /// How the progress line is labelled and how long the run is expected to take.
@@ -55,6 +57,8 @@ struct Progress {
     label: String,
     expected: Option<Duration>,
     enabled: bool,
+    /// On a terminal the line is redrawn in place; elsewhere (CI logs) one line per update.
+    tty: bool,
 }
 
 impl Progress {
@@ -73,12 +77,16 @@ impl Progress {
             None => format!("{}: {:>5.1} s", self.label, elapsed.as_secs_f64()),
         };
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{line}");
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
         let _ = err.flush();
     }
 
     fn done(&self) {
-        if self.enabled {
+        if self.enabled && self.tty {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K");
             let _ = err.flush();
@@ -108,6 +116,7 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
         expected: (spec.job.pipeline == PipelineKind::Latency)
             .then(|| Duration::from_millis(gen.duration_ms)),
         enabled: progress,
+        tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let job = Job::new(spec.clone(), graph);
     let cpu_before = process_cpu_s();
@@ -149,5 +158,6 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
         timeline,
         cpu,
         wall,
+        load_file: scenario.load.clone(),
     })
 }

@@ -96,8 +96,36 @@ pub fn interval_ms(param: &str, value: &str) -> Option<f64> {
 pub struct SweepRun {
     /// The parameter's value.
     pub value: String,
-    /// The run.
+    /// The run (with `--repeat`, the run with the median p99.9).
     pub report: RunReport,
+    /// Every repeat's `(p99.9 us, throughput events/s)`, in run order.
+    pub repeats: Vec<(f64, f64)>,
+}
+
+impl SweepRun {
+    /// Makes the row of `value` from its repeats: the run with the median p99.9 stands
+    /// for the value (the lower median for an even count).
+    pub fn from_repeats(value: &str, mut reports: Vec<RunReport>) -> Self {
+        assert!(!reports.is_empty(), "a sweep value runs at least once");
+        let repeats = reports
+            .iter()
+            .map(|r| (r.p999_us(), r.throughput_eps))
+            .collect();
+        let p999: Vec<f64> = reports.iter().map(RunReport::p999_us).collect();
+        let report = reports.swap_remove(median_index(&p999));
+        Self {
+            value: value.to_string(),
+            report,
+            repeats,
+        }
+    }
+}
+
+/// The index of the (lower) median of `v`.
+pub fn median_index(v: &[f64]) -> usize {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    idx[(v.len() - 1) / 2]
 }
 
 /// The model columns of one row.
@@ -236,7 +264,12 @@ impl SweepReport {
         for (_, label, _) in PERCENTILES {
             let _ = write!(s, " {label:>9}");
         }
-        let _ = writeln!(s, " {:>9} {:>8} {:>7}", "max", "kept-up", "target");
+        let repeated = self.runs.iter().any(|r| r.repeats.len() > 1);
+        let _ = write!(s, " {:>9} {:>8} {:>7}", "max", "kept-up", "target");
+        if repeated {
+            let _ = write!(s, "  p99.9 over repeats");
+        }
+        let _ = writeln!(s);
         for r in &self.runs {
             let rep = &r.report;
             let _ = write!(
@@ -254,13 +287,19 @@ impl SweepReport {
                 );
             }
             let meets = rep.kept_up && rep.p999_us() <= self.target_p999_us;
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 " {:>9.1} {:>8} {:>7}",
                 rep.latency_us.get("max").copied().unwrap_or(0.0),
                 if rep.kept_up { "yes" } else { "NO" },
                 if meets { "meets" } else { "-" }
             );
+            if repeated {
+                let lo = r.repeats.iter().map(|x| x.0).fold(f64::INFINITY, f64::min);
+                let hi = r.repeats.iter().map(|x| x.0).fold(0.0, f64::max);
+                let _ = write!(s, "  {lo:.1} .. {hi:.1} ({} runs)", r.repeats.len());
+            }
+            let _ = writeln!(s);
         }
         let _ = writeln!(
             s,
@@ -455,6 +494,159 @@ impl SweepReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::{AsyncStats, Checkpoints, Config, Cpu, Load, MsSummary};
+
+    fn fake(offered: u64, thr: f64, p999: f64, kept_up: bool, cpu_s: f64) -> RunReport {
+        RunReport {
+            schema: crate::report::SCHEMA.into(),
+            scenario: "t".into(),
+            pipeline: "latency".into(),
+            unix_time_s: 0,
+            load: Load {
+                offered_eps: Some(offered),
+                duration_s: Some(5.0),
+                warmup_s: Some(1.0),
+                keys: Some(1),
+                cpus: vec![0, 1],
+            },
+            throughput_eps: thr,
+            sink_throughput_eps: thr,
+            kept_up,
+            keep_up_problems: Vec::new(),
+            end_lag_ms: Some(0.0),
+            latency_us: [("p999".to_string(), p999)].into_iter().collect(),
+            latency_samples: Default::default(),
+            expected_samples: None,
+            cpu: Cpu {
+                per_core_s: [("rill-cpu0".to_string(), cpu_s)].into_iter().collect(),
+                process_s: cpu_s,
+                wall_s: 5.0,
+            },
+            checkpoints: Checkpoints::default(),
+            async_io: AsyncStats::default(),
+            counters: Default::default(),
+            per_core: Vec::new(),
+            timeline: Vec::new(),
+            config: Config {
+                scenario_dir: ".".into(),
+                job: serde_json::json!({}),
+                cores: Default::default(),
+                overrides: Vec::new(),
+                core_overrides: Vec::new(),
+                load_toml: Default::default(),
+            },
+            machine: crate::machine::Machine {
+                cpu_model: "test".into(),
+                cpus_online: 2,
+                cpus_available: vec![0, 1],
+                kernel: "test".into(),
+                hostname: "test".into(),
+                memory_mib: 1,
+            },
+            peer: None,
+        }
+    }
+
+    fn row(value: &str, r: RunReport) -> SweepRun {
+        SweepRun::from_repeats(value, vec![r])
+    }
+
+    #[test]
+    fn the_best_rate_is_the_highest_that_kept_up_within_the_target() {
+        let runs = vec![
+            row("1000", fake(1000, 1000.0, 100.0, true, 1.0)),
+            row("2000", fake(2000, 2000.0, 900.0, true, 1.0)),
+            row("3000", fake(3000, 2990.0, 1500.0, true, 1.0)),
+            row("4000", fake(4000, 3000.0, 800.0, false, 1.0)),
+        ];
+        assert_eq!(best(&runs, 1000.0).map(|r| r.value.as_str()), Some("2000"));
+        assert_eq!(best(&runs, 2000.0).map(|r| r.value.as_str()), Some("3000"));
+        assert!(best(&runs, 10.0).is_none());
+    }
+
+    #[test]
+    fn repeats_keep_the_median_run() {
+        assert_eq!(median_index(&[5.0, 1.0, 3.0]), 2);
+        assert_eq!(median_index(&[4.0, 1.0, 3.0, 2.0]), 3);
+        let r = SweepRun::from_repeats(
+            "x",
+            vec![
+                fake(1, 1.0, 300.0, true, 1.0),
+                fake(1, 2.0, 100.0, true, 1.0),
+                fake(1, 3.0, 200.0, true, 1.0),
+            ],
+        );
+        assert_eq!(r.report.throughput_eps, 3.0);
+        assert_eq!(r.repeats.len(), 3);
+    }
+
+    #[test]
+    fn checkpoint_rows_set_measured_overhead_next_to_c_over_t() {
+        let mut with = fake(1000, 1000.0, 400.0, true, 11.0);
+        with.checkpoints.duration_ms = Some(MsSummary {
+            p50: 50.0,
+            max: 80.0,
+        });
+        let runs = vec![
+            row("off", fake(1000, 1000.0, 200.0, true, 10.0)),
+            row("1000", with),
+        ];
+        let m = model_rows(
+            "checkpoint.interval_ms",
+            SweepKind::CheckpointInterval,
+            &runs,
+            None,
+        );
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].x, Some(1000.0));
+        assert_eq!(m[0].model, Some(0.05));
+        assert_eq!(m[0].p999_ratio, Some(2.0));
+        assert_eq!(m[0].throughput_overhead, Some(0.0));
+        // One extra CPU second over 2 cores x 5 s.
+        assert!((m[0].cpu_overhead.unwrap() - 0.1).abs() < 1e-12);
+        // Without the engine's C, the model column stays empty but measured ones fill.
+        let runs = vec![
+            row("off", fake(1000, 1000.0, 200.0, true, 10.0)),
+            row("500", fake(1000, 900.0, 200.0, true, 10.0)),
+        ];
+        let m = model_rows(
+            "checkpoint.interval_ms",
+            SweepKind::CheckpointInterval,
+            &runs,
+            None,
+        );
+        assert_eq!(m[0].model, None);
+        assert!((m[0].throughput_overhead.unwrap() - 0.1).abs() < 1e-12);
+        let t = SweepReport {
+            schema: SCHEMA.into(),
+            param: "checkpoint.interval_ms".into(),
+            kind: SweepKind::CheckpointInterval,
+            target_p999_us: 1000.0,
+            best: None,
+            models: m,
+            runs,
+        }
+        .table();
+        assert!(t.contains("C n/a"), "{t}");
+    }
+
+    #[test]
+    fn async_rows_set_throughput_next_to_n_over_t() {
+        let runs = vec![
+            row("10", fake(1000, 190.0, 1.0, true, 1.0)),
+            row("100", fake(5000, 1900.0, 1.0, true, 1.0)),
+        ];
+        let m = model_rows(
+            "async.capacity",
+            SweepKind::AsyncCapacity,
+            &runs,
+            Some(100.0),
+        );
+        // 2 partitions (2 cores) x N / 100 ms.
+        assert_eq!(m[0].model, Some(200.0));
+        assert_eq!(m[1].model, Some(2000.0));
+        assert_eq!(m[1].measured_eps, Some(1900.0));
+    }
 
     #[test]
     fn parameters_are_classified_and_applied() {
