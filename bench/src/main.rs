@@ -100,6 +100,10 @@ struct Common {
     /// No progress line.
     #[arg(long, short)]
     quiet: bool,
+    /// Abort a run that has not finished after this many seconds (default: twice the
+    /// schedule plus 30 s).
+    #[arg(long)]
+    timeout: Option<f64>,
 }
 
 impl Common {
@@ -108,6 +112,7 @@ impl Common {
             rate_eps: self.rate,
             duration_s: self.duration,
             warmup_s: self.warmup,
+            timeout_s: self.timeout,
             ..Settings::default()
         };
         if let Some(c) = &self.cores {

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rill_engine::config::{JobSpec, PipelineKind};
 use rill_engine::metrics::JobReport;
 use rill_engine::pipelines;
@@ -119,6 +119,14 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
         tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let job = Job::new(spec.clone(), graph);
+    let stop = job.stop_handle();
+    let timeout = settings.timeout_s.map_or_else(
+        || match p.expected {
+            Some(d) => d * 2 + Duration::from_secs(30),
+            None => Duration::from_secs(600),
+        },
+        Duration::from_secs_f64,
+    );
     let cpu_before = process_cpu_s();
     let started = Instant::now();
     let handle = std::thread::Builder::new()
@@ -127,7 +135,29 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
         .context("start the job thread")?;
     let mut sampler = CpuSampler::default();
     let mut last_print = Instant::now() - Duration::from_secs(1);
+    let mut aborted_at: Option<Instant> = None;
     while !handle.is_finished() {
+        if aborted_at.is_none() && started.elapsed() > timeout {
+            // A run that does not end is a bug (or a hang) to report, not to wait out.
+            let threads = thread_states();
+            stop.abort();
+            aborted_at = Some(Instant::now());
+            eprintln!(
+                "\nrill-bench: the job did not finish within {:.0} s (--timeout); aborting. \
+                 Threads: {threads}",
+                timeout.as_secs_f64()
+            );
+        }
+        if aborted_at.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
+            p.done();
+            bail!(
+                "scenario {}: the job did not finish within {:.0} s and did not stop when \
+                 aborted (threads: {})",
+                scenario.name,
+                timeout.as_secs_f64(),
+                thread_states()
+            );
+        }
         sampler.sample(EXECUTOR_PREFIX);
         if last_print.elapsed() >= Duration::from_secs(1) {
             p.print(started.elapsed());
@@ -137,10 +167,17 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
     }
     let wall = started.elapsed();
     p.done();
-    let report = handle
+    let result = handle
         .join()
-        .map_err(|_| anyhow!("the job thread panicked"))?
-        .with_context(|| format!("scenario {} failed", scenario.name))?;
+        .map_err(|_| anyhow!("the job thread panicked"))?;
+    if aborted_at.is_some() {
+        bail!(
+            "scenario {}: the job did not finish within {:.0} s and was aborted",
+            scenario.name,
+            timeout.as_secs_f64()
+        );
+    }
+    let report = result.with_context(|| format!("scenario {} failed", scenario.name))?;
     let cpu = CpuUsage {
         per_core_s: sampler.per_thread(),
         process_s: process_cpu_s() - cpu_before,
@@ -160,4 +197,27 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
         wall,
         load_file: scenario.load.clone(),
     })
+}
+
+/// `name state wchan` of every executor thread, for a hang report.
+fn thread_states() -> String {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return "n/a".into();
+    };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        let d = t.path();
+        let name = std::fs::read_to_string(d.join("comm")).unwrap_or_default();
+        if !name.starts_with(EXECUTOR_PREFIX) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(d.join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string))
+            .unwrap_or_default();
+        let wchan = std::fs::read_to_string(d.join("wchan")).unwrap_or_default();
+        out.push(format!("{} {state} {wchan}", name.trim()));
+    }
+    out.join(", ")
 }

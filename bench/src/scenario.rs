@@ -115,6 +115,9 @@ pub struct Settings {
     pub core_sets: Vec<String>,
     /// Keys of job.toml to remove (a sweep value `off`).
     pub removes: Vec<String>,
+    /// Abort a run that has not finished after this long, seconds (default: twice the
+    /// schedule plus 30 s; 600 s for file sources).
+    pub timeout_s: Option<f64>,
 }
 
 impl Settings {
