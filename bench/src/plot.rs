@@ -202,7 +202,7 @@ pub fn draw(chart: &Chart, path: &Path) -> Result<()> {
         }
     }
     for (name, y) in &hlines {
-        let color = RGBColor(200, 0, 0);
+        let color = BLACK;
         c.draw_series(LineSeries::new(
             vec![(x0, *y), (x1, *y)],
             color.stroke_width(1),
