@@ -159,11 +159,14 @@ fn cmd_run(common: &Common, peer: Option<&str>, no_pin: bool) -> Result<()> {
             cpus: report.load.cpus.clone(),
             pin: !no_pin,
         };
-        if !common.quiet {
-            eprintln!("rill-bench: running the timely peer under the same load ...");
-        }
         let cpu_before = rill_bench::machine::process_cpu_s();
-        let r = run_timely(&load)?;
+        let progress = runner::Progress::new(
+            format!("rill-bench: timely peer, {} workers", load.cpus.len()),
+            Some(std::time::Duration::from_millis(load.duration_ms)),
+            !common.quiet,
+        );
+        let peer_load = load.clone();
+        let r = progress.around(move || run_timely(&peer_load))??;
         let summary = LatencySummary::of(&r.latency);
         let (latency_us, _) = latency_maps(&summary);
         spectra.push(("timely".to_string(), spectrum(&r.latency)));

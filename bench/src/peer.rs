@@ -11,9 +11,10 @@
 //! for less than `SPIN` keeps stepping; longer, it parks until the next event is due or
 //! data arrives (as rill's executors spin then park).
 //!
-//! Timely timestamps are milliseconds of the schedule; the input is flushed after every
-//! batch, so the epoch size does not hold records back (the count does not wait for the
-//! frontier), it only bounds progress-tracking traffic.
+//! Timely timestamps are nanoseconds of the schedule and every batch the generator emits
+//! closes its epoch (as timely's own `openloop` example does): timely's input hands
+//! records to the exchange and activates the operators only when an epoch closes, so a
+//! coarser epoch would hold records back. The count does not wait for the frontier.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -177,11 +178,10 @@ pub fn run_timely(load: &PeerLoad) -> Result<PeerResult> {
                 sent = true;
             }
             if sent {
-                let epoch = now.saturating_sub(start_ns) / 1_000_000;
-                if epoch > *input.time() {
-                    input.advance_to(epoch);
-                }
-                input.flush();
+                // Timely hands a batch to the exchange (and wakes the operators) only when
+                // the epoch closes, so every batch closes one: the time is ns since start.
+                let epoch = now.saturating_sub(start_ns).max(*input.time() + 1);
+                input.advance_to(epoch);
             }
             let wait = Duration::from_nanos((start_ns + offset(next)).saturating_sub(now_ns()));
             if next >= events || wait < SPIN {

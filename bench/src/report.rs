@@ -471,6 +471,19 @@ impl RunReport {
                 p.p999_ratio,
                 p.throughput_ratio
             );
+            let cpu: Vec<String> = p
+                .cpu
+                .per_core_s
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.2} s"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "peer cpu  {}; process {:.2} s over {:.2} s wall",
+                cpu.join(", "),
+                p.cpu.process_s,
+                p.cpu.wall_s
+            );
         }
         let cores: Vec<String> = self
             .cpu

@@ -53,7 +53,7 @@ pub struct RunOutcome {
 }
 
 /// How the progress line is labelled and how long the run is expected to take.
-struct Progress {
+pub struct Progress {
     label: String,
     expected: Option<Duration>,
     enabled: bool,
@@ -62,6 +62,36 @@ struct Progress {
 }
 
 impl Progress {
+    /// A progress line labelled `label` for a run expected to take `expected`.
+    pub fn new(label: String, expected: Option<Duration>, enabled: bool) -> Self {
+        Self {
+            label,
+            expected,
+            enabled,
+            tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        }
+    }
+
+    /// Runs `f` on a thread of its own while this thread prints the line about once a
+    /// second.
+    pub fn around<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let started = Instant::now();
+        let handle = std::thread::Builder::new()
+            .name("rill-bench-peer".into())
+            .spawn(f)
+            .context("start a thread")?;
+        let mut last = Instant::now() - Duration::from_secs(1);
+        while !handle.is_finished() {
+            if last.elapsed() >= Duration::from_secs(1) {
+                self.print(started.elapsed());
+                last = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.done();
+        handle.join().map_err(|_| anyhow!("the thread panicked"))
+    }
+
     fn print(&self, elapsed: Duration) {
         if !self.enabled {
             return;
@@ -106,18 +136,17 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
         _ => (pipelines::build(&spec)?, None),
     };
     let gen = spec.job.generator.clone().unwrap_or_default();
-    let p = Progress {
-        label: format!(
+    let p = Progress::new(
+        format!(
             "rill-bench: {} on {} core{}",
             scenario.name,
             spec.cores.len(),
             if spec.cores.len() == 1 { "" } else { "s" }
         ),
-        expected: (spec.job.pipeline == PipelineKind::Latency)
+        (spec.job.pipeline == PipelineKind::Latency)
             .then(|| Duration::from_millis(gen.duration_ms)),
-        enabled: progress,
-        tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-    };
+        progress,
+    );
     let job = Job::new(spec.clone(), graph);
     let stop = job.stop_handle();
     let timeout = settings.timeout_s.map_or_else(

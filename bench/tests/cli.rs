@@ -25,6 +25,14 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// Tests use at most 2 CPUs.
+fn two_or_fewer() -> String {
+    rill_engine::config::available_cpus()
+        .len()
+        .min(2)
+        .to_string()
+}
+
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -51,7 +59,7 @@ fn a_short_run_writes_a_report_and_plots_and_compare_reads_it() {
         "--warmup",
         "0.5",
         "--cores",
-        "2",
+        &two_or_fewer(),
         "--set",
         "generator.keys=500",
         "--json",
