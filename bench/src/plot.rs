@@ -164,6 +164,7 @@ pub fn draw(chart: &Chart, path: &Path) -> Result<()> {
     let mut c = ChartBuilder::on(&root)
         .caption(&chart.title, ("sans-serif", 20))
         .margin(12)
+        .margin_right(48)
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d(x0..x1, y0..y1)
