@@ -127,9 +127,9 @@ pub fn this_thread_cpu_s() -> f64 {
 }
 
 /// Keeps the highest CPU time seen per executor thread while a job runs: the threads
-/// exist only during `Job::run`, so the harness samples them while it waits (about every
-/// 100 ms) and the last <100 ms of each thread's life may be missing from its figure.
-/// The process total (getrusage, before/after) has no such gap.
+/// exist only during `Job::run`, so the harness samples them while it waits (once a
+/// second) and the end of each thread's life is missing from its samples; the runner
+/// completes them from the exact process total (`runner::complete_per_core`).
 #[derive(Debug, Default)]
 pub struct CpuSampler {
     seen: BTreeMap<u64, (String, f64)>,

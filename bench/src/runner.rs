@@ -12,7 +12,7 @@ use rill_engine::metrics::JobReport;
 use rill_engine::pipelines;
 use rill_engine::runtime::Job;
 
-use crate::machine::{process_cpu_s, CpuSampler};
+use crate::machine::{process_cpu_s, this_thread_cpu_s, CpuSampler};
 use crate::scenario::{LoadFile, Scenario, Settings};
 use crate::timeline::{self, Interval};
 
@@ -86,7 +86,7 @@ impl Progress {
                 self.print(started.elapsed());
                 last = Instant::now();
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(100));
         }
         self.done();
         handle.join().map_err(|_| anyhow!("the thread panicked"))
@@ -157,6 +157,7 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
         Duration::from_secs_f64,
     );
     let cpu_before = process_cpu_s();
+    let main_before = this_thread_cpu_s();
     let started = Instant::now();
     let handle = std::thread::Builder::new()
         .name("rill-bench-job".into())
@@ -187,8 +188,9 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
                 thread_states()
             );
         }
-        sampler.sample(EXECUTOR_PREFIX);
         if last_print.elapsed() >= Duration::from_secs(1) {
+            // Once a second: reading /proc preempts a pinned executor for a moment.
+            sampler.sample(EXECUTOR_PREFIX);
             p.print(started.elapsed());
             last_print = Instant::now();
         }
@@ -208,7 +210,10 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
     }
     let report = result.with_context(|| format!("scenario {} failed", scenario.name))?;
     let cpu = CpuUsage {
-        per_core_s: sampler.per_thread(),
+        per_core_s: complete_per_core(
+            sampler.per_thread(),
+            process_cpu_s() - cpu_before - (this_thread_cpu_s() - main_before),
+        ),
         process_s: process_cpu_s() - cpu_before,
     };
     let timeline = collector
@@ -226,6 +231,25 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
         wall,
         load_file: scenario.load.clone(),
     })
+}
+
+/// Per-executor CPU seconds sampled once a second miss what each thread used after the
+/// last sample. `others_s` (the process's CPU during the run less the sampling thread's
+/// own) is exact; what it has beyond the samples is split over the executors in
+/// proportion to their samples (the job and helper threads only wait).
+pub fn complete_per_core(
+    sampled: std::collections::BTreeMap<String, f64>,
+    others_s: f64,
+) -> std::collections::BTreeMap<String, f64> {
+    let sum: f64 = sampled.values().sum();
+    let rest = others_s - sum;
+    if sum <= 0.0 || rest <= 0.0 {
+        return sampled;
+    }
+    sampled
+        .into_iter()
+        .map(|(k, v)| (k, v + rest * v / sum))
+        .collect()
 }
 
 /// `name state wchan` of every executor thread, for a hang report.
@@ -249,4 +273,22 @@ fn thread_states() -> String {
         out.push(format!("{} {state} {wchan}", name.trim()));
     }
     out.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unsampled_remainder_is_split_in_proportion() {
+        let sampled = [("a".to_string(), 3.0), ("b".to_string(), 1.0)]
+            .into_iter()
+            .collect();
+        let c = complete_per_core(sampled, 6.0);
+        assert_eq!(c["a"], 4.5);
+        assert_eq!(c["b"], 1.5);
+        let sampled: std::collections::BTreeMap<String, f64> =
+            [("a".to_string(), 3.0)].into_iter().collect();
+        assert_eq!(complete_per_core(sampled.clone(), 2.0), sampled);
+    }
 }
