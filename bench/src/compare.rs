@@ -23,24 +23,70 @@ pub enum Better {
     Lower,
 }
 
-/// The metrics compared: JSON path, label, which way is better.
-pub const METRICS: &[(&str, &str, Better)] = &[
-    ("throughput_eps", "throughput (events/s)", Better::Higher),
-    ("latency_us.p50", "latency p50 (us)", Better::Lower),
-    ("latency_us.p90", "latency p90 (us)", Better::Lower),
-    ("latency_us.p99", "latency p99 (us)", Better::Lower),
-    ("latency_us.p999", "latency p99.9 (us)", Better::Lower),
-    ("latency_us.p9999", "latency p99.99 (us)", Better::Lower),
-    ("latency_us.max", "latency max (us)", Better::Lower),
-    ("cpu.process_s", "cpu, process (s)", Better::Lower),
-    ("checkpoints.failed", "checkpoints failed", Better::Lower),
-    ("peer.p999_ratio", "rill/peer p99.9", Better::Lower),
+/// The metrics compared: JSON path, label, which way is better, and an absolute floor
+/// below which a change is noise whatever its relative size (a p50 going from 0.3 to
+/// 0.5 us is +67% and means nothing).
+pub const METRICS: &[(&str, &str, Better, f64)] = &[
+    (
+        "throughput_eps",
+        "throughput (events/s)",
+        Better::Higher,
+        0.0,
+    ),
+    (
+        "latency_us.p50",
+        "latency p50 (us)",
+        Better::Lower,
+        LATENCY_FLOOR_US,
+    ),
+    (
+        "latency_us.p90",
+        "latency p90 (us)",
+        Better::Lower,
+        LATENCY_FLOOR_US,
+    ),
+    (
+        "latency_us.p99",
+        "latency p99 (us)",
+        Better::Lower,
+        LATENCY_FLOOR_US,
+    ),
+    (
+        "latency_us.p999",
+        "latency p99.9 (us)",
+        Better::Lower,
+        LATENCY_FLOOR_US,
+    ),
+    (
+        "latency_us.p9999",
+        "latency p99.99 (us)",
+        Better::Lower,
+        LATENCY_FLOOR_US,
+    ),
+    (
+        "latency_us.max",
+        "latency max (us)",
+        Better::Lower,
+        LATENCY_FLOOR_US,
+    ),
+    ("cpu.process_s", "cpu, process (s)", Better::Lower, 0.05),
+    (
+        "checkpoints.failed",
+        "checkpoints failed",
+        Better::Lower,
+        0.0,
+    ),
+    ("peer.p999_ratio", "rill/peer p99.9", Better::Lower, 0.0),
     (
         "peer.throughput_ratio",
         "rill/peer throughput",
         Better::Higher,
+        0.0,
     ),
 ];
+
+/// Latency changes smaller than this are noise, microseconds.
+pub const LATENCY_FLOOR_US: f64 = 1.0;
 
 /// The verdict on one metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +157,8 @@ pub fn compare(a: &Value, b: &Value, noise: f64) -> Comparison {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "noise band: ±{:.0}% (--noise {noise}); changes beyond it are flagged",
+        "noise band: ±{:.0}% (--noise {noise}), and latency changes under {LATENCY_FLOOR_US} us; \
+         changes beyond it are flagged",
         noise * 100.0
     );
     let _ = writeln!(
@@ -120,14 +167,17 @@ pub fn compare(a: &Value, b: &Value, noise: f64) -> Comparison {
         "metric", "A", "B", "change"
     );
     let mut regressions = 0;
-    for &(path, label, better) in METRICS {
+    for &(path, label, better, floor) in METRICS {
         let (Some(x), Some(y)) = (
             get(a, path).and_then(Value::as_f64),
             get(b, path).and_then(Value::as_f64),
         ) else {
             continue;
         };
-        let (rel, v) = judge(x, y, better, noise);
+        let (rel, mut v) = judge(x, y, better, noise);
+        if (y - x).abs() < floor {
+            v = Verdict::Noise;
+        }
         if v == Verdict::Regression {
             regressions += 1;
         }
@@ -192,7 +242,15 @@ pub fn compare(a: &Value, b: &Value, noise: f64) -> Comparison {
 /// Reads a report file.
 pub fn read(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not a JSON report", path.display()))
+    let v: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a JSON report", path.display()))?;
+    match v.get("schema").and_then(Value::as_str) {
+        Some(s) if s.starts_with("rill-bench.run.") => Ok(v),
+        other => anyhow::bail!(
+            "{}: schema {other:?}: compare reads run reports (`rill-bench run --json`)",
+            path.display()
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -236,5 +294,9 @@ mod tests {
         );
         assert!(c.text.contains("±10%"));
         assert_eq!(compare(&a, &a, 0.1).regressions, 0);
+        // Sub-microsecond changes are noise however large relatively.
+        let a = serde_json::json!({"latency_us": {"p50": 0.3}});
+        let b = serde_json::json!({"latency_us": {"p50": 0.9}});
+        assert_eq!(compare(&a, &b, 0.1).regressions, 0);
     }
 }
