@@ -1,136 +1,335 @@
-//! rill-bench: runs the built-in latency job (open-loop generator → key_by → keyed count
-//! → latency sink) at one or more target rates on every available CPU and reports the
-//! latency percentiles and the achieved rate of each run, as a table and optionally as
-//! JSON. Each run is a fresh job; warm-up events are processed but not measured.
-//!
-//! This is the first slice of the harness: scenarios, sweeps over other parameters,
-//! plots and peer runs are not here yet.
+//! The `rill-bench` command: `run`, `sweep`, `compare` and `list`. Argument parsing and
+//! printing only; the work is in the `rill_bench` library (see bench/README.md).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
-use rill_engine::config::{available_cpus, JobSpec};
-use rill_engine::pipelines;
-use rill_engine::runtime::Job;
+use clap::{Args, Parser, Subcommand};
+use rill_bench::peer::{run_timely, PeerLoad};
+use rill_bench::report::{latency_maps, Cpu, PeerSection, RunReport};
+use rill_bench::scenario::{parse_cpu_choice, Scenario, Settings};
+use rill_bench::stats::{spectrum, LatencySummary};
+use rill_bench::sweep::{self, SweepKind, SweepReport, SweepRun};
+use rill_bench::{compare, plot, runner};
+use rill_engine::config::PipelineKind;
 
 #[derive(Parser)]
 #[command(
     name = "rill-bench",
-    about = "Open-loop latency runs of rill's default job"
+    about = "rill's open-loop latency benchmark harness: scenarios, sweeps, plots, peers"
 )]
-struct Args {
-    /// Target rates, events per second (repeatable).
-    #[arg(long = "rate", default_values_t = [100_000u64, 1_000_000])]
-    rates: Vec<u64>,
-    /// Length of each run, seconds (including the warm-up).
-    #[arg(long, default_value_t = 10)]
-    duration: u64,
-    /// Warm-up excluded from the percentiles, seconds.
-    #[arg(long, default_value_t = 2)]
-    warmup: u64,
-    /// Runs per rate (each reported; medians are printed when there are several).
-    #[arg(long, default_value_t = 1)]
-    repeat: usize,
-    /// Extra `table.key=value` overrides of the job, like `rill run --set`.
-    #[arg(long = "set")]
-    overrides: Vec<String>,
-    /// Also write the results as JSON to this file.
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario once and print its latency, throughput, CPU and checkpoint summary.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Also run the same job on another system under the same load (`timely`).
+        #[arg(long)]
+        peer: Option<String>,
+        /// Do not pin the peer's workers to rill's CPUs.
+        #[arg(long)]
+        no_pin: bool,
+    },
+    /// Run a scenario once per value of one parameter.
+    Sweep {
+        #[command(flatten)]
+        common: Common,
+        /// The parameter: a job.toml key, `rate`, `cores` or `core.KEY`.
+        #[arg(long)]
+        param: String,
+        /// Comma-separated values; `off` removes a job.toml key for that run.
+        #[arg(long, value_delimiter = ',', required = true)]
+        values: Vec<String>,
+        /// The p99.9 target, microseconds.
+        #[arg(long, default_value_t = 1000.0)]
+        target_p999_us: f64,
+        /// Mean IO time for the N/t model of an async-capacity sweep, ms.
+        #[arg(long)]
+        io_time_ms: Option<f64>,
+        /// Runs per value; the row shows the run with the median p99.9.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
+    /// Compare two run reports (JSON) and flag regressions beyond a noise band.
+    Compare {
+        /// The earlier report.
+        a: PathBuf,
+        /// The later report.
+        b: PathBuf,
+        /// Relative changes within ±NOISE are noise.
+        #[arg(long, default_value_t = compare::DEFAULT_NOISE)]
+        noise: f64,
+    },
+    /// List the shipped scenarios.
+    List,
+}
+
+#[derive(Args)]
+struct Common {
+    /// A scenario name under bench/scenarios/, or a scenario directory.
+    scenario: String,
+    /// Offered rate, events per second (overrides load.toml).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Length of a run including warm-up, seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Warm-up excluded from the measurements, seconds.
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Number of CPUs (the first N available), or a list like `[0,1]`.
+    #[arg(long)]
+    cores: Option<String>,
+    /// Override a key for this run: `table.key=value` (job.toml), `core.key=value`
+    /// (every core file) or `cores=N`. Repeatable; later wins.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write SVG plots into this directory.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Abort a run that has not finished after this many seconds (default: twice the
+    /// schedule plus 30 s).
+    #[arg(long)]
+    timeout: Option<f64>,
 }
 
-struct Row {
-    rate: u64,
-    achieved: f64,
-    p50: f64,
-    p99: f64,
-    p999: f64,
-    p9999: f64,
-    max: f64,
-    samples: u64,
-}
-
-fn main() -> Result<()> {
-    let args = Args::parse();
-    if args.warmup >= args.duration {
-        bail!(
-            "--warmup ({}) must be below --duration ({})",
-            args.warmup,
-            args.duration
-        );
+impl Common {
+    fn settings(&self) -> Result<Settings> {
+        let mut s = Settings {
+            rate_eps: self.rate,
+            duration_s: self.duration,
+            warmup_s: self.warmup,
+            timeout_s: self.timeout,
+            ..Settings::default()
+        };
+        if let Some(c) = &self.cores {
+            s.cores = Some(parse_cpu_choice(c).context("--cores")?);
+        }
+        for set in &self.sets {
+            s.add_set(set)?;
+        }
+        Ok(s)
     }
-    let cpus = available_cpus();
-    eprintln!(
-        "rill-bench: CPUs {cpus:?}, {} s per run ({} s warm-up)",
-        args.duration, args.warmup
-    );
-    let mut rows = Vec::new();
-    for &rate in &args.rates {
-        for i in 0..args.repeat {
-            let mut overrides = vec![
-                format!("generator.rate_eps={rate}"),
-                format!("generator.duration_ms={}", args.duration * 1000),
-                format!("generator.warmup_ms={}", args.warmup * 1000),
-            ];
-            overrides.extend(args.overrides.iter().cloned());
-            let spec = JobSpec::builtin_default(&cpus, &overrides)?;
-            let graph = pipelines::build(&spec)?;
-            let r = Job::new(spec, graph)
-                .run()
-                .context("the benchmark job failed")?;
-            let row = Row {
-                rate,
-                achieved: r.sink_throughput_eps(),
-                p50: r.latency_us(0.5),
-                p99: r.latency_us(0.99),
-                p999: r.latency_us(0.999),
-                p9999: r.latency_us(0.9999),
-                max: r.latency.max() as f64 / 1000.0,
-                samples: r.latency.len(),
-            };
-            eprintln!(
-                "  rate {rate} run {}: p50 {:.1} us, p99.9 {:.1} us",
-                i + 1,
-                row.p50,
-                row.p999
+}
+
+fn write_json(path: &PathBuf, v: &impl serde::Serialize) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(v)? + "\n")
+        .with_context(|| format!("write {}", path.display()))?;
+    eprintln!("rill-bench: wrote {}", path.display());
+    Ok(())
+}
+
+fn cmd_run(common: &Common, peer: Option<&str>, no_pin: bool) -> Result<()> {
+    let scenario = Scenario::find(&common.scenario)?;
+    let settings = common.settings()?;
+    if let Some(p) = peer {
+        if p != "timely" {
+            bail!("--peer {p}: the only peer is `timely`");
+        }
+        if scenario.pipeline()? != PipelineKind::Latency {
+            bail!(
+                "--peer timely runs the default latency job; scenario {} is not one",
+                scenario.name
             );
-            if row.achieved < 0.95 * rate as f64 {
-                eprintln!(
-                    "  WARNING: achieved {:.0} events/s, below the {rate} target: the engine did not keep up",
-                    row.achieved
-                );
-            }
-            rows.push(row);
         }
     }
-    println!(
-        "{:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
-        "rate", "achieved", "p50 us", "p99 us", "p99.9 us", "p99.99", "max us", "samples"
-    );
-    for r in &rows {
-        println!(
-            "{:>10} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10}",
-            r.rate, r.achieved, r.p50, r.p99, r.p999, r.p9999, r.max, r.samples
+    let outcome = runner::run(&scenario, &settings, !common.quiet)?;
+    let mut report = RunReport::new(&outcome);
+    let mut spectra = vec![("rill".to_string(), spectrum(&outcome.report.latency))];
+    if peer.is_some() {
+        let g = outcome.spec.job.generator.clone().unwrap_or_default();
+        let load = PeerLoad {
+            rate_eps: g.rate_eps,
+            duration_ms: g.duration_ms,
+            warmup_ms: g.warmup_ms,
+            keys: g.keys,
+            cpus: report.load.cpus.clone(),
+            pin: !no_pin,
+        };
+        let cpu_before = rill_bench::machine::process_cpu_s();
+        let progress = runner::Progress::new(
+            format!("rill-bench: timely peer, {} workers", load.cpus.len()),
+            Some(std::time::Duration::from_millis(load.duration_ms)),
+            !common.quiet,
         );
+        let peer_load = load.clone();
+        let r = progress.around(move || run_timely(&peer_load))??;
+        let summary = LatencySummary::of(&r.latency);
+        let (latency_us, _) = latency_maps(&summary);
+        spectra.push(("timely".to_string(), spectrum(&r.latency)));
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+        report.peer = Some(PeerSection {
+            system: "timely".into(),
+            workers: load.cpus.len(),
+            pinned: r.pinned,
+            throughput_eps: r.throughput_eps,
+            p999_ratio: ratio(report.p999_us(), summary.p999()),
+            throughput_ratio: ratio(report.throughput_eps, r.throughput_eps),
+            latency_samples: summary.samples,
+            latency_us,
+            cpu: Cpu {
+                per_core_s: r
+                    .cpu_s
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("timely-{i}"), *s))
+                    .collect(),
+                process_s: rill_bench::machine::process_cpu_s() - cpu_before,
+                wall_s: r.wall.as_secs_f64(),
+            },
+        });
     }
-    if let Some(path) = &args.json {
-        let runs: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "rate_eps": r.rate,
-                    "throughput_eps": r.achieved,
-                    "latency_us": {"p50": r.p50, "p99": r.p99, "p999": r.p999,
-                                   "p9999": r.p9999, "max": r.max},
-                    "samples": r.samples,
-                })
-            })
-            .collect();
-        let doc = serde_json::json!({"cpus": cpus, "duration_s": args.duration,
-                                     "warmup_s": args.warmup, "runs": runs});
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
-            .with_context(|| format!("write {}", path.display()))?;
+    print!("{}", report.summary());
+    if let Some(path) = &common.json {
+        write_json(path, &report)?;
+    }
+    if let Some(dir) = &common.plot {
+        plot::ensure_dir(dir)?;
+        let title = format!(
+            "{} at {} eps",
+            scenario.name,
+            report.load.offered_eps.unwrap_or(0)
+        );
+        let mut files = Vec::new();
+        if !outcome.report.latency.is_empty() {
+            files.push(plot::spectrum(dir, &title, spectra)?);
+        }
+        if !report.timeline.is_empty() {
+            files.extend(plot::timeline(dir, &title, &report.timeline)?);
+        }
+        for f in files {
+            eprintln!("rill-bench: wrote {}", f.display());
+        }
     }
     Ok(())
+}
+
+fn cmd_sweep(
+    common: &Common,
+    param: &str,
+    values: &[String],
+    target: f64,
+    io_time_ms: Option<f64>,
+    repeat: usize,
+) -> Result<()> {
+    let scenario = Scenario::find(&common.scenario)?;
+    let base = common.settings()?;
+    let kind = SweepKind::of(param);
+    if repeat == 0 {
+        bail!("--repeat 0: each value runs at least once");
+    }
+    let mut runs = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        let mut settings = base.clone();
+        sweep::apply(&mut settings, param, value)?;
+        let mut reports = Vec::new();
+        for k in 0..repeat {
+            if !common.quiet {
+                eprintln!(
+                    "rill-bench: [{}/{}] {param} = {value}{}",
+                    i + 1,
+                    values.len(),
+                    if repeat > 1 {
+                        format!(" (run {}/{repeat})", k + 1)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            let outcome = runner::run(&scenario, &settings, !common.quiet)?;
+            let report = RunReport::new(&outcome);
+            if !report.kept_up {
+                eprintln!(
+                    "rill-bench: {param} = {value}: THE ENGINE DID NOT KEEP UP: {}",
+                    report.keep_up_problems.join("; ")
+                );
+            }
+            reports.push(report);
+        }
+        runs.push(SweepRun::from_repeats(value, reports));
+    }
+    let best = sweep::best(&runs, target).map(|r| match kind {
+        SweepKind::Rate => r
+            .report
+            .load
+            .offered_eps
+            .map_or(r.value.clone(), |o| o.to_string()),
+        _ => r.value.clone(),
+    });
+    let models = sweep::model_rows(param, kind, &runs, io_time_ms);
+    let report = SweepReport {
+        schema: sweep::SCHEMA.into(),
+        param: param.into(),
+        kind,
+        target_p999_us: target,
+        best,
+        models,
+        runs,
+    };
+    println!("scenario {} — sweep over {param}", scenario.name);
+    print!("{}", report.table());
+    if let Some(path) = &common.json {
+        write_json(path, &report)?;
+    }
+    if let Some(dir) = &common.plot {
+        for f in report.plots(dir, &scenario.name)? {
+            eprintln!("rill-bench: wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Run {
+            common,
+            peer,
+            no_pin,
+        } => cmd_run(common, peer.as_deref(), *no_pin).map(|_| ExitCode::SUCCESS),
+        Command::Sweep {
+            common,
+            param,
+            values,
+            target_p999_us,
+            io_time_ms,
+            repeat,
+        } => cmd_sweep(common, param, values, *target_p999_us, *io_time_ms, *repeat)
+            .map(|_| ExitCode::SUCCESS),
+        Command::Compare { a, b, noise } => (|| {
+            let c = compare::compare(&compare::read(a)?, &compare::read(b)?, *noise);
+            print!("{}", c.text);
+            Ok(if c.regressions > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        })(),
+        Command::List => {
+            for s in rill_bench::scenario::shipped() {
+                println!("{s}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rill-bench: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,0 +1,553 @@
+//! The run report: what a run measured, as JSON (`RunReport`, schema
+//! `rill-bench.run.v1`) and as the summary table on the terminal. It reads the engine's
+//! `JobReport` and decides whether the engine kept up with the offered load.
+//!
+//! Checkpoint and async statistics come from the engine's counters (0 when a counter is
+//! absent); see [`Checkpoints::from_report`] for the one place to add the duration and
+//! alignment percentiles once the engine reports them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use rill_engine::config::PipelineKind;
+use rill_engine::metrics::JobReport;
+use serde::{Deserialize, Serialize};
+
+use crate::machine::Machine;
+use crate::runner::RunOutcome;
+use crate::scenario::LoadFile;
+use crate::stats::{LatencySummary, PERCENTILES};
+use crate::timeline::Interval;
+
+/// The JSON schema name of a run report.
+pub const SCHEMA: &str = "rill-bench.run.v1";
+
+/// Achieved rate below this fraction of the offered rate means "did not keep up".
+pub const KEEP_UP_FRACTION: f64 = 0.95;
+
+/// The load a run was offered, as resolved from load.toml, the command line and job.toml.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    /// Offered rate, events per second (none for file sources).
+    pub offered_eps: Option<u64>,
+    /// Length of the schedule including warm-up, seconds.
+    pub duration_s: Option<f64>,
+    /// Warm-up, seconds.
+    pub warmup_s: Option<f64>,
+    /// Distinct keys.
+    pub keys: Option<u64>,
+    /// The CPUs the executors were pinned to.
+    pub cpus: Vec<usize>,
+}
+
+/// A percentile summary in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MsSummary {
+    /// Median, ms.
+    pub p50: f64,
+    /// Max, ms.
+    pub max: f64,
+}
+
+/// Checkpoint statistics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoints {
+    /// Checkpoints completed (counter `checkpoints_completed`).
+    pub completed: u64,
+    /// Checkpoints failed (counter `checkpoints_failed`).
+    pub failed: u64,
+    /// Bytes written by checkpoints (counter `checkpoint_bytes`).
+    pub bytes: u64,
+    /// Checkpoint duration C, when the engine reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<MsSummary>,
+    /// Barrier alignment time, when the engine reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alignment_ms: Option<MsSummary>,
+}
+
+impl Checkpoints {
+    /// Reads the checkpoint counters of `r`.
+    pub fn from_report(r: &JobReport) -> Self {
+        Self {
+            completed: r.counter("checkpoints_completed"),
+            failed: r.counter("checkpoints_failed"),
+            bytes: r.counter("checkpoint_bytes"),
+            // Wire in here once `JobReport` carries checkpoint duration and alignment
+            // histograms: `Some(MsSummary { p50, max })` from each.
+            duration_ms: None,
+            alignment_ms: None,
+        }
+    }
+}
+
+/// Async IO statistics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AsyncStats {
+    /// Most requests in flight at once (counter `async_in_flight_max`; summed over cores).
+    pub in_flight_max: u64,
+    /// Requests that timed out (counter `async_timeouts`).
+    pub timeouts: u64,
+    /// Requests retried (counter `async_retries`).
+    pub retries: u64,
+}
+
+impl AsyncStats {
+    /// Reads the async counters of `r`.
+    pub fn from_report(r: &JobReport) -> Self {
+        Self {
+            in_flight_max: r.counter("async_in_flight_max"),
+            timeouts: r.counter("async_timeouts"),
+            retries: r.counter("async_retries"),
+        }
+    }
+}
+
+/// CPU time of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cpu {
+    /// CPU seconds per executor thread (`rill-cpuN`, or `timely-N` for the peer).
+    pub per_core_s: BTreeMap<String, f64>,
+    /// CPU seconds of the whole process during the run.
+    pub process_s: f64,
+    /// Wall seconds of the run.
+    pub wall_s: f64,
+}
+
+/// One core's part of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CoreRow {
+    /// The core (`cpu0`).
+    pub core: String,
+    /// Records that reached a sink on it.
+    pub sink_records: u64,
+    /// Latency samples it recorded.
+    pub samples: u64,
+    /// Its own p99.9, microseconds.
+    pub p999_us: f64,
+}
+
+/// The resolved configuration of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// The scenario directory.
+    pub scenario_dir: String,
+    /// job.toml as the engine resolved it (defaults filled in), as JSON.
+    pub job: serde_json::Value,
+    /// Each core file as resolved, by CPU id.
+    pub cores: BTreeMap<String, serde_json::Value>,
+    /// The job.toml overrides applied (load parameters first, then `--set`).
+    pub overrides: Vec<String>,
+    /// The overrides applied to every core file.
+    pub core_overrides: Vec<String>,
+    /// The scenario's load.toml as read (the command line may override it; `load` has
+    /// what the run used).
+    pub load_toml: LoadFile,
+}
+
+/// The side-by-side peer's part of a run report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerSection {
+    /// Which system (`timely`).
+    pub system: String,
+    /// Worker threads.
+    pub workers: usize,
+    /// Whether its workers were pinned to the same CPUs as rill's executors.
+    pub pinned: bool,
+    /// Its throughput over the measured window.
+    pub throughput_eps: f64,
+    /// Its latency.
+    pub latency_us: BTreeMap<String, f64>,
+    /// Its latency samples.
+    pub latency_samples: u64,
+    /// Its CPU time.
+    pub cpu: Cpu,
+    /// rill's p99.9 / the peer's (below 1: rill is faster).
+    pub p999_ratio: f64,
+    /// rill's throughput / the peer's.
+    pub throughput_ratio: f64,
+}
+
+/// The whole run report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// The scenario's name.
+    pub scenario: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// When the report was made, seconds since the Unix epoch.
+    pub unix_time_s: u64,
+    /// The load.
+    pub load: Load,
+    /// Events per second that reached the sinks over the measured window (after the
+    /// warm-up, to the last arrival); for file sources, over the whole run.
+    pub throughput_eps: f64,
+    /// The engine's own figure: every sink record from the start to the last arrival.
+    pub sink_throughput_eps: f64,
+    /// Whether the engine kept up with the offered load.
+    pub kept_up: bool,
+    /// Why not, if it did not.
+    pub keep_up_problems: Vec<String>,
+    /// How long after the end of the schedule the last record reached a sink, ms.
+    pub end_lag_ms: Option<f64>,
+    /// Latency: p50, p90, p99, p999, p9999, max, mean; microseconds.
+    pub latency_us: BTreeMap<String, f64>,
+    /// How many samples: `total`, and per percentile how many are at or above it.
+    pub latency_samples: BTreeMap<String, u64>,
+    /// Samples the schedule should have produced (measured events).
+    pub expected_samples: Option<u64>,
+    /// CPU time.
+    pub cpu: Cpu,
+    /// Checkpoints.
+    pub checkpoints: Checkpoints,
+    /// Async IO.
+    #[serde(rename = "async")]
+    pub async_io: AsyncStats,
+    /// Every engine counter, summed over cores.
+    pub counters: BTreeMap<String, u64>,
+    /// Per core.
+    pub per_core: Vec<CoreRow>,
+    /// Per second of the schedule (latency pipeline only).
+    pub timeline: Vec<Interval>,
+    /// The resolved configuration.
+    pub config: Config,
+    /// The machine.
+    pub machine: Machine,
+    /// The side-by-side peer, when one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerSection>,
+}
+
+/// Latency maps for the JSON report from a summary.
+pub fn latency_maps(s: &LatencySummary) -> (BTreeMap<String, f64>, BTreeMap<String, u64>) {
+    let mut us = BTreeMap::new();
+    let mut n = BTreeMap::new();
+    n.insert("total".to_string(), s.samples);
+    for p in &s.percentiles {
+        us.insert(p.name.clone(), p.us);
+        n.insert(p.name.clone(), p.samples_at_or_above);
+    }
+    us.insert("max".into(), s.max_us);
+    us.insert("mean".into(), s.mean_us);
+    (us, n)
+}
+
+/// Measured events of a schedule: those due at or after the warm-up.
+pub fn expected_samples(rate_eps: u64, duration_ms: u64, warmup_ms: u64) -> u64 {
+    let events = (u128::from(rate_eps) * u128::from(duration_ms) / 1_000) as u64;
+    let warm = (u128::from(warmup_ms) * 1_000_000 * u128::from(rate_eps)).div_ceil(1_000_000_000);
+    events.saturating_sub(warm as u64)
+}
+
+/// The keep-up verdict: problems found (empty = kept up).
+pub fn keep_up_problems(
+    offered_eps: f64,
+    achieved_eps: f64,
+    samples: u64,
+    expected: u64,
+    end_lag_ms: f64,
+    duration_ms: f64,
+) -> Vec<String> {
+    let mut p = Vec::new();
+    if achieved_eps < KEEP_UP_FRACTION * offered_eps {
+        p.push(format!(
+            "achieved {achieved_eps:.0} events/s, below {:.0}% of the offered {offered_eps:.0}",
+            KEEP_UP_FRACTION * 100.0
+        ));
+    }
+    if samples < expected {
+        p.push(format!(
+            "only {samples} of {expected} measured events reached the sink"
+        ));
+    }
+    let allowed = (duration_ms * 0.05).max(100.0);
+    if end_lag_ms > allowed {
+        p.push(format!(
+            "the last event arrived {end_lag_ms:.0} ms after the schedule ended (a backlog)"
+        ));
+    }
+    p
+}
+
+impl RunReport {
+    /// Builds the report of `o`.
+    pub fn new(o: &RunOutcome) -> Self {
+        let r = &o.report;
+        let latency = LatencySummary::of(&r.latency);
+        let (latency_us, latency_samples) = latency_maps(&latency);
+        let last_arrival = r
+            .shards
+            .iter()
+            .map(|s| s.last_arrival_ns)
+            .max()
+            .unwrap_or(0);
+        let since_start_ns = last_arrival.saturating_sub(r.start_ns) as f64;
+        let is_gen = o.spec.job.pipeline == PipelineKind::Latency;
+        let g = o.spec.job.generator.clone().unwrap_or_default();
+        let (throughput_eps, end_lag_ms, expected, problems) = if is_gen {
+            let window_ns = since_start_ns - g.warmup_ms as f64 * 1e6;
+            let thr = if window_ns > 0.0 {
+                latency.samples as f64 * 1e9 / window_ns
+            } else {
+                0.0
+            };
+            let lag = (since_start_ns / 1e6 - g.duration_ms as f64).max(0.0);
+            let expected = expected_samples(g.rate_eps, g.duration_ms, g.warmup_ms);
+            let problems = keep_up_problems(
+                g.rate_eps as f64,
+                thr,
+                latency.samples,
+                expected,
+                lag,
+                g.duration_ms as f64,
+            );
+            (thr, Some(lag), Some(expected), problems)
+        } else {
+            (r.sink_throughput_eps(), None, None, Vec::new())
+        };
+        let cores = o
+            .spec
+            .cores
+            .iter()
+            .map(|c| {
+                (
+                    c.cpu.0.to_string(),
+                    serde_json::to_value(&c.config).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let per_core = r
+            .shards
+            .iter()
+            .map(|s| CoreRow {
+                core: s.core.to_string(),
+                sink_records: s.counters.get("sink_records").copied().unwrap_or(0),
+                samples: s.latency.len(),
+                p999_us: if s.latency.is_empty() {
+                    0.0
+                } else {
+                    s.latency.value_at_quantile(0.999) as f64 / 1e3
+                },
+            })
+            .collect();
+        Self {
+            schema: SCHEMA.into(),
+            scenario: o.scenario.clone(),
+            pipeline: format!("{:?}", o.spec.job.pipeline).to_lowercase(),
+            unix_time_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            load: Load {
+                offered_eps: is_gen.then_some(g.rate_eps),
+                duration_s: is_gen.then_some(g.duration_ms as f64 / 1e3),
+                warmup_s: is_gen.then_some(g.warmup_ms as f64 / 1e3),
+                keys: is_gen.then_some(g.keys),
+                cpus: o.spec.cores.iter().map(|c| c.cpu.0).collect(),
+            },
+            throughput_eps,
+            sink_throughput_eps: r.sink_throughput_eps(),
+            kept_up: problems.is_empty(),
+            keep_up_problems: problems,
+            end_lag_ms,
+            latency_us,
+            latency_samples,
+            expected_samples: expected,
+            cpu: Cpu {
+                per_core_s: o.cpu.per_core_s.clone(),
+                process_s: o.cpu.process_s,
+                wall_s: o.wall.as_secs_f64(),
+            },
+            checkpoints: Checkpoints::from_report(r),
+            async_io: AsyncStats::from_report(r),
+            counters: r.counters.clone(),
+            per_core,
+            timeline: o.timeline.clone(),
+            config: Config {
+                scenario_dir: o.scenario_dir.display().to_string(),
+                job: serde_json::to_value(&o.spec.job).unwrap_or_default(),
+                cores,
+                overrides: o.overrides.clone(),
+                core_overrides: o.core_sets.clone(),
+                load_toml: o.load_file.clone(),
+            },
+            machine: Machine::detect(),
+            peer: None,
+        }
+    }
+
+    /// p99.9, microseconds.
+    pub fn p999_us(&self) -> f64 {
+        self.latency_us.get("p999").copied().unwrap_or(0.0)
+    }
+
+    /// The summary table printed after a run.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "scenario {} (pipeline {}) on CPUs {:?} — {}",
+            self.scenario, self.pipeline, self.load.cpus, self.machine.cpu_model
+        );
+        if let (Some(r), Some(d), Some(w)) = (
+            self.load.offered_eps,
+            self.load.duration_s,
+            self.load.warmup_s,
+        ) {
+            let _ = writeln!(
+                s,
+                "load      {r} events/s offered, open loop, {d:.1} s ({w:.1} s warm-up excluded)"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "throughput {:.0} events/s{}",
+            self.throughput_eps,
+            match (self.load.offered_eps, self.kept_up) {
+                (Some(_), true) => "  (kept up)".to_string(),
+                (Some(_), false) => format!(
+                    "\n!!! THE ENGINE DID NOT KEEP UP: {}",
+                    self.keep_up_problems.join("; ")
+                ),
+                (None, _) => " (file source: as fast as it goes)".into(),
+            }
+        );
+        let mut head = format!("{:<14}", "latency (us)");
+        for (_, label, _) in PERCENTILES {
+            let _ = write!(head, "{label:>10}");
+        }
+        let _ = write!(head, "{:>10}{:>10}", "max", "samples");
+        let _ = writeln!(s, "{head}");
+        let row = |name: &str, lat: &BTreeMap<String, f64>, n: u64| {
+            let mut line = format!("{name:<14}");
+            for (key, _, _) in PERCENTILES {
+                let _ = write!(line, "{:>10.1}", lat.get(key).copied().unwrap_or(0.0));
+            }
+            let _ = write!(
+                line,
+                "{:>10.1}{:>10}",
+                lat.get("max").copied().unwrap_or(0.0),
+                n
+            );
+            line
+        };
+        let total = self.latency_samples.get("total").copied().unwrap_or(0);
+        if total == 0 {
+            let _ = writeln!(
+                s,
+                "{:<14}(no latency samples: the pipeline has no latency sink)",
+                "rill"
+            );
+        } else {
+            let _ = writeln!(s, "{}", row("rill", &self.latency_us, total));
+            let mut behind = format!("{:<14}", "  samples >=");
+            for (key, _, _) in PERCENTILES {
+                let _ = write!(
+                    behind,
+                    "{:>10}",
+                    self.latency_samples.get(key).copied().unwrap_or(0)
+                );
+            }
+            let _ = writeln!(s, "{behind}");
+        }
+        if let Some(p) = &self.peer {
+            let _ = writeln!(
+                s,
+                "{}",
+                row(
+                    &format!("{} (peer)", p.system),
+                    &p.latency_us,
+                    p.latency_samples
+                )
+            );
+            let _ = writeln!(
+                s,
+                "peer      {} {} workers{}: {:.0} events/s; rill/peer: p99.9 {:.2}x, throughput {:.2}x",
+                p.system,
+                p.workers,
+                if p.pinned { " pinned" } else { "" },
+                p.throughput_eps,
+                p.p999_ratio,
+                p.throughput_ratio
+            );
+            let cpu: Vec<String> = p
+                .cpu
+                .per_core_s
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.2} s"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "peer cpu  {}; process {:.2} s over {:.2} s wall",
+                cpu.join(", "),
+                p.cpu.process_s,
+                p.cpu.wall_s
+            );
+        }
+        let cores: Vec<String> = self
+            .cpu
+            .per_core_s
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{} {v:.2} s ({:.0}%)",
+                    k.trim_start_matches("rill-"),
+                    100.0 * v / self.cpu.wall_s.max(1e-9)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "cpu       {}; process {:.2} s over {:.2} s wall",
+            if cores.is_empty() {
+                "per-core n/a".to_string()
+            } else {
+                cores.join(", ")
+            },
+            self.cpu.process_s,
+            self.cpu.wall_s
+        );
+        let c = &self.checkpoints;
+        let _ = write!(
+            s,
+            "checkpoints {} completed, {} failed, {} bytes",
+            c.completed, c.failed, c.bytes
+        );
+        if let Some(d) = c.duration_ms {
+            let _ = write!(s, ", duration p50 {:.1} ms max {:.1} ms", d.p50, d.max);
+        }
+        if let Some(a) = c.alignment_ms {
+            let _ = write!(s, ", alignment p50 {:.1} ms max {:.1} ms", a.p50, a.max);
+        }
+        let _ = writeln!(s);
+        let a = &self.async_io;
+        let _ = writeln!(
+            s,
+            "async     in flight max {}, timeouts {}, retries {}",
+            a.in_flight_max, a.timeouts, a.retries
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_samples_excludes_the_warm_up_exactly() {
+        // 1000 eps for 5 s: 5000 events; the first 1 s (seq 0..1000) is warm-up.
+        assert_eq!(expected_samples(1_000, 5_000, 1_000), 4_000);
+        assert_eq!(expected_samples(3, 1_000, 500), 1); // seq 0 (0 ms), 1 (333 ms) warm
+        assert_eq!(expected_samples(1_000, 1_000, 0), 1_000);
+    }
+
+    #[test]
+    fn keep_up_verdict_names_each_problem() {
+        assert!(keep_up_problems(1e5, 99_000.0, 10, 10, 3.0, 5_000.0).is_empty());
+        let p = keep_up_problems(1e5, 50_000.0, 9, 10, 2_000.0, 5_000.0);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].contains("below 95%"));
+    }
+}
