@@ -67,16 +67,29 @@ pub struct Checkpoints {
 }
 
 impl Checkpoints {
-    /// Reads the checkpoint counters of `r`.
+    /// Reads the checkpoints that finished during the run (`JobReport::checkpoints`):
+    /// counts, the full size of the last complete one, and the duration and alignment
+    /// of the complete ones.
     pub fn from_report(r: &JobReport) -> Self {
+        use rill_engine::checkpoint::history::State;
+        let done: Vec<_> = r
+            .checkpoints
+            .iter()
+            .filter(|c| c.state == State::Complete)
+            .collect();
+        let summary = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            (!v.is_empty()).then(|| MsSummary {
+                p50: v[v.len() / 2],
+                max: v[v.len() - 1],
+            })
+        };
         Self {
-            completed: r.counter("checkpoints_completed"),
-            failed: r.counter("checkpoints_failed"),
-            bytes: r.counter("checkpoint_bytes"),
-            // Wire in here once `JobReport` carries checkpoint duration and alignment
-            // histograms: `Some(MsSummary { p50, max })` from each.
-            duration_ms: None,
-            alignment_ms: None,
+            completed: done.len() as u64,
+            failed: r.checkpoints_failed() as u64,
+            bytes: done.last().map_or(0, |c| c.bytes_full),
+            duration_ms: summary(done.iter().map(|c| c.duration_ms).collect()),
+            alignment_ms: summary(done.iter().map(|c| c.alignment_ms).collect()),
         }
     }
 }
