@@ -71,7 +71,8 @@ where
 /// A record type that can be persisted (the channel state of unaligned checkpoints).
 /// Implemented for every type rkyv can archive, validate and deserialize.
 pub trait Record: Sized {
-    /// Archives a batch.
+    /// Archives a batch (a `Vec`, since rkyv archives owned vectors).
+    #[allow(clippy::ptr_arg)]
     fn encode(batch: &Vec<Self>) -> rill_storage::Result<AlignedVec>;
     /// Validates and deserializes a batch archived by `encode`.
     fn decode(bytes: &[u8]) -> rill_storage::Result<Vec<Self>>;
@@ -84,6 +85,7 @@ where
     <Vec<T> as Archive>::Archived: for<'c> CheckBytes<HighValidator<'c, rancor::Error>>
         + Deserialize<Vec<T>, HighDeserializer<rancor::Error>>,
 {
+    #[allow(clippy::ptr_arg)]
     fn encode(batch: &Vec<T>) -> rill_storage::Result<AlignedVec> {
         rkyv::to_bytes::<rancor::Error>(batch)
             .map_err(|source| rill_storage::Error::Archive { source })

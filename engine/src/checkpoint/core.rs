@@ -174,7 +174,7 @@ impl CoreCheckpoints {
     /// Whether a participant should still do its part of `id` (false once aborted or
     /// already written).
     pub(crate) fn wants(&self, id: CheckpointId) -> bool {
-        self.aborted_upto.is_none_or(|a| id > a) && self.written_upto.is_none_or(|w| id > w)
+        self.aborted_upto.map_or(true, |a| id > a) && self.written_upto.map_or(true, |w| id > w)
     }
 
     fn pending_mut(&mut self, id: CheckpointId, now_ns: u64) -> &mut Pending {
@@ -318,6 +318,25 @@ impl CoreCheckpoints {
             self.final_complete = true;
         }
         Ok(dirs)
+    }
+
+    /// Channel-state records reported for `id` so far (tests).
+    #[cfg(test)]
+    pub(crate) fn channel_records(&self, id: CheckpointId) -> Option<u64> {
+        let parts = self.pending.get(&id).map(|p| &p.parts).or_else(|| {
+            self.ready
+                .iter()
+                .find(|r| r.id == id)
+                .map(|r| &r.pending.parts)
+        })?;
+        let n = parts
+            .iter()
+            .filter_map(|(_, part)| match part {
+                Part::Channel(_, n) => Some(*n),
+                _ => None,
+            })
+            .sum();
+        Some(n)
     }
 
     fn next_ready(&mut self, waker: &Waker) -> Option<ReadyCheckpoint> {

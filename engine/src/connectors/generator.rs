@@ -10,7 +10,7 @@ use crate::dataflow::{Data, Out, PartitionContext, Source, SourcePartition, Sour
 use crate::error::Result;
 
 /// What the generator knows about one event when it creates it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct GenTick {
     /// Global sequence number, `0..events`.
     pub seq: u64,

@@ -30,6 +30,8 @@
 //! # let _ = graph;
 //! ```
 
+#[cfg(test)]
+mod alignment_tests;
 pub(crate) mod exchange;
 pub(crate) mod graph;
 pub(crate) mod instantiate;
