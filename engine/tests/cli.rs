@@ -106,3 +106,120 @@ fn run_prints_a_latency_report_and_sigint_stops_cleanly() {
         "nothing emitted was lost"
     );
 }
+
+fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn savepoint_checkpoints_and_stop_on_a_running_job() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("cores")).unwrap();
+    std::fs::write(dir.path().join("cores/0.toml"), "").unwrap();
+    // A long latency job with periodic checkpoints; only one complete one is kept.
+    std::fs::write(
+        dir.path().join("job.toml"),
+        "[generator]\nrate_eps = 20000\nduration_ms = 600000\nwarmup_ms = 0\n\
+         [checkpoint]\ninterval_ms = 50\nretained = 1\n",
+    )
+    .unwrap();
+    let job = rill()
+        .arg("run")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ckpts = dir.path().join("checkpoints");
+    wait_for(
+        || {
+            rill_engine::checkpoint::history::read(&ckpts)
+                .unwrap_or_default()
+                .len()
+                >= 2
+        },
+        "periodic checkpoints",
+    );
+    let out = rill().arg("savepoint").arg(dir.path()).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: u64 = said
+        .strip_prefix("savepoint ")
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected answer: {said}"));
+    // Later periodic checkpoints complete; retention keeps the savepoint anyway.
+    wait_for(
+        || {
+            rill_engine::checkpoint::history::read(&ckpts)
+                .unwrap_or_default()
+                .iter()
+                .filter(|e| {
+                    e.id > id && e.state == rill_engine::checkpoint::history::State::Complete
+                })
+                .count()
+                >= 3
+        },
+        "checkpoints after the savepoint",
+    );
+    let listed = rill().arg("checkpoints").arg(dir.path()).output().unwrap();
+    let table = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.status.success());
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&id.to_string()))
+        .unwrap_or_else(|| panic!("savepoint {id} not listed:\n{table}"));
+    assert!(
+        row.contains("savepoint") && row.contains("complete") && !row.contains("deleted"),
+        "{row}"
+    );
+    assert!(
+        table.contains("deleted by retention"),
+        "older periodic ones are deleted:\n{table}"
+    );
+    assert!(ckpts.join("manifests").exists() || ckpts.exists());
+    let manifests = rill_storage::layout::list_manifests(&ckpts).unwrap();
+    assert!(
+        manifests.iter().any(|m| m.0 == id),
+        "the savepoint's manifest is kept"
+    );
+    // SIGINT: the sources stop, a final checkpoint is taken, exit 130.
+    let pid = job.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = job.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let history = rill_engine::checkpoint::history::read(&ckpts).unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(
+        last.kind,
+        rill_engine::checkpoint::protocol::TriggerKind::Final
+    );
+    assert_eq!(
+        last.state,
+        rill_engine::checkpoint::history::State::Complete
+    );
+    // And a savepoint request with no running job says so.
+    let out = rill().arg("savepoint").arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no running job"));
+}

@@ -454,3 +454,114 @@ fn a_keyed_process_with_its_own_parallelism_keeps_each_key_in_one_partition() {
         assert_eq!(seq, (1..=400).collect::<Vec<_>>(), "key {k}");
     }
 }
+
+/// A generator → map (which panics once, at `fail_at`, while `armed`) → key_by → per-key
+/// count → file sink job with checkpoints every 20 ms.
+fn failing_job(
+    armed: &'static std::sync::atomic::AtomicBool,
+    fail_at: Option<u64>,
+) -> impl Fn(&JobSpec) -> rill_engine::Result<rill_engine::dataflow::JobGraph> {
+    move |spec: &JobSpec| {
+        let p = Pipeline::new(spec.job.max_key_groups);
+        p.source("gen", Generator::new(200_000, 60_000, 0, |t| t.seq))
+            .map("maybe-fail", move |seq: u64| {
+                if fail_at.map_or(true, |f| f == seq)
+                    && armed.swap(fail_at.is_none(), std::sync::atomic::Ordering::SeqCst)
+                {
+                    panic!("injected failure at seq {seq}");
+                }
+                seq
+            })
+            .key_by("by-key", |s: &u64| s % 100)
+            .process("count", |init| {
+                let count = init.value::<u64>("count");
+                move |ctx, _s: u64, out: &mut Out<'_, String>| {
+                    let n = count.update(
+                        ctx,
+                        || 0,
+                        |c| {
+                            *c += 1;
+                            *c
+                        },
+                    );
+                    out.emit(format!("{},{n}", ctx.key()));
+                }
+            })
+            .sink("out", FileSink::lines("out"));
+        p.build(spec.default_parallelism())
+    }
+}
+
+fn restart_job(dir: &Path, restart: &str) -> JobSpec {
+    let job: JobConfig = toml::from_str(&format!(
+        "[checkpoint]\ninterval_ms = 20\n[restart]\n{restart}\n"
+    ))
+    .unwrap();
+    spec(dir, job, CoreConfig::default())
+}
+
+#[test]
+fn an_operator_failure_restarts_the_job_from_its_last_checkpoint_exactly_once() {
+    use rill_engine::checkpoint::restore::StartFrom;
+    use rill_engine::runtime::{supervise, Control};
+    static ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let spec = restart_job(
+        dir.path(),
+        "strategy = \"fixed-delay\"\nattempts = 2\ndelay_ms = 10",
+    );
+    let mut notes = Vec::new();
+    let build = failing_job(&ARMED, Some(30_000));
+    let report = supervise(&spec, &build, StartFrom::Newest, &Control::default(), |m| {
+        notes.push(m.to_string())
+    })
+    .unwrap();
+    assert_eq!(report.restarts, 1, "{notes:?}");
+    assert!(notes[0].contains("restart 1 in 10 ms"), "{notes:?}");
+    assert!(
+        report.restored_from.is_some(),
+        "restarted from a checkpoint"
+    );
+    let mut counts: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for f in rill_engine::connectors::committed_files(&dir.path().join("out")).unwrap() {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            let (k, n) = line.split_once(',').unwrap();
+            counts
+                .entry(k.parse().unwrap())
+                .or_default()
+                .push(n.parse().unwrap());
+        }
+    }
+    assert_eq!(counts.len(), 100);
+    for (k, mut c) in counts {
+        c.sort_unstable();
+        assert_eq!(
+            c,
+            (1..=600).collect::<Vec<u64>>(),
+            "key {k}: every count once"
+        );
+    }
+}
+
+#[test]
+fn the_restart_strategy_gives_up_after_its_attempts() {
+    use rill_engine::checkpoint::restore::StartFrom;
+    use rill_engine::runtime::{supervise, Control};
+    static ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let spec = restart_job(
+        dir.path(),
+        "strategy = \"fixed-delay\"\nattempts = 2\ndelay_ms = 1",
+    );
+    let mut notes = Vec::new();
+    let build = failing_job(&ARMED, None);
+    let err = supervise(&spec, &build, StartFrom::Newest, &Control::default(), |m| {
+        notes.push(m.to_string())
+    })
+    .unwrap_err();
+    assert!(err.is_restartable(), "{err}");
+    assert_eq!(notes.len(), 3, "two restarts, then giving up: {notes:?}");
+    assert!(notes[2].contains("not restarting"), "{notes:?}");
+}
