@@ -179,6 +179,7 @@ mod tests {
                 latency: new_histogram(),
                 counters: Default::default(),
                 last_arrival_ns: 0,
+                first_arrival_ns: 0,
                 checkpoints: Vec::new(),
             })
             .collect();

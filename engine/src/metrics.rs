@@ -24,6 +24,7 @@ fn new_histogram() -> Histogram<u64> {
 pub struct ShardMetrics {
     latency: Histogram<u64>,
     counters: BTreeMap<&'static str, u64>,
+    first_arrival_ns: u64,
     last_arrival_ns: u64,
 }
 
@@ -32,6 +33,7 @@ impl Default for ShardMetrics {
         Self {
             latency: new_histogram(),
             counters: BTreeMap::new(),
+            first_arrival_ns: 0,
             last_arrival_ns: 0,
         }
     }
@@ -48,6 +50,9 @@ impl MetricsHandle {
         let mut m = self.0.borrow_mut();
         m.latency
             .saturating_record(latency_ns.clamp(1, MAX_LATENCY_NS));
+        if m.first_arrival_ns == 0 {
+            m.first_arrival_ns = now_ns;
+        }
         m.last_arrival_ns = m.last_arrival_ns.max(now_ns);
     }
 
@@ -55,6 +60,9 @@ impl MetricsHandle {
     #[inline]
     pub fn note_arrival(&self, now_ns: u64) {
         let mut m = self.0.borrow_mut();
+        if m.first_arrival_ns == 0 {
+            m.first_arrival_ns = now_ns;
+        }
         m.last_arrival_ns = m.last_arrival_ns.max(now_ns);
     }
 
@@ -76,6 +84,7 @@ impl MetricsHandle {
                 .map(|(k, v)| ((*k).to_string(), *v))
                 .collect(),
             last_arrival_ns: m.last_arrival_ns,
+            first_arrival_ns: m.first_arrival_ns,
             checkpoints: Vec::new(),
         }
     }
@@ -92,6 +101,8 @@ pub struct ShardReport {
     pub counters: BTreeMap<String, u64>,
     /// When the last record reached a sink on this core (ns on the job clock).
     pub last_arrival_ns: u64,
+    /// When the first record reached a sink on this core (ns on the job clock; 0: none).
+    pub first_arrival_ns: u64,
     /// Checkpoints that finished during the run (first core only).
     pub checkpoints: Vec<crate::checkpoint::history::Entry>,
 }
@@ -117,6 +128,8 @@ pub struct JobReport {
     pub restored_from: Option<u64>,
     /// How often the job was restarted after a failure before this run.
     pub restarts: u32,
+    /// From the start of the run (restore included) to the first record at a sink.
+    pub first_output: Option<Duration>,
 }
 
 impl JobReport {
@@ -147,6 +160,7 @@ impl JobReport {
             checkpoints,
             restored_from: None,
             restarts: 0,
+            first_output: None,
         }
     }
 
@@ -224,6 +238,13 @@ impl fmt::Display for JobReport {
         }
         if let Some(r) = self.restored_from {
             writeln!(f, "restored from  checkpoint {r}")?;
+        }
+        if let Some(t) = self.first_output {
+            writeln!(
+                f,
+                "first output  {:.1} ms after the run started (restore included)",
+                t.as_secs_f64() * 1e3
+            )?;
         }
         if self.restarts > 0 {
             writeln!(f, "restarts      {}", self.restarts)?;

@@ -122,6 +122,9 @@ pub struct GeneratorConfig {
     pub keys: u64,
     /// Generator partitions; unset means one per configured core.
     pub partitions: Option<u32>,
+    /// A deliberately slow sink: it busy-waits this long per record, ns (0: none). For
+    /// backpressure experiments (e.g. unaligned against aligned checkpoints).
+    pub sink_cost_ns: u64,
 }
 
 impl Default for GeneratorConfig {
@@ -132,6 +135,7 @@ impl Default for GeneratorConfig {
             warmup_ms: 1_000,
             keys: 10_000,
             partitions: None,
+            sink_cost_ns: 0,
         }
     }
 }

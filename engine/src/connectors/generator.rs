@@ -55,6 +55,7 @@ impl<T: Data> Source<T> for Generator<T> {
             warmup_ns: self.warmup_ns,
             stride: u64::from(ctx.parallelism),
             next: u64::from(ctx.partition.0),
+            base: 0,
             start_ns: None,
             make: self.make.clone(),
         }))
@@ -67,6 +68,8 @@ struct GeneratorPartition<T> {
     warmup_ns: u64,
     stride: u64,
     next: u64,
+    /// The global sequence number the schedule starts at (0, or where a restore sought).
+    base: u64,
     start_ns: Option<u64>,
     make: Arc<dyn Fn(GenTick) -> T + Send + Sync>,
 }
@@ -89,7 +92,9 @@ impl<T> SourcePartition<T> for GeneratorPartition<T> {
         };
         let mut n = 0;
         while n < max && self.next < self.events {
-            let offset = self.offset_ns(self.next);
+            // After a restore the schedule resumes at the start: the first event after
+            // the seek is due at once, the rest at the rate from there.
+            let offset = self.offset_ns(self.next) - self.offset_ns(self.base);
             let due_ns = start + offset;
             if due_ns > now_ns {
                 break;
@@ -108,7 +113,7 @@ impl<T> SourcePartition<T> for GeneratorPartition<T> {
             SourcePoll::Done
         } else {
             SourcePoll::Idle {
-                next_due_ns: Some(start + self.offset_ns(self.next)),
+                next_due_ns: Some(start + self.offset_ns(self.next) - self.offset_ns(self.base)),
             }
         })
     }
@@ -124,6 +129,9 @@ impl<T> SourcePartition<T> for GeneratorPartition<T> {
             "a generator offset belongs to one partition"
         );
         self.next = offset;
+        // Every partition's seek lands on the same base: the schedule of all partitions
+        // stays interleaved as before.
+        self.base = offset - offset % self.stride;
         Ok(())
     }
 }
@@ -166,6 +174,19 @@ mod tests {
             })
             .collect();
         (v, r)
+    }
+
+    #[test]
+    fn after_a_seek_the_schedule_resumes_at_the_start() {
+        // 1000 events/s, two partitions: partition 1 restored at its event 7.
+        let g = Generator::new(1_000, 20, 0, |t| t);
+        let mut p1 = part(&g, 1, 2);
+        p1.seek(7).unwrap();
+        p1.start(100);
+        let (v, _) = drain(&mut *p1, 100 + 1_000_000);
+        assert_eq!(v.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(v[0].due_ns, 100 + 1_000_000, "seq 7 is 1 ms after the base, 6");
+        assert_eq!(p1.offset(), 9);
     }
 
     #[test]

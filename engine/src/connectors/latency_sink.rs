@@ -14,12 +14,23 @@ type DueFn<T> = Arc<dyn Fn(&T) -> (u64, bool) + Send + Sync>;
 /// job clock) and whether it is measured (false during warm-up).
 pub struct LatencySink<T> {
     due: DueFn<T>,
+    cost_ns: u64,
 }
 
 impl<T> LatencySink<T> {
     /// A latency sink reading due times with `due`.
     pub fn new(due: impl Fn(&T) -> (u64, bool) + Send + Sync + 'static) -> Self {
-        Self { due: Arc::new(due) }
+        Self {
+            due: Arc::new(due),
+            cost_ns: 0,
+        }
+    }
+
+    /// Makes the sink deliberately slow: it busy-waits `cost_ns` per record (to build
+    /// backpressure in experiments).
+    pub fn with_cost_ns(mut self, cost_ns: u64) -> Self {
+        self.cost_ns = cost_ns;
+        self
     }
 }
 
@@ -30,6 +41,7 @@ impl<T: 'static> Sink<T> for LatencySink<T> {
             clock: ctx.clock,
             metrics: ctx.metrics.clone(),
             records: 0,
+            cost_ns: self.cost_ns,
         }))
     }
 }
@@ -39,6 +51,7 @@ struct LatencyPartition<T> {
     clock: MonotonicClock,
     metrics: MetricsHandle,
     records: u64,
+    cost_ns: u64,
 }
 
 impl<T> SinkPartition<T> for LatencyPartition<T> {
@@ -52,6 +65,12 @@ impl<T> SinkPartition<T> for LatencyPartition<T> {
             self.metrics.note_arrival(now);
         }
         self.records += 1;
+        if self.cost_ns > 0 {
+            let until = now + self.cost_ns;
+            while self.clock.now_ns() < until {
+                std::hint::spin_loop();
+            }
+        }
         Ok(())
     }
 

@@ -62,7 +62,7 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
         })
         .sink(
             "latency",
-            LatencySink::new(|e: &LatencyEvent| (e.due_ns, e.measure)),
+            LatencySink::new(|e: &LatencyEvent| (e.due_ns, e.measure)).with_cost_ns(g.sink_cost_ns),
         );
     p.build(spec.default_parallelism())
 }

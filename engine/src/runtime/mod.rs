@@ -282,8 +282,14 @@ impl Job {
         let start_ns = shared.start_ns.load(Ordering::SeqCst);
         let elapsed = Duration::from_nanos(shared.clock.now_ns().saturating_sub(start_ns))
             .min(started.elapsed());
+        let first = reports
+            .iter()
+            .map(|r| r.first_arrival_ns)
+            .filter(|t| *t > 0)
+            .min();
         let mut report = JobReport::merge(reports, start_ns, elapsed, self.handle.is_stopped());
         report.restored_from = restored;
+        report.first_output = first.map(Duration::from_nanos);
         Ok(report)
     }
 
