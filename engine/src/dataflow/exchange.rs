@@ -808,25 +808,30 @@ impl<W: Clone> Receiver<W> {
         any
     }
 
-    fn handle(&mut self, i: usize, m: Message<Routed<W>>) -> bool {
+    /// Handles one message; returns how much work it was (records, at least 1), or
+    /// `None` at end-of-stream.
+    fn handle(&mut self, i: usize, m: Message<Routed<W>>) -> Option<usize> {
         match m {
             Message::Data(batch) => {
+                let n = batch.len().max(1);
                 for (part, w) in batch {
                     self.route(part, w);
                 }
+                return Some(n);
             }
             Message::Barrier(b) => self.control_now(i, Control::Barrier(b)),
             Message::Watermark(w) => self.control_now(i, Control::Watermark(w)),
             Message::End => {
                 self.end_now(i);
-                return false;
+                return None;
             }
         }
-        true
+        Some(1)
     }
 
-    /// Drains up to `burst` messages from each ring that is not held back. Returns
-    /// whether anything arrived.
+    /// Takes up to about `burst` records (at least one message) from each input that is
+    /// not held back, so that one step stays short and the core keeps answering its
+    /// checkpoint messages under load. Returns whether anything arrived.
     pub(crate) fn poll(&mut self) -> bool {
         if self.restored.is_some() {
             self.replay_restored();
@@ -846,9 +851,9 @@ impl<W: Clone> Receiver<W> {
                 let Some(m) = self.ahead[i].pop_front() else {
                     break;
                 };
-                taken += 1;
-                if !self.handle(i, m) {
-                    break;
+                match self.handle(i, m) {
+                    Some(n) => taken += n,
+                    None => break,
                 }
             }
             let mut popped = 0;
@@ -860,10 +865,10 @@ impl<W: Clone> Receiver<W> {
                     break;
                 };
                 let Some(m) = ring.try_pop() else { break };
-                taken += 1;
                 popped += 1;
-                if !self.handle(i, m) {
-                    break;
+                match self.handle(i, m) {
+                    Some(n) => taken += n,
+                    None => break,
                 }
             }
             if popped > 0 {

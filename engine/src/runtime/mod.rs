@@ -208,10 +208,12 @@ impl Job {
 
     /// Runs the job to the end of its input (or until stopped) and reports.
     pub fn run(self) -> Result<JobReport> {
+        // The clock starts first, so that the report's time to first output counts the
+        // start-up checks and the restore.
+        let clock = MonotonicClock::new(Instant::now());
         preflight(&self.spec)?;
         let placement: Arc<[usize]> = self.spec.placement(self.graph.max_parallelism())?.into();
         let mut endpoints = self.make_rings(&placement);
-        let clock = MonotonicClock::new(Instant::now());
         let (mut ckpts, restored) = self.prepare_checkpoints(clock)?;
         let shared = Arc::new(Shared {
             clock,
