@@ -208,7 +208,12 @@ fn cmd_run(common: &Common, peer: Option<&str>, no_pin: bool) -> Result<()> {
             files.push(plot::spectrum(dir, &title, spectra)?);
         }
         if !report.timeline.is_empty() {
-            files.extend(plot::timeline(dir, &title, &report.timeline)?);
+            files.extend(plot::timeline(
+                dir,
+                &title,
+                &report.timeline,
+                &report.checkpoint_times_s,
+            )?);
         }
         for f in files {
             eprintln!("rill-bench: wrote {}", f.display());

@@ -107,6 +107,9 @@ pub struct Chart {
     pub series: Vec<Series>,
     /// Horizontal reference lines `(name, y)`.
     pub hlines: Vec<(String, f64)>,
+    /// Vertical markers at these x values, under one legend name (e.g. checkpoint
+    /// triggers on a time axis).
+    pub vlines: Option<(String, Vec<f64>)>,
 }
 
 fn bounds(vals: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -212,6 +215,28 @@ pub fn draw(chart: &Chart, path: &Path) -> Result<()> {
         .label(name.as_str())
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
+    if let Some((name, xs)) = &chart.vlines {
+        let color = RGBColor(230, 120, 0);
+        let xs: Vec<f64> = xs
+            .iter()
+            .filter_map(|x| chart.x_axis.map(*x))
+            .filter(|x| (x0..=x1).contains(x))
+            .collect();
+        let mut first = true;
+        for x in xs {
+            let s = c
+                .draw_series(LineSeries::new(
+                    vec![(x, y0), (x, y1)],
+                    color.stroke_width(1),
+                ))
+                .map_err(|e| err(e.to_string()))?;
+            if first {
+                s.label(name.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+                first = false;
+            }
+        }
+    }
     c.configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
@@ -242,14 +267,21 @@ pub fn spectrum(dir: &Path, title: &str, runs: Vec<(String, Vec<(f64, f64)>)>) -
                 })
                 .collect(),
             hlines: Vec::new(),
+            vlines: None,
         },
         &path,
     )?;
     Ok(path)
 }
 
-/// Latency (p50, p99, p99.9, max per second) and delivered rate over time.
-pub fn timeline(dir: &Path, title: &str, rows: &[Interval]) -> Result<Vec<PathBuf>> {
+/// Latency (p50, p99, p99.9, max per second) and delivered rate over time, with a marker
+/// at each checkpoint's trigger (`checkpoints_s`, seconds since the start).
+pub fn timeline(
+    dir: &Path,
+    title: &str,
+    rows: &[Interval],
+    checkpoints_s: &[f64],
+) -> Result<Vec<PathBuf>> {
     let lat = dir.join("latency-over-time.svg");
     let pick = |f: fn(&Interval) -> f64| -> Vec<(f64, f64)> {
         rows.iter().map(|r| (r.t_s, f(r))).collect()
@@ -273,6 +305,8 @@ pub fn timeline(dir: &Path, title: &str, rows: &[Interval]) -> Result<Vec<PathBu
                 s("max", pick(|r| r.max_us)),
             ],
             hlines: Vec::new(),
+            vlines: (!checkpoints_s.is_empty())
+                .then(|| ("checkpoint".to_string(), checkpoints_s.to_vec())),
         },
         &lat,
     )?;
@@ -286,6 +320,7 @@ pub fn timeline(dir: &Path, title: &str, rows: &[Interval]) -> Result<Vec<PathBu
             y_axis: Axis::Linear,
             series: vec![s("delivered", pick(|r| r.delivered_eps))],
             hlines: Vec::new(),
+            vlines: None,
         },
         &rate,
     )?;

@@ -224,6 +224,9 @@ pub struct RunReport {
     pub per_core: Vec<CoreRow>,
     /// Per second of the schedule (latency pipeline only).
     pub timeline: Vec<Interval>,
+    /// When each checkpoint was triggered, seconds since the schedule's start.
+    #[serde(default)]
+    pub checkpoint_times_s: Vec<f64>,
     /// The resolved configuration.
     pub config: Config,
     /// The machine.
@@ -377,6 +380,13 @@ impl RunReport {
             counters: r.counters.clone(),
             per_core,
             timeline: o.timeline.clone(),
+            checkpoint_times_s: {
+                let start_ms = o.started_unix_ms + r.start_ns as f64 / 1e6;
+                r.checkpoints
+                    .iter()
+                    .map(|c| (c.triggered_unix_ms as f64 - start_ms) / 1e3)
+                    .collect()
+            },
             config: Config {
                 scenario_dir: o.scenario_dir.display().to_string(),
                 job: serde_json::to_value(&o.spec.job).unwrap_or_default(),

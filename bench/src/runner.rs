@@ -48,6 +48,9 @@ pub struct RunOutcome {
     pub cpu: CpuUsage,
     /// Wall time of `Job::run`.
     pub wall: Duration,
+    /// When `Job::run` was started, ms since the Unix epoch (to place the engine's
+    /// checkpoint times on the run's time axis).
+    pub started_unix_ms: f64,
     /// The scenario's load.toml as read.
     pub load_file: LoadFile,
 }
@@ -159,6 +162,9 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
     let cpu_before = process_cpu_s();
     let main_before = this_thread_cpu_s();
     let started = Instant::now();
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3);
     let handle = std::thread::Builder::new()
         .name("rill-bench-job".into())
         .spawn(move || job.run())
@@ -229,6 +235,7 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
         timeline,
         cpu,
         wall,
+        started_unix_ms,
         load_file: scenario.load.clone(),
     })
 }

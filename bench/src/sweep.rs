@@ -434,6 +434,7 @@ impl SweepReport {
                     format!("target {} us", self.target_p999_us),
                     self.target_p999_us,
                 )],
+                vlines: None,
             },
             &path,
         )?;
@@ -453,6 +454,7 @@ impl SweepReport {
                     }),
                 ],
                 hlines: Vec::new(),
+                vlines: None,
             }),
             SweepKind::AsyncCapacity => Some(Chart {
                 title: format!("{title}: async throughput vs capacity"),
@@ -465,6 +467,7 @@ impl SweepReport {
                     self.model_series("measured", false, |m| m.measured_eps),
                 ],
                 hlines: Vec::new(),
+                vlines: None,
             }),
             _ => None,
         };
@@ -527,6 +530,7 @@ mod tests {
             counters: Default::default(),
             per_core: Vec::new(),
             timeline: Vec::new(),
+            checkpoint_times_s: Vec::new(),
             config: Config {
                 scenario_dir: ".".into(),
                 job: serde_json::json!({}),
