@@ -73,8 +73,19 @@ fn state_of(e: &Entry, running: bool, on_disk: bool) -> String {
     }
 }
 
-/// Prints the job's checkpoints, oldest first.
+/// Prints the job's checkpoints, oldest first (a closed pipe, as with `| head`, ends the
+/// listing quietly).
 pub fn checkpoints(job_dir: &Path, partitions: bool) -> Result<()> {
+    match list(job_dir, partitions, &mut std::io::stdout().lock()) {
+        Err(EngineError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+fn list(job_dir: &Path, partitions: bool, out: &mut impl std::io::Write) -> Result<()> {
+    let w = |e: std::io::Error| EngineError::io("write", "(standard output)", e);
     let spec = JobSpec::load(job_dir)?;
     let dir = checkpoint_dir(&spec)?;
     let entries =
@@ -82,10 +93,11 @@ pub fn checkpoints(job_dir: &Path, partitions: bool) -> Result<()> {
     let manifests = rill_storage::layout::list_manifests(&dir).unwrap_or_default();
     let running = running_pid(&dir).is_some();
     if entries.is_empty() {
-        println!("{}: no checkpoints yet", dir.display());
+        writeln!(out, "{}: no checkpoints yet", dir.display()).map_err(w)?;
         return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "{:>5}  {:<9}  {:<12}  {:<12}  {:>9}  {:>8}  {:>9}  {:>8}  {:>8}  {:>10}  {:>10}",
         "id",
         "kind",
@@ -98,7 +110,8 @@ pub fn checkpoints(job_dir: &Path, partitions: bool) -> Result<()> {
         "async",
         "full",
         "incr"
-    );
+    )
+    .map_err(w)?;
     for e in &entries {
         let on_disk = manifests.iter().any(|m| m.0 == e.id);
         let kind = match e.kind {
@@ -106,7 +119,7 @@ pub fn checkpoints(job_dir: &Path, partitions: bool) -> Result<()> {
             TriggerKind::Savepoint => "savepoint",
             TriggerKind::Final => "final",
         };
-        println!(
+        writeln!(out, 
             "{:>5}  {:<9}  {:<12}  {:<12}  {:>7.1}ms  {:>6.2}ms  {:>7.2}ms  {:>6.2}ms  {:>6.2}ms  {:>10}  {:>10}",
             e.id,
             kind,
@@ -119,20 +132,20 @@ pub fn checkpoints(job_dir: &Path, partitions: bool) -> Result<()> {
             e.async_ms,
             size(e.bytes_full),
             size(e.bytes_incremental),
-        );
+        ).map_err(w)?;
         if let Some(f) = &e.failure {
-            println!("       why: {f}");
+            writeln!(out, "       why: {f}").map_err(w)?;
         }
         if partitions {
             for (core, p) in &e.partitions {
-                println!(
+                writeln!(out, 
                     "         core {core}  {:<32} barrier after {:>8.2} ms  sync {:>7.2} ms  {:>10}  {} keys",
                     p.name,
                     p.barrier_us as f64 / 1e3,
                     p.sync_us as f64 / 1e3,
                     size(p.bytes),
                     p.keys
-                );
+                ).map_err(w)?;
             }
         }
     }

@@ -114,6 +114,33 @@ pub fn read(dir: &Path) -> std::io::Result<Vec<Entry>> {
     Ok(by_id.into_values().collect())
 }
 
+/// Most checkpoints the history keeps when it is compacted.
+pub const KEEP: usize = 1000;
+
+/// Rewrites the history with the latest line of the newest `KEEP` checkpoints when it has
+/// grown past `4 × KEEP` lines (a job start does this; a running job only appends).
+pub fn compact(dir: &Path) -> std::io::Result<()> {
+    let p = path(dir);
+    let lines = match std::fs::read_to_string(&p) {
+        Ok(t) => t.lines().count(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if lines <= 4 * KEEP {
+        return Ok(());
+    }
+    let all = read(dir)?;
+    let keep = &all[all.len().saturating_sub(KEEP)..];
+    let tmp = dir.join("history.jsonl.tmp");
+    let mut out = Vec::new();
+    for e in keep {
+        out.extend(serde_json::to_vec(e).map_err(std::io::Error::other)?);
+        out.push(b'\n');
+    }
+    std::fs::write(&tmp, out)?;
+    std::fs::rename(&tmp, &p)
+}
+
 /// The id the next checkpoint of a job gets: one past every id in the history and in
 /// the manifests.
 pub fn next_id(dir: &Path) -> u64 {
@@ -152,5 +179,28 @@ mod tests {
         assert_eq!(all[0].state, State::Complete);
         assert_eq!(all[1].kind, TriggerKind::Savepoint);
         assert_eq!(next_id(d.path()), 3);
+    }
+
+    #[test]
+    fn compaction_keeps_the_newest_checkpoints_and_their_latest_state() {
+        let d = tempfile::tempdir().unwrap();
+        for id in 1..=(KEEP as u64 + 1000) {
+            let mut e = Entry::triggered(id, TriggerKind::Periodic);
+            append(d.path(), &e).unwrap();
+            e.state = State::Complete;
+            append(d.path(), &e).unwrap();
+            append(d.path(), &e).unwrap();
+        }
+        compact(d.path()).unwrap();
+        let all = read(d.path()).unwrap();
+        assert_eq!(all.len(), KEEP);
+        assert_eq!(all[0].id, 1001);
+        assert!(all.iter().all(|e| e.state == State::Complete));
+        let lines = std::fs::read_to_string(path(d.path()))
+            .unwrap()
+            .lines()
+            .count();
+        assert_eq!(lines, KEEP);
+        assert_eq!(next_id(d.path()), KEEP as u64 + 1001);
     }
 }

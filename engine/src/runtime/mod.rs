@@ -140,6 +140,9 @@ impl Job {
         let restored = restore.as_ref().map(|r| r.id);
         self.graph.recover_sinks(&self.spec.dir, true, restored)?;
         rill_storage::layout::create_dir_durable(&dir)?;
+        if let Err(e) = crate::checkpoint::history::compact(&dir) {
+            tracing::warn!("compacting the checkpoint history: {e}");
+        }
         let restore = restore.map(Arc::new);
         let first_id = CheckpointId(crate::checkpoint::history::next_id(&dir));
         let coord = Coordinator::new(
