@@ -119,7 +119,8 @@ fn list(job_dir: &Path, partitions: bool, out: &mut impl std::io::Write) -> Resu
             TriggerKind::Savepoint => "savepoint",
             TriggerKind::Final => "final",
         };
-        writeln!(out, 
+        writeln!(
+            out,
             "{:>5}  {:<9}  {:<12}  {:<12}  {:>7.1}ms  {:>6.2}ms  {:>7.2}ms  {:>6.2}ms  {:>6.2}ms  {:>10}  {:>10}",
             e.id,
             kind,
@@ -138,7 +139,8 @@ fn list(job_dir: &Path, partitions: bool, out: &mut impl std::io::Write) -> Resu
         }
         if partitions {
             for (core, p) in &e.partitions {
-                writeln!(out, 
+                writeln!(
+            out,
                     "         core {core}  {:<32} barrier after {:>8.2} ms  sync {:>7.2} ms  {:>10}  {} keys",
                     p.name,
                     p.barrier_us as f64 / 1e3,
