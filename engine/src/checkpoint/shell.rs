@@ -244,7 +244,7 @@ impl Shell {
                 }
                 ToCoordinator::Waiting { core, id, what } => {
                     if let Some(e) = self.history.iter_mut().rev().find(|e| e.id == id.0) {
-                        let note = format!("; cpu index {core} was waiting on: {what}");
+                        let note = format!("; core {core} was waiting on: {what}");
                         if let Some(f) = &mut e.failure {
                             f.push_str(&note);
                         }

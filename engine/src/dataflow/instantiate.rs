@@ -27,7 +27,7 @@ use crate::clock::{Clock, MonotonicClock};
 use crate::config::{CheckpointMode, CoreConfig};
 use crate::error::{EngineError, Result};
 use crate::ids::{CheckpointId, CoreId, KeyGroup, PartitionId};
-use crate::message::{Barrier, Control, InputSet, Message};
+use crate::message::{Barrier, Control, Message};
 use crate::metrics::MetricsHandle;
 use crate::ring::{Consumer, Doorbell, Producer};
 use crate::state::{KeyCtx, StateInit};
@@ -546,12 +546,17 @@ impl<'a> Instantiator<'a> {
             }
             None => {
                 let n = self.a.graph.nodes[node].upstreams.len();
-                let (down, ports) = self.with_frame(|inst| inst.downstream::<T>(node, p));
+                let (down, mut ports) = self.with_frame(|inst| inst.downstream::<T>(node, p));
+                let hold = self
+                    .a
+                    .ckpt
+                    .as_ref()
+                    .is_some_and(|c| c.core.borrow().mode == CheckpointMode::ExactlyOnce);
+                let join = Rc::new(RefCell::new(UnionJoin::new(n, down, hold)));
+                // The drivers feeding the union stop when its held-back queue is full.
+                let as_port: PortRef = join.clone();
+                ports.push(as_port);
                 self.note_ports(&ports);
-                let join = Rc::new(RefCell::new(UnionJoin {
-                    inputs: InputSet::new(n),
-                    down,
-                }));
                 self.shared.insert(key, (Box::new(join.clone()), ports));
                 join
             }

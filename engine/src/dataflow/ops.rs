@@ -4,6 +4,7 @@
 //! is `InputSet`'s job, used by `UnionJoin` here and by the exchange receiver.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::error::EngineError;
@@ -151,10 +152,118 @@ impl<T, U, F: FnMut(T, &mut Out<'_, U>)> Emit<T> for FlatMapOp<F, U> {
     }
 }
 
-/// The shared half of a union: the combined input state and the downstream chain.
+/// What an input of a union delivered while alignment held it back.
+enum UnionHeld<T> {
+    Data(T),
+    Control(Control),
+    End,
+}
+
+/// Most items held back per union input before the union reports itself blocked (the
+/// drivers feeding it then stop).
+const UNION_HELD_MAX: usize = 4096;
+
+/// The shared half of a union: the combined input state and the downstream chain. In
+/// exactly-once mode an input that delivered a barrier is held (queued, bounded) until
+/// every input has, as at an exchange receiver.
 pub(crate) struct UnionJoin<T> {
-    pub(crate) inputs: InputSet,
-    pub(crate) down: BoxEmit<T>,
+    inputs: InputSet,
+    down: BoxEmit<T>,
+    hold: bool,
+    blocked: Vec<bool>,
+    held: Vec<VecDeque<UnionHeld<T>>>,
+}
+
+impl<T> UnionJoin<T> {
+    pub(crate) fn new(n: usize, down: BoxEmit<T>, hold: bool) -> Self {
+        Self {
+            inputs: InputSet::new(n),
+            down,
+            hold,
+            blocked: vec![false; n],
+            held: (0..n).map(|_| VecDeque::new()).collect(),
+        }
+    }
+
+    fn data(&mut self, i: usize, rec: T) {
+        if self.blocked[i] {
+            self.held[i].push_back(UnionHeld::Data(rec));
+        } else {
+            self.down.data(rec);
+        }
+    }
+
+    fn control(&mut self, i: usize, c: Control) {
+        if self.blocked[i] {
+            self.held[i].push_back(UnionHeld::Control(c));
+            return;
+        }
+        match c {
+            Control::Barrier(b) => match self.inputs.on_barrier(i, b) {
+                Some(b) => self.release(Control::Barrier(b)),
+                None if self.hold => self.blocked[i] = true,
+                None => {}
+            },
+            Control::Watermark(w) => {
+                if let Some(w) = self.inputs.on_watermark(i, w) {
+                    self.down.control(Control::Watermark(w));
+                }
+            }
+        }
+    }
+
+    fn end(&mut self, i: usize) {
+        if self.blocked[i] {
+            self.held[i].push_back(UnionHeld::End);
+            return;
+        }
+        let f = self.inputs.on_end(i);
+        if let Some(b) = f.barrier {
+            self.release(Control::Barrier(b));
+        }
+        if let Some(w) = f.watermark {
+            self.down.control(Control::Watermark(w));
+        }
+        if f.end {
+            self.down.end();
+        }
+    }
+
+    /// Forwards a completed barrier and replays what the inputs sent after it.
+    fn release(&mut self, barrier: Control) {
+        self.down.control(barrier);
+        self.blocked.iter_mut().for_each(|b| *b = false);
+        for i in 0..self.held.len() {
+            while !self.blocked[i] {
+                let Some(h) = self.held[i].pop_front() else {
+                    break;
+                };
+                match h {
+                    UnionHeld::Data(r) => self.down.data(r),
+                    UnionHeld::Control(c) => self.control(i, c),
+                    UnionHeld::End => self.end(i),
+                }
+            }
+        }
+    }
+}
+
+impl<T> crate::dataflow::exchange::Port for UnionJoin<T> {
+    fn flush(&mut self, _now_ns: u64) -> bool {
+        false
+    }
+    fn is_blocked(&self) -> bool {
+        self.held.iter().any(|h| h.len() >= UNION_HELD_MAX)
+    }
+    fn can_progress(&self, _now_ns: u64) -> bool {
+        false
+    }
+    fn is_drained(&self) -> bool {
+        true
+    }
+    fn next_deadline(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// One input of a union.
@@ -166,27 +275,13 @@ pub(crate) struct UnionInput<T> {
 impl<T> Emit<T> for UnionInput<T> {
     #[inline]
     fn data(&mut self, rec: T) {
-        self.join.borrow_mut().down.data(rec);
+        self.join.borrow_mut().data(self.index, rec);
     }
     fn control(&mut self, c: Control) {
-        let mut j = self.join.borrow_mut();
-        let forward = match c {
-            Control::Barrier(b) => j.inputs.on_barrier(self.index, b).map(Control::Barrier),
-            Control::Watermark(w) => j.inputs.on_watermark(self.index, w).map(Control::Watermark),
-        };
-        if let Some(c) = forward {
-            j.down.control(c);
-        }
+        self.join.borrow_mut().control(self.index, c);
     }
     fn end(&mut self) {
-        let mut j = self.join.borrow_mut();
-        let f = j.inputs.on_end(self.index);
-        for c in f.controls() {
-            j.down.control(c);
-        }
-        if f.end {
-            j.down.end();
-        }
+        self.join.borrow_mut().end(self.index);
     }
 }
 
@@ -268,10 +363,11 @@ mod tests {
     #[test]
     fn union_ends_once_after_both_inputs_and_aligns_barriers() {
         let seen = Rc::new(RefCell::new(Vec::new()));
-        let join = Rc::new(RefCell::new(UnionJoin {
-            inputs: InputSet::new(2),
-            down: Box::new(Collect::<u32>(seen.clone())) as BoxEmit<u32>,
-        }));
+        let join = Rc::new(RefCell::new(UnionJoin::new(
+            2,
+            Box::new(Collect::<u32>(seen.clone())) as BoxEmit<u32>,
+            false,
+        )));
         let mut a = UnionInput {
             index: 0,
             join: join.clone(),
@@ -294,6 +390,49 @@ mod tests {
                 Seen::Data(2),
                 Seen::Control(bar),
                 Seen::Data(3),
+                Seen::End
+            ]
+        );
+    }
+
+    #[test]
+    fn exactly_once_union_holds_an_input_after_its_barrier_until_both_delivered_it() {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let join = Rc::new(RefCell::new(UnionJoin::new(
+            2,
+            Box::new(Collect::<u32>(seen.clone())) as BoxEmit<u32>,
+            true,
+        )));
+        let mut a = UnionInput {
+            index: 0,
+            join: join.clone(),
+        };
+        let mut b = UnionInput {
+            index: 1,
+            join: join.clone(),
+        };
+        let bar = Control::Barrier(Barrier {
+            id: CheckpointId(1),
+        });
+        a.data(1);
+        a.control(bar);
+        a.data(2); // after a's barrier: held
+        b.data(3);
+        a.end(); // held too, in order
+        assert!(!crate::dataflow::exchange::Port::is_blocked(
+            &*join.borrow()
+        ));
+        b.control(bar);
+        b.data(4);
+        b.end();
+        assert_eq!(
+            *seen.borrow(),
+            vec![
+                Seen::Data(1),
+                Seen::Data(3),
+                Seen::Control(bar),
+                Seen::Data(2),
+                Seen::Data(4),
                 Seen::End
             ]
         );

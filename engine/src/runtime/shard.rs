@@ -107,6 +107,7 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
     }
 
     let spin_ns = core.config.spin_before_park_us * 1_000;
+    let mut finished = vec![false; drivers.len()];
     let mut idle_since: Option<u64> = None;
     loop {
         if abort.load(Ordering::Relaxed) {
@@ -119,7 +120,7 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
         let mut done = true;
         let mut wake_at: Option<u64> = None;
         let mut blocked = 0u64;
-        for d in &mut drivers {
+        for (d, was_done) in drivers.iter_mut().zip(finished.iter_mut()) {
             match d.step(now) {
                 Step::Progress => {
                     progress = true;
@@ -133,7 +134,15 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
                     done = false;
                     blocked += 1;
                 }
-                Step::Done => {}
+                Step::Done => {
+                    // A driver that just finished ended its chain by direct calls:
+                    // drivers stepped before it in this round may have finished too, so
+                    // look once more before concluding anything (or parking).
+                    if !*was_done {
+                        *was_done = true;
+                        progress = true;
+                    }
+                }
             }
         }
         if blocked > 0 {
