@@ -156,11 +156,13 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
     }
 
     /// The current in-flight bound.
+    #[cfg(test)]
     pub(crate) fn limit(&self) -> usize {
         self.limit
     }
 
     /// Requests issued and not yet emitted.
+    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.reqs.len()
     }
@@ -207,19 +209,7 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
         if !part.wants(id) {
             return;
         }
-        let mut inputs: Vec<T> = Vec::new();
-        for s in &self.queue {
-            if let Slot::Req(seq) = s {
-                if let Some(r) = self.reqs.get(seq) {
-                    inputs.push(r.input.clone());
-                }
-            }
-        }
-        for i in &self.waiting {
-            if let Item::Data(t) = i {
-                inputs.push(t.clone());
-            }
-        }
+        let inputs = self.unemitted_inputs();
         let count = inputs.len() as u64;
         let mut blobs = Vec::new();
         if !inputs.is_empty() {
@@ -242,6 +232,25 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
         self.p.metrics.add("async_snapshot_requests", count);
         let part = part.clone();
         part.channel(id, blobs, count, self.now());
+    }
+
+    /// The inputs of every request whose result has not been emitted, in input order:
+    /// issued ones (in flight or held for ordering), then those waiting for capacity.
+    pub(crate) fn unemitted_inputs(&self) -> Vec<T> {
+        let mut inputs: Vec<T> = Vec::new();
+        for s in &self.queue {
+            if let Slot::Req(seq) = s {
+                if let Some(r) = self.reqs.get(seq) {
+                    inputs.push(r.input.clone());
+                }
+            }
+        }
+        for i in &self.waiting {
+            if let Item::Data(t) = i {
+                inputs.push(t.clone());
+            }
+        }
+        inputs
     }
 
     /// Moves waiting items in while capacity allows.
