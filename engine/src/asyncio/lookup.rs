@@ -90,7 +90,10 @@ impl SimulatedLookup {
     }
 
     /// The seed's example: `input` upper-cased, after a simulated IO delay.
-    pub fn upper(&mut self, input: String) -> impl std::future::Future<Output = AsyncResult<String>> {
+    pub fn upper(
+        &mut self,
+        input: String,
+    ) -> impl std::future::Future<Output = AsyncResult<String>> {
         let d = self.latency.sample(&mut self.rng);
         let timers = self.timers.clone();
         async move {

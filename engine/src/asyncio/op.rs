@@ -131,7 +131,8 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
                 }),
             ),
         };
-        p.metrics.add("async_restored_requests", restored.len() as u64);
+        p.metrics
+            .add("async_restored_requests", restored.len() as u64);
         Self {
             breaker: opts.breaker.map(Breaker::new),
             p,
@@ -324,9 +325,10 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
         self.queue.push_back(Slot::Req(seq));
         self.timeouts.insert((deadline_ns, seq));
         if self.reqs.len() > self.in_flight_max {
-            self.p
-                .metrics
-                .add("async_in_flight_max", (self.reqs.len() - self.in_flight_max) as u64);
+            self.p.metrics.add(
+                "async_in_flight_max",
+                (self.reqs.len() - self.in_flight_max) as u64,
+            );
             self.in_flight_max = self.reqs.len();
         }
         self.attempt(seq, now);
@@ -341,7 +343,9 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
                 return;
             }
         }
-        let Some(r) = self.reqs.get_mut(&seq) else { return };
+        let Some(r) = self.reqs.get_mut(&seq) else {
+            return;
+        };
         r.attempts += 1;
         r.fut = Some((self.call)(r.input.clone()));
         self.p.metrics.add("async_attempts", 1);
@@ -349,7 +353,9 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
     }
 
     fn poll_req(&mut self, seq: u64) {
-        let Some(r) = self.reqs.get_mut(&seq) else { return }; // late: ignored
+        let Some(r) = self.reqs.get_mut(&seq) else {
+            return;
+        }; // late: ignored
         let Some(fut) = r.fut.as_mut() else { return }; // completed or timed out
         let waker = r.waker.clone();
         let mut cx = Context::from_waker(&waker);
@@ -403,7 +409,9 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
 
     fn complete(&mut self, seq: u64, v: Vec<U>) {
         let now = self.now();
-        let Some(r) = self.reqs.get_mut(&seq) else { return };
+        let Some(r) = self.reqs.get_mut(&seq) else {
+            return;
+        };
         r.result = Some(v);
         r.fut = None;
         self.timeouts.remove(&(r.deadline_ns, seq));
@@ -418,7 +426,9 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
 
     /// The timeout passed (or the breaker failed the request fast): apply the policy.
     fn give_up(&mut self, seq: u64, what: &str) {
-        let Some(r) = self.reqs.get_mut(&seq) else { return };
+        let Some(r) = self.reqs.get_mut(&seq) else {
+            return;
+        };
         r.fut = None; // a completion after this is never seen
         let input = r.input.clone();
         let attempts = r.attempts;
@@ -587,8 +597,7 @@ impl<T: Clone + Record + 'static, U: 'static> Port for AsyncCore<T, U> {
             || self.next_deadline().is_some_and(|t| t <= now_ns)
     }
     fn is_drained(&self) -> bool {
-        self.failed
-            || (self.reqs.is_empty() && self.waiting.is_empty() && self.queue.is_empty())
+        self.failed || (self.reqs.is_empty() && self.waiting.is_empty() && self.queue.is_empty())
     }
     fn next_deadline(&self) -> Option<u64> {
         [

@@ -218,12 +218,7 @@ mod tests {
         b.on_failure(3);
         assert_eq!(b.admit(3), Admit::Pass);
         b.on_failure(4 * MS);
-        assert_eq!(
-            b.state(),
-            BreakerState::Open {
-                until_ns: 104 * MS
-            }
-        );
+        assert_eq!(b.state(), BreakerState::Open { until_ns: 104 * MS });
         assert_eq!(b.opened, 1);
         assert_eq!(b.admit(50 * MS), Admit::Reject);
         assert_eq!(b.admit(104 * MS), Admit::Probe);
@@ -233,12 +228,7 @@ mod tests {
         assert_eq!(b.rejected, 2);
         // A failed probe re-opens for a full cooldown.
         b.on_failure(110 * MS);
-        assert_eq!(
-            b.state(),
-            BreakerState::Open {
-                until_ns: 210 * MS
-            }
-        );
+        assert_eq!(b.state(), BreakerState::Open { until_ns: 210 * MS });
         assert_eq!(b.opened, 2);
         assert_eq!(b.admit(210 * MS), Admit::Probe);
         b.on_success();

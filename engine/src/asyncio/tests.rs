@@ -82,7 +82,12 @@ impl Rig {
     }
 
     fn counter(&self, name: &str) -> u64 {
-        self.metrics.report(CoreId(0)).counters.get(name).copied().unwrap_or(0)
+        self.metrics
+            .report(CoreId(0))
+            .counters
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -241,7 +246,9 @@ fn timeout_drop_counts_and_fallback_emits_the_fallback() {
 
     let opts = AsyncOptions::new()
         .timeout(Duration::from_millis(10))
-        .on_timeout(OnTimeout::Fallback(std::sync::Arc::new(|x: &u64| vec![x + 1000])));
+        .on_timeout(OnTimeout::Fallback(std::sync::Arc::new(|x: &u64| {
+            vec![x + 1000]
+        })));
     let mut r = Rig::new(opts, vec![], never);
     r.op.data(1);
     r.at(10);
@@ -274,7 +281,11 @@ fn a_completion_after_the_timeout_is_ignored() {
     wakers.borrow_mut().drain(..).for_each(|w| w.wake());
     r.at(11);
     r.at(12);
-    assert_eq!(r.data(), vec![0], "the fallback once, the late answer never");
+    assert_eq!(
+        r.data(),
+        vec![0],
+        "the fallback once, the late answer never"
+    );
 }
 
 #[test]
@@ -338,7 +349,9 @@ fn an_open_breaker_fails_requests_fast_to_the_timeout_policy_then_probes() {
     let calls = Rc::new(Cell::new(0u32));
     let c = calls.clone();
     let opts = AsyncOptions::new()
-        .on_timeout(OnTimeout::Fallback(std::sync::Arc::new(|_: &u64| vec![999])))
+        .on_timeout(OnTimeout::Fallback(std::sync::Arc::new(|_: &u64| {
+            vec![999]
+        })))
         .retry(RetryStrategy::Fixed {
             delay: Duration::from_millis(1),
             max_attempts: 3,

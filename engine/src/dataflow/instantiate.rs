@@ -290,7 +290,8 @@ impl<'a> Instantiator<'a> {
                 .clone();
         }
         let t = crate::asyncio::Timers::new(Rc::new(self.a.clock));
-        self.shared.insert(TIMERS, (Box::new(t.clone()), Vec::new()));
+        self.shared
+            .insert(TIMERS, (Box::new(t.clone()), Vec::new()));
         t
     }
 
@@ -503,7 +504,9 @@ impl<'a> Instantiator<'a> {
             }
             chains
         });
-        let burst = (self.a.config.ring_capacity / 4).max(self.a.config.batch_max).max(1);
+        let burst = (self.a.config.ring_capacity / 4)
+            .max(self.a.config.batch_max)
+            .max(1);
         let name = self.a.graph.nodes[node].name.clone();
         let codec: Option<Arc<ChannelCodec<W>>> = self.a.graph.nodes[node]
             .channel_codec

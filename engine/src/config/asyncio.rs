@@ -1,0 +1,248 @@
+//! `[async]` and `[lookup]` in `job.toml`: the async operator of the `keyed-async`
+//! pipeline (and of the `etl` enrichment step) and the lookup it calls. Defaults live in
+//! the `Default` impls; `validate` names the key.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::asyncio::lookup::Latency;
+use crate::asyncio::{AsyncMode, AsyncOptions, Capacity, OnTimeout};
+use crate::error::ConfigError;
+
+/// `mode = "ordered" | "unordered"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeSetting {
+    /// Results in input order.
+    Ordered,
+    /// Results as they complete, never across a watermark.
+    Unordered,
+}
+
+/// The word `"auto"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoWord {
+    /// Adaptive capacity.
+    Auto,
+}
+
+/// `capacity = 100` or `capacity = "auto"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CapacitySetting {
+    /// A fixed in-flight bound.
+    Fixed(usize),
+    /// Sized by Little's law within `capacity_min ..= capacity_max`.
+    Auto(AutoWord),
+}
+
+/// `on_timeout = "fail" | "drop"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeoutSetting {
+    /// Fail the job naming operator, request and timeout.
+    Fail,
+    /// Drop the request (counted in `async_dropped`).
+    Drop,
+}
+
+/// `[async]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AsyncConfig {
+    /// Ordered or unordered results.
+    pub mode: ModeSetting,
+    /// Requests in flight per partition, or "auto".
+    pub capacity: CapacitySetting,
+    /// Bounds of `capacity = "auto"`.
+    pub capacity_min: usize,
+    /// Bounds of `capacity = "auto"`.
+    pub capacity_max: usize,
+    /// Per-request timeout over all attempts, ms.
+    pub timeout_ms: u64,
+    /// What a timed-out request does.
+    pub on_timeout: TimeoutSetting,
+}
+
+impl Default for AsyncConfig {
+    fn default() -> Self {
+        Self {
+            mode: ModeSetting::Ordered,
+            capacity: CapacitySetting::Fixed(100),
+            capacity_min: 1,
+            capacity_max: 10_000,
+            timeout_ms: 10_000,
+            on_timeout: TimeoutSetting::Fail,
+        }
+    }
+}
+
+/// `kind = "simulated" | "redis"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LookupKind {
+    /// A timer-driven simulated service.
+    Simulated,
+    /// A Redis server (not built yet: rejected by `validate`).
+    Redis,
+}
+
+/// `distribution = "fixed" | "uniform" | "lognormal"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DistributionSetting {
+    /// Always `delay_us`.
+    Fixed,
+    /// Uniform in `delay_us ..= delay_max_us`.
+    Uniform,
+    /// Log-normal with median `delay_us` and σ `sigma`.
+    Lognormal,
+}
+
+/// `[lookup]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LookupConfig {
+    /// Which service.
+    pub kind: LookupKind,
+    /// The simulated delay (fixed), lower bound (uniform) or median (log-normal), µs.
+    pub delay_us: u64,
+    /// The delay distribution.
+    pub distribution: DistributionSetting,
+    /// Upper bound of the uniform distribution, µs.
+    pub delay_max_us: u64,
+    /// σ of the log-normal distribution.
+    pub sigma: f64,
+    /// Seed of the simulated delays (per partition: seed + partition).
+    pub seed: u64,
+    /// The Redis server (`kind = "redis"`).
+    pub addr: String,
+}
+
+impl Default for LookupConfig {
+    fn default() -> Self {
+        Self {
+            kind: LookupKind::Simulated,
+            delay_us: 1_000,
+            distribution: DistributionSetting::Fixed,
+            delay_max_us: 2_000,
+            sigma: 0.5,
+            seed: 1,
+            addr: "127.0.0.1:6379".into(),
+        }
+    }
+}
+
+fn invalid(file: &Path, key: &str, problem: String, valid: &str) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        problem,
+        valid: valid.to_string(),
+    }
+}
+
+impl AsyncConfig {
+    /// Checks values serde cannot.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        if self.capacity == CapacitySetting::Fixed(0) {
+            return Err(invalid(
+                file,
+                "async.capacity",
+                "0".into(),
+                "1 or more, or \"auto\"",
+            ));
+        }
+        if self.capacity_min == 0 || self.capacity_min > self.capacity_max {
+            return Err(invalid(
+                file,
+                "async.capacity_min",
+                format!("{} (capacity_max {})", self.capacity_min, self.capacity_max),
+                "1 ..= async.capacity_max",
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Err(invalid(
+                file,
+                "async.timeout_ms",
+                "0".into(),
+                "1 or more milliseconds",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The operator options this table describes.
+    pub fn options<T, U>(&self) -> AsyncOptions<T, U> {
+        AsyncOptions::new()
+            .mode(match self.mode {
+                ModeSetting::Ordered => AsyncMode::Ordered,
+                ModeSetting::Unordered => AsyncMode::Unordered,
+            })
+            .capacity(match self.capacity {
+                CapacitySetting::Fixed(n) => Capacity::Fixed(n),
+                CapacitySetting::Auto(_) => Capacity::Auto {
+                    min: self.capacity_min,
+                    max: self.capacity_max,
+                },
+            })
+            .timeout(Duration::from_millis(self.timeout_ms))
+            .on_timeout(match self.on_timeout {
+                TimeoutSetting::Fail => OnTimeout::Fail,
+                TimeoutSetting::Drop => OnTimeout::Drop,
+            })
+    }
+}
+
+impl LookupConfig {
+    /// Checks values serde cannot.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        if self.kind == LookupKind::Redis {
+            return Err(invalid(
+                file,
+                "lookup.kind",
+                "\"redis\": the Redis client is not built yet".into(),
+                "\"simulated\"",
+            ));
+        }
+        if self.distribution == DistributionSetting::Uniform && self.delay_max_us < self.delay_us {
+            return Err(invalid(
+                file,
+                "lookup.delay_max_us",
+                format!(
+                    "{} is below delay_us ({})",
+                    self.delay_max_us, self.delay_us
+                ),
+                "at least lookup.delay_us",
+            ));
+        }
+        if !(self.sigma.is_finite() && self.sigma >= 0.0) {
+            return Err(invalid(
+                file,
+                "lookup.sigma",
+                self.sigma.to_string(),
+                "0 or more",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The simulated delay distribution.
+    pub fn latency(&self) -> Latency {
+        let us = Duration::from_micros;
+        match self.distribution {
+            DistributionSetting::Fixed => Latency::Fixed(us(self.delay_us)),
+            DistributionSetting::Uniform => Latency::Uniform {
+                lo: us(self.delay_us),
+                hi: us(self.delay_max_us),
+            },
+            DistributionSetting::Lognormal => Latency::LogNormal {
+                median: us(self.delay_us),
+                sigma: self.sigma,
+            },
+        }
+    }
+}
