@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use rill_engine::config::PipelineKind;
 use rill_engine::metrics::JobReport;
 use serde::{Deserialize, Serialize};
 

@@ -82,6 +82,13 @@ pub type AsyncResult<U> = Result<Vec<U>, AsyncError>;
 /// A boxed attempt.
 pub type BoxFuture<U> = Pin<Box<dyn Future<Output = AsyncResult<U>>>>;
 
+/// Makes the fallback records of a timed-out input.
+pub type FallbackFn<T, U> = Arc<dyn Fn(&T) -> Vec<U> + Send + Sync>;
+/// Decides whether a result is retried.
+pub type ResultPredicate<U> = Arc<dyn Fn(&[U]) -> bool + Send + Sync>;
+/// Decides whether an error is retried.
+pub type ErrorPredicate = Arc<dyn Fn(&AsyncError) -> bool + Send + Sync>;
+
 /// What happens to a request whose timeout passed (or that the open breaker failed
 /// fast).
 pub enum OnTimeout<T, U> {
@@ -90,7 +97,7 @@ pub enum OnTimeout<T, U> {
     /// Drop the request, counted in `async_dropped`.
     Drop,
     /// Emit what the function returns for the input instead.
-    Fallback(Arc<dyn Fn(&T) -> Vec<U> + Send + Sync>),
+    Fallback(FallbackFn<T, U>),
 }
 
 impl<T, U> Clone for OnTimeout<T, U> {
@@ -117,9 +124,9 @@ pub struct AsyncOptions<T, U> {
     /// How failed attempts are retried.
     pub retry: RetryStrategy,
     /// Which errors are retried (default: all).
-    pub retry_on_error: Arc<dyn Fn(&AsyncError) -> bool + Send + Sync>,
+    pub retry_on_error: ErrorPredicate,
     /// Which results are retried (default: none; e.g. `|r| r.is_empty()`).
-    pub retry_on_result: Arc<dyn Fn(&[U]) -> bool + Send + Sync>,
+    pub retry_on_result: ResultPredicate<U>,
     /// A circuit breaker per partition.
     pub breaker: Option<BreakerConfig>,
 }

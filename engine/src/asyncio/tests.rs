@@ -395,10 +395,8 @@ fn auto_capacity_follows_littles_law_within_bounds() {
     let mut r = Rig::new(opts, vec![], delayed(|_| 10));
     r.at(0);
     // 1000 requests/s at 10 ms each: N = λ·t = 10, with headroom 15.
-    let mut x = 0;
     for ms in 1..=300u64 {
-        r.op.data(x);
-        x += 1;
+        r.op.data(ms);
         r.at(ms);
     }
     let limit = r.core.borrow().limit();
