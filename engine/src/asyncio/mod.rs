@@ -22,6 +22,7 @@
 pub mod lookup;
 pub(crate) mod op;
 pub mod policy;
+pub mod redis;
 #[cfg(test)]
 mod tests;
 pub mod timer;

@@ -1,7 +1,10 @@
-//! Per-core timers for async operators: a heap of deadlines on the job clock, fired by
-//! the core's shard loop (through the async operators' `flush`), and the `Sleep` future
-//! that waits on one. No thread sleeps: a core with pending timers bounds its parking by
-//! the earliest deadline (`Timers::next_deadline`). Owns nothing else; never blocks.
+//! Per-core timers and socket IO for async operators: a heap of deadlines on the job
+//! clock, fired by the core's shard loop (through the async operators' `flush`), the
+//! `Sleep` future that waits on one, and the core's io_uring for network clients
+//! (created on first use, polled at the same place; while it has operations in flight the
+//! core parks for at most `IO_POLL_NS`). No thread sleeps and nothing blocks. The
+//! checkpoint log keeps its own ring (`checkpoint::runtime`), so a job without async
+//! clients pays nothing here.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -20,11 +23,17 @@ struct Heap {
     next_id: u64,
 }
 
-/// One core's timers and its clock. Cheap to clone (shared within the core only).
+/// How long a core parks at most while its async io_uring has operations in flight
+/// (their completions do not ring the doorbell).
+pub const IO_POLL_NS: u64 = 100_000;
+
+/// One core's timers, clock and async io_uring. Cheap to clone (shared within the core
+/// only).
 #[derive(Clone)]
 pub struct Timers {
     inner: Rc<RefCell<Heap>>,
     clock: Rc<dyn Clock>,
+    uring: Rc<std::cell::OnceCell<Rc<rill_storage::Uring>>>,
 }
 
 impl Timers {
@@ -33,6 +42,7 @@ impl Timers {
         Self {
             inner: Rc::default(),
             clock,
+            uring: Rc::default(),
         }
     }
 
@@ -55,8 +65,20 @@ impl Timers {
         self.sleep_until(self.now_ns().saturating_add(ns))
     }
 
-    /// Wakes every timer due at `now_ns`. Returns how many fired.
+    /// The core's io_uring for async clients (created on first use, 256 entries).
+    pub fn uring(&self) -> std::io::Result<Rc<rill_storage::Uring>> {
+        if let Some(u) = self.uring.get() {
+            return Ok(u.clone());
+        }
+        let u = Rc::new(rill_storage::Uring::new(256)?);
+        let _ = self.uring.set(u.clone());
+        Ok(u)
+    }
+
+    /// Reaps io_uring completions and wakes every timer due at `now_ns`. Returns how many
+    /// completions and timers woke something.
     pub fn fire(&self, now_ns: u64) -> usize {
+        let reaped = self.uring.get().map_or(0, |u| u.poll());
         let mut h = self.inner.borrow_mut();
         let mut woken = Vec::new();
         while let Some(Reverse((at, id))) = h.heap.peek().copied() {
@@ -71,13 +93,19 @@ impl Timers {
         drop(h);
         let n = woken.len();
         woken.into_iter().for_each(Waker::wake);
-        n
+        n + reaped
     }
 
-    /// The earliest armed deadline, ns.
+    /// The earliest armed deadline, ns (IO in flight counts as due `IO_POLL_NS` from now).
     pub fn next_deadline(&self) -> Option<u64> {
         let h = self.inner.borrow();
-        h.heap.peek().map(|Reverse((at, _))| *at)
+        let t = h.heap.peek().map(|Reverse((at, _))| *at);
+        let io = self
+            .uring
+            .get()
+            .filter(|u| u.in_flight() > 0)
+            .map(|_| self.now_ns() + IO_POLL_NS);
+        t.into_iter().chain(io).min()
     }
 
     /// Armed timers.
