@@ -86,3 +86,12 @@ fn keyed_async_with_auto_capacity_reports_the_size_it_chose() {
     assert_eq!(r.counter("sink_records"), 6_000);
     assert!(r.counter("async_capacity_auto_max") >= 1);
 }
+
+#[test]
+fn keyed_async_on_a_thread_pool_delivers_every_event_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let toml = job("ordered", "16", "fixed") + "executor = \"thread-pool\"\npool_threads = 16\n";
+    let r = run(dir.path(), &toml);
+    assert_eq!(r.counter("sink_records"), 6_000);
+}

@@ -120,3 +120,72 @@ impl SimulatedLookup {
         }
     }
 }
+
+/// The comparison point the seed describes (Flink's way): a fixed pool of OS threads,
+/// each doing the simulated IO as a blocking call (`thread::sleep`). The core hands a
+/// request to the pool and re-polls its answer on the core's timers every `IO_POLL_NS`
+/// (the same bound the core uses for its own io_uring), since a pool thread cannot ring
+/// the core. For benchmarks only.
+pub struct ThreadPoolLookup {
+    tx: std::sync::mpsc::Sender<PoolJob>,
+    timers: Timers,
+    latency: Latency,
+    rng: SplitMix,
+}
+
+type Answer = std::sync::Arc<std::sync::Mutex<Option<()>>>;
+struct PoolJob {
+    delay: Duration,
+    answer: Answer,
+}
+
+impl ThreadPoolLookup {
+    /// Starts `threads` pool threads (they end when the lookup is dropped).
+    pub fn new(timers: Timers, latency: Latency, seed: u64, threads: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<PoolJob>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("rill-pool-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock().expect("pool queue").recv() {
+                        Ok(j) => j,
+                        Err(_) => return,
+                    };
+                    std::thread::sleep(job.delay); // the blocking call
+                    *job.answer.lock().expect("answer") = Some(());
+                });
+        }
+        Self {
+            tx,
+            timers,
+            latency,
+            rng: SplitMix(seed),
+        }
+    }
+
+    /// A delay on a pool thread, then `f(input)`.
+    pub fn call<I: 'static, O: 'static>(
+        &mut self,
+        input: I,
+        f: impl FnOnce(I) -> O + 'static,
+    ) -> impl std::future::Future<Output = AsyncResult<O>> {
+        let delay = self.latency.sample(&mut self.rng);
+        let answer: Answer = Default::default();
+        let sent = self.tx.send(PoolJob {
+            delay,
+            answer: answer.clone(),
+        });
+        let timers = self.timers.clone();
+        async move {
+            if sent.is_err() {
+                return Err(AsyncError::Service("the thread pool is gone".into()));
+            }
+            while answer.lock().expect("answer").is_none() {
+                timers.sleep_ns(super::timer::IO_POLL_NS).await;
+            }
+            Ok(vec![f(input)])
+        }
+    }
+}

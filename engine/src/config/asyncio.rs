@@ -120,6 +120,21 @@ pub struct LookupConfig {
     pub seed: u64,
     /// The Redis server (`kind = "redis"`).
     pub addr: String,
+    /// Who waits for the simulated IO: the core itself (timers) or, for comparison, a
+    /// fixed pool of OS threads doing blocking calls (`"thread-pool"`).
+    pub executor: ExecutorSetting,
+    /// Threads per partition of `executor = "thread-pool"`.
+    pub pool_threads: usize,
+}
+
+/// `executor = "core" | "thread-pool"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecutorSetting {
+    /// Futures on the core's own timers and io_uring.
+    Core,
+    /// A fixed pool of OS threads doing blocking calls (Flink's way, for comparison).
+    ThreadPool,
 }
 
 impl Default for LookupConfig {
@@ -132,6 +147,8 @@ impl Default for LookupConfig {
             sigma: 0.5,
             seed: 1,
             addr: "127.0.0.1:6379".into(),
+            executor: ExecutorSetting::Core,
+            pool_threads: 100,
         }
     }
 }
@@ -217,6 +234,14 @@ impl LookupConfig {
                     self.delay_max_us, self.delay_us
                 ),
                 "at least lookup.delay_us",
+            ));
+        }
+        if self.executor == ExecutorSetting::ThreadPool && self.pool_threads == 0 {
+            return Err(invalid(
+                file,
+                "lookup.pool_threads",
+                "0".into(),
+                "1 or more",
             ));
         }
         if !(self.sigma.is_finite() && self.sigma >= 0.0) {

@@ -9,10 +9,10 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::asyncio::lookup::SimulatedLookup;
+use crate::asyncio::lookup::{SimulatedLookup, ThreadPoolLookup};
 use crate::asyncio::redis::{RedisClient, Reply};
 use crate::asyncio::AsyncError;
-use crate::config::asyncio::LookupKind;
+use crate::config::asyncio::{ExecutorSetting, LookupKind};
 use crate::config::JobSpec;
 use crate::connectors::{Generator, LatencySink};
 use crate::dataflow::{JobGraph, Out, Pipeline};
@@ -23,6 +23,8 @@ use crate::pipelines::latency::LatencyEvent;
 /// The service of one partition.
 enum Service {
     Simulated(SimulatedLookup),
+    /// The thread-pool comparison (`executor = "thread-pool"`).
+    Pool(ThreadPoolLookup),
     /// `GET key:<key>`; the connection error, if connecting failed (every request then
     /// fails with it, naming the operator).
     Redis(std::result::Result<RedisClient, String>),
@@ -43,6 +45,7 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
     let latency = lookup.latency();
     let seed = lookup.seed;
     let kind = lookup.kind;
+    let (executor, pool_threads) = (lookup.executor, lookup.pool_threads);
     let addr = lookup.addr.clone();
     let events = (u128::from(g.rate_eps) * u128::from(g.duration_ms) / 1_000) as u64;
     let p = Pipeline::new(spec.job.max_key_groups);
@@ -79,6 +82,14 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
         })
         .async_map("lookup", opts, move |ctx| {
             let mut service = match kind {
+                LookupKind::Simulated if executor == ExecutorSetting::ThreadPool => {
+                    Service::Pool(ThreadPoolLookup::new(
+                        ctx.timers.clone(),
+                        latency,
+                        seed.wrapping_add(u64::from(ctx.partition)),
+                        pool_threads,
+                    ))
+                }
                 LookupKind::Simulated => Service::Simulated(SimulatedLookup::new(
                     ctx.timers.clone(),
                     latency,
@@ -94,6 +105,10 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
             move |e: LatencyEvent| -> Pin<Box<dyn Future<Output = Result<LatencyEvent, AsyncError>>>> {
                 match &mut service {
                     Service::Simulated(s) => {
+                        let fut = s.call(e, |e| e);
+                        Box::pin(async move { fut.await.map(|mut v| v.remove(0)) })
+                    }
+                    Service::Pool(s) => {
                         let fut = s.call(e, |e| e);
                         Box::pin(async move { fut.await.map(|mut v| v.remove(0)) })
                     }
