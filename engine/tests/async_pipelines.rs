@@ -95,3 +95,16 @@ fn keyed_async_on_a_thread_pool_delivers_every_event_once() {
     let r = run(dir.path(), &toml);
     assert_eq!(r.counter("sink_records"), 6_000);
 }
+
+#[test]
+fn a_full_async_operator_backpressures_its_input_and_never_exceeds_capacity() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    // Capacity 2 at 500 µs per request: at most 4000 events/s per partition, well below
+    // the offered 20000.
+    let r = run(dir.path(), &job("ordered", "2", "fixed"));
+    assert_eq!(r.counter("sink_records"), 6_000);
+    let cores = available_cpus().len().min(2) as u64;
+    assert!(r.counter("async_in_flight_max") <= 2 * cores);
+    assert!(r.counter("backpressure_steps") > 0);
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::asyncio::lookup::Latency;
-use crate::asyncio::{AsyncMode, AsyncOptions, Capacity, OnTimeout};
+use crate::asyncio::{AsyncMode, AsyncOptions, BreakerConfig, Capacity, OnTimeout, RetryStrategy};
 use crate::error::ConfigError;
 
 /// `mode = "ordered" | "unordered"`.
@@ -65,6 +65,34 @@ pub struct AsyncConfig {
     pub timeout_ms: u64,
     /// What a timed-out request does.
     pub on_timeout: TimeoutSetting,
+    /// How failed attempts are retried: "none", "fixed" or "exponential".
+    pub retry: RetrySetting,
+    /// fixed: the delay; exponential: the first delay, ms.
+    pub retry_delay_ms: u64,
+    /// exponential: the largest delay, ms.
+    pub retry_max_delay_ms: u64,
+    /// exponential: growth per retry.
+    pub retry_multiplier: f64,
+    /// Attempts in all, the first included.
+    pub retry_max_attempts: u32,
+    /// Also retry empty results (e.g. a missing key).
+    pub retry_on_empty: bool,
+    /// Consecutive failures that open the circuit breaker (0: no breaker).
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before a probe, ms.
+    pub breaker_cooldown_ms: u64,
+}
+
+/// `retry = "none" | "fixed" | "exponential"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrySetting {
+    /// No retries.
+    None,
+    /// A fixed delay.
+    Fixed,
+    /// Exponential backoff.
+    Exponential,
 }
 
 impl Default for AsyncConfig {
@@ -76,6 +104,14 @@ impl Default for AsyncConfig {
             capacity_max: 10_000,
             timeout_ms: 10_000,
             on_timeout: TimeoutSetting::Fail,
+            retry: RetrySetting::None,
+            retry_delay_ms: 100,
+            retry_max_delay_ms: 1_000,
+            retry_multiplier: 2.0,
+            retry_max_attempts: 3,
+            retry_on_empty: false,
+            breaker_failures: 0,
+            breaker_cooldown_ms: 1_000,
         }
     }
 }
@@ -181,6 +217,22 @@ impl AsyncConfig {
                 "1 ..= async.capacity_max",
             ));
         }
+        if self.retry != RetrySetting::None && self.retry_max_attempts == 0 {
+            return Err(invalid(
+                file,
+                "async.retry_max_attempts",
+                "0".into(),
+                "1 or more",
+            ));
+        }
+        if !(self.retry_multiplier.is_finite() && self.retry_multiplier >= 1.0) {
+            return Err(invalid(
+                file,
+                "async.retry_multiplier",
+                self.retry_multiplier.to_string(),
+                "1.0 or more",
+            ));
+        }
         if self.timeout_ms == 0 {
             return Err(invalid(
                 file,
@@ -194,7 +246,21 @@ impl AsyncConfig {
 
     /// The operator options this table describes.
     pub fn options<T, U>(&self) -> AsyncOptions<T, U> {
-        AsyncOptions::new()
+        let ms = Duration::from_millis;
+        let mut o = AsyncOptions::new()
+            .retry(match self.retry {
+                RetrySetting::None => RetryStrategy::None,
+                RetrySetting::Fixed => RetryStrategy::Fixed {
+                    delay: ms(self.retry_delay_ms),
+                    max_attempts: self.retry_max_attempts,
+                },
+                RetrySetting::Exponential => RetryStrategy::Exponential {
+                    initial: ms(self.retry_delay_ms),
+                    max: ms(self.retry_max_delay_ms),
+                    multiplier: self.retry_multiplier,
+                    max_attempts: self.retry_max_attempts,
+                },
+            })
             .mode(match self.mode {
                 ModeSetting::Ordered => AsyncMode::Ordered,
                 ModeSetting::Unordered => AsyncMode::Unordered,
@@ -210,7 +276,17 @@ impl AsyncConfig {
             .on_timeout(match self.on_timeout {
                 TimeoutSetting::Fail => OnTimeout::Fail,
                 TimeoutSetting::Drop => OnTimeout::Drop,
-            })
+            });
+        if self.retry_on_empty {
+            o = o.retry_on_result(|r: &[U]| r.is_empty());
+        }
+        if self.breaker_failures > 0 {
+            o = o.breaker(BreakerConfig {
+                failures: self.breaker_failures,
+                cooldown: ms(self.breaker_cooldown_ms),
+            });
+        }
+        o
     }
 }
 
@@ -269,5 +345,60 @@ impl LookupConfig {
                 sigma: self.sigma,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_issue_table_parses_and_capacity_takes_a_number_or_auto() {
+        let a: AsyncConfig =
+            toml::from_str("mode = \"ordered\"\ncapacity = 100\ntimeout_ms = 10000\n").unwrap();
+        assert_eq!(a.capacity, CapacitySetting::Fixed(100));
+        let a: AsyncConfig = toml::from_str("capacity = \"auto\"\n").unwrap();
+        assert_eq!(a.capacity, CapacitySetting::Auto(AutoWord::Auto));
+        assert!(toml::from_str::<AsyncConfig>("capacity = \"lots\"\n").is_err());
+        assert!(toml::from_str::<AsyncConfig>("bogus = 1\n").is_err());
+        let f = Path::new("job.toml");
+        let bad: AsyncConfig = toml::from_str("capacity = 0\n").unwrap();
+        let e = bad.validate(f).unwrap_err().to_string();
+        assert!(e.contains("async.capacity"), "{e}");
+        let l: LookupConfig = toml::from_str("kind = \"simulated\"\ndelay_us = 1000\n").unwrap();
+        assert_eq!(l.latency(), Latency::Fixed(Duration::from_millis(1)));
+        let bad: LookupConfig = toml::from_str("kind = \"redis\"\naddr = \"nowhere\"\n").unwrap();
+        assert!(bad
+            .validate(f)
+            .unwrap_err()
+            .to_string()
+            .contains("lookup.addr"));
+    }
+
+    #[test]
+    fn retry_and_breaker_keys_become_options() {
+        let a: AsyncConfig = toml::from_str(
+            "retry = \"exponential\"\nretry_delay_ms = 10\nretry_max_delay_ms = 80\n\
+             retry_max_attempts = 4\nbreaker_failures = 5\nbreaker_cooldown_ms = 200\n",
+        )
+        .unwrap();
+        a.validate(Path::new("job.toml")).unwrap();
+        let o = a.options::<u64, u64>();
+        assert_eq!(
+            o.retry,
+            RetryStrategy::Exponential {
+                initial: Duration::from_millis(10),
+                max: Duration::from_millis(80),
+                multiplier: 2.0,
+                max_attempts: 4
+            }
+        );
+        assert_eq!(
+            o.breaker,
+            Some(BreakerConfig {
+                failures: 5,
+                cooldown: Duration::from_millis(200)
+            })
+        );
     }
 }
