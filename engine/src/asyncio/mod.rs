@@ -16,8 +16,11 @@
 //! results then follow the barrier downstream, and on restore the inputs are re-issued
 //! before anything else (as Flink does). The one exception is a barrier that reaches the
 //! operator after every source on its core has finished (the final checkpoint of a
-//! bounded or stopped job): nothing can follow it, so it waits until every earlier result
-//! has been emitted, which keeps the last results inside the last checkpoint.
+//! bounded or stopped job; a core without sources counts as finished, so there every
+//! barrier waits): it waits until every earlier result has been emitted, which keeps the
+//! last results inside the last checkpoint. Restored inputs go to the partition with the
+//! same index (modulo the parallelism): a restore at another parallelism re-issues every
+//! input once, but not necessarily on the partition that owns its key.
 
 pub mod lookup;
 pub(crate) mod op;
