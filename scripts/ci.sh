@@ -8,6 +8,13 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# The Redis tests (engine/tests/redis.rs) start a real redis-server on loopback.
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "== installing redis-server"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get install -y redis-server || { $SUDO apt-get update && $SUDO apt-get install -y redis-server; }
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

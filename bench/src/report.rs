@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use rill_engine::config::PipelineKind;
 use rill_engine::metrics::JobReport;
 use serde::{Deserialize, Serialize};
 
@@ -300,7 +299,7 @@ impl RunReport {
             .max()
             .unwrap_or(0);
         let since_start_ns = last_arrival.saturating_sub(r.start_ns) as f64;
-        let is_gen = o.spec.job.pipeline == PipelineKind::Latency;
+        let is_gen = o.spec.job.pipeline.has_generator();
         let g = o.spec.job.generator.clone().unwrap_or_default();
         let (throughput_eps, end_lag_ms, expected, problems) = if is_gen {
             let window_ns = since_start_ns - g.warmup_ms as f64 * 1e6;

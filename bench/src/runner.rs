@@ -146,7 +146,9 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
             spec.cores.len(),
             if spec.cores.len() == 1 { "" } else { "s" }
         ),
-        (spec.job.pipeline == PipelineKind::Latency)
+        spec.job
+            .pipeline
+            .has_generator()
             .then(|| Duration::from_millis(gen.duration_ms)),
         progress,
     );

@@ -14,10 +14,13 @@
 //! - [`state`]: value, list and map state per key, stored per key group.
 //! - [`config`]: job directories (`job.toml`, `cores/<cpu>.toml`).
 //! - [`runtime`]: start-up checks, executors, rings, the per-core loop.
+//! - [`asyncio`]: the async IO operator (`async_map`, `async_flat_map`) on per-core
+//!   timers, with timeouts, retries, circuit breaking and checkpointed in-flight inputs.
 //! - [`pipelines`]: the built-in pipelines (`latency`, `etl`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod asyncio;
 pub mod checkpoint;
 pub mod clock;
 pub mod config;

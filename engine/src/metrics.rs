@@ -275,7 +275,7 @@ impl fmt::Display for JobReport {
             )?;
         }
         for (k, v) in &self.counters {
-            writeln!(f, "{k:<22}{v}")?;
+            writeln!(f, "{k:<25} {v}")?;
         }
         for s in &self.shards {
             let n: u64 = s.counters.get("sink_records").copied().unwrap_or(0);

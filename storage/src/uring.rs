@@ -42,7 +42,8 @@ struct Slot {
     waker: Option<Waker>,
     /// The future was dropped while the kernel had the operation: free on completion.
     abandoned: bool,
-    /// The buffer the kernel reads from (writes); owned here until the completion is reaped.
+    /// The buffer the kernel reads from (writes, sends) or writes into (recv); owned here
+    /// until the completion is reaped.
     buf: Option<Vec<u8>>,
     /// Keeps the file (and so its fd number) open until the completion is reaped.
     _file: Option<Rc<File>>,
@@ -402,6 +403,27 @@ impl Uring {
     ) -> io::Result<()> {
         let entry = opcode::Fsync::new(types::Fd(fd)).flags(flags).build();
         cvt(self.submit(entry, None, file).await.0).map(drop)
+    }
+
+    /// Sends `buf` on socket `fd`; resolves with the count sent (possibly short) and the
+    /// buffer back. The buffer belongs to the operation until the kernel completed it.
+    pub async fn send(&self, fd: RawFd, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let len = buf.len().min(u32::MAX as usize) as u32;
+        let entry = opcode::Send::new(types::Fd(fd), buf.as_ptr(), len).build();
+        let (res, buf) = self.submit(entry, Some(buf), None).await;
+        let buf = buf.expect("a send's buffer comes back with its completion");
+        (cvt(res).map(|n| n as usize), buf)
+    }
+
+    /// Receives into `buf` (up to its length) from socket `fd`; resolves with the count
+    /// received (0: the peer closed) and the buffer back. The kernel writes into the buffer,
+    /// which the slot owns until the completion is reaped.
+    pub async fn recv(&self, fd: RawFd, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let len = buf.len().min(u32::MAX as usize) as u32;
+        let entry = opcode::Recv::new(types::Fd(fd), buf.as_mut_ptr(), len).build();
+        let (res, buf) = self.submit(entry, Some(buf), None).await;
+        let buf = buf.expect("a recv's buffer comes back with its completion");
+        (cvt(res).map(|n| n as usize), buf)
     }
 
     /// Preallocates bytes `0..len` of `fd` (fallocate mode 0: the file grows to `len`).

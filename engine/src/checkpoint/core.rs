@@ -256,6 +256,11 @@ impl CoreCheckpoints {
         self.sources_finished += 1;
     }
 
+    /// Whether every source partition on this core has finished its input.
+    pub(crate) fn all_sources_finished(&self) -> bool {
+        self.sources_finished == self.sources
+    }
+
     /// Tells the coordinator once when every source on the core has finished.
     pub(crate) fn poll_finished(&mut self) {
         if !self.finished_sent && self.sources_finished == self.sources {

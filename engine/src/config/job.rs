@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::asyncio::{AsyncConfig, LookupConfig};
 use super::checkpoint::{CheckpointConfig, RestartConfig};
 use crate::error::ConfigError;
 use crate::keys::DEFAULT_MAX_KEY_GROUPS;
@@ -18,11 +19,18 @@ pub enum PipelineKind {
     Latency,
     /// File of JSON lines → parse → filter → key_by(user) → running totals → CSV files.
     Etl,
+    /// Generator → key_by → per-key count → async lookup → latency sink.
+    KeyedAsync,
 }
 
 impl PipelineKind {
     /// Every valid name, for error messages.
-    pub const NAMES: &'static str = "\"latency\", \"etl\"";
+    pub const NAMES: &'static str = "\"latency\", \"etl\", \"keyed-async\"";
+
+    /// Whether the pipeline is driven by the `[generator]` (rate, duration, warm-up).
+    pub fn has_generator(self) -> bool {
+        matches!(self, PipelineKind::Latency | PipelineKind::KeyedAsync)
+    }
 }
 
 /// The whole of `job.toml`.
@@ -50,6 +58,27 @@ pub struct JobConfig {
     pub checkpoint: Option<CheckpointConfig>,
     /// What to do when the running job fails (see `RestartConfig`).
     pub restart: Option<RestartConfig>,
+    /// The async operator (`keyed-async`).
+    #[serde(rename = "async")]
+    pub async_io: Option<AsyncConfig>,
+    /// The service the async operator calls (`keyed-async`, `etl` with `[enrich]`).
+    pub lookup: Option<LookupConfig>,
+    /// `etl` only: add each user's segment through an async lookup.
+    pub enrich: Option<EnrichConfig>,
+}
+
+/// `[enrich]` (`etl`): user → segment through the async lookup of `[async]`/`[lookup]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichConfig {
+    /// How many segments the simulated lookup spreads users over.
+    pub segments: u32,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        Self { segments: 4 }
+    }
 }
 
 impl Default for JobConfig {
@@ -64,6 +93,9 @@ impl Default for JobConfig {
             generator: None,
             checkpoint: None,
             restart: None,
+            async_io: None,
+            lookup: None,
+            enrich: None,
         }
     }
 }
@@ -76,6 +108,9 @@ pub struct FileSourceConfig {
     pub path: PathBuf,
     /// How many source partitions split the file (by byte range, on line boundaries).
     pub partitions: u32,
+    /// `keyed-async` only: distinct keys of the generated events (the file keys above do
+    /// not apply there; the rate comes from `[generator]`).
+    pub keys: Option<u64>,
 }
 
 impl Default for FileSourceConfig {
@@ -83,6 +118,7 @@ impl Default for FileSourceConfig {
         Self {
             path: PathBuf::from("input.jsonl"),
             partitions: 1,
+            keys: None,
         }
     }
 }
@@ -209,7 +245,68 @@ impl JobConfig {
         if let Some(r) = &self.restart {
             r.validate(file)?;
         }
+        if let Some(a) = &self.async_io {
+            a.validate(file)?;
+        }
+        if let Some(l) = &self.lookup {
+            l.validate(file)?;
+        }
+        if self.enrich.is_some() && self.pipeline != PipelineKind::Etl {
+            return Err(invalid(
+                file,
+                "enrich",
+                format!("an [enrich] table in a {:?} job", self.pipeline),
+                "pipeline = \"etl\"",
+            ));
+        }
+        if self.enrich.as_ref().is_some_and(|e| e.segments == 0) {
+            return Err(invalid(file, "enrich.segments", "0".into(), "1 or more"));
+        }
+        let uses_async = self.pipeline == PipelineKind::KeyedAsync || self.enrich.is_some();
+        if !uses_async {
+            if let Some(key) = [
+                self.async_io.is_some().then_some("async"),
+                self.lookup.is_some().then_some("lookup"),
+            ]
+            .into_iter()
+            .flatten()
+            .next()
+            {
+                return Err(invalid(
+                    file,
+                    key,
+                    format!("an [{key}] table in a {:?} job", self.pipeline),
+                    "[async] and [lookup] for pipeline = \"keyed-async\" or an etl job with [enrich]",
+                ));
+            }
+        }
+        if self.pipeline != PipelineKind::KeyedAsync
+            && self.source.as_ref().is_some_and(|s| s.keys.is_some())
+        {
+            return Err(invalid(
+                file,
+                "source.keys",
+                "source.keys outside a keyed-async job".into(),
+                "pipeline = \"keyed-async\" (the latency job has generator.keys)",
+            ));
+        }
         match self.pipeline {
+            PipelineKind::KeyedAsync => {
+                if let Some(s) = &self.source {
+                    if s.keys == Some(0) {
+                        return Err(invalid(file, "source.keys", "0".into(), "1 or more"));
+                    }
+                }
+                if self.sink.is_some() {
+                    return Err(invalid(
+                        file,
+                        "sink",
+                        "a [sink] table in a keyed-async job".into(),
+                        "[source] keys, [generator], [async], [lookup]",
+                    ));
+                }
+                self.validate_generator(file)?;
+            }
             PipelineKind::Etl => {
                 let source = self.source.clone().unwrap_or_default();
                 if source.partitions == 0 {
@@ -240,45 +337,7 @@ impl JobConfig {
                 }
             }
             PipelineKind::Latency => {
-                let g = self.generator.clone().unwrap_or_default();
-                if g.rate_eps == 0 || g.rate_eps > MAX_RATE_EPS {
-                    return Err(invalid(
-                        file,
-                        "generator.rate_eps",
-                        g.rate_eps.to_string(),
-                        "1 ..= 1000000000 events per second",
-                    ));
-                }
-                if g.duration_ms == 0 || g.duration_ms > MAX_DURATION_MS {
-                    return Err(invalid(
-                        file,
-                        "generator.duration_ms",
-                        g.duration_ms.to_string(),
-                        "1 ..= 1000000000 milliseconds",
-                    ));
-                }
-                if g.warmup_ms >= g.duration_ms {
-                    return Err(invalid(
-                        file,
-                        "generator.warmup_ms",
-                        format!(
-                            "{} is not below duration_ms ({})",
-                            g.warmup_ms, g.duration_ms
-                        ),
-                        "less than generator.duration_ms",
-                    ));
-                }
-                if g.keys == 0 {
-                    return Err(invalid(file, "generator.keys", "0".into(), "1 or more"));
-                }
-                if g.partitions == Some(0) {
-                    return Err(invalid(
-                        file,
-                        "generator.partitions",
-                        "0".into(),
-                        "1 or more",
-                    ));
-                }
+                self.validate_generator(file)?;
                 if self.source.is_some() || self.sink.is_some() {
                     return Err(invalid(
                         file,
@@ -292,6 +351,49 @@ impl JobConfig {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn validate_generator(&self, file: &Path) -> Result<(), ConfigError> {
+        let g = self.generator.clone().unwrap_or_default();
+        if g.rate_eps == 0 || g.rate_eps > MAX_RATE_EPS {
+            return Err(invalid(
+                file,
+                "generator.rate_eps",
+                g.rate_eps.to_string(),
+                "1 ..= 1000000000 events per second",
+            ));
+        }
+        if g.duration_ms == 0 || g.duration_ms > MAX_DURATION_MS {
+            return Err(invalid(
+                file,
+                "generator.duration_ms",
+                g.duration_ms.to_string(),
+                "1 ..= 1000000000 milliseconds",
+            ));
+        }
+        if g.warmup_ms >= g.duration_ms {
+            return Err(invalid(
+                file,
+                "generator.warmup_ms",
+                format!(
+                    "{} is not below duration_ms ({})",
+                    g.warmup_ms, g.duration_ms
+                ),
+                "less than generator.duration_ms",
+            ));
+        }
+        if g.keys == 0 {
+            return Err(invalid(file, "generator.keys", "0".into(), "1 or more"));
+        }
+        if g.partitions == Some(0) {
+            return Err(invalid(
+                file,
+                "generator.partitions",
+                "0".into(),
+                "1 or more",
+            ));
         }
         Ok(())
     }

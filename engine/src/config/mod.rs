@@ -2,6 +2,7 @@
 //! and resolves them into a `JobSpec`; the schemas and their defaults live in `job.rs`
 //! and `core.rs`. Every error names the file, the key and what would be valid.
 
+pub mod asyncio;
 mod checkpoint;
 mod core;
 mod job;
@@ -10,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 pub use self::checkpoint::{CheckpointConfig, CheckpointMode, RestartConfig, RestartKind};
 pub use self::core::CoreConfig;
-pub use self::job::{FileSinkConfig, FileSourceConfig, GeneratorConfig, JobConfig, PipelineKind};
+pub use self::job::{
+    EnrichConfig, FileSinkConfig, FileSourceConfig, GeneratorConfig, JobConfig, PipelineKind,
+};
 use crate::error::ConfigError;
 use crate::ids::CoreId;
 
@@ -276,7 +279,7 @@ impl JobSpec {
         if let (PipelineKind::Etl, Some(s)) = (self.job.pipeline, &self.job.source) {
             counts.push(("source.partitions", s.partitions));
         }
-        if let (PipelineKind::Latency, Some(g)) = (self.job.pipeline, &self.job.generator) {
+        if let (true, Some(g)) = (self.job.pipeline.has_generator(), &self.job.generator) {
             counts.extend(g.partitions.map(|p| ("generator.partitions", p)));
         }
         counts

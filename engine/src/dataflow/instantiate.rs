@@ -280,6 +280,63 @@ impl<'a> Instantiator<'a> {
         groups
     }
 
+    /// This core's timers for async operators (created on first use).
+    pub(crate) fn core_timers(&mut self) -> crate::asyncio::Timers {
+        const TIMERS: (usize, u32) = (usize::MAX, u32::MAX);
+        if let Some((any, _)) = self.shared.get(&TIMERS) {
+            return any
+                .downcast_ref::<crate::asyncio::Timers>()
+                .expect("timers type")
+                .clone();
+        }
+        let t = crate::asyncio::Timers::new(Rc::new(self.a.clock));
+        self.shared
+            .insert(TIMERS, (Box::new(t.clone()), Vec::new()));
+        t
+    }
+
+    /// The checkpoint the job restores from, if any.
+    pub(crate) fn restore(&self) -> Option<Arc<Restore>> {
+        self.a.ckpt.as_ref().and_then(|c| c.restore.clone())
+    }
+
+    /// The partitions of `node`.
+    pub(crate) fn parallelism(&self, node: usize) -> u32 {
+        self.a.graph.nodes[node].parallelism
+    }
+
+    /// This core's metrics.
+    pub(crate) fn metrics(&self) -> MetricsHandle {
+        self.a.metrics.clone()
+    }
+
+    /// Whether every source partition on this core has finished (always false without
+    /// checkpoints).
+    pub(crate) fn sources_done(&self) -> Box<dyn Fn() -> bool> {
+        match &self.a.ckpt {
+            None => Box::new(|| false),
+            Some(c) => {
+                let core = c.core.clone();
+                Box::new(move || core.borrow().all_sources_finished())
+            }
+        }
+    }
+
+    /// `downstream`, with the ports behind it also noted for the drivers feeding this
+    /// operator.
+    pub(crate) fn downstream_noted<T: Data>(&mut self, node: usize, p: PartitionId) -> BoxEmit<T> {
+        let (down, ports) = self.with_frame(|inst| inst.downstream::<T>(node, p));
+        self.note_ports(&ports);
+        down
+    }
+
+    /// Adds a port the shard loop flushes every round and whose `is_blocked` stops the
+    /// drivers feeding it (an async operator).
+    pub(crate) fn register_port(&mut self, port: PortRef) {
+        self.ports.push(port.clone());
+        self.note_ports(&[port]);
+    }
+
     fn with_frame<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> (R, Vec<PortRef>) {
         self.frames.push(Vec::new());
         let r = f(self);

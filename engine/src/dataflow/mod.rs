@@ -32,6 +32,7 @@
 
 #[cfg(test)]
 mod alignment_tests;
+mod async_stream;
 pub(crate) mod exchange;
 pub(crate) mod graph;
 pub(crate) mod instantiate;

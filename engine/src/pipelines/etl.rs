@@ -2,10 +2,13 @@
 //! `{"ts": <ms>, "user": "<id>", "amount_cents": <int>}` → parse (malformed lines go,
 //! with their byte offset, to the dead-letter file; the job goes on) → keep
 //! `amount_cents > 0` → `key_by(user)` → per-user count and running total in keyed state
-//! → one CSV line per accepted event, `user,count,total_cents`, in `sink.dir`.
+//! → one CSV line per accepted event, `user,count,total_cents`, in `sink.dir`. With an
+//! `[enrich]` table, an async lookup (`[async]`, `[lookup]`: the simulated service)
+//! adds each user's segment between the totals and the sink: `user,count,total,segment`.
 
 use serde::Deserialize;
 
+use crate::asyncio::lookup::SimulatedLookup;
 use crate::config::JobSpec;
 use crate::connectors::{DeadLetter, DeadLetterSink, FileLine, FileSink, FileSource};
 use crate::dataflow::{JobGraph, Out, Pipeline};
@@ -25,7 +28,7 @@ pub struct EtlEvent {
 }
 
 /// One output row.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct UserTotal {
     /// The user.
     pub user: String,
@@ -33,6 +36,16 @@ pub struct UserTotal {
     pub count: u64,
     /// The sum of their amounts so far, cents.
     pub total_cents: i128,
+    /// The user's segment, when the job enriches (`[enrich]`).
+    pub segment: Option<String>,
+}
+
+/// The segment the simulated lookup gives `user` out of `segments` (deterministic).
+pub fn segment_of(user: &str, segments: u32) -> String {
+    format!(
+        "SEG-{}",
+        crate::keys::stable_hash(&user) % u64::from(segments.max(1))
+    )
 }
 
 /// Parses one input line.
@@ -65,7 +78,12 @@ pub fn format_row(t: &UserTotal, out: &mut Vec<u8>) {
     use std::io::Write;
     csv_field(&t.user, out);
     // Writing to a Vec cannot fail.
-    let _ = writeln!(out, ",{},{}", t.count, t.total_cents);
+    let _ = write!(out, ",{},{}", t.count, t.total_cents);
+    if let Some(s) = &t.segment {
+        out.push(b',');
+        csv_field(s, out);
+    }
+    out.push(b'\n');
 }
 
 /// Builds the etl pipeline from `[source]` and `[sink]`.
@@ -88,7 +106,7 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
         )
         .sink("dead-letter", DeadLetterSink::new(sink.dead_letter))
         .parallelism(1);
-    parsed
+    let totals = parsed
         .flat_map(
             "valid",
             |r: std::result::Result<EtlEvent, DeadLetter>, out: &mut Out<'_, EtlEvent>| {
@@ -123,10 +141,35 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
                     user: e.user,
                     count,
                     total_cents,
+                    segment: None,
                 });
             }
-        })
-        .sink("csv", FileSink::new(sink.dir, format_row));
+        });
+    let rows = match &spec.job.enrich {
+        None => totals,
+        Some(en) => {
+            let segments = en.segments;
+            let opts = spec.job.async_io.clone().unwrap_or_default().options();
+            let lookup = spec.job.lookup.clone().unwrap_or_default();
+            let (latency, seed) = (lookup.latency(), lookup.seed);
+            totals.async_map("enrich", opts, move |ctx| {
+                let mut service = SimulatedLookup::new(
+                    ctx.timers.clone(),
+                    latency,
+                    seed.wrapping_add(u64::from(ctx.partition)),
+                );
+                move |mut t: UserTotal| {
+                    let fut = service.call(segment_of(&t.user, segments), |s| s);
+                    async move {
+                        let mut v = fut.await?;
+                        t.segment = v.pop();
+                        Ok(t)
+                    }
+                }
+            })
+        }
+    };
+    rows.sink("csv", FileSink::new(sink.dir, format_row));
     p.build(spec.default_parallelism())
 }
 
@@ -165,6 +208,7 @@ mod tests {
                 user: "a,\"b\"".into(),
                 count: 2,
                 total_cents: -3,
+                segment: None,
             },
             &mut out,
         );
@@ -175,9 +219,21 @@ mod tests {
                 user: "u1".into(),
                 count: 1,
                 total_cents: 7,
+                segment: None,
             },
             &mut out,
         );
         assert_eq!(out, b"u1,1,7\n");
+        let mut out = Vec::new();
+        format_row(
+            &UserTotal {
+                user: "u1".into(),
+                count: 1,
+                total_cents: 7,
+                segment: Some("SEG-3".into()),
+            },
+            &mut out,
+        );
+        assert_eq!(out, b"u1,1,7,SEG-3\n");
     }
 }

@@ -2,6 +2,7 @@
 //! the public pipeline API, exactly as a user would write it.
 
 pub mod etl;
+pub mod keyed_async;
 pub mod latency;
 
 use crate::config::{JobSpec, PipelineKind};
@@ -13,5 +14,6 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
     match spec.job.pipeline {
         PipelineKind::Latency => latency::build(spec),
         PipelineKind::Etl => etl::build(spec),
+        PipelineKind::KeyedAsync => keyed_async::build(spec),
     }
 }

@@ -1,0 +1,612 @@
+//! The async operator's per-partition state machine. The chain calls it (`Emit`) with
+//! records and control items; the shard loop calls it as a `Port` (`flush`) every round
+//! to poll the futures that were woken, fire timers, time requests out, retry them and
+//! emit what is ready. It never blocks and never waits for a request at a barrier (see
+//! the module doc of `asyncio` for the one exception).
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use super::policy::{Admit, Breaker};
+use super::{AsyncMode, AsyncOptions, BoxFuture, Capacity, OnTimeout, Timers};
+use crate::checkpoint::codec::Record;
+use crate::checkpoint::core::Participant;
+use crate::dataflow::exchange::Port;
+use crate::dataflow::ops::{BoxEmit, Emit, FailureSlot};
+use crate::error::EngineError;
+use crate::ids::CheckpointId;
+use crate::message::Control;
+use crate::metrics::MetricsHandle;
+
+/// The storage owner id of the in-flight inputs of async operator `op`.
+pub(crate) fn async_operator_id(op: &str) -> rill_storage::OperatorId {
+    crate::checkpoint::core::state_operator_id(op, "\0async")
+}
+
+/// Woken request sequence numbers, filled by wakers (which must be `Send`).
+type ReadyList = Arc<Mutex<Vec<u64>>>;
+
+struct ReqWake {
+    seq: u64,
+    ready: ReadyList,
+}
+
+impl Wake for ReqWake {
+    fn wake(self: Arc<Self>) {
+        self.ready.lock().expect("ready list").push(self.seq);
+    }
+}
+
+struct Req<T, U> {
+    input: T,
+    attempts: u32,
+    issued_ns: u64,
+    deadline_ns: u64,
+    fut: Option<BoxFuture<U>>,
+    waker: Waker,
+    result: Option<Vec<U>>,
+}
+
+enum Slot {
+    Req(u64),
+    Mark(Control),
+}
+
+enum Item<T> {
+    Data(T),
+    Control(Control),
+    End,
+}
+
+/// Adaptive-capacity bookkeeping.
+struct Auto {
+    min: usize,
+    max: usize,
+    window_start_ns: u64,
+    arrivals: u64,
+    latency_sum_ns: u64,
+    completions: u64,
+}
+
+const AUTO_WINDOW_NS: u64 = 100_000_000;
+
+/// What the operator needs from its core.
+pub(crate) struct AsyncParts {
+    pub(crate) name: String,
+    pub(crate) partition: u32,
+    pub(crate) timers: Timers,
+    pub(crate) failure: FailureSlot,
+    pub(crate) metrics: MetricsHandle,
+    pub(crate) ckpt: Option<Participant>,
+    /// Whether every source on this core has finished (barriers then wait, see above).
+    pub(crate) sources_done: Box<dyn Fn() -> bool>,
+}
+
+/// One partition of an async operator.
+pub(crate) struct AsyncCore<T, U> {
+    p: AsyncParts,
+    opts: AsyncOptions<T, U>,
+    call: Box<dyn FnMut(T) -> BoxFuture<U>>,
+    down: BoxEmit<U>,
+    ready: ReadyList,
+    reqs: HashMap<u64, Req<T, U>>,
+    queue: VecDeque<Slot>,
+    /// Sequence numbers at which a watermark boundary starts (unordered mode).
+    marks: VecDeque<u64>,
+    waiting: VecDeque<Item<T>>,
+    next_seq: u64,
+    timeouts: BTreeSet<(u64, u64)>,
+    retries: BTreeSet<(u64, u64)>,
+    breaker: Option<Breaker>,
+    limit: usize,
+    auto: Option<Auto>,
+    in_flight_max: usize,
+    reported_capacity: usize,
+    ended: bool,
+    failed: bool,
+}
+
+impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
+    pub(crate) fn new(
+        p: AsyncParts,
+        opts: AsyncOptions<T, U>,
+        call: Box<dyn FnMut(T) -> BoxFuture<U>>,
+        down: BoxEmit<U>,
+        restored: Vec<T>,
+    ) -> Self {
+        let (limit, auto) = match opts.capacity {
+            Capacity::Fixed(n) => (n.max(1), None),
+            Capacity::Auto { min, max } => (
+                min.max(1),
+                Some(Auto {
+                    min: min.max(1),
+                    max: max.max(min.max(1)),
+                    window_start_ns: 0,
+                    arrivals: 0,
+                    latency_sum_ns: 0,
+                    completions: 0,
+                }),
+            ),
+        };
+        p.metrics
+            .add("async_restored_requests", restored.len() as u64);
+        Self {
+            breaker: opts.breaker.map(Breaker::new),
+            p,
+            opts,
+            call,
+            down,
+            ready: Arc::default(),
+            reqs: HashMap::new(),
+            queue: VecDeque::new(),
+            marks: VecDeque::new(),
+            waiting: restored.into_iter().map(Item::Data).collect(),
+            next_seq: 0,
+            timeouts: BTreeSet::new(),
+            retries: BTreeSet::new(),
+            limit,
+            auto,
+            in_flight_max: 0,
+            reported_capacity: 0,
+            ended: false,
+            failed: false,
+        }
+    }
+
+    /// The current in-flight bound.
+    #[cfg(test)]
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Requests issued and not yet emitted.
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.reqs.len()
+    }
+
+    fn now(&self) -> u64 {
+        self.p.timers.now_ns()
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.failed = true;
+        self.p.failure.fail(EngineError::Operator {
+            operator: self.p.name.clone(),
+            partition: self.p.partition,
+            reason,
+        });
+    }
+
+    fn on_data(&mut self, rec: T) {
+        if let Some(a) = &mut self.auto {
+            a.arrivals += 1;
+        }
+        self.waiting.push_back(Item::Data(rec));
+        self.admit();
+    }
+
+    fn on_control(&mut self, c: Control) {
+        match c {
+            Control::Barrier(b) if !(self.p.sources_done)() => {
+                // Emit what is already due in output order, archive every input whose
+                // result is not out yet, forward the barrier at once.
+                self.emit_ready();
+                self.snapshot(b.id);
+                self.down.control(c);
+            }
+            _ => {
+                self.waiting.push_back(Item::Control(c));
+                self.admit();
+            }
+        }
+    }
+
+    fn snapshot(&mut self, id: CheckpointId) {
+        let Some(part) = &self.p.ckpt else { return };
+        if !part.wants(id) {
+            return;
+        }
+        let inputs = self.unemitted_inputs();
+        let count = inputs.len() as u64;
+        let mut blobs = Vec::new();
+        if !inputs.is_empty() {
+            match T::encode(&inputs) {
+                Ok(bytes) => blobs.push((
+                    rill_storage::Owner::new(
+                        async_operator_id(&self.p.name),
+                        rill_storage::PartitionId(self.p.partition),
+                        rill_storage::KeyGroupRange::default(),
+                    ),
+                    bytes,
+                )),
+                Err(e) => {
+                    let reason = format!("archiving in-flight inputs for checkpoint {}: {e}", id.0);
+                    self.fail(reason);
+                    return;
+                }
+            }
+        }
+        self.p.metrics.add("async_snapshot_requests", count);
+        let part = part.clone();
+        part.channel(id, blobs, count, self.now());
+    }
+
+    /// The inputs of every request whose result has not been emitted, in input order:
+    /// issued ones (in flight or held for ordering), then those waiting for capacity.
+    pub(crate) fn unemitted_inputs(&self) -> Vec<T> {
+        let mut inputs: Vec<T> = Vec::new();
+        for s in &self.queue {
+            if let Slot::Req(seq) = s {
+                if let Some(r) = self.reqs.get(seq) {
+                    inputs.push(r.input.clone());
+                }
+            }
+        }
+        for i in &self.waiting {
+            if let Item::Data(t) = i {
+                inputs.push(t.clone());
+            }
+        }
+        inputs
+    }
+
+    /// Moves waiting items in while capacity allows.
+    fn admit(&mut self) {
+        while !self.failed {
+            match self.waiting.front() {
+                None => break,
+                Some(Item::Data(_)) => {
+                    if self.reqs.len() >= self.limit {
+                        break;
+                    }
+                    let Some(Item::Data(t)) = self.waiting.pop_front() else {
+                        unreachable!("front is data")
+                    };
+                    self.issue(t);
+                }
+                Some(Item::Control(Control::Barrier(b))) => {
+                    if !self.queue.is_empty() {
+                        break;
+                    }
+                    let id = b.id;
+                    let c = Control::Barrier(*b);
+                    self.waiting.pop_front();
+                    self.snapshot(id);
+                    self.down.control(c);
+                }
+                Some(Item::Control(c)) => {
+                    let c = *c;
+                    self.waiting.pop_front();
+                    if self.queue.is_empty() {
+                        self.down.control(c);
+                    } else {
+                        self.marks.push_back(self.next_seq);
+                        self.queue.push_back(Slot::Mark(c));
+                    }
+                }
+                Some(Item::End) => {
+                    if !self.queue.is_empty() {
+                        break;
+                    }
+                    self.waiting.pop_front();
+                    self.ended = true;
+                    self.down.end();
+                }
+            }
+        }
+        self.emit_ready();
+    }
+
+    fn issue(&mut self, input: T) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let now = self.now();
+        let waker = Waker::from(Arc::new(ReqWake {
+            seq,
+            ready: self.ready.clone(),
+        }));
+        let deadline_ns = now.saturating_add(self.opts.timeout.as_nanos() as u64);
+        self.reqs.insert(
+            seq,
+            Req {
+                input,
+                attempts: 0,
+                issued_ns: now,
+                deadline_ns,
+                fut: None,
+                waker,
+                result: None,
+            },
+        );
+        self.queue.push_back(Slot::Req(seq));
+        self.timeouts.insert((deadline_ns, seq));
+        if self.reqs.len() > self.in_flight_max {
+            self.p.metrics.add(
+                "async_in_flight_max",
+                (self.reqs.len() - self.in_flight_max) as u64,
+            );
+            self.in_flight_max = self.reqs.len();
+        }
+        self.attempt(seq, now);
+    }
+
+    /// Starts an attempt of `seq` (if the breaker lets it) and polls it once.
+    fn attempt(&mut self, seq: u64, now: u64) {
+        if let Some(b) = &mut self.breaker {
+            if b.admit(now) == Admit::Reject {
+                self.p.metrics.add("async_breaker_rejected", 1);
+                self.give_up(seq, "was failed fast by the open circuit breaker");
+                return;
+            }
+        }
+        let Some(r) = self.reqs.get_mut(&seq) else {
+            return;
+        };
+        r.attempts += 1;
+        r.fut = Some((self.call)(r.input.clone()));
+        self.p.metrics.add("async_attempts", 1);
+        self.poll_req(seq);
+    }
+
+    fn poll_req(&mut self, seq: u64) {
+        let Some(r) = self.reqs.get_mut(&seq) else {
+            return;
+        }; // late: ignored
+        let Some(fut) = r.fut.as_mut() else { return }; // completed or timed out
+        let waker = r.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        let Poll::Ready(out) = fut.as_mut().poll(&mut cx) else {
+            return;
+        };
+        r.fut = None;
+        let (attempts, deadline) = (r.attempts, r.deadline_ns);
+        let now = self.now();
+        let retry = match &out {
+            Ok(v) => (self.opts.retry_on_result)(v),
+            Err(e) => (self.opts.retry_on_error)(e),
+        };
+        match &out {
+            Ok(_) if !retry => {
+                if let Some(b) = &mut self.breaker {
+                    b.on_success();
+                }
+            }
+            _ => {
+                if let Some(b) = &mut self.breaker {
+                    let opened = b.opened;
+                    b.on_failure(now);
+                    if b.opened > opened {
+                        self.p.metrics.add("async_breaker_opened", 1);
+                    }
+                }
+            }
+        }
+        if retry {
+            if let Some(d) = self.opts.retry.next_delay(attempts) {
+                let at = now.saturating_add(d.as_nanos() as u64);
+                if at < deadline {
+                    self.p.metrics.add("async_retries", 1);
+                    self.retries.insert((at, seq));
+                    return;
+                }
+            }
+        }
+        match out {
+            Ok(v) => self.complete(seq, v),
+            Err(e) => {
+                let reason = format!(
+                    "request {seq} failed after {attempts} attempt{}: {e}",
+                    if attempts == 1 { "" } else { "s" }
+                );
+                self.fail(reason);
+            }
+        }
+    }
+
+    fn complete(&mut self, seq: u64, v: Vec<U>) {
+        let now = self.now();
+        let Some(r) = self.reqs.get_mut(&seq) else {
+            return;
+        };
+        r.result = Some(v);
+        r.fut = None;
+        self.timeouts.remove(&(r.deadline_ns, seq));
+        if let Some(a) = &mut self.auto {
+            a.latency_sum_ns += now.saturating_sub(r.issued_ns);
+            a.completions += 1;
+        }
+        if self.opts.mode == AsyncMode::Unordered && self.marks.front().map_or(true, |m| seq < *m) {
+            self.emit_one(seq);
+        }
+    }
+
+    /// The timeout passed (or the breaker failed the request fast): apply the policy.
+    fn give_up(&mut self, seq: u64, what: &str) {
+        let Some(r) = self.reqs.get_mut(&seq) else {
+            return;
+        };
+        r.fut = None; // a completion after this is never seen
+        let input = r.input.clone();
+        let attempts = r.attempts;
+        match self.opts.on_timeout.clone() {
+            OnTimeout::Fail => {
+                let reason = format!(
+                    "request {seq} {what} (timeout {:?}, {attempts} attempt{})",
+                    self.opts.timeout,
+                    if attempts == 1 { "" } else { "s" }
+                );
+                self.fail(reason);
+            }
+            OnTimeout::Drop => {
+                self.p.metrics.add("async_dropped", 1);
+                self.complete(seq, Vec::new());
+            }
+            OnTimeout::Fallback(f) => {
+                self.p.metrics.add("async_fallbacks", 1);
+                let v = f(&input);
+                self.complete(seq, v);
+            }
+        }
+    }
+
+    fn emit_one(&mut self, seq: u64) {
+        if let Some(r) = self.reqs.remove(&seq) {
+            for u in r.result.expect("emitted only when complete") {
+                self.down.data(u);
+            }
+        }
+    }
+
+    /// Emits what output order allows.
+    fn emit_ready(&mut self) {
+        loop {
+            match self.queue.front() {
+                Some(Slot::Req(seq)) => {
+                    let seq = *seq;
+                    match self.reqs.get(&seq) {
+                        None => {
+                            self.queue.pop_front(); // emitted already (unordered)
+                        }
+                        Some(r) if r.result.is_some() => {
+                            self.queue.pop_front();
+                            self.emit_one(seq);
+                        }
+                        Some(_) => break,
+                    }
+                }
+                Some(Slot::Mark(_)) => {
+                    let Some(Slot::Mark(c)) = self.queue.pop_front() else {
+                        unreachable!("front is a mark")
+                    };
+                    self.marks.pop_front();
+                    self.down.control(c);
+                    if self.opts.mode == AsyncMode::Unordered {
+                        let bound = self.marks.front().copied().unwrap_or(u64::MAX);
+                        let done: Vec<u64> = self
+                            .queue
+                            .iter()
+                            .filter_map(|s| match s {
+                                Slot::Req(q) if *q < bound => Some(*q),
+                                _ => None,
+                            })
+                            .filter(|q| self.reqs.get(q).is_some_and(|r| r.result.is_some()))
+                            .collect();
+                        done.into_iter().for_each(|q| self.emit_one(q));
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn adapt(&mut self, now: u64) {
+        let Some(a) = &mut self.auto else { return };
+        if a.window_start_ns == 0 {
+            a.window_start_ns = now.max(1);
+            return;
+        }
+        let span = now.saturating_sub(a.window_start_ns);
+        if span < AUTO_WINDOW_NS || a.completions == 0 {
+            return;
+        }
+        let lambda = a.arrivals as f64 / (span as f64 / 1e9);
+        let t = a.latency_sum_ns as f64 / a.completions as f64 / 1e9;
+        let n = (lambda * t * 1.5).ceil() as usize;
+        self.limit = n.clamp(a.min, a.max);
+        *a = Auto {
+            window_start_ns: now,
+            arrivals: 0,
+            latency_sum_ns: 0,
+            completions: 0,
+            ..*a
+        };
+        if self.limit > self.reported_capacity {
+            self.p.metrics.add(
+                "async_capacity_auto_max",
+                (self.limit - self.reported_capacity) as u64,
+            );
+            self.reported_capacity = self.limit;
+        }
+    }
+
+    fn step(&mut self, now: u64) -> bool {
+        if self.failed {
+            return false;
+        }
+        let mut progress = self.p.timers.fire(now) > 0;
+        let woken = std::mem::take(&mut *self.ready.lock().expect("ready list"));
+        progress |= !woken.is_empty();
+        for seq in woken {
+            self.poll_req(seq);
+        }
+        while let Some(&(at, seq)) = self.retries.first() {
+            if at > now {
+                break;
+            }
+            self.retries.remove(&(at, seq));
+            progress = true;
+            self.attempt(seq, now);
+        }
+        while let Some(&(at, seq)) = self.timeouts.first() {
+            if at > now {
+                break;
+            }
+            self.timeouts.remove(&(at, seq));
+            self.retries.retain(|(_, s)| *s != seq);
+            self.p.metrics.add("async_timeouts", 1);
+            progress = true;
+            self.give_up(seq, "timed out");
+        }
+        self.adapt(now);
+        let before = self.reqs.len() + self.waiting.len();
+        self.admit();
+        progress | (self.reqs.len() + self.waiting.len() != before)
+    }
+}
+
+/// The chain's handle and the shard's port on one async partition.
+pub(crate) struct AsyncOp<T, U>(pub(crate) Rc<RefCell<AsyncCore<T, U>>>);
+
+impl<T: Clone + Record + 'static, U: 'static> Emit<T> for AsyncOp<T, U> {
+    fn data(&mut self, rec: T) {
+        self.0.borrow_mut().on_data(rec);
+    }
+    fn control(&mut self, c: Control) {
+        self.0.borrow_mut().on_control(c);
+    }
+    fn end(&mut self) {
+        let mut c = self.0.borrow_mut();
+        c.waiting.push_back(Item::End);
+        c.admit();
+    }
+}
+
+impl<T: Clone + Record + 'static, U: 'static> Port for AsyncCore<T, U> {
+    fn flush(&mut self, now_ns: u64) -> bool {
+        self.step(now_ns)
+    }
+    fn is_blocked(&self) -> bool {
+        !self.failed && (self.reqs.len() >= self.limit || !self.waiting.is_empty())
+    }
+    fn can_progress(&self, now_ns: u64) -> bool {
+        !self.ready.lock().expect("ready list").is_empty()
+            || self.next_deadline().is_some_and(|t| t <= now_ns)
+    }
+    fn is_drained(&self) -> bool {
+        self.failed || (self.reqs.is_empty() && self.waiting.is_empty() && self.queue.is_empty())
+    }
+    fn next_deadline(&self) -> Option<u64> {
+        [
+            self.p.timers.next_deadline(),
+            self.timeouts.first().map(|x| x.0),
+            self.retries.first().map(|x| x.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}

@@ -1,0 +1,405 @@
+//! The async operator under a manual clock: ordering, capacity and backpressure,
+//! timeouts per policy, late completions, retries with backoff, the breaker, and the
+//! inputs a checkpoint archives and a restore re-issues.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::op::{AsyncCore, AsyncOp, AsyncParts};
+use super::*;
+use crate::dataflow::exchange::Port;
+use crate::dataflow::ops::testing::{Collect, Seen};
+use crate::dataflow::ops::{Emit, FailureSlot};
+use crate::error::EngineError;
+use crate::ids::{CheckpointId, CoreId};
+use crate::message::{Barrier, Control, Watermark};
+use crate::metrics::MetricsHandle;
+
+const MS: u64 = 1_000_000;
+
+struct Rig {
+    clock: ManualClock,
+    seen: Rc<RefCell<Vec<Seen<u64>>>>,
+    core: Rc<RefCell<AsyncCore<u64, u64>>>,
+    op: AsyncOp<u64, u64>,
+    failure: FailureSlot,
+    metrics: MetricsHandle,
+}
+
+impl Rig {
+    /// An operator whose call for `x` is `call(timers, x)`.
+    fn new(
+        opts: AsyncOptions<u64, u64>,
+        restored: Vec<u64>,
+        mut call: impl FnMut(&Timers, u64) -> BoxFuture<u64> + 'static,
+    ) -> Self {
+        let clock = ManualClock::default();
+        let timers = Timers::new(Rc::new(clock.clone()));
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let failure = FailureSlot::default();
+        let metrics = MetricsHandle::default();
+        let parts = AsyncParts {
+            name: "lookup".into(),
+            partition: 0,
+            timers: timers.clone(),
+            failure: failure.clone(),
+            metrics: metrics.clone(),
+            ckpt: None,
+            sources_done: Box::new(|| false),
+        };
+        let core = Rc::new(RefCell::new(AsyncCore::new(
+            parts,
+            opts,
+            Box::new(move |x| call(&timers, x)),
+            Box::new(Collect(seen.clone())),
+            restored,
+        )));
+        Self {
+            clock,
+            seen,
+            op: AsyncOp(core.clone()),
+            core,
+            failure,
+            metrics,
+        }
+    }
+
+    fn at(&self, ms: u64) {
+        self.clock.set(ms * MS);
+        self.core.borrow_mut().flush(ms * MS);
+    }
+
+    fn data(&self) -> Vec<u64> {
+        self.seen
+            .borrow()
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Data(x) => Some(*x),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.metrics
+            .report(CoreId(0))
+            .counters
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Sleeps `delay_ms(x)` then answers `x * 10`.
+fn delayed(delay_ms: impl Fn(u64) -> u64 + 'static) -> impl FnMut(&Timers, u64) -> BoxFuture<u64> {
+    move |t: &Timers, x: u64| {
+        let s = t.sleep_ns(delay_ms(x) * MS);
+        Box::pin(async move {
+            s.await;
+            Ok(vec![x * 10])
+        })
+    }
+}
+
+fn wm(t: u64) -> Control {
+    Control::Watermark(Watermark(t))
+}
+
+#[test]
+fn ordered_results_leave_in_input_order() {
+    let mut r = Rig::new(AsyncOptions::new(), vec![], delayed(|x| 50 - x * 10));
+    for x in 0..5 {
+        r.op.data(x);
+    }
+    r.at(15); // 4 and 3 are done, but 0 is not: nothing leaves
+    assert!(r.data().is_empty());
+    r.at(50);
+    r.op.end();
+    assert_eq!(r.data(), vec![0, 10, 20, 30, 40]);
+    assert_eq!(r.seen.borrow().last(), Some(&Seen::End));
+}
+
+#[test]
+fn unordered_results_leave_as_they_complete_but_never_cross_a_watermark() {
+    let opts = AsyncOptions::new().mode(AsyncMode::Unordered);
+    let mut r = Rig::new(opts, vec![], delayed(|x| [30, 10, 0, 5][x as usize]));
+    r.op.data(0);
+    r.op.data(1);
+    r.op.control(wm(7));
+    r.op.data(2); // ready at once, but behind the watermark
+    r.op.data(3);
+    r.at(10);
+    assert_eq!(r.data(), vec![10]);
+    r.at(30);
+    assert_eq!(
+        *r.seen.borrow(),
+        vec![
+            Seen::Data(10),
+            Seen::Data(0),
+            Seen::Control(wm(7)),
+            Seen::Data(20),
+            Seen::Data(30)
+        ]
+    );
+}
+
+#[test]
+fn a_barrier_is_forwarded_at_once_and_its_unemitted_inputs_are_archived() {
+    let mut r = Rig::new(AsyncOptions::new(), vec![], delayed(|x| x));
+    r.op.data(0); // done at once
+    r.op.data(5);
+    r.op.data(9);
+    let b = Control::Barrier(Barrier {
+        id: CheckpointId(1),
+    });
+    r.op.control(b);
+    // The barrier did not wait for 5 and 9: they are what the snapshot holds.
+    assert_eq!(*r.seen.borrow(), vec![Seen::Data(0), Seen::Control(b)]);
+    assert_eq!(r.core.borrow().unemitted_inputs(), vec![5, 9]);
+    r.at(9);
+    assert_eq!(r.data(), vec![0, 50, 90]);
+}
+
+#[test]
+fn restore_reissues_exactly_the_archived_inputs_first() {
+    let issued = Rc::new(RefCell::new(Vec::new()));
+    let log = issued.clone();
+    let mut call = delayed(|_| 1);
+    let mut r = Rig::new(AsyncOptions::new(), vec![5, 9], move |t, x| {
+        log.borrow_mut().push(x);
+        call(t, x)
+    });
+    r.op.data(1);
+    assert_eq!(*issued.borrow(), vec![5, 9, 1]);
+    r.at(1);
+    assert_eq!(r.data(), vec![50, 90, 10]);
+    assert_eq!(r.counter("async_restored_requests"), 2);
+}
+
+#[test]
+fn capacity_is_never_exceeded_and_full_means_blocked() {
+    let opts = AsyncOptions::new().capacity(Capacity::Fixed(2));
+    let mut r = Rig::new(opts, vec![], delayed(|x| x + 1));
+    r.op.data(0);
+    assert!(!r.core.borrow().is_blocked());
+    r.op.data(1);
+    assert!(r.core.borrow().is_blocked());
+    // A driver's batch may overshoot: the extra input waits and is not issued.
+    r.op.data(2);
+    r.op.data(3);
+    assert_eq!(r.core.borrow().in_flight(), 2);
+    // A barrier is never held back by a full operator.
+    let b = Control::Barrier(Barrier {
+        id: CheckpointId(1),
+    });
+    r.op.control(b);
+    assert_eq!(*r.seen.borrow(), vec![Seen::Control(b)]);
+    assert_eq!(r.core.borrow().unemitted_inputs(), vec![0, 1, 2, 3]);
+    for ms in 1..=10 {
+        r.at(ms);
+        assert!(r.core.borrow().in_flight() <= r.core.borrow().limit());
+    }
+    assert_eq!(r.data(), vec![0, 10, 20, 30]);
+    assert!(!r.core.borrow().is_blocked());
+    assert_eq!(r.counter("async_in_flight_max"), 2);
+}
+
+fn never(_: &Timers, _: u64) -> BoxFuture<u64> {
+    Box::pin(std::future::pending())
+}
+
+#[test]
+fn timeout_fails_the_job_by_default_naming_operator_request_and_timeout() {
+    let opts = AsyncOptions::new().timeout(Duration::from_millis(100));
+    let mut r = Rig::new(opts, vec![], never);
+    r.op.data(7);
+    r.at(99);
+    assert!(r.failure.take().is_none());
+    r.at(100);
+    match r.failure.take() {
+        Some(EngineError::Operator {
+            operator, reason, ..
+        }) => {
+            assert_eq!(operator, "lookup");
+            assert!(reason.contains("request 0 timed out"), "{reason}");
+            assert!(reason.contains("100ms"), "{reason}");
+        }
+        other => panic!("expected an operator failure, got {other:?}"),
+    }
+    assert_eq!(r.counter("async_timeouts"), 1);
+}
+
+#[test]
+fn timeout_drop_counts_and_fallback_emits_the_fallback() {
+    let opts = AsyncOptions::new()
+        .timeout(Duration::from_millis(10))
+        .on_timeout(OnTimeout::Drop);
+    let mut r = Rig::new(opts, vec![], never);
+    r.op.data(1);
+    r.op.data(2);
+    r.at(10);
+    assert!(r.data().is_empty());
+    assert_eq!(r.counter("async_dropped"), 2);
+    assert!(r.failure.take().is_none());
+    assert!(r.core.borrow().is_drained());
+
+    let opts = AsyncOptions::new()
+        .timeout(Duration::from_millis(10))
+        .on_timeout(OnTimeout::Fallback(std::sync::Arc::new(|x: &u64| {
+            vec![x + 1000]
+        })));
+    let mut r = Rig::new(opts, vec![], never);
+    r.op.data(1);
+    r.at(10);
+    assert_eq!(r.data(), vec![1001]);
+}
+
+/// A call completed from outside (by the test), after its timeout.
+#[test]
+fn a_completion_after_the_timeout_is_ignored() {
+    let gate = Rc::new(Cell::new(false));
+    let wakers: Rc<RefCell<Vec<std::task::Waker>>> = Rc::default();
+    let (g, w) = (gate.clone(), wakers.clone());
+    let opts = AsyncOptions::new()
+        .timeout(Duration::from_millis(10))
+        .on_timeout(OnTimeout::Fallback(std::sync::Arc::new(|_: &u64| vec![0])));
+    let mut r = Rig::new(opts, vec![], move |_, x| {
+        let (g, w) = (g.clone(), w.clone());
+        Box::pin(std::future::poll_fn(move |cx| {
+            if g.get() {
+                std::task::Poll::Ready(Ok(vec![x]))
+            } else {
+                w.borrow_mut().push(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }))
+    });
+    r.op.data(42);
+    r.at(10);
+    gate.set(true);
+    wakers.borrow_mut().drain(..).for_each(|w| w.wake());
+    r.at(11);
+    r.at(12);
+    assert_eq!(
+        r.data(),
+        vec![0],
+        "the fallback once, the late answer never"
+    );
+}
+
+#[test]
+fn retries_back_off_exponentially_on_the_job_clock() {
+    let attempts = Rc::new(RefCell::new(Vec::new()));
+    let log = attempts.clone();
+    let opts = AsyncOptions::new()
+        .retry(RetryStrategy::Exponential {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+            multiplier: 2.0,
+            max_attempts: 5,
+        })
+        .retry_on_result(|r: &[u64]| r.is_empty());
+    let mut r = Rig::new(opts, vec![], move |t, x| {
+        log.borrow_mut().push(t.now_ns() / MS);
+        let n = log.borrow().len();
+        Box::pin(async move {
+            match n {
+                1 => Err(AsyncError::Service("busy".into())),
+                2 => Ok(vec![]), // an empty result is retried too
+                _ => Ok(vec![x]),
+            }
+        })
+    });
+    r.op.data(3);
+    for ms in 0..=40 {
+        r.at(ms);
+    }
+    assert_eq!(*attempts.borrow(), vec![0, 10, 30]);
+    assert_eq!(r.data(), vec![3]);
+    assert_eq!(r.counter("async_retries"), 2);
+}
+
+#[test]
+fn retries_stop_at_the_timeout_which_covers_every_attempt() {
+    let opts = AsyncOptions::new()
+        .timeout(Duration::from_millis(25))
+        .on_timeout(OnTimeout::Drop)
+        .retry(RetryStrategy::Fixed {
+            delay: Duration::from_millis(10),
+            max_attempts: 10,
+        });
+    let calls = Rc::new(Cell::new(0));
+    let c = calls.clone();
+    let mut r = Rig::new(opts, vec![], move |_, _| {
+        c.set(c.get() + 1);
+        Box::pin(async { Err(AsyncError::Service("down".into())) })
+    });
+    r.op.data(1);
+    for ms in 0..=30 {
+        r.at(ms);
+    }
+    // Attempts at 0, 10, 20; a retry at 30 would pass the deadline at 25.
+    assert_eq!(calls.get(), 3);
+    assert!(r.failure.take().is_some(), "the last error fails the job");
+}
+
+#[test]
+fn an_open_breaker_fails_requests_fast_to_the_timeout_policy_then_probes() {
+    let calls = Rc::new(Cell::new(0u32));
+    let c = calls.clone();
+    let opts = AsyncOptions::new()
+        .on_timeout(OnTimeout::Fallback(std::sync::Arc::new(|_: &u64| {
+            vec![999]
+        })))
+        .retry(RetryStrategy::Fixed {
+            delay: Duration::from_millis(1),
+            max_attempts: 3,
+        })
+        .breaker(BreakerConfig {
+            failures: 2,
+            cooldown: Duration::from_millis(100),
+        });
+    let mut r = Rig::new(opts, vec![], move |_, x| {
+        c.set(c.get() + 1);
+        let n = c.get();
+        Box::pin(async move {
+            if n <= 2 {
+                Err(AsyncError::Service("down".into()))
+            } else {
+                Ok(vec![x])
+            }
+        })
+    });
+    r.op.data(1); // attempt 1 fails at 0, attempt 2 at 1 ms: the breaker opens
+    r.at(1);
+    r.at(2); // the third attempt is failed fast
+    assert_eq!(calls.get(), 2);
+    assert_eq!(r.data(), vec![999]);
+    r.at(50);
+    r.op.data(2); // still open: no call
+    assert_eq!(calls.get(), 2);
+    r.at(101);
+    r.op.data(3); // the half-open probe goes out and succeeds: closed again
+    r.op.data(4);
+    assert_eq!(calls.get(), 4);
+    assert_eq!(r.data(), vec![999, 999, 3, 4]);
+    assert_eq!(r.counter("async_breaker_opened"), 1);
+    assert_eq!(r.counter("async_breaker_rejected"), 2);
+    assert!(r.failure.take().is_none());
+}
+
+#[test]
+fn auto_capacity_follows_littles_law_within_bounds() {
+    let opts = AsyncOptions::new().capacity(Capacity::Auto { min: 2, max: 50 });
+    let mut r = Rig::new(opts, vec![], delayed(|_| 10));
+    r.at(0);
+    // 1000 requests/s at 10 ms each: N = λ·t = 10, with headroom 15.
+    for ms in 1..=300u64 {
+        r.op.data(ms);
+        r.at(ms);
+    }
+    let limit = r.core.borrow().limit();
+    assert!((10..=20).contains(&limit), "chose {limit}");
+    assert!(r.counter("async_capacity_auto_max") >= 10);
+}

@@ -1,0 +1,112 @@
+//! `async_map` / `async_flat_map` on a stream: wires an `asyncio` operator partition into
+//! its core (timers, checkpoint participant, restored in-flight inputs, and a port the
+//! shard loop flushes every round). The operator itself lives in `crate::asyncio`.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::graph::NodeKind;
+use super::ops::BoxEmit;
+use super::{Data, Stream};
+use crate::asyncio::op::{async_operator_id, AsyncCore, AsyncOp, AsyncParts};
+use crate::asyncio::{AsyncCtx, AsyncError, AsyncOptions, AsyncResult, BoxFuture};
+use crate::checkpoint::codec::Record;
+use crate::error::EngineError;
+
+impl<T: Data + Record> Stream<T> {
+    /// Runs `call` (made per partition by `factory`, on its core) for every record as a
+    /// future polled by the core; each result is any number of records. See
+    /// [`crate::asyncio`] for modes, capacity, timeouts, retries and checkpoints.
+    /// Records must be archivable: the inputs of unfinished requests are checkpointed.
+    pub fn async_flat_map<U, G, F, Fut>(
+        &self,
+        name: &str,
+        opts: AsyncOptions<T, U>,
+        factory: G,
+    ) -> Stream<U>
+    where
+        U: Data,
+        G: Fn(&AsyncCtx) -> F + Send + Sync + 'static,
+        F: FnMut(T) -> Fut + 'static,
+        Fut: Future<Output = AsyncResult<U>> + 'static,
+    {
+        let factory = Arc::new(factory);
+        let opts = Arc::new(opts);
+        let node = self.b.borrow_mut().add_op::<T>(
+            name,
+            self.node,
+            NodeKind::Op,
+            Arc::new(move |inst, node, _from, p| {
+                let timers = inst.core_timers();
+                let ctx = AsyncCtx {
+                    timers: timers.clone(),
+                    partition: p.0,
+                };
+                let mut f = factory(&ctx);
+                let call: Box<dyn FnMut(T) -> BoxFuture<U>> =
+                    Box::new(move |t| Box::pin(f(t)) as BoxFuture<U>);
+                let down: BoxEmit<U> = inst.downstream_noted::<U>(node, p);
+                let opname = inst.node_name(node).to_string();
+                let mut restored = Vec::new();
+                if let Some(r) = inst.restore() {
+                    let par = inst.parallelism(node);
+                    for blob in r.blobs(async_operator_id(&opname)) {
+                        if blob.header().owner.partition.0 % par != p.0 {
+                            continue;
+                        }
+                        match T::decode(blob.payload()) {
+                            Ok(v) => restored.extend(v),
+                            Err(e) => inst.fail(EngineError::Restore {
+                                checkpoint: r.id,
+                                reason: format!("in-flight inputs of `{opname}`: {e}"),
+                            }),
+                        }
+                    }
+                }
+                let parts = AsyncParts {
+                    name: opname,
+                    partition: p.0,
+                    timers,
+                    failure: inst.failure(),
+                    metrics: inst.metrics(),
+                    ckpt: inst.participant(node, p, "operator"),
+                    sources_done: inst.sources_done(),
+                };
+                let core = Rc::new(RefCell::new(AsyncCore::new(
+                    parts,
+                    (*opts).clone(),
+                    call,
+                    down,
+                    restored,
+                )));
+                inst.register_port(core.clone());
+                Box::new(AsyncOp(core))
+            }),
+        );
+        Stream::at(&self.b, node)
+    }
+
+    /// `async_flat_map` whose call returns exactly one record.
+    pub fn async_map<U, G, F, Fut>(
+        &self,
+        name: &str,
+        opts: AsyncOptions<T, U>,
+        factory: G,
+    ) -> Stream<U>
+    where
+        U: Data,
+        G: Fn(&AsyncCtx) -> F + Send + Sync + 'static,
+        F: FnMut(T) -> Fut + 'static,
+        Fut: Future<Output = Result<U, AsyncError>> + 'static,
+    {
+        self.async_flat_map(name, opts, move |ctx| {
+            let mut f = factory(ctx);
+            move |t| {
+                let fut = f(t);
+                async move { fut.await.map(|u| vec![u]) }
+            }
+        })
+    }
+}
