@@ -14,9 +14,7 @@ use std::sync::{Arc, Mutex};
 use hdrhistogram::Histogram;
 use rill_engine::clock::{Clock, MonotonicClock};
 use rill_engine::config::JobSpec;
-use rill_engine::connectors::Generator;
-use rill_engine::dataflow::{JobGraph, Out, PartitionContext, Pipeline, Sink, SinkPartition};
-use rill_engine::keys::stable_hash;
+use rill_engine::dataflow::{JobGraph, PartitionContext, Pipeline, Sink, SinkPartition};
 use rill_engine::metrics::MetricsHandle;
 use rill_engine::pipelines::latency::LatencyEvent;
 use serde::{Deserialize, Serialize};
@@ -131,48 +129,15 @@ impl SinkPartition<LatencyEvent> for TimelinePartition {
 /// and parameters as `rill_engine::pipelines::latency::build`.
 pub fn build_latency(spec: &JobSpec) -> rill_engine::Result<(JobGraph, Collector)> {
     let g = spec.job.generator.clone().unwrap_or_default();
-    let events = (u128::from(g.rate_eps) * u128::from(g.duration_ms) / 1_000) as u64;
-    let keys = g.keys;
     let collector: Collector = Arc::default();
     let p = Pipeline::new(spec.job.max_key_groups);
-    let mut source = p.source(
-        "generator",
-        Generator::new(g.rate_eps, events, g.warmup_ms * 1_000_000, move |t| {
-            LatencyEvent {
-                seq: t.seq,
-                key: stable_hash(&t.seq) % keys,
-                due_ns: t.due_ns,
-                measure: t.measure,
-                count: 0,
-            }
-        }),
+    rill_engine::pipelines::latency::counted_events(&p, &g, g.keys).sink(
+        "latency",
+        TimelineSink {
+            rate_eps: g.rate_eps,
+            collector: collector.clone(),
+        },
     );
-    if let Some(n) = g.partitions {
-        source = source.parallelism(n);
-    }
-    source
-        .key_by("by-key", |e: &LatencyEvent| e.key)
-        .process("count", |init| {
-            let count = init.value::<u64>("count");
-            move |ctx, mut e: LatencyEvent, out: &mut Out<'_, LatencyEvent>| {
-                e.count = count.update(
-                    ctx,
-                    || 0,
-                    |c| {
-                        *c += 1;
-                        *c
-                    },
-                );
-                out.emit(e);
-            }
-        })
-        .sink(
-            "latency",
-            TimelineSink {
-                rate_eps: g.rate_eps,
-                collector: collector.clone(),
-            },
-        );
     Ok((p.build(spec.default_parallelism())?, collector))
 }
 

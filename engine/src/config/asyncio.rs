@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::job::invalid;
 use crate::asyncio::lookup::Latency;
 use crate::asyncio::{AsyncMode, AsyncOptions, BreakerConfig, Capacity, OnTimeout, RetryStrategy};
 use crate::error::ConfigError;
@@ -186,15 +187,6 @@ impl Default for LookupConfig {
             executor: ExecutorSetting::Core,
             pool_threads: 100,
         }
-    }
-}
-
-fn invalid(file: &Path, key: &str, problem: String, valid: &str) -> ConfigError {
-    ConfigError::Invalid {
-        file: file.to_path_buf(),
-        key: key.to_string(),
-        problem,
-        valid: valid.to_string(),
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::job::invalid;
 use crate::error::ConfigError;
 
 /// Exactly-once aligns barriers; at-least-once lets records overtake them.
@@ -126,15 +127,6 @@ impl Default for RestartConfig {
             reset_after_ms: 3_600_000,
             jitter: 0.1,
         }
-    }
-}
-
-fn invalid(file: &Path, key: &str, problem: String, valid: &str) -> ConfigError {
-    ConfigError::Invalid {
-        file: file.to_path_buf(),
-        key: key.to_string(),
-        problem,
-        valid: valid.to_string(),
     }
 }
 

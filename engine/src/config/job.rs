@@ -181,7 +181,8 @@ const MAX_RATE_EPS: u64 = 1_000_000_000;
 /// Longest generator run, ms (about 11.5 days).
 const MAX_DURATION_MS: u64 = 1_000_000_000;
 
-fn invalid(file: &Path, key: &str, problem: String, valid: &str) -> ConfigError {
+/// A `ConfigError::Invalid` for `key` of `file` (shared by the config modules).
+pub(crate) fn invalid(file: &Path, key: &str, problem: String, valid: &str) -> ConfigError {
     ConfigError::Invalid {
         file: file.to_path_buf(),
         key: key.to_string(),

@@ -14,10 +14,9 @@ use crate::asyncio::redis::{RedisClient, Reply};
 use crate::asyncio::AsyncError;
 use crate::config::asyncio::{ExecutorSetting, LookupKind};
 use crate::config::JobSpec;
-use crate::connectors::{Generator, LatencySink};
-use crate::dataflow::{JobGraph, Out, Pipeline};
+use crate::connectors::LatencySink;
+use crate::dataflow::{JobGraph, Pipeline};
 use crate::error::Result;
-use crate::keys::stable_hash;
 use crate::pipelines::latency::LatencyEvent;
 
 /// The service of one partition.
@@ -47,39 +46,8 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
     let kind = lookup.kind;
     let (executor, pool_threads) = (lookup.executor, lookup.pool_threads);
     let addr = lookup.addr.clone();
-    let events = (u128::from(g.rate_eps) * u128::from(g.duration_ms) / 1_000) as u64;
     let p = Pipeline::new(spec.job.max_key_groups);
-    let mut source = p.source(
-        "generator",
-        Generator::new(g.rate_eps, events, g.warmup_ms * 1_000_000, move |t| {
-            LatencyEvent {
-                seq: t.seq,
-                key: stable_hash(&t.seq) % keys,
-                due_ns: t.due_ns,
-                measure: t.measure,
-                count: 0,
-            }
-        }),
-    );
-    if let Some(n) = g.partitions {
-        source = source.parallelism(n);
-    }
-    source
-        .key_by("by-key", |e: &LatencyEvent| e.key)
-        .process("count", |init| {
-            let count = init.value::<u64>("count");
-            move |ctx, mut e: LatencyEvent, out: &mut Out<'_, LatencyEvent>| {
-                e.count = count.update(
-                    ctx,
-                    || 0,
-                    |c| {
-                        *c += 1;
-                        *c
-                    },
-                );
-                out.emit(e);
-            }
-        })
+    super::latency::counted_events(&p, &g, keys)
         .async_map("lookup", opts, move |ctx| {
             let mut service = match kind {
                 LookupKind::Simulated if executor == ExecutorSetting::ThreadPool => {

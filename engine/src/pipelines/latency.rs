@@ -2,9 +2,9 @@
 //! keyed state → the latency sink. Half of the records (on 2 cores) cross a core, so it
 //! measures the record path end to end: source, ring hop, keyed state, sink.
 
-use crate::config::JobSpec;
+use crate::config::{GeneratorConfig, JobSpec};
 use crate::connectors::{Generator, LatencySink};
-use crate::dataflow::{JobGraph, Out, Pipeline};
+use crate::dataflow::{JobGraph, Out, Pipeline, Stream};
 use crate::error::Result;
 use crate::keys::stable_hash;
 
@@ -23,12 +23,11 @@ pub struct LatencyEvent {
     pub count: u64,
 }
 
-/// Builds the latency pipeline from the `[generator]` table.
-pub fn build(spec: &JobSpec) -> Result<JobGraph> {
-    let g = spec.job.generator.clone().unwrap_or_default();
+/// The shared front of the latency-style jobs: the open-loop generator of `g` (events
+/// with `keys` distinct keys) → `key_by(key)` → a per-key count in keyed state. Returns
+/// the counted events; the caller adds what follows (a sink, an async lookup).
+pub fn counted_events(p: &Pipeline, g: &GeneratorConfig, keys: u64) -> Stream<LatencyEvent> {
     let events = (u128::from(g.rate_eps) * u128::from(g.duration_ms) / 1_000) as u64;
-    let keys = g.keys;
-    let p = Pipeline::new(spec.job.max_key_groups);
     let mut source = p.source(
         "generator",
         Generator::new(g.rate_eps, events, g.warmup_ms * 1_000_000, move |t| {
@@ -60,9 +59,15 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
                 out.emit(e);
             }
         })
-        .sink(
-            "latency",
-            LatencySink::new(|e: &LatencyEvent| (e.due_ns, e.measure)).with_cost_ns(g.sink_cost_ns),
-        );
+}
+
+/// Builds the latency pipeline from the `[generator]` table.
+pub fn build(spec: &JobSpec) -> Result<JobGraph> {
+    let g = spec.job.generator.clone().unwrap_or_default();
+    let p = Pipeline::new(spec.job.max_key_groups);
+    counted_events(&p, &g, g.keys).sink(
+        "latency",
+        LatencySink::new(|e: &LatencyEvent| (e.due_ns, e.measure)).with_cost_ns(g.sink_cost_ns),
+    );
     p.build(spec.default_parallelism())
 }
