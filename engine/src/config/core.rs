@@ -28,8 +28,10 @@ pub struct CoreConfig {
     /// Memory registered with io_uring for this core's IO buffers, KiB (counts against
     /// the locked-memory limit; glommio works without registration when it is too low).
     pub io_memory_kib: usize,
-    /// How often the executor lets other tasks of this core run while the shard is busy,
-    /// microseconds.
+    /// glommio's preemption timer, microseconds. The shard never yields to glommio, so
+    /// this only matters while the executor starts: glommio skips its task queue when the
+    /// timer has already fired and can then sleep for good (seen on a loaded 2-core VM
+    /// with 1 ms), so the default is long.
     pub preempt_timer_us: u64,
     /// Partition indices this core owns, for every operator. Unset on every core means
     /// partition `p` goes to the `p mod n`-th configured core; set on any core, the
@@ -46,7 +48,7 @@ impl Default for CoreConfig {
             spin_before_park_us: 200,
             io_uring_depth: 128,
             io_memory_kib: 1024,
-            preempt_timer_us: 1_000,
+            preempt_timer_us: 100_000,
             partitions: None,
         }
     }
@@ -114,7 +116,7 @@ impl CoreConfig {
             return Err(bad(
                 "preempt_timer_us",
                 "0".into(),
-                "1 or more microseconds (default 1000)",
+                "1 or more microseconds (default 100000)",
             ));
         }
         if let Some(parts) = &self.partitions {
