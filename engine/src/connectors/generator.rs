@@ -185,7 +185,11 @@ mod tests {
         p1.start(100);
         let (v, _) = drain(&mut *p1, 100 + 1_000_000);
         assert_eq!(v.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![7]);
-        assert_eq!(v[0].due_ns, 100 + 1_000_000, "seq 7 is 1 ms after the base, 6");
+        assert_eq!(
+            v[0].due_ns,
+            100 + 1_000_000,
+            "seq 7 is 1 ms after the base, 6"
+        );
         assert_eq!(p1.offset(), 9);
     }
 
