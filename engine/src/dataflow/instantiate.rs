@@ -27,7 +27,7 @@ use crate::clock::{Clock, MonotonicClock};
 use crate::config::{CheckpointMode, CoreConfig};
 use crate::error::{EngineError, Result};
 use crate::ids::{CheckpointId, CoreId, KeyGroup, PartitionId};
-use crate::message::{Barrier, Control, InputSet, Message};
+use crate::message::{Barrier, Control, InputSet, Message, Watermark};
 use crate::metrics::MetricsHandle;
 use crate::ring::{Consumer, Doorbell, Producer};
 use crate::state::{KeyCtx, StateInit};
@@ -704,7 +704,12 @@ impl<T> Driver for SourceDriver<T> {
                 Step::Progress
             }
             Ok(SourcePoll::Idle { next_due_ns }) => Step::Idle(next_due_ns),
-            Ok(SourcePoll::Done) => self.input_done(),
+            Ok(SourcePoll::Done) => {
+                // The input is complete: event time reaches its end before the final
+                // checkpoint's barrier, so what it fires (windows, timers) is covered.
+                self.chain.control(Control::Watermark(Watermark::MAX));
+                self.input_done()
+            }
             Err(e) => {
                 self.failure.fail(e);
                 self.done = true;

@@ -384,6 +384,11 @@ where
                 .map(|ms| ms.saturating_mul(1_000_000)),
         )
     }
+
+    fn has_input(&self) -> bool {
+        // The input ended since the last step: one more step reports `Done`.
+        self.core.borrow().ended
+    }
 }
 
 impl<K, V> KeyedStream<K, V>
