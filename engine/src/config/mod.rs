@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 pub use self::checkpoint::{CheckpointConfig, CheckpointMode, RestartConfig, RestartKind};
 pub use self::core::CoreConfig;
-pub use self::job::{FileSinkConfig, FileSourceConfig, GeneratorConfig, JobConfig, PipelineKind};
+pub use self::job::{
+    FileSinkConfig, FileSourceConfig, GeneratorConfig, JobConfig, NexmarkConfig, NexmarkSink,
+    PipelineKind,
+};
 use crate::error::ConfigError;
 use crate::ids::CoreId;
 
@@ -276,7 +279,9 @@ impl JobSpec {
         if let (PipelineKind::Etl, Some(s)) = (self.job.pipeline, &self.job.source) {
             counts.push(("source.partitions", s.partitions));
         }
-        if let (PipelineKind::Latency, Some(g)) = (self.job.pipeline, &self.job.generator) {
+        let generated =
+            self.job.pipeline == PipelineKind::Latency || self.job.pipeline.is_nexmark();
+        if let (true, Some(g)) = (generated, &self.job.generator) {
             counts.extend(g.partitions.map(|p| ("generator.partitions", p)));
         }
         counts

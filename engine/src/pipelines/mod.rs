@@ -3,6 +3,7 @@
 
 pub mod etl;
 pub mod latency;
+pub mod nexmark;
 
 use crate::config::{JobSpec, PipelineKind};
 use crate::dataflow::JobGraph;
@@ -13,5 +14,6 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
     match spec.job.pipeline {
         PipelineKind::Latency => latency::build(spec),
         PipelineKind::Etl => etl::build(spec),
+        q => nexmark::build(spec, q),
     }
 }
