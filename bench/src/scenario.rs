@@ -316,7 +316,8 @@ impl Scenario {
         let job_file = self.dir.join("job.toml");
         let mut job = self.job.clone();
         let mut sets: Vec<String> = Vec::new();
-        let has_generator = self.pipeline()? == PipelineKind::Latency;
+        let pipeline = self.pipeline()?;
+        let has_generator = pipeline == PipelineKind::Latency || pipeline.is_nexmark();
         let rate = settings.rate_eps.or(self.load.rate_eps);
         let duration = settings.duration_s.or(self.load.duration_s);
         let warmup = settings.warmup_s.or(self.load.warmup_s);

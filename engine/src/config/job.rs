@@ -183,7 +183,7 @@ pub struct NexmarkConfig {
     /// Seed of the event generator.
     pub seed: u64,
     /// Events per second of *event time* (the inter-event delay); unset: the
-    /// generator's `rate_eps`, so event time follows the job clock.
+    /// generator's `rate_eps` (at most 1 000 000), so event time follows the job clock.
     pub event_rate_eps: Option<u64>,
     /// Window size of q5 (sliding), q7 and q8 (tumbling), ms.
     pub window_ms: u64,

@@ -25,6 +25,10 @@ use crate::dataflow::{
 use crate::error::Result;
 use crate::state::{StateInit, ValueState};
 
+/// The default event-time rate is the generator's rate up to this (flat-out runs keep a
+/// meaningful event time: 1 M events per second of event time).
+const MAX_DEFAULT_EVENT_RATE_EPS: u64 = 1_000_000;
+
 /// q1's dollar → euro rate, in thousandths.
 const EUR_PER_USD_MILLI: u64 = 908;
 
@@ -36,7 +40,9 @@ pub fn source(p: &Pipeline, spec: &JobSpec) -> Stream<Event> {
     let params = NexmarkParams {
         seed: n.seed,
         base_time_ms: 0,
-        event_rate_eps: n.event_rate_eps.unwrap_or(g.rate_eps),
+        event_rate_eps: n
+            .event_rate_eps
+            .unwrap_or(g.rate_eps.min(MAX_DEFAULT_EVENT_RATE_EPS)),
     };
     let strategy = WatermarkStrategy::bounded(Duration::from_millis(n.watermark_bound_ms))
         .with_interval(Duration::from_millis(n.watermark_interval_ms));
