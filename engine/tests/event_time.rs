@@ -127,12 +127,12 @@ fn event_timers_fire_exactly_once_across_a_restart_from_a_checkpoint() {
         let p = Pipeline::new(spec.job.max_key_groups);
         p.source_with_watermarks(
             "gen",
-            Generator::new(200_000, 60_000, 0, |t| t.seq),
+            Generator::new(100_000, 60_000, 0, |t| t.seq),
             |s: &u64| *s,
             strategy(),
         )
         .map("maybe-fail", |seq: u64| {
-            if seq == 30_000 && ARMED.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            if seq == 50_000 && ARMED.swap(false, std::sync::atomic::Ordering::SeqCst) {
                 panic!("injected failure at seq {seq}");
             }
             seq

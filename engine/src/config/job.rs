@@ -183,7 +183,8 @@ pub struct NexmarkConfig {
     /// Seed of the event generator.
     pub seed: u64,
     /// Events per second of *event time* (the inter-event delay); unset: the
-    /// generator's `rate_eps` (at most 1 000 000), so event time follows the job clock.
+    /// generator's `rate_eps`: each event's time is when it is due on the job clock (ms),
+    /// or, flat out (`rate_eps` = 10⁹), event `n` is at `n` µs.
     pub event_rate_eps: Option<u64>,
     /// Window size of q5 (sliding), q7 and q8 (tumbling), ms.
     pub window_ms: u64,
@@ -193,6 +194,9 @@ pub struct NexmarkConfig {
     pub watermark_bound_ms: u64,
     /// Watermark interval, ms.
     pub watermark_interval_ms: u64,
+    /// A generator partition without events for this long declares itself idle, ms
+    /// (unset: never).
+    pub idle_timeout_ms: Option<u64>,
     /// Where the results go.
     pub sink: NexmarkSink,
     /// The output directory of the file sink.
@@ -208,6 +212,7 @@ impl Default for NexmarkConfig {
             slide_ms: 2_000,
             watermark_bound_ms: 0,
             watermark_interval_ms: 10,
+            idle_timeout_ms: None,
             sink: NexmarkSink::Discard,
             out: PathBuf::from("out"),
         }

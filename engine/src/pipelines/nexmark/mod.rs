@@ -29,6 +29,9 @@ use crate::state::{StateInit, ValueState};
 /// meaningful event time: 1 M events per second of event time).
 const MAX_DEFAULT_EVENT_RATE_EPS: u64 = 1_000_000;
 
+/// The generator rate `--rate max` sets (every event due at once).
+const FLAT_OUT_RATE_EPS: u64 = 1_000_000_000;
+
 /// q1's dollar → euro rate, in thousandths.
 const EUR_PER_USD_MILLI: u64 = 908;
 
@@ -44,12 +47,22 @@ pub fn source(p: &Pipeline, spec: &JobSpec) -> Stream<Event> {
             .event_rate_eps
             .unwrap_or(g.rate_eps.min(MAX_DEFAULT_EVENT_RATE_EPS)),
     };
-    let strategy = WatermarkStrategy::bounded(Duration::from_millis(n.watermark_bound_ms))
+    // Unset event rate, not flat out: event time is the time each event
+    // is due on the job clock (ms), so a window's end maps to the wall clock for latency.
+    let follow_clock = n.event_rate_eps.is_none() && g.rate_eps < FLAT_OUT_RATE_EPS;
+    let mut strategy = WatermarkStrategy::bounded(Duration::from_millis(n.watermark_bound_ms))
         .with_interval(Duration::from_millis(n.watermark_interval_ms));
+    if let Some(idle) = n.idle_timeout_ms {
+        strategy = strategy.with_idle_timeout(Duration::from_millis(idle));
+    }
     let mut s = p.source_with_watermarks(
         "nexmark",
         Generator::new(g.rate_eps, events, g.warmup_ms * 1_000_000, move |t| {
-            params.event(t.seq)
+            if follow_clock {
+                params.event_at(t.seq, t.due_ns / 1_000_000)
+            } else {
+                params.event(t.seq)
+            }
         }),
         Event::date_time,
         strategy,

@@ -240,8 +240,13 @@ impl NexmarkParams {
 
     /// Event `n`.
     pub fn event(&self, n: u64) -> Event {
+        self.event_at(n, self.timestamp(n))
+    }
+
+    /// Event `n` with event time `ts` (ms) instead of the computed one (event time that
+    /// follows the job clock).
+    pub fn event_at(&self, n: u64, ts: u64) -> Event {
         let mut rng = Rng(stable_hash(&(self.seed, n)));
-        let ts = self.timestamp(n);
         let rem = n % TOTAL_PROPORTION;
         if rem < PERSON_PROPORTION {
             Event::Person(self.person(n, ts, &mut rng))
