@@ -35,6 +35,7 @@ mod alignment_tests;
 pub(crate) mod exchange;
 pub(crate) mod graph;
 pub(crate) mod instantiate;
+pub mod joins;
 pub(crate) mod ops;
 pub mod timers;
 pub mod watermarks;
