@@ -175,3 +175,94 @@ fn q8_reports_new_users_who_opened_an_auction_in_their_window() {
         .map(|((s, id), name)| format!("{s},{id},{name}"));
     check("nexmark-q8", sorted(want));
 }
+
+#[test]
+fn q3_suggests_local_items() {
+    let evs = events();
+    let mut people: BTreeMap<u64, (String, String, String)> = BTreeMap::new();
+    for e in &evs {
+        if let Event::Person(p) = e {
+            if ["OR", "ID", "CA"].contains(&p.state.as_str()) {
+                people.insert(p.id, (p.name.clone(), p.city.clone(), p.state.clone()));
+            }
+        }
+    }
+    let mut want = Vec::new();
+    for e in &evs {
+        if let Event::Auction(a) = e {
+            if a.category == 10 {
+                if let Some((n, c, s)) = people.get(&a.seller) {
+                    want.push(format!("{n},{c},{s},{}", a.id));
+                }
+            }
+        }
+    }
+    check("nexmark-q3", sorted(want));
+}
+
+/// Winning bids: (category, seller, expires, auction id, price) of every auction with
+/// a bid between its creation and expiry.
+fn winners() -> Vec<(u64, u64, u64, u64, u64)> {
+    let evs = events();
+    let mut best: BTreeMap<u64, u64> = BTreeMap::new();
+    let auctions: BTreeMap<u64, (u64, u64, u64, u64)> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Event::Auction(a) => Some((a.id, (a.category, a.seller, a.date_time, a.expires))),
+            _ => None,
+        })
+        .collect();
+    for e in &evs {
+        if let Event::Bid(b) = e {
+            if let Some((_, _, dt, exp)) = auctions.get(&b.auction) {
+                if b.date_time >= *dt && b.date_time <= *exp {
+                    let m = best.entry(b.auction).or_default();
+                    *m = (*m).max(b.price);
+                }
+            }
+        }
+    }
+    best.into_iter()
+        .map(|(id, price)| {
+            let (cat, seller, _, exp) = auctions[&id];
+            (cat, seller, exp, id, price)
+        })
+        .collect()
+}
+
+fn running(groups: BTreeMap<u64, Vec<(u64, u64, u64)>>, keep: usize) -> Vec<String> {
+    let mut want = Vec::new();
+    for (k, mut closed) in groups {
+        closed.sort_unstable();
+        let mut window: Vec<u64> = Vec::new();
+        for (_, _, price) in closed {
+            window.push(price);
+            if window.len() > keep {
+                window.remove(0);
+            }
+            want.push(format!(
+                "{k},{}",
+                window.iter().sum::<u64>() / window.len() as u64
+            ));
+        }
+    }
+    sorted(want)
+}
+
+#[test]
+fn q4_averages_winning_prices_per_category() {
+    let mut groups: BTreeMap<u64, Vec<(u64, u64, u64)>> = BTreeMap::new();
+    for (cat, _, exp, id, price) in winners() {
+        groups.entry(cat).or_default().push((exp, id, price));
+    }
+    check("nexmark-q4", running(groups, usize::MAX));
+}
+
+#[test]
+fn q6_averages_each_sellers_last_ten_winning_prices() {
+    let mut groups: BTreeMap<u64, Vec<(u64, u64, u64)>> = BTreeMap::new();
+    for (_, seller, exp, id, price) in winners() {
+        groups.entry(seller).or_default().push((exp, id, price));
+    }
+    check("nexmark-q6", running(groups, 10));
+}

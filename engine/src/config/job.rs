@@ -24,6 +24,12 @@ pub enum PipelineKind {
     NexmarkQ1,
     /// Nexmark q2: bids on auctions whose id is a multiple of 123.
     NexmarkQ2,
+    /// Nexmark q3: local item suggestion.
+    NexmarkQ3,
+    /// Nexmark q4: average winning price per category.
+    NexmarkQ4,
+    /// Nexmark q6: average winning price of a seller's last 10 auctions.
+    NexmarkQ6,
     /// Nexmark q5: hot items (most bids per sliding window).
     NexmarkQ5,
     /// Nexmark q7: highest bid per tumbling window.
@@ -41,7 +47,7 @@ impl PipelineKind {
 
 impl PipelineKind {
     /// Every valid name, for error messages.
-    pub const NAMES: &'static str = "\"latency\", \"etl\", \"nexmark-q0\", \"nexmark-q1\", \"nexmark-q2\", \"nexmark-q5\", \"nexmark-q7\", \"nexmark-q8\"";
+    pub const NAMES: &'static str = "\"latency\", \"etl\", \"nexmark-q0\", \"nexmark-q1\", \"nexmark-q2\", \"nexmark-q3\", \"nexmark-q4\", \"nexmark-q5\", \"nexmark-q6\", \"nexmark-q7\", \"nexmark-q8\"";
 }
 
 /// The whole of `job.toml`.

@@ -5,6 +5,10 @@
 //!
 //! - q0 pass-through of the bids; q1 prices in euros (× 0.908); q2 bids on auctions
 //!   whose id is a multiple of 123;
+//! - q3 local item suggestion (regular join of OR/ID/CA persons with category-10
+//!   auctions); q4 average winning price per category and q6 average winning price of
+//!   a seller's last 10 auctions (winning bid: the highest bid between an auction's
+//!   creation and expiry, applied in expiry order);
 //! - q5 hot items: per sliding window, the auctions with the most bids (ties all kept);
 //! - q7 highest bid: per tumbling window, the bids at the window's highest price;
 //! - q8 monitor new users: persons who opened an auction in the tumbling window they
@@ -369,6 +373,27 @@ pub fn build(spec: &JobSpec, q: PipelineKind) -> Result<JobGraph> {
             |_| None,
             warm,
         ),
+        PipelineKind::NexmarkQ3 => finish(
+            q3(&events),
+            &n,
+            |r| format!("{},{},{},{}", r.0, r.1, r.2, r.3),
+            |_| None,
+            warm,
+        ),
+        PipelineKind::NexmarkQ4 => finish(
+            q4(&events),
+            &n,
+            |r| format!("{},{}", r.0, r.1),
+            |_| None,
+            warm,
+        ),
+        PipelineKind::NexmarkQ6 => finish(
+            q6(&events),
+            &n,
+            |r| format!("{},{}", r.0, r.1),
+            |_| None,
+            warm,
+        ),
         PipelineKind::NexmarkQ5 => finish(
             q5(&events, &n),
             &n,
@@ -427,4 +452,199 @@ impl<T> crate::dataflow::SinkPartition<T> for DiscardPartition {
             .add("sink_records", std::mem::take(&mut self.records));
         Ok(())
     }
+}
+
+/// q3: (name, city, state, auction id) for auctions of category 10 by sellers from OR,
+/// ID or CA (a regular join of persons and auctions on seller id).
+pub fn q3(events: &Stream<Event>) -> Stream<(String, String, String, u64)> {
+    let people = events
+        .flat_map("q3.people", |e, out| {
+            if let Event::Person(p) = e {
+                if matches!(p.state.as_str(), "OR" | "ID" | "CA") {
+                    out.emit((p.id, p.name, p.city, p.state));
+                }
+            }
+        })
+        .key_by("q3.by-id", |p: &(u64, String, String, String)| p.0);
+    let auctions = events
+        .flat_map("q3.auctions", |e, out| {
+            if let Event::Auction(a) = e {
+                if a.category == 10 {
+                    out.emit((a.id, a.seller));
+                }
+            }
+        })
+        .key_by("q3.by-seller", |a: &(u64, u64)| a.1);
+    people.join("q3.join", &auctions, None, |_k, p, a| {
+        (p.1.clone(), p.2.clone(), p.3.clone(), a.0)
+    })
+}
+
+/// An auction's facts for closing it: (seller, category, date_time, expires).
+type AuctionFacts = (u64, u64, u64, u64);
+
+/// Per auction: its facts, the best bid in `[date_time, expires]` so far, bids that came
+/// before the auction, and whether it closed.
+struct ClosedAuctions {
+    auction: ValueState<u64, (AuctionFacts, Option<u64>, bool)>,
+    early: ValueState<u64, Vec<(u64, u64)>>,
+}
+
+type ClosedIn = (u64, crate::dataflow::joins::Side<AuctionFacts, (u64, u64)>);
+
+/// (auction id, seller, category, expires, final price).
+type Closed = (u64, u64, u64, u64, u64);
+
+impl KeyedProcess<u64, ClosedIn, Closed> for ClosedAuctions {
+    fn process(&mut self, ctx: &mut TimerCtx<'_, u64>, (_, v): ClosedIn, _o: &mut Out<'_, Closed>) {
+        use crate::dataflow::joins::Side;
+        let kc = ctx.key_ctx();
+        match v {
+            Side::Left(facts) => {
+                let early = self.early.get(kc).unwrap_or_default();
+                self.early.clear(kc);
+                let best = early
+                    .iter()
+                    .filter(|(t, _)| *t >= facts.2 && *t <= facts.3)
+                    .map(|(_, p)| *p)
+                    .max();
+                self.auction.set(kc, (facts, best, false));
+                ctx.register_event_timer(facts.3);
+            }
+            Side::Right((ts, price)) => match self.auction.get(kc) {
+                Some((f, best, false)) => {
+                    if ts >= f.2 && ts <= f.3 {
+                        let best = Some(best.map_or(price, |b| b.max(price)));
+                        self.auction.set(kc, (f, best, false));
+                    }
+                }
+                Some((_, _, true)) => {}
+                None => self.early.update(kc, Vec::new, |v| v.push((ts, price))),
+            },
+        }
+    }
+
+    fn on_timer(
+        &mut self,
+        ctx: &mut TimerCtx<'_, u64>,
+        _at: u64,
+        _d: TimeDomain,
+        out: &mut Out<'_, Closed>,
+    ) {
+        let id = *ctx.key();
+        let kc = ctx.key_ctx();
+        if let Some((f, best, false)) = self.auction.get(kc) {
+            if let Some(price) = best {
+                out.emit((id, f.0, f.1, f.3, price));
+            }
+            // Keep a closed marker so later bids are dropped instead of buffered.
+            self.auction.set(kc, (f, None, true));
+        }
+    }
+}
+
+/// The winning bid of every auction: the highest bid between its creation and its
+/// expiry, emitted when the watermark passes the expiry (auctions without such a bid
+/// emit nothing).
+pub fn closed_auctions(events: &Stream<Event>) -> Stream<Closed> {
+    use crate::dataflow::joins::Side;
+    events
+        .flat_map("closed.split", |e, out| match e {
+            Event::Auction(a) => out.emit((
+                a.id,
+                Side::Left((a.seller, a.category, a.date_time, a.expires)),
+            )),
+            Event::Bid(b) => out.emit((b.auction, Side::Right((b.date_time, b.price)))),
+            Event::Person(_) => {}
+        })
+        .key_by("closed.by-auction", |x: &ClosedIn| x.0)
+        .process_with_timers("closed", |init: &mut StateInit<u64>| ClosedAuctions {
+            auction: init.value("auction"),
+            early: init.value("early"),
+        })
+}
+
+/// Closed auctions per key, applied in (expiry, auction id) order when the watermark
+/// passes the expiry, so the running results do not depend on arrival order.
+struct InExpiryOrder {
+    pending: ValueState<u64, Vec<(u64, u64, u64)>>,
+    prices: ValueState<u64, Vec<u64>>,
+    /// Keep only the last `keep` prices (`usize::MAX`: all, as a count and sum).
+    keep: usize,
+}
+
+impl KeyedProcess<u64, (u64, Closed), (u64, u64)> for InExpiryOrder {
+    fn process(
+        &mut self,
+        ctx: &mut TimerCtx<'_, u64>,
+        (_, c): (u64, Closed),
+        _o: &mut Out<'_, (u64, u64)>,
+    ) {
+        self.pending
+            .update(ctx.key_ctx(), Vec::new, |v| v.push((c.3, c.0, c.4)));
+        ctx.register_event_timer(c.3);
+    }
+
+    fn on_timer(
+        &mut self,
+        ctx: &mut TimerCtx<'_, u64>,
+        at: u64,
+        _d: TimeDomain,
+        out: &mut Out<'_, (u64, u64)>,
+    ) {
+        let key = *ctx.key();
+        let kc = ctx.key_ctx();
+        let mut pending = self.pending.get(kc).unwrap_or_default();
+        let mut due: Vec<_> = pending.iter().copied().filter(|p| p.0 <= at).collect();
+        pending.retain(|p| p.0 > at);
+        due.sort_unstable();
+        if pending.is_empty() {
+            self.pending.clear(kc);
+        } else {
+            self.pending.set(kc, pending);
+        }
+        let mut prices = self.prices.get(kc).unwrap_or_default();
+        for (_, _, price) in due {
+            if self.keep == usize::MAX {
+                // Running average over all: kept as [count, sum].
+                if prices.is_empty() {
+                    prices = vec![0, 0];
+                }
+                prices[0] += 1;
+                prices[1] += price;
+                out.emit((key, prices[1] / prices[0]));
+            } else {
+                prices.push(price);
+                if prices.len() > self.keep {
+                    prices.remove(0);
+                }
+                out.emit((key, prices.iter().sum::<u64>() / prices.len() as u64));
+            }
+        }
+        self.prices.set(kc, prices);
+    }
+}
+
+/// q4: (category, average winning price so far), updated per closed auction.
+pub fn q4(events: &Stream<Event>) -> Stream<(u64, u64)> {
+    closed_auctions(events)
+        .map("q4.by", |c| (c.2, c))
+        .key_by("q4.by-category", |x: &(u64, Closed)| x.0)
+        .process_with_timers("q4.avg", |init: &mut StateInit<u64>| InExpiryOrder {
+            pending: init.value("pending"),
+            prices: init.value("prices"),
+            keep: usize::MAX,
+        })
+}
+
+/// q6: (seller, average winning price of the seller's last 10 closed auctions).
+pub fn q6(events: &Stream<Event>) -> Stream<(u64, u64)> {
+    closed_auctions(events)
+        .map("q6.by", |c| (c.1, c))
+        .key_by("q6.by-seller", |x: &(u64, Closed)| x.0)
+        .process_with_timers("q6.avg", |init: &mut StateInit<u64>| InExpiryOrder {
+            pending: init.value("pending"),
+            prices: init.value("prices"),
+            keep: 10,
+        })
 }
