@@ -75,9 +75,11 @@ enum Command {
 struct Common {
     /// A scenario name under bench/scenarios/, or a scenario directory.
     scenario: String,
-    /// Offered rate, events per second (overrides load.toml).
+    /// Offered rate, events per second (overrides load.toml), or `max`: flat out (every
+    /// event due at once; the run is 5 M events, or `--duration` × 10⁹ events; Nexmark
+    /// event time then advances at 1 M events per second).
     #[arg(long)]
-    rate: Option<u64>,
+    rate: Option<String>,
     /// Length of a run including warm-up, seconds.
     #[arg(long)]
     duration: Option<f64>,
@@ -109,12 +111,26 @@ struct Common {
 impl Common {
     fn settings(&self) -> Result<Settings> {
         let mut s = Settings {
-            rate_eps: self.rate,
             duration_s: self.duration,
             warmup_s: self.warmup,
             timeout_s: self.timeout,
             ..Settings::default()
         };
+        match self.rate.as_deref() {
+            None => {}
+            Some("max") => {
+                // The generator's largest rate: the schedule is over at once.
+                s.rate_eps = Some(1_000_000_000);
+                s.duration_s = Some(self.duration.unwrap_or(0.005));
+                s.warmup_s = Some(0.0);
+            }
+            Some(r) => {
+                s.rate_eps = Some(
+                    r.parse()
+                        .with_context(|| format!("--rate {r}: events per second or `max`"))?,
+                )
+            }
+        }
         if let Some(c) = &self.cores {
             s.cores = Some(parse_cpu_choice(c).context("--cores")?);
         }

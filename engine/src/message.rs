@@ -13,9 +13,23 @@ pub struct Barrier {
     pub id: CheckpointId,
 }
 
-/// An event-time watermark: no record with an event time at or below `0` follows.
+/// An event-time watermark: no record with an event time (ms) at or below `0` follows.
+/// `Watermark::IDLE` is the idle marker: the input that sent it is quiet and must not
+/// hold the minimum back until it sends a real watermark again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Watermark(pub u64);
+
+impl Watermark {
+    /// The idle marker (never a real watermark: real ones stay below it).
+    pub const IDLE: Watermark = Watermark(u64::MAX);
+    /// The highest real watermark (everything is complete: the end of a bounded input).
+    pub const MAX: Watermark = Watermark(u64::MAX - 1);
+
+    /// Whether this is the idle marker rather than a time.
+    pub fn is_idle(self) -> bool {
+        self == Self::IDLE
+    }
+}
 
 /// One item on a ring.
 #[derive(Debug)]
@@ -66,13 +80,17 @@ impl Forward {
 /// Every decision is a pure function of what each input delivered, so the rules are unit
 /// tested here and shared by every multi-input point (unions, both sides of an
 /// exchange). A barrier is complete when every open input has delivered it (or a later
-/// one); a watermark is the minimum over the open inputs; an ended input holds nothing
-/// back.
+/// one); a watermark is the minimum over the open inputs that are not idle; an ended or
+/// idle input holds nothing back. When every open input is idle the node forwards
+/// `Watermark::IDLE` once; when one becomes active again the node forwards its current
+/// watermark (never a lower one than it forwarded before).
 #[derive(Debug, Clone)]
 pub struct InputSet {
     ended: Vec<bool>,
     open: usize,
     watermarks: Vec<Option<Watermark>>,
+    idle: Vec<bool>,
+    out_idle: bool,
     emitted_watermark: Option<Watermark>,
     /// The highest barrier each input delivered.
     barriers: Vec<Option<CheckpointId>>,
@@ -87,6 +105,8 @@ impl InputSet {
             ended: vec![false; inputs],
             open: inputs,
             watermarks: vec![None; inputs],
+            idle: vec![false; inputs],
+            out_idle: false,
             emitted_watermark: None,
             barriers: vec![None; inputs],
             forwarded_barrier: None,
@@ -115,11 +135,29 @@ impl InputSet {
     /// The watermark to forward if the minimum over open inputs advanced.
     fn advance_watermark(&mut self) -> Option<Watermark> {
         let mut min: Option<Watermark> = None;
+        let mut active = false;
         for i in self.open_inputs() {
+            if self.idle[i] {
+                continue;
+            }
+            active = true;
             let w = self.watermarks[i]?;
             min = Some(min.map_or(w, |m| m.min(w)));
         }
+        if !active {
+            if self.open == 0 || self.out_idle {
+                return None;
+            }
+            self.out_idle = true;
+            return Some(Watermark::IDLE);
+        }
         let min = min?;
+        if self.out_idle {
+            self.out_idle = false;
+            let w = self.emitted_watermark.map_or(min, |e| e.max(min));
+            self.emitted_watermark = Some(w);
+            return Some(w);
+        }
         if self.emitted_watermark.is_some_and(|e| e >= min) {
             return None;
         }
@@ -169,10 +207,23 @@ impl InputSet {
     /// Input `i` delivered watermark `w`. Returns the watermark to forward, if the
     /// minimum over the open inputs advanced.
     pub fn on_watermark(&mut self, i: usize, w: Watermark) -> Option<Watermark> {
-        if self.ended[i] || self.watermarks[i].is_some_and(|old| old >= w) {
+        if self.ended[i] {
             return None;
         }
-        self.watermarks[i] = Some(w);
+        if w.is_idle() {
+            if self.idle[i] {
+                return None;
+            }
+            self.idle[i] = true;
+            return self.advance_watermark();
+        }
+        let was_idle = std::mem::replace(&mut self.idle[i], false);
+        if !was_idle && self.watermarks[i].is_some_and(|old| old >= w) {
+            return None;
+        }
+        if self.watermarks[i].map_or(true, |old| old < w) {
+            self.watermarks[i] = Some(w);
+        }
         self.advance_watermark()
     }
 
@@ -223,6 +274,47 @@ mod tests {
         // Input 0 ends: only input 1 (at 20) holds the watermark now.
         s.on_end(0);
         assert_eq!(s.on_watermark(1, Watermark(30)), Some(Watermark(30)));
+    }
+
+    #[test]
+    fn an_idle_input_does_not_hold_the_minimum_back() {
+        let mut s = InputSet::new(3);
+        assert_eq!(s.on_watermark(0, Watermark(10)), None);
+        assert_eq!(s.on_watermark(1, Watermark(20)), None, "input 2 has none");
+        // Input 2 goes idle before ever sending a watermark: 0 and 1 decide.
+        assert_eq!(s.on_watermark(2, Watermark::IDLE), Some(Watermark(10)));
+        assert_eq!(s.on_watermark(2, Watermark::IDLE), None, "idle once");
+        assert_eq!(s.on_watermark(0, Watermark(30)), Some(Watermark(20)));
+        // Input 2 wakes up behind the others: the output does not go back.
+        assert_eq!(s.on_watermark(2, Watermark(5)), None);
+        assert_eq!(
+            s.on_watermark(0, Watermark(40)),
+            None,
+            "held by input 2 at 5"
+        );
+        assert_eq!(
+            s.on_watermark(2, Watermark(25)),
+            None,
+            "input 1 at 20 holds it"
+        );
+        assert_eq!(s.on_watermark(1, Watermark(50)), Some(Watermark(25)));
+    }
+
+    #[test]
+    fn all_inputs_idle_forwards_idle_once_and_reactivation_never_regresses() {
+        let mut s = InputSet::new(2);
+        assert_eq!(s.on_watermark(0, Watermark(10)), None);
+        assert_eq!(s.on_watermark(1, Watermark(12)), Some(Watermark(10)));
+        assert_eq!(s.on_watermark(0, Watermark::IDLE), Some(Watermark(12)));
+        assert_eq!(s.on_watermark(1, Watermark::IDLE), Some(Watermark::IDLE));
+        assert_eq!(s.on_watermark(0, Watermark::IDLE), None);
+        // Input 0 wakes with an old watermark: the output re-activates at 12, not 10.
+        assert_eq!(s.on_watermark(0, Watermark(11)), Some(Watermark(12)));
+        assert_eq!(s.on_watermark(0, Watermark(15)), Some(Watermark(15)));
+        // The last open input ending while the other is idle ends the node instead.
+        assert_eq!(s.on_watermark(1, Watermark::IDLE), None);
+        s.on_end(0);
+        assert!(s.on_end(1).end);
     }
 
     #[test]

@@ -21,15 +21,43 @@ pub enum PipelineKind {
     Etl,
     /// Generator → key_by → per-key count → async lookup → latency sink.
     KeyedAsync,
+    /// Nexmark q0: pass-through of the bids.
+    NexmarkQ0,
+    /// Nexmark q1: bid prices converted to euros.
+    NexmarkQ1,
+    /// Nexmark q2: bids on auctions whose id is a multiple of 123.
+    NexmarkQ2,
+    /// Nexmark q3: local item suggestion.
+    NexmarkQ3,
+    /// Nexmark q4: average winning price per category.
+    NexmarkQ4,
+    /// Nexmark q6: average winning price of a seller's last 10 auctions.
+    NexmarkQ6,
+    /// Nexmark q5: hot items (most bids per sliding window).
+    NexmarkQ5,
+    /// Nexmark q7: highest bid per tumbling window.
+    NexmarkQ7,
+    /// Nexmark q8: persons who opened an auction in the window they registered in.
+    NexmarkQ8,
+}
+
+impl PipelineKind {
+    /// Whether this is one of the Nexmark queries.
+    pub fn is_nexmark(self) -> bool {
+        !matches!(
+            self,
+            PipelineKind::Latency | PipelineKind::Etl | PipelineKind::KeyedAsync
+        )
+    }
 }
 
 impl PipelineKind {
     /// Every valid name, for error messages.
-    pub const NAMES: &'static str = "\"latency\", \"etl\", \"keyed-async\"";
+    pub const NAMES: &'static str = "\"latency\", \"etl\", \"keyed-async\", \"nexmark-q0\", \"nexmark-q1\", \"nexmark-q2\", \"nexmark-q3\", \"nexmark-q4\", \"nexmark-q5\", \"nexmark-q6\", \"nexmark-q7\", \"nexmark-q8\"";
 
     /// Whether the pipeline is driven by the `[generator]` (rate, duration, warm-up).
     pub fn has_generator(self) -> bool {
-        matches!(self, PipelineKind::Latency | PipelineKind::KeyedAsync)
+        matches!(self, PipelineKind::Latency | PipelineKind::KeyedAsync) || self.is_nexmark()
     }
 }
 
@@ -51,8 +79,10 @@ pub struct JobConfig {
     pub source: Option<FileSourceConfig>,
     /// The file sink and dead-letter file (`etl`).
     pub sink: Option<FileSinkConfig>,
-    /// The open-loop generator (`latency`).
+    /// The open-loop generator (`latency`, and the load of the `nexmark-*` queries).
     pub generator: Option<GeneratorConfig>,
+    /// The Nexmark event generator and query parameters (`nexmark-*`).
+    pub nexmark: Option<NexmarkConfig>,
     /// Checkpointing; absent means no checkpoints, no restore and a sink that commits
     /// at the end of the input.
     pub checkpoint: Option<CheckpointConfig>,
@@ -91,6 +121,7 @@ impl Default for JobConfig {
             source: None,
             sink: None,
             generator: None,
+            nexmark: None,
             checkpoint: None,
             restart: None,
             async_io: None,
@@ -172,6 +203,63 @@ impl Default for GeneratorConfig {
             keys: 10_000,
             partitions: None,
             sink_cost_ns: 0,
+        }
+    }
+}
+
+/// Where a Nexmark query's results go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NexmarkSink {
+    /// Counted and dropped (throughput runs).
+    Discard,
+    /// One CSV line per result under `nexmark.out`.
+    File,
+    /// Latency of each result: emission time − its event time (for windows: the
+    /// window's end) mapped to the job clock.
+    Latency,
+}
+
+/// `[nexmark]`: the Nexmark generator and query parameters. The load (rate, number of
+/// events, partitions) comes from `[generator]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NexmarkConfig {
+    /// Seed of the event generator.
+    pub seed: u64,
+    /// Events per second of *event time* (the inter-event delay); unset: the
+    /// generator's `rate_eps`: each event's time is when it is due on the job clock (ms),
+    /// or, flat out (`rate_eps` = 10⁹), event `n` is at `n` µs.
+    pub event_rate_eps: Option<u64>,
+    /// Window size of q5 (sliding), q7 and q8 (tumbling), ms.
+    pub window_ms: u64,
+    /// Slide of q5's window, ms.
+    pub slide_ms: u64,
+    /// Watermark bound (out-of-orderness), ms.
+    pub watermark_bound_ms: u64,
+    /// Watermark interval, ms.
+    pub watermark_interval_ms: u64,
+    /// A generator partition without events for this long declares itself idle, ms
+    /// (unset: never).
+    pub idle_timeout_ms: Option<u64>,
+    /// Where the results go.
+    pub sink: NexmarkSink,
+    /// The output directory of the file sink.
+    pub out: PathBuf,
+}
+
+impl Default for NexmarkConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            event_rate_eps: None,
+            window_ms: 10_000,
+            slide_ms: 2_000,
+            watermark_bound_ms: 0,
+            watermark_interval_ms: 10,
+            idle_timeout_ms: None,
+            sink: NexmarkSink::Discard,
+            out: PathBuf::from("out"),
         }
     }
 }
@@ -337,7 +425,33 @@ impl JobConfig {
                     ));
                 }
             }
-            PipelineKind::Latency => {
+            _ => {
+                if let Some(n) = &self.nexmark {
+                    if !self.pipeline.is_nexmark() {
+                        return Err(invalid(
+                            file,
+                            "nexmark",
+                            "a [nexmark] table in a non-Nexmark job".into(),
+                            "pipeline = \"nexmark-qN\"",
+                        ));
+                    }
+                    if n.window_ms == 0 || n.slide_ms == 0 || n.watermark_interval_ms == 0 {
+                        return Err(invalid(
+                            file,
+                            "nexmark.window_ms",
+                            "a zero window_ms, slide_ms or watermark_interval_ms".into(),
+                            "1 or more milliseconds each",
+                        ));
+                    }
+                    if n.event_rate_eps == Some(0) {
+                        return Err(invalid(
+                            file,
+                            "nexmark.event_rate_eps",
+                            "0".into(),
+                            "1 or more",
+                        ));
+                    }
+                }
                 self.validate_generator(file)?;
                 if self.source.is_some() || self.sink.is_some() {
                     return Err(invalid(

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 pub use self::checkpoint::{CheckpointConfig, CheckpointMode, RestartConfig, RestartKind};
 pub use self::core::CoreConfig;
 pub use self::job::{
-    EnrichConfig, FileSinkConfig, FileSourceConfig, GeneratorConfig, JobConfig, PipelineKind,
+    EnrichConfig, FileSinkConfig, FileSourceConfig, GeneratorConfig, JobConfig, NexmarkConfig,
+    NexmarkSink, PipelineKind,
 };
 use crate::error::ConfigError;
 use crate::ids::CoreId;

@@ -27,7 +27,7 @@ use crate::clock::{Clock, MonotonicClock};
 use crate::config::{CheckpointMode, CoreConfig};
 use crate::error::{EngineError, Result};
 use crate::ids::{CheckpointId, CoreId, KeyGroup, PartitionId};
-use crate::message::{Barrier, Control, Message};
+use crate::message::{Barrier, Control, Message, Watermark};
 use crate::metrics::MetricsHandle;
 use crate::ring::{Consumer, Doorbell, Producer};
 use crate::state::{KeyCtx, StateInit};
@@ -180,6 +180,17 @@ impl<'a> Instantiator<'a> {
         self.failure.fail(e);
     }
 
+    /// Adds a driver the shard loop polls (e.g. a keyed operator's processing-time
+    /// timers).
+    pub(crate) fn add_driver(&mut self, d: Box<dyn Driver>) {
+        self.drivers.push(d);
+    }
+
+    /// This core's metrics.
+    pub(crate) fn metrics(&self) -> MetricsHandle {
+        self.a.metrics.clone()
+    }
+
     pub(crate) fn failure(&self) -> FailureSlot {
         self.failure.clone()
     }
@@ -303,11 +314,6 @@ impl<'a> Instantiator<'a> {
     /// The partitions of `node`.
     pub(crate) fn parallelism(&self, node: usize) -> u32 {
         self.a.graph.nodes[node].parallelism
-    }
-
-    /// This core's metrics.
-    pub(crate) fn metrics(&self) -> MetricsHandle {
-        self.a.metrics.clone()
     }
 
     /// Whether every source partition on this core has finished (always false without
@@ -755,7 +761,12 @@ impl<T> Driver for SourceDriver<T> {
                 Step::Progress
             }
             Ok(SourcePoll::Idle { next_due_ns }) => Step::Idle(next_due_ns),
-            Ok(SourcePoll::Done) => self.input_done(),
+            Ok(SourcePoll::Done) => {
+                // The input is complete: event time reaches its end before the final
+                // checkpoint's barrier, so what it fires (windows, timers) is covered.
+                self.chain.control(Control::Watermark(Watermark::MAX));
+                self.input_done()
+            }
             Err(e) => {
                 self.failure.fail(e);
                 self.done = true;
@@ -918,38 +929,63 @@ pub(crate) struct ProcessOp<K, V, U, F> {
 
 impl<K, V, U, F> ProcessOp<K, V, U, F> {
     fn snapshot(&mut self, id: CheckpointId) {
-        let Some(p) = &self.ckpt else { return };
-        if !p.wants(id) {
-            return;
-        }
-        let t0 = self.clock.now_ns();
-        let max_chain = p.core.borrow().max_chain;
-        let mut groups = Vec::new();
-        let mut keys = 0u64;
-        for (name, table) in self.init.tables() {
-            let op = crate::checkpoint::core::state_operator_id(&self.name, name);
-            let mut t = table.borrow_mut();
-            keys += t.keys() as u64;
-            for kg in &self.groups {
-                match t.snapshot(*kg, max_chain) {
-                    Ok(g) => groups.push((group_owner(op, self.partition, *kg), g)),
-                    Err(e) => {
-                        self.failure.fail(EngineError::Operator {
-                            operator: self.name.clone(),
-                            partition: self.partition.0,
-                            reason: format!(
-                                "archiving state `{name}` key group {} for checkpoint {}: {e}",
-                                kg.0, id.0
-                            ),
-                        });
-                        return;
-                    }
+        snapshot_keyed(
+            &self.ckpt,
+            &self.init,
+            &self.groups,
+            &self.name,
+            self.partition,
+            &self.clock,
+            &self.failure,
+            id,
+        );
+    }
+}
+
+/// Archives every state table of a keyed operator partition for checkpoint `id` (the
+/// synchronous part) and hands the groups to the core's checkpoint.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn snapshot_keyed<K>(
+    ckpt: &Option<Participant>,
+    init: &StateInit<K>,
+    key_groups: &[KeyGroup],
+    name: &str,
+    partition: PartitionId,
+    clock: &MonotonicClock,
+    failure: &FailureSlot,
+    id: CheckpointId,
+) {
+    let Some(p) = ckpt else { return };
+    if !p.wants(id) {
+        return;
+    }
+    let t0 = clock.now_ns();
+    let max_chain = p.core.borrow().max_chain;
+    let mut groups = Vec::new();
+    let mut keys = 0u64;
+    for (table_name, table) in init.tables() {
+        let op = crate::checkpoint::core::state_operator_id(name, table_name);
+        let mut t = table.borrow_mut();
+        keys += t.keys() as u64;
+        for kg in key_groups {
+            match t.snapshot(*kg, max_chain) {
+                Ok(g) => groups.push((group_owner(op, partition, *kg), g)),
+                Err(e) => {
+                    failure.fail(EngineError::Operator {
+                        operator: name.to_string(),
+                        partition: partition.0,
+                        reason: format!(
+                            "archiving state `{table_name}` key group {} for checkpoint {}: {e}",
+                            kg.0, id.0
+                        ),
+                    });
+                    return;
                 }
             }
         }
-        let now = self.clock.now_ns();
-        p.state(id, groups, keys, now.saturating_sub(t0), now);
     }
+    let now = clock.now_ns();
+    p.state(id, groups, keys, now.saturating_sub(t0), now);
 }
 
 impl<K, V, U, F> Emit<Keyed<K, V>> for ProcessOp<K, V, U, F>

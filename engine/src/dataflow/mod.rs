@@ -36,7 +36,11 @@ mod async_stream;
 pub(crate) mod exchange;
 pub(crate) mod graph;
 pub(crate) mod instantiate;
+pub mod joins;
 pub(crate) mod ops;
+pub mod timers;
+pub mod watermarks;
+pub mod windows;
 
 use std::cell::RefCell;
 use std::hash::Hash;
@@ -49,6 +53,8 @@ pub use self::graph::JobGraph;
 use self::graph::{Builder, NodeKind};
 use self::ops::BoxEmit;
 pub use self::ops::Out;
+pub use self::timers::{KeyedProcess, TimeDomain, TimerCtx};
+pub use self::watermarks::{WatermarkStrategy, Watermarked};
 use crate::checkpoint::codec::Record;
 use crate::clock::MonotonicClock;
 use crate::error::Result;
@@ -202,6 +208,18 @@ impl Pipeline {
     pub fn source<T: Data>(&self, name: &str, source: impl Source<T>) -> Stream<T> {
         let node = self.b.borrow_mut().add_source(name, source);
         Stream::at(&self.b, node)
+    }
+
+    /// Adds a source whose partitions emit watermarks by `strategy` from the event time
+    /// (ms) `ts` gives each record.
+    pub fn source_with_watermarks<T: Data>(
+        &self,
+        name: &str,
+        source: impl Source<T>,
+        ts: impl Fn(&T) -> u64 + Send + Sync + 'static,
+        strategy: WatermarkStrategy,
+    ) -> Stream<T> {
+        self.source(name, Watermarked::new(source, ts, strategy))
     }
 
     /// Finishes the pipeline: operators without an explicit parallelism get

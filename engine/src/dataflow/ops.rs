@@ -59,6 +59,17 @@ impl<'a, T> Out<'a, T> {
     pub fn emit(&mut self, rec: T) {
         self.down.data(rec);
     }
+
+    /// Sends a control item downstream, in order with the records (engine-internal:
+    /// watermark generators).
+    pub(crate) fn control(&mut self, c: Control) {
+        self.down.control(c);
+    }
+
+    /// The link behind this handle (for adapters that observe what passes).
+    pub(crate) fn link(&mut self) -> &mut dyn Emit<T> {
+        &mut *self.down
+    }
 }
 
 /// Drops everything: the output of a stream nobody consumes.

@@ -4,6 +4,7 @@
 pub mod etl;
 pub mod keyed_async;
 pub mod latency;
+pub mod nexmark;
 
 use crate::config::{JobSpec, PipelineKind};
 use crate::dataflow::JobGraph;
@@ -15,5 +16,6 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
         PipelineKind::Latency => latency::build(spec),
         PipelineKind::Etl => etl::build(spec),
         PipelineKind::KeyedAsync => keyed_async::build(spec),
+        q => nexmark::build(spec, q),
     }
 }
