@@ -441,6 +441,9 @@ impl RunReport {
                     "\n!!! THE ENGINE DID NOT KEEP UP: {}",
                     self.keep_up_problems.join("; ")
                 ),
+                (None, _) if self.pipeline.starts_with("nexmark") => {
+                    " (input events over the run's wall time)".into()
+                }
                 (None, _) => " (file source: as fast as it goes)".into(),
             }
         );
