@@ -35,10 +35,11 @@ with open(inp, "rb") as f:
         offset += len(raw)
 
 def order(name):
-    """part-<p>.csv (no checkpoints) or part-<p>-<checkpoint>.csv: by partition, then
-    checkpoint, which is each partition's write order."""
-    parts = name[len("part-"):-len(".csv")].split("-")
-    return tuple(int(x) for x in parts)
+    """part-<p>.csv (no checkpoints) or part-<p>-<checkpoint>.csv: by checkpoint, then
+    partition, which keeps each partition's and each user's write order (a user may move
+    to another partition when the job is restored on another number of cores)."""
+    parts = [int(x) for x in name[len("part-"):-len(".csv")].split("-")]
+    return (parts[1], parts[0]) if len(parts) == 2 else (0, parts[0])
 
 
 got = {}

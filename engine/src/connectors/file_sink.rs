@@ -60,10 +60,13 @@ pub fn part_file(dir: &Path, p: u32) -> PathBuf {
     dir.join(format!("part-{p}.csv"))
 }
 
-/// The committed output files in `dir` (`*.csv`), ordered by partition, then checkpoint:
-/// reading them in this order gives each partition's output in the order it was written.
+/// The committed output files in `dir` (`*.csv`), ordered by checkpoint, then partition:
+/// reading them in this order gives each partition's output in the order it was written,
+/// and each key's output in order even across a rescale (a key lives in one partition
+/// between two checkpoints, but may move to another one when the job is restored on a
+/// different number of cores).
 pub fn committed_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<((u32, u64), PathBuf)> = Vec::new();
+    let mut files: Vec<((u64, u32), PathBuf)> = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let path = e?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -76,8 +79,8 @@ pub fn committed_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             continue;
         };
         let key = match rest.split_once('-') {
-            Some((p, n)) => (p.parse().unwrap_or(u32::MAX), n.parse().unwrap_or(u64::MAX)),
-            None => (rest.parse().unwrap_or(u32::MAX), 0),
+            Some((p, n)) => (n.parse().unwrap_or(u64::MAX), p.parse().unwrap_or(u32::MAX)),
+            None => (0, rest.parse().unwrap_or(u32::MAX)),
         };
         files.push((key, path));
     }
