@@ -455,20 +455,46 @@ fn a_keyed_process_with_its_own_parallelism_keeps_each_key_in_one_partition() {
     }
 }
 
-/// A generator → map (which panics once, at `fail_at`, while `armed`) → key_by → per-key
-/// count → file sink job with checkpoints every 20 ms.
+/// When the map of `failing_job` fails.
+#[derive(Clone)]
+enum FailWhen {
+    /// At every record.
+    Always,
+    /// Once, at the first record (a multiple of 500) after a checkpoint of the job in
+    /// this checkpoint directory completed: the restart then has one to restore from,
+    /// however slowly a loaded machine runs the job.
+    AfterACheckpoint(PathBuf),
+}
+
+/// A generator (200k events) → map (which panics as `when` says, while `armed`) →
+/// key_by → per-key count → file sink job with checkpoints every 20 ms.
 fn failing_job(
     armed: &'static std::sync::atomic::AtomicBool,
-    fail_at: Option<u64>,
+    when: FailWhen,
 ) -> impl Fn(&JobSpec) -> rill_engine::Result<rill_engine::dataflow::JobGraph> {
     move |spec: &JobSpec| {
         let p = Pipeline::new(spec.job.max_key_groups);
-        p.source("gen", Generator::new(200_000, 60_000, 0, |t| t.seq))
+        let when = when.clone();
+        p.source("gen", Generator::new(200_000, 200_000, 0, |t| t.seq))
             .map("maybe-fail", move |seq: u64| {
-                if fail_at.map_or(true, |f| f == seq)
-                    && armed.swap(fail_at.is_none(), std::sync::atomic::Ordering::SeqCst)
-                {
-                    panic!("injected failure at seq {seq}");
+                let due = match &when {
+                    FailWhen::Always => true,
+                    FailWhen::AfterACheckpoint(dir) => {
+                        seq % 500 == 0
+                            && armed.load(std::sync::atomic::Ordering::SeqCst)
+                            && rill_engine::checkpoint::history::read(dir)
+                                .unwrap_or_default()
+                                .iter()
+                                .any(|e| {
+                                    e.state == rill_engine::checkpoint::history::State::Complete
+                                })
+                    }
+                };
+                if due {
+                    let keep = matches!(when, FailWhen::Always);
+                    if armed.swap(keep, std::sync::atomic::Ordering::SeqCst) {
+                        panic!("injected failure at seq {seq}");
+                    }
                 }
                 seq
             })
@@ -512,7 +538,10 @@ fn an_operator_failure_restarts_the_job_from_its_last_checkpoint_exactly_once() 
         "strategy = \"fixed-delay\"\nattempts = 2\ndelay_ms = 10",
     );
     let mut notes = Vec::new();
-    let build = failing_job(&ARMED, Some(30_000));
+    let build = failing_job(
+        &ARMED,
+        FailWhen::AfterACheckpoint(dir.path().join("checkpoints")),
+    );
     let report = supervise(&spec, &build, StartFrom::Newest, &Control::default(), |m| {
         notes.push(m.to_string())
     })
@@ -538,7 +567,7 @@ fn an_operator_failure_restarts_the_job_from_its_last_checkpoint_exactly_once() 
         c.sort_unstable();
         assert_eq!(
             c,
-            (1..=600).collect::<Vec<u64>>(),
+            (1..=2000).collect::<Vec<u64>>(),
             "key {k}: every count once"
         );
     }
@@ -556,7 +585,7 @@ fn the_restart_strategy_gives_up_after_its_attempts() {
         "strategy = \"fixed-delay\"\nattempts = 2\ndelay_ms = 1",
     );
     let mut notes = Vec::new();
-    let build = failing_job(&ARMED, None);
+    let build = failing_job(&ARMED, FailWhen::Always);
     let err = supervise(&spec, &build, StartFrom::Newest, &Control::default(), |m| {
         notes.push(m.to_string())
     })
