@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod pipelines;
 pub mod ring;
 pub mod runtime;
+pub mod splitmix;
 pub mod state;
 
 pub use error::{ConfigError, EngineError, Result};

@@ -19,6 +19,8 @@
 
 use std::time::Duration;
 
+use crate::splitmix::SplitMix64;
+
 /// How a failed job is restarted.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RestartStrategy {
@@ -105,25 +107,6 @@ pub enum RestartDecision {
         /// Why, naming the attempts.
         reason: String,
     },
-}
-
-/// splitmix64 (Steele, Lea, Flood 2014): a tiny seeded generator, enough for jitter.
-#[derive(Clone, Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn next_unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// The restart strategy's state over a job's life; see the module docs for its rules.

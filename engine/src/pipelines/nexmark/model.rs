@@ -9,6 +9,7 @@
 //! whatever the partitioning: partition `p` of `P` generates `n = p, p+P, …`.
 
 use crate::keys::stable_hash;
+use crate::splitmix::SplitMix64;
 
 /// Person : auction : bid proportions.
 pub const PERSON_PROPORTION: u64 = 1;
@@ -143,22 +144,18 @@ impl Event {
 }
 
 /// A small deterministic RNG (splitmix64), one per event.
-struct Rng(u64);
+struct Rng(SplitMix64);
 
 impl Rng {
     fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in `0..n` (`n > 0`).
     fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
     }
     fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.next_unit()
     }
     fn string(&mut self, len: usize) -> String {
         (0..len)
@@ -246,7 +243,7 @@ impl NexmarkParams {
     /// Event `n` with event time `ts` (ms) instead of the computed one (event time that
     /// follows the job clock).
     pub fn event_at(&self, n: u64, ts: u64) -> Event {
-        let mut rng = Rng(stable_hash(&(self.seed, n)));
+        let mut rng = Rng(SplitMix64(stable_hash(&(self.seed, n))));
         let rem = n % TOTAL_PROPORTION;
         if rem < PERSON_PROPORTION {
             Event::Person(self.person(n, ts, &mut rng))
