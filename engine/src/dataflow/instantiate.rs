@@ -911,81 +911,88 @@ impl<T: 'static> Emit<T> for SinkOp<T> {
     }
 }
 
+/// What every keyed operator partition holds for checkpoints: its declared state, the
+/// key groups it owns, and how it reports its part of a checkpoint.
+pub(crate) struct KeyedPart<K> {
+    pub(crate) init: StateInit<K>,
+    pub(crate) groups: Vec<KeyGroup>,
+    pub(crate) ckpt: Option<Participant>,
+    pub(crate) name: String,
+    pub(crate) partition: PartitionId,
+    pub(crate) clock: MonotonicClock,
+    pub(crate) failure: FailureSlot,
+}
+
+impl<K: Clone + std::hash::Hash + Eq + 'static> KeyedPart<K> {
+    /// Partition `p` of keyed operator `node` with the state `init` declared: restores
+    /// the tables from the checkpoint the job starts from and registers the partition
+    /// with its core's checkpoints.
+    pub(crate) fn new(
+        inst: &mut Instantiator<'_>,
+        node: usize,
+        p: PartitionId,
+        init: StateInit<K>,
+    ) -> Self {
+        let groups = inst.setup_state(node, p, &init);
+        let ckpt = inst.participant(node, p, "operator");
+        Self {
+            init,
+            groups,
+            ckpt,
+            name: inst.node_name(node).to_string(),
+            partition: p,
+            clock: inst.clock(),
+            failure: inst.failure(),
+        }
+    }
+}
+
+impl<K> KeyedPart<K> {
+    /// Archives every state table for checkpoint `id` (the synchronous part) and hands
+    /// the groups to the core's checkpoint.
+    pub(crate) fn snapshot(&self, id: CheckpointId) {
+        let Some(p) = &self.ckpt else { return };
+        if !p.wants(id) {
+            return;
+        }
+        let t0 = self.clock.now_ns();
+        let max_chain = p.core.borrow().max_chain;
+        let mut groups = Vec::new();
+        let mut keys = 0u64;
+        for (table_name, table) in self.init.tables() {
+            let op = crate::checkpoint::core::state_operator_id(&self.name, table_name);
+            let mut t = table.borrow_mut();
+            keys += t.keys() as u64;
+            for kg in &self.groups {
+                match t.snapshot(*kg, max_chain) {
+                    Ok(g) => groups.push((group_owner(op, self.partition, *kg), g)),
+                    Err(e) => {
+                        self.failure.fail(EngineError::Operator {
+                            operator: self.name.clone(),
+                            partition: self.partition.0,
+                            reason: format!(
+                                "archiving state `{table_name}` key group {} for checkpoint {}: {e}",
+                                kg.0, id.0
+                            ),
+                        });
+                        return;
+                    }
+                }
+            }
+        }
+        let now = self.clock.now_ns();
+        p.state(id, groups, keys, now.saturating_sub(t0), now);
+    }
+}
+
 /// A keyed `process` function with its partition's state. With checkpoints, a barrier
 /// archives every key group the partition owns (the synchronous part) before it is
 /// forwarded.
 pub(crate) struct ProcessOp<K, V, U, F> {
     pub(crate) f: F,
-    pub(crate) init: StateInit<K>,
+    pub(crate) keyed: KeyedPart<K>,
     pub(crate) down: BoxEmit<U>,
-    pub(crate) ckpt: Option<Participant>,
-    pub(crate) groups: Vec<KeyGroup>,
-    pub(crate) name: String,
-    pub(crate) partition: PartitionId,
-    pub(crate) clock: MonotonicClock,
-    pub(crate) failure: FailureSlot,
     pub(crate) _k: PhantomData<fn(K, V)>,
-}
-
-impl<K, V, U, F> ProcessOp<K, V, U, F> {
-    fn snapshot(&mut self, id: CheckpointId) {
-        snapshot_keyed(
-            &self.ckpt,
-            &self.init,
-            &self.groups,
-            &self.name,
-            self.partition,
-            &self.clock,
-            &self.failure,
-            id,
-        );
-    }
-}
-
-/// Archives every state table of a keyed operator partition for checkpoint `id` (the
-/// synchronous part) and hands the groups to the core's checkpoint.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn snapshot_keyed<K>(
-    ckpt: &Option<Participant>,
-    init: &StateInit<K>,
-    key_groups: &[KeyGroup],
-    name: &str,
-    partition: PartitionId,
-    clock: &MonotonicClock,
-    failure: &FailureSlot,
-    id: CheckpointId,
-) {
-    let Some(p) = ckpt else { return };
-    if !p.wants(id) {
-        return;
-    }
-    let t0 = clock.now_ns();
-    let max_chain = p.core.borrow().max_chain;
-    let mut groups = Vec::new();
-    let mut keys = 0u64;
-    for (table_name, table) in init.tables() {
-        let op = crate::checkpoint::core::state_operator_id(name, table_name);
-        let mut t = table.borrow_mut();
-        keys += t.keys() as u64;
-        for kg in key_groups {
-            match t.snapshot(*kg, max_chain) {
-                Ok(g) => groups.push((group_owner(op, partition, *kg), g)),
-                Err(e) => {
-                    failure.fail(EngineError::Operator {
-                        operator: name.to_string(),
-                        partition: partition.0,
-                        reason: format!(
-                            "archiving state `{table_name}` key group {} for checkpoint {}: {e}",
-                            kg.0, id.0
-                        ),
-                    });
-                    return;
-                }
-            }
-        }
-    }
-    let now = clock.now_ns();
-    p.state(id, groups, keys, now.saturating_sub(t0), now);
 }
 
 impl<K, V, U, F> Emit<Keyed<K, V>> for ProcessOp<K, V, U, F>
@@ -1005,7 +1012,7 @@ where
     }
     fn control(&mut self, c: Control) {
         if let Control::Barrier(b) = c {
-            self.snapshot(b.id);
+            self.keyed.snapshot(b.id);
         }
         self.down.control(c);
     }

@@ -452,18 +452,11 @@ impl<K: Data + Hash + Eq, V: Data> KeyedStream<K, V> {
                 let mut init =
                     StateInit::with_incremental(inst.max_key_groups(), inst.incremental());
                 let f = factory(&mut init);
-                let groups = inst.setup_state(node, p, &init);
-                let ckpt = inst.participant(node, p, "operator");
+                let keyed = instantiate::KeyedPart::new(inst, node, p, init);
                 Box::new(instantiate::ProcessOp {
                     f,
-                    init,
+                    keyed,
                     down: inst.downstream::<U>(node, p),
-                    ckpt,
-                    groups,
-                    name: inst.node_name(node).to_string(),
-                    partition: p,
-                    clock: inst.clock(),
-                    failure: inst.failure(),
                     _k: PhantomData,
                 })
             }),

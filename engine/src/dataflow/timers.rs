@@ -17,13 +17,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::graph::NodeKind;
-use super::instantiate::{snapshot_keyed, Driver, Step};
-use super::ops::{BoxEmit, Emit, FailureSlot, Out};
+use super::instantiate::{Driver, KeyedPart, Step};
+use super::ops::{BoxEmit, Emit, Out};
 use super::{Data, Keyed, KeyedStream, Stream};
 use crate::checkpoint::codec::Entry;
-use crate::checkpoint::core::Participant;
-use crate::clock::{Clock, MonotonicClock};
-use crate::ids::{KeyGroup, PartitionId};
+use crate::clock::Clock;
+use crate::ids::KeyGroup;
 use crate::message::Control;
 use crate::metrics::MetricsHandle;
 use crate::state::{KeyCtx, StateInit, ValueState};
@@ -236,22 +235,16 @@ pub trait KeyedProcess<K, V, U> {
 pub(crate) struct TimedCore<K, P, U> {
     pub(crate) f: P,
     pub(crate) timers: Timers<K>,
-    pub(crate) init: StateInit<K>,
+    pub(crate) keyed: KeyedPart<K>,
     pub(crate) down: BoxEmit<U>,
     pub(crate) watermark: Option<u64>,
     pub(crate) ended: bool,
-    pub(crate) ckpt: Option<Participant>,
-    pub(crate) groups: Vec<KeyGroup>,
-    pub(crate) name: String,
-    pub(crate) partition: PartitionId,
-    pub(crate) clock: MonotonicClock,
-    pub(crate) failure: FailureSlot,
     pub(crate) metrics: MetricsHandle,
 }
 
 impl<K: Hash + Eq + Ord + Clone + 'static, P, U> TimedCore<K, P, U> {
     fn now_ms(&self) -> u64 {
-        self.clock.now_ns() / 1_000_000
+        self.keyed.clock.now_ns() / 1_000_000
     }
 
     fn record<V>(&mut self, rec: Keyed<K, V>)
@@ -328,17 +321,7 @@ where
         let mut core = self.core.borrow_mut();
         match c {
             Control::Barrier(b) => {
-                let c = &*core;
-                snapshot_keyed(
-                    &c.ckpt,
-                    &c.init,
-                    &c.groups,
-                    &c.name,
-                    c.partition,
-                    &c.clock,
-                    &c.failure,
-                    b.id,
-                );
+                core.keyed.snapshot(b.id);
                 core.down.control(Control::Barrier(b));
             }
             Control::Watermark(w) => {
@@ -416,22 +399,15 @@ where
                     StateInit::with_incremental(inst.max_key_groups(), inst.incremental());
                 let mut timers = Timers::declare(&mut init);
                 let f = factory(&mut init);
-                let groups = inst.setup_state(node, p, &init);
-                timers.rebuild(&groups);
-                let ckpt = inst.participant(node, p, "operator");
+                let keyed = KeyedPart::new(inst, node, p, init);
+                timers.rebuild(&keyed.groups);
                 let core = Rc::new(RefCell::new(TimedCore {
                     f,
                     timers,
-                    init,
+                    keyed,
                     down: inst.downstream::<U>(node, p),
                     watermark: None,
                     ended: false,
-                    ckpt,
-                    groups,
-                    name: inst.node_name(node).to_string(),
-                    partition: p,
-                    clock: inst.clock(),
-                    failure: inst.failure(),
                     metrics: inst.metrics(),
                 }));
                 inst.add_driver(Box::new(TimerDriver::<K, V, P, U> {
@@ -454,6 +430,9 @@ pub(crate) mod testing {
     //! Drives a `KeyedProcess` outside a pipeline: records, watermarks, end, and a
     //! checkpoint/restore round trip of its state tables.
     use super::*;
+    use crate::clock::MonotonicClock;
+    use crate::dataflow::ops::FailureSlot;
+    use crate::ids::PartitionId;
     use crate::keys::key_group_of;
     use crate::message::Watermark;
 
@@ -479,16 +458,18 @@ pub(crate) mod testing {
             let core = TimedCore {
                 f,
                 timers,
-                init,
+                keyed: KeyedPart {
+                    init,
+                    groups: (0..max_kg).map(KeyGroup).collect(),
+                    ckpt: None,
+                    name: "test".into(),
+                    partition: PartitionId(0),
+                    clock: MonotonicClock::new(std::time::Instant::now()),
+                    failure: FailureSlot::default(),
+                },
                 down: Box::new(super::super::ops::testing::Collect(out.clone())),
                 watermark: None,
                 ended: false,
-                ckpt: None,
-                groups: (0..max_kg).map(KeyGroup).collect(),
-                name: "test".into(),
-                partition: PartitionId(0),
-                clock: MonotonicClock::new(std::time::Instant::now()),
-                failure: FailureSlot::default(),
                 metrics: MetricsHandle::default(),
             };
             Self {
