@@ -1,33 +1,24 @@
 //! The async operator in whole jobs on (up to) 2 pinned cores: the `keyed-async`
 //! pipeline in each mode, and with adaptive capacity.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
-use rill_engine::config::{available_cpus, CoreConfig, CoreSpec, JobConfig, JobSpec};
-use rill_engine::ids::CoreId;
+use rill_engine::config::{available_cpus, CoreConfig, JobConfig, JobSpec};
 use rill_engine::pipelines;
 use rill_engine::runtime::Job;
 
 /// Jobs pin executors to the same CPUs; run them one at a time.
+fn cpus() -> Vec<usize> {
+    available_cpus().into_iter().take(2).collect()
+}
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn run(dir: &Path, toml: &str) -> rill_engine::metrics::JobReport {
     let job: JobConfig = toml::from_str(toml).unwrap();
     job.validate(Path::new("job.toml")).unwrap();
-    let spec = JobSpec {
-        dir: dir.to_path_buf(),
-        job,
-        cores: available_cpus()
-            .into_iter()
-            .take(2)
-            .map(|cpu| CoreSpec {
-                cpu: CoreId(cpu),
-                file: PathBuf::from(format!("cores/{cpu}.toml")),
-                config: CoreConfig::default(),
-            })
-            .collect(),
-    };
+    let spec = JobSpec::with_cores(dir, job, &cpus(), CoreConfig::default());
     let graph = pipelines::build(&spec).unwrap();
     Job::new(spec, graph).run().unwrap()
 }

@@ -3,34 +3,25 @@
 //! timers that survive a restart from a checkpoint.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rill_engine::config::{available_cpus, CoreConfig, CoreSpec, JobConfig, JobSpec};
+use rill_engine::config::{available_cpus, CoreConfig, JobConfig, JobSpec};
 use rill_engine::connectors::{FileSink, Generator};
 use rill_engine::dataflow::windows::{Count, WindowSpec};
 use rill_engine::dataflow::{KeyedProcess, Out, Pipeline, TimeDomain, TimerCtx, WatermarkStrategy};
-use rill_engine::ids::CoreId;
 use rill_engine::runtime::Job;
 
 /// Jobs pin executors to the same CPUs; run them one at a time.
+fn cpus() -> Vec<usize> {
+    available_cpus().into_iter().take(2).collect()
+}
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn spec(dir: &Path, job: JobConfig) -> JobSpec {
-    JobSpec {
-        dir: dir.to_path_buf(),
-        job,
-        cores: available_cpus()
-            .into_iter()
-            .take(2)
-            .map(|cpu| CoreSpec {
-                cpu: CoreId(cpu),
-                file: PathBuf::from(format!("cores/{cpu}.toml")),
-                config: CoreConfig::default(),
-            })
-            .collect(),
-    }
+    JobSpec::with_cores(dir, job, &cpus(), CoreConfig::default())
 }
 
 fn lines(dir: &Path) -> Vec<String> {

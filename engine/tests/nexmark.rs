@@ -3,14 +3,17 @@
 //! (sort, group, scan over the generated events; no engine operator involved).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
-use rill_engine::config::{available_cpus, CoreConfig, CoreSpec, JobConfig, JobSpec};
-use rill_engine::ids::CoreId;
+use rill_engine::config::{available_cpus, CoreConfig, JobConfig, JobSpec};
 use rill_engine::pipelines;
 use rill_engine::pipelines::nexmark::model::{Event, NexmarkParams};
 use rill_engine::runtime::Job;
+
+fn cpus() -> Vec<usize> {
+    available_cpus().into_iter().take(2).collect()
+}
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -27,19 +30,7 @@ fn run(query: &str, dir: &Path) -> Vec<String> {
     ))
     .unwrap();
     job.validate(Path::new("job.toml")).unwrap();
-    let spec = JobSpec {
-        dir: dir.to_path_buf(),
-        job,
-        cores: available_cpus()
-            .into_iter()
-            .take(2)
-            .map(|cpu| CoreSpec {
-                cpu: CoreId(cpu),
-                file: PathBuf::from(format!("cores/{cpu}.toml")),
-                config: CoreConfig::default(),
-            })
-            .collect(),
-    };
+    let spec = JobSpec::with_cores(dir, job, &cpus(), CoreConfig::default());
     let graph = pipelines::build(&spec).unwrap();
     Job::new(spec, graph).run().unwrap();
     let mut lines = Vec::new();

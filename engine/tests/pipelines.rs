@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rand::{Rng, SeedableRng};
-use rill_engine::config::{available_cpus, CoreConfig, CoreSpec, JobConfig, JobSpec};
+use rill_engine::config::{available_cpus, CoreConfig, JobConfig, JobSpec};
 use rill_engine::connectors::{FileSink, Generator};
 use rill_engine::dataflow::{Out, PartitionContext, Pipeline, Sink, SinkPartition};
-use rill_engine::ids::CoreId;
 use rill_engine::keys::key_group_of;
 use rill_engine::runtime::Job;
 use rill_engine::{pipelines, EngineError};
@@ -21,18 +20,7 @@ fn cpus() -> Vec<usize> {
 }
 
 fn spec(dir: &Path, job: JobConfig, core: CoreConfig) -> JobSpec {
-    JobSpec {
-        dir: dir.to_path_buf(),
-        job,
-        cores: cpus()
-            .into_iter()
-            .map(|cpu| CoreSpec {
-                cpu: CoreId(cpu),
-                file: PathBuf::from(format!("cores/{cpu}.toml")),
-                config: core.clone(),
-            })
-            .collect(),
-    }
+    JobSpec::with_cores(dir, job, &cpus(), core)
 }
 
 /// Writes an etl input of `n` lines with malformed ones mixed in; returns the reference

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
@@ -14,10 +14,13 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use rill_engine::asyncio::redis::{encode, RedisClient, Reply};
-use rill_engine::config::{available_cpus, CoreConfig, CoreSpec, JobConfig, JobSpec};
-use rill_engine::ids::CoreId;
+use rill_engine::config::{available_cpus, CoreConfig, JobConfig, JobSpec};
 use rill_engine::pipelines;
 use rill_engine::runtime::Job;
+
+fn cpus() -> Vec<usize> {
+    available_cpus().into_iter().take(2).collect()
+}
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -190,19 +193,7 @@ fn keyed_async_against_redis_looks_up_every_event() {
     .unwrap();
     job.validate(Path::new("job.toml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let spec = JobSpec {
-        dir: dir.path().to_path_buf(),
-        job,
-        cores: available_cpus()
-            .into_iter()
-            .take(2)
-            .map(|cpu| CoreSpec {
-                cpu: CoreId(cpu),
-                file: PathBuf::from(format!("cores/{cpu}.toml")),
-                config: CoreConfig::default(),
-            })
-            .collect(),
-    };
+    let spec = JobSpec::with_cores(dir.path(), job, &cpus(), CoreConfig::default());
     let graph = pipelines::build(&spec).unwrap();
     // A missing key or a broken connection fails the job: every event was looked up.
     let r = Job::new(spec, graph).run().unwrap();

@@ -243,6 +243,23 @@ impl JobSpec {
         Ok(spec)
     }
 
+    /// A job built in code rather than read from a directory: `job` run in `dir` on
+    /// `cpus`, every core with `core`. Not validated (see `JobConfig::validate`).
+    pub fn with_cores(dir: &Path, job: JobConfig, cpus: &[usize], core: CoreConfig) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            job,
+            cores: cpus
+                .iter()
+                .map(|&cpu| CoreSpec {
+                    cpu: CoreId(cpu),
+                    file: PathBuf::from(format!("cores/{cpu}.toml")),
+                    config: core.clone(),
+                })
+                .collect(),
+        }
+    }
+
     /// The built-in default job: the latency pipeline on `cpus` with all defaults.
     pub fn builtin_default(cpus: &[usize], overrides: &[String]) -> Result<Self, ConfigError> {
         let file = PathBuf::from("(built-in job.toml)");
