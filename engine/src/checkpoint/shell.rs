@@ -82,6 +82,11 @@ impl Janitor {
                                         ok
                                     });
                                     store.reader().forget_deleted();
+                                    // Forget what retention deleted (the map stays as small
+                                    // as the set of retained checkpoints).
+                                    if let Ok(kept) = rill_storage::layout::list_manifests(&dir) {
+                                        complete.retain(|c, _| kept.contains(c));
+                                    }
                                     if let Err(e) = r {
                                         tracing::warn!("checkpoint retention: {e}");
                                     }
