@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 
+/// The largest `async_capacity` a core file may set.
+pub const MAX_ASYNC_CAPACITY: usize = 1 << 20;
+
 /// The whole of one `cores/<cpu>.toml`. An empty file means all defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -37,6 +40,12 @@ pub struct CoreConfig {
     /// partition `p` goes to the `p mod n`-th configured core; set on any core, the
     /// lists must together cover each partition exactly once.
     pub partitions: Option<Vec<u32>>,
+    /// Requests in flight per partition of every async operator placed on this core,
+    /// overriding `[async] capacity` of job.toml (a fixed number or `"auto"`) for those
+    /// partitions. Unset: job.toml's `[async] capacity` applies. The tuning advisor
+    /// (`rill-perf tune`) writes it from Little's law, N = λ·t with headroom, using this
+    /// core's own arrival rate.
+    pub async_capacity: Option<usize>,
 }
 
 impl Default for CoreConfig {
@@ -50,6 +59,7 @@ impl Default for CoreConfig {
             io_memory_kib: 1024,
             preempt_timer_us: 100_000,
             partitions: None,
+            async_capacity: None,
         }
     }
 }
@@ -119,6 +129,16 @@ impl CoreConfig {
                 "1 or more microseconds (default 100000)",
             ));
         }
+        if let Some(n) = self.async_capacity {
+            if n == 0 || n > MAX_ASYNC_CAPACITY {
+                return Err(bad(
+                    "async_capacity",
+                    n.to_string(),
+                    "1 ..= 1048576 requests in flight per async partition (unset: job.toml's \
+                     [async] capacity)",
+                ));
+            }
+        }
         if let Some(parts) = &self.partitions {
             let mut sorted = parts.clone();
             sorted.sort_unstable();
@@ -141,5 +161,27 @@ impl CoreConfig {
     /// Spin-before-park as a `Duration`.
     pub fn spin_before_park(&self) -> Duration {
         Duration::from_micros(self.spin_before_park_us)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn async_capacity_is_unset_by_default_and_validated() {
+        assert_eq!(CoreConfig::default().async_capacity, None);
+        let f = Path::new("cores/0.toml");
+        let c: CoreConfig = toml::from_str("async_capacity = 24\n").unwrap();
+        assert_eq!(c.async_capacity, Some(24));
+        c.validate(f).unwrap();
+        for bad in ["async_capacity = 0\n", "async_capacity = 1048577\n"] {
+            let c: CoreConfig = toml::from_str(bad).unwrap();
+            let e = c.validate(f).unwrap_err().to_string();
+            assert!(e.contains("cores/0.toml"), "{e}");
+            assert!(e.contains("async_capacity"), "{e}");
+            assert!(e.contains("1 ..= 1048576"), "{e}");
+        }
+        assert!(toml::from_str::<CoreConfig>("async_capacity = \"auto\"\n").is_err());
     }
 }

@@ -10,7 +10,7 @@ mod job;
 use std::path::{Path, PathBuf};
 
 pub use self::checkpoint::{CheckpointConfig, CheckpointMode, RestartConfig, RestartKind};
-pub use self::core::CoreConfig;
+pub use self::core::{CoreConfig, MAX_ASYNC_CAPACITY};
 pub use self::job::{
     EnrichConfig, FileSinkConfig, FileSourceConfig, GeneratorConfig, JobConfig, NexmarkConfig,
     NexmarkSink, PipelineKind,

@@ -1,6 +1,7 @@
 //! `async_map` / `async_flat_map` on a stream: wires an `asyncio` operator partition into
 //! its core (timers, checkpoint participant, restored in-flight inputs, and a port the
-//! shard loop flushes every round). The operator itself lives in `crate::asyncio`.
+//! shard loop flushes every round), with the capacity the core file may override
+//! (`async_capacity`). The operator itself lives in `crate::asyncio`.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -11,7 +12,7 @@ use super::graph::NodeKind;
 use super::ops::BoxEmit;
 use super::{Data, Stream};
 use crate::asyncio::op::{async_operator_id, AsyncCore, AsyncOp, AsyncParts};
-use crate::asyncio::{AsyncCtx, AsyncError, AsyncOptions, AsyncResult, BoxFuture};
+use crate::asyncio::{AsyncCtx, AsyncError, AsyncOptions, AsyncResult, BoxFuture, Capacity};
 use crate::checkpoint::codec::Record;
 use crate::error::EngineError;
 
@@ -74,9 +75,15 @@ impl<T: Data + Record> Stream<T> {
                     ckpt: inst.participant(node, p, "operator"),
                     sources_done: inst.sources_done(),
                 };
+                // The core file's `async_capacity` beats the operator's capacity (fixed
+                // or auto) for the partitions on this core.
+                let mut opts = (*opts).clone();
+                if let Some(n) = inst.async_capacity() {
+                    opts.capacity = Capacity::Fixed(n);
+                }
                 let core = Rc::new(RefCell::new(AsyncCore::new(
                     parts,
-                    (*opts).clone(),
+                    opts,
                     call,
                     down,
                     restored,

@@ -186,6 +186,12 @@ impl<'a> Instantiator<'a> {
         self.drivers.push(d);
     }
 
+    /// This core file's `async_capacity`: the in-flight bound of every async partition
+    /// on this core, overriding the operator's own capacity.
+    pub(crate) fn async_capacity(&self) -> Option<usize> {
+        self.a.config.async_capacity
+    }
+
     /// This core's metrics.
     pub(crate) fn metrics(&self) -> MetricsHandle {
         self.a.metrics.clone()
