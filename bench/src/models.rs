@@ -11,6 +11,10 @@
 //! - **N/t** (seed 4.2, Little's law): with N requests in flight and mean IO time t, an
 //!   async operator completes at most N/t requests per second; with P partitions each
 //!   holding up to N, the job's bound is P·N/t.
+//!
+//! Both are also solved the other way, for the tuning advisor (`rill-perf tune`): the
+//! capacity a rate needs ([`async_capacity_for`]) and the interval an overhead target
+//! allows ([`checkpoint_interval_for`]).
 
 /// Model C/T: the fraction of time spent checkpointing (capped at 1: a checkpoint that
 /// takes longer than the interval makes them back to back).
@@ -63,6 +67,37 @@ pub fn measured_overhead(run: &RunFigures, baseline: &RunFigures) -> MeasuredOve
 /// `capacity` can complete when one request takes `io_time_ms` on average.
 pub fn async_throughput_model(capacity: f64, io_time_ms: f64, partitions: usize) -> Option<f64> {
     (io_time_ms > 0.0 && capacity >= 0.0).then(|| capacity * partitions as f64 * 1e3 / io_time_ms)
+}
+
+/// Model N/t solved for N: the capacity one async partition needs so that it keeps up
+/// with `rate_eps` arrivals when a request takes `io_time_ms`, N = ⌈λ·t·headroom⌉ (at
+/// least 1). λ·t is the mean number in flight (Little's law); the headroom absorbs
+/// bursts and slower requests. `None` for a rate or IO time that is not positive and
+/// finite, or a headroom below 1.
+pub fn async_capacity_for(rate_eps: f64, io_time_ms: f64, headroom: f64) -> Option<usize> {
+    let ok = |v: f64| v.is_finite() && v > 0.0;
+    (ok(rate_eps) && ok(io_time_ms) && headroom.is_finite() && headroom >= 1.0).then(|| {
+        let n = (rate_eps * io_time_ms / 1e3 * headroom).ceil();
+        // A float product that is a whole number up to rounding noise is that number.
+        let n = if (n - 1.0 - rate_eps * io_time_ms / 1e3 * headroom).abs() < 1e-9 {
+            n - 1.0
+        } else {
+            n
+        };
+        (n as usize).max(1)
+    })
+}
+
+/// Model C/T solved for T: the shortest checkpoint interval, ms, at which checkpoints
+/// of duration `duration_ms` take at most the fraction `max_overhead` of the time,
+/// T = C / overhead. `None` unless 0 < overhead ≤ 1 and C ≥ 0.
+pub fn checkpoint_interval_for(duration_ms: f64, max_overhead: f64) -> Option<f64> {
+    (duration_ms.is_finite()
+        && duration_ms >= 0.0
+        && max_overhead.is_finite()
+        && max_overhead > 0.0
+        && max_overhead <= 1.0)
+        .then(|| duration_ms / max_overhead)
 }
 
 /// Mean IO time from the engine's counters, ms, if it reports them
@@ -121,6 +156,35 @@ mod tests {
         assert_eq!(async_throughput_model(200.0, 100.0, 1), Some(2_000.0));
         assert_eq!(async_throughput_model(100.0, 200.0, 1), Some(500.0));
         assert_eq!(async_throughput_model(100.0, 0.0, 1), None);
+    }
+
+    #[test]
+    fn n_for_a_rate_inverts_n_over_t() {
+        // 5000 arrivals/s at 2 ms: 10 in flight on average; 15 with 50% headroom.
+        assert_eq!(async_capacity_for(5_000.0, 2.0, 1.0), Some(10));
+        assert_eq!(async_capacity_for(5_000.0, 2.0, 1.5), Some(15));
+        // Rounded up, never below 1.
+        assert_eq!(async_capacity_for(5_001.0, 2.0, 1.0), Some(11));
+        assert_eq!(async_capacity_for(1.0, 0.001, 1.0), Some(1));
+        // The seed's example: capacity 100 at 100 ms is 1000/s; 1000/s needs 100.
+        assert_eq!(async_capacity_for(1_000.0, 100.0, 1.0), Some(100));
+        let n = async_capacity_for(1_000.0, 100.0, 1.0).unwrap() as f64;
+        assert_eq!(async_throughput_model(n, 100.0, 1), Some(1_000.0));
+        assert_eq!(async_capacity_for(0.0, 2.0, 1.5), None);
+        assert_eq!(async_capacity_for(5_000.0, 0.0, 1.5), None);
+        assert_eq!(async_capacity_for(5_000.0, 2.0, 0.5), None);
+        assert_eq!(async_capacity_for(f64::NAN, 2.0, 1.5), None);
+    }
+
+    #[test]
+    fn t_for_an_overhead_inverts_c_over_t() {
+        assert_eq!(checkpoint_interval_for(50.0, 0.05), Some(1_000.0));
+        let t = checkpoint_interval_for(12.0, 0.02).unwrap();
+        assert!((checkpoint_overhead_model(12.0, t).unwrap() - 0.02).abs() < 1e-12);
+        assert_eq!(checkpoint_interval_for(0.0, 0.05), Some(0.0));
+        assert_eq!(checkpoint_interval_for(50.0, 0.0), None);
+        assert_eq!(checkpoint_interval_for(50.0, 1.5), None);
+        assert_eq!(checkpoint_interval_for(-1.0, 0.05), None);
     }
 
     #[test]
