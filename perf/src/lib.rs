@@ -1,5 +1,6 @@
 //! rill-perf: microbenchmarks live in `benches/` and measurement binaries in `src/bin/`;
-//! this library holds what they share (pinned helper threads, the ring echo loop).
+//! this library holds what they share (pinned helper threads, the ring echo loop) and
+//! the tuning advisor of `rill-perf tune` ([`tune`]).
 
 use std::hint::spin_loop;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -7,6 +8,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use rill_engine::ring::{Consumer, Producer};
+
+pub mod tune;
 
 /// A thread pinned to `core` running `body(stop)`; stopped and joined on drop.
 pub struct Pinned {

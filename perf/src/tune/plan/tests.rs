@@ -1,0 +1,227 @@
+//! The planning decisions on hand-made figures: which file and key each setting goes to,
+//! what it is, and when a figure is skipped.
+
+use rill_engine::config::{CoreConfig, PipelineKind};
+
+use super::*;
+use crate::tune::measure::{AsyncFigures, CheckpointFigures, CoreFigures, Figures};
+
+fn core(cpu: usize, rate: f64, capacity: Option<CapacityInEffect>) -> CoreFigures {
+    CoreFigures {
+        cpu,
+        config: CoreConfig::default(),
+        sink_records: rate as u64,
+        share: 0.5,
+        rate_eps: rate,
+        ring_rate_eps: rate / 2.0,
+        async_partitions: u32::from(capacity.is_some()),
+        capacity,
+    }
+}
+
+/// keyed-async on two cores at 10000/s offered, capacity 4 from job.toml, t = 2 ms.
+fn keyed_async() -> Figures {
+    Figures {
+        pipeline: PipelineKind::KeyedAsync,
+        offered_eps: Some(10_000.0),
+        arrival_eps: 10_000.0,
+        throughput_eps: 3_000.0,
+        sink_throughput_eps: 3_990.0,
+        kept_up: false,
+        keep_up_problems: vec!["behind".into()],
+        elapsed_s: 5.0,
+        p99_us: Some(900_000.0),
+        p999_us: Some(1_000_000.0),
+        backpressure_steps: 1_000,
+        cores: vec![
+            core(0, 6_000.0, Some(CapacityInEffect::Job(4))),
+            core(1, 4_000.0, Some(CapacityInEffect::Job(4))),
+        ],
+        async_io: Some(AsyncFigures {
+            partitions: 2,
+            io_time_ms: Some(2.0),
+            completed: 20_000,
+            mean_in_flight: Some(3.9),
+            full_fraction: Some(0.97),
+        }),
+        checkpoint: None,
+    }
+}
+
+fn targets() -> Targets {
+    Targets::default()
+}
+
+#[test]
+fn a_fixed_layout_gets_each_cores_own_capacity_in_its_own_file() {
+    let p = plan(&keyed_async(), Layout::Fixed, &targets());
+    let caps: Vec<_> = p
+        .settings
+        .iter()
+        .filter(|s| s.key == "async_capacity")
+        .map(|s| (s.file.clone(), s.value, s.before.clone()))
+        .collect();
+    // 6000/s × 2 ms × 1.5 = 18; 4000/s: 12.
+    assert_eq!(
+        caps,
+        vec![
+            ("cores/0.toml".into(), 18, "4 ([async] capacity)".to_string()),
+            ("cores/1.toml".into(), 12, "4 ([async] capacity)".to_string()),
+        ]
+    );
+    let c = p.capacity.unwrap();
+    assert_eq!(c.bound_before_eps, Some(4_000.0));
+    assert_eq!(c.bound_after_eps, 15_000.0);
+    assert_eq!(c.throughput_eps, 10_000.0);
+    assert_eq!(c.mean_in_flight, 10.0);
+    // No checkpoint table: said so, nothing written to job.toml.
+    assert!(p.skipped.iter().any(|s| s.what == "checkpoint interval"));
+    assert!(p.settings.iter().all(|s| s.file != Path::new("job.toml")));
+}
+
+use std::path::Path;
+
+#[test]
+fn a_template_gets_the_largest_capacity_for_every_cpu() {
+    let p = plan(&keyed_async(), Layout::Template, &targets());
+    let caps: Vec<_> = p
+        .settings
+        .iter()
+        .filter(|s| s.key == "async_capacity")
+        .collect();
+    assert_eq!(caps.len(), 1);
+    assert_eq!(caps[0].file, Path::new("core.toml"));
+    assert_eq!(caps[0].value, 18);
+    assert!(caps[0].why.contains("template"), "{}", caps[0].why);
+    let c = p.capacity.unwrap();
+    assert!(c.cores.iter().all(|c| c.after == 18));
+    assert_eq!(c.bound_after_eps, 18_000.0);
+}
+
+#[test]
+fn a_capacity_already_right_is_not_written_again() {
+    let mut f = keyed_async();
+    f.cores[0].capacity = Some(CapacityInEffect::Core(18));
+    f.cores[1].capacity = Some(CapacityInEffect::Job(12));
+    let p = plan(&f, Layout::Fixed, &targets());
+    assert!(p.settings.iter().all(|s| s.key != "async_capacity"), "{:?}", p.settings);
+}
+
+#[test]
+fn auto_capacity_is_left_alone_unless_its_maximum_is_too_small() {
+    let mut f = keyed_async();
+    for c in &mut f.cores {
+        c.capacity = Some(CapacityInEffect::Auto { max: 10_000 });
+    }
+    let p = plan(&f, Layout::Fixed, &targets());
+    assert!(p.settings.is_empty() || p.settings.iter().all(|s| s.key != "async_capacity"));
+    assert!(p
+        .skipped
+        .iter()
+        .any(|s| s.what == "async capacity" && s.why.contains("auto")));
+    for c in &mut f.cores {
+        c.capacity = Some(CapacityInEffect::Auto { max: 8 });
+    }
+    let p = plan(&f, Layout::Fixed, &targets());
+    let s = p.settings.iter().find(|s| s.key == "capacity_max").unwrap();
+    assert_eq!((s.file.as_path(), s.table, s.value), (Path::new("job.toml"), Some("async"), 18));
+}
+
+#[test]
+fn without_io_time_or_async_operator_the_capacity_is_skipped_and_named() {
+    let mut f = keyed_async();
+    f.async_io.as_mut().unwrap().io_time_ms = None;
+    let p = plan(&f, Layout::Fixed, &targets());
+    assert!(p.capacity.is_none());
+    assert!(p
+        .skipped
+        .iter()
+        .any(|s| s.what == "async capacity" && s.why.contains("async_io_time_us_total")));
+    f.async_io = None;
+    f.pipeline = PipelineKind::Latency;
+    let p = plan(&f, Layout::Fixed, &targets());
+    assert!(p
+        .skipped
+        .iter()
+        .any(|s| s.what == "async capacity" && s.why.contains("no async operator")));
+}
+
+fn with_checkpoints(interval: Option<u64>, durations: &[f64]) -> Figures {
+    let mut f = keyed_async();
+    f.checkpoint = Some(CheckpointFigures {
+        interval_ms: interval,
+        completed: durations.len(),
+        duration_ms: durations.get(durations.len() / 2).copied(),
+        periodic: durations
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (i as f64 * 200.0, *d))
+            .collect(),
+        sizes: (0..durations.len())
+            .map(|i| (i as f64 * 200.0, 1_000_000 + i as u64 * 20_000))
+            .collect(),
+        incremental: false,
+        restart_delay_ms: 1_000.0,
+    });
+    f
+}
+
+#[test]
+fn the_interval_goes_into_job_toml_with_its_prediction() {
+    // C = 20 ms at T = 200 ms: 10% overhead; the target 5% with headroom: 600 ms.
+    let f = with_checkpoints(Some(200), &[18.0, 20.0, 25.0]);
+    let p = plan(&f, Layout::Template, &targets());
+    let s = p.settings.iter().find(|s| s.key == "interval_ms").unwrap();
+    assert_eq!(
+        (s.file.as_path(), s.table, s.value, s.before.as_str()),
+        (Path::new("job.toml"), Some("checkpoint"), 600, "200")
+    );
+    let c = p.checkpoint.unwrap();
+    assert_eq!(c.overhead_before, Some(0.1));
+    assert!(c.decision.overhead <= 0.05);
+    assert_eq!(c.recovery_before_s, Some(1.22));
+    // 20 kB per 200 ms.
+    assert_eq!(c.growth_bps, Some(100_000.0));
+    assert!(c.horizon_s.unwrap() > 0.0);
+    // No checkpoint completed: skipped, named.
+    let p = plan(&with_checkpoints(Some(200), &[]), Layout::Template, &targets());
+    assert!(p.checkpoint.is_none());
+    assert!(p
+        .skipped
+        .iter()
+        .any(|s| s.what == "checkpoint interval" && s.why.contains("no checkpoint completed")));
+}
+
+#[test]
+fn rings_are_only_raised_and_deadlines_need_a_latency_target() {
+    // Behind 1 s − 2 ms at 3000/s per ring, 20 µs deadline: 2994 batches -> 4096 slots.
+    let p = plan(&keyed_async(), Layout::Fixed, &targets());
+    let rings: Vec<_> = p.settings.iter().filter(|s| s.key == "ring_capacity").collect();
+    assert_eq!(rings.len(), 2);
+    assert_eq!(rings[0].value, 4096);
+    assert!(p.settings.iter().all(|s| s.key != "flush_deadline_us"));
+    assert!(p.skipped.iter().any(|s| s.what == "flush deadline"));
+    // A short stall needs fewer slots than the default has: kept.
+    let mut f = keyed_async();
+    f.p999_us = Some(3_000.0);
+    let p = plan(&f, Layout::Fixed, &targets());
+    assert!(p.settings.iter().all(|s| s.key != "ring_capacity"));
+    assert!(p.skipped.iter().any(|s| s.what == "ring capacity"));
+    // With a 1 ms p99 target: 100 µs (a batch at 3000/s takes 85 ms to fill).
+    let p = plan(
+        &f,
+        Layout::Template,
+        &Targets {
+            p99_us: Some(1_000.0),
+            ..targets()
+        },
+    );
+    let d: Vec<_> = p.settings.iter().filter(|s| s.key == "flush_deadline_us").collect();
+    assert_eq!(d.len(), 1);
+    assert_eq!((d[0].file.as_path(), d[0].value), (Path::new("core.toml"), 100));
+    // One core, or no latency: no rings to size.
+    f.cores.truncate(1);
+    let p = plan(&f, Layout::Fixed, &targets());
+    assert!(p.rings.is_none());
+    assert!(p.skipped.iter().any(|s| s.why.contains("one core")));
+}
