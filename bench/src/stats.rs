@@ -177,6 +177,7 @@ mod tests {
             .map(|c| ShardReport {
                 core: CoreId(c),
                 latency: new_histogram(),
+                io_time: new_histogram(),
                 counters: Default::default(),
                 last_arrival_ns: 0,
                 first_arrival_ns: 0,

@@ -31,6 +31,7 @@ pub mod ids;
 pub mod keys;
 pub mod message;
 pub mod metrics;
+pub mod monitor;
 pub mod pipelines;
 pub mod ring;
 pub mod runtime;

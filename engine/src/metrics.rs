@@ -23,19 +23,164 @@ fn new_histogram() -> Histogram<u64> {
 #[derive(Debug)]
 pub struct ShardMetrics {
     latency: Histogram<u64>,
+    /// Async requests, issue to completion (retries included), ns.
+    io_time: Histogram<u64>,
+    io_time_ns_total: u64,
     counters: BTreeMap<&'static str, u64>,
+    gauges: Vec<Gauge>,
     first_arrival_ns: u64,
     last_arrival_ns: u64,
+}
+
+/// A value read only when the core publishes a snapshot (never on the record path), such
+/// as an async partition's requests in flight. `read` returns `None` when the value is
+/// gone (its operator ended) or busy.
+struct Gauge {
+    name: &'static str,
+    operator: String,
+    partition: u32,
+    read: Box<dyn Fn() -> Option<f64>>,
+}
+
+impl fmt::Debug for Gauge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Gauge({} {} {})", self.name, self.operator, self.partition)
+    }
+}
+
+/// Latency quantiles of one histogram, in seconds, for export.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Quantiles {
+    /// Samples.
+    pub count: u64,
+    /// Sum of the samples (from the histogram's mean), seconds.
+    pub sum_s: f64,
+    /// (quantile, seconds) for 0.5, 0.9, 0.99, 0.999, 0.9999 and 1 (max).
+    pub values: Vec<(f64, f64)>,
+}
+
+impl Quantiles {
+    /// The quantiles of `h` (values in ns).
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let values = [0.5, 0.9, 0.99, 0.999, 0.9999]
+            .into_iter()
+            .map(|q| (q, h.value_at_quantile(q) as f64 / 1e9))
+            .chain(std::iter::once((1.0, h.max() as f64 / 1e9)))
+            .collect();
+        Self {
+            count: h.len(),
+            sum_s: h.mean() * h.len() as f64 / 1e9,
+            values,
+        }
+    }
+}
+
+/// One gauge's value at publish time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GaugeValue {
+    /// Metric name (without the `rill_` prefix).
+    pub name: &'static str,
+    /// The operator it belongs to.
+    pub operator: String,
+    /// The operator's partition.
+    pub partition: u32,
+    /// The value.
+    pub value: f64,
+}
+
+/// What a core publishes for the metrics endpoint: a copy of its counters and gauges,
+/// taken on the core between two rounds of its loop.
+#[derive(Clone, Debug, Default)]
+pub struct CoreSnapshot {
+    /// When it was taken (ns on the job clock); 0: never published.
+    pub at_ns: u64,
+    /// Counters by name.
+    pub counters: BTreeMap<String, u64>,
+    /// End-to-end latency at the sinks of this core.
+    pub latency: Quantiles,
+    /// Async request times of this core.
+    pub io_time: Quantiles,
+    /// Gauges registered by this core's operators.
+    pub gauges: Vec<GaugeValue>,
+    /// The checkpoint figures (first core only).
+    pub checkpoints: Option<CheckpointGauges>,
+}
+
+/// Checkpoint figures for the metrics endpoint, from the coordinator's history.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckpointGauges {
+    /// Checkpoints completed in this run.
+    pub completed: u64,
+    /// Checkpoints failed in this run.
+    pub failed: u64,
+    /// The newest completed checkpoint's id.
+    pub last_id: u64,
+    /// Its duration, trigger to complete, seconds.
+    pub last_duration_s: f64,
+    /// Its longest alignment, seconds.
+    pub last_alignment_s: f64,
+    /// Its synchronous part, seconds.
+    pub last_sync_s: f64,
+    /// Its asynchronous part (write and sync), seconds.
+    pub last_async_s: f64,
+    /// Its full size, bytes.
+    pub last_bytes: u64,
+}
+
+impl CheckpointGauges {
+    /// The figures of `history` (checkpoints that ended, in order).
+    pub fn of(history: &[crate::checkpoint::history::Entry]) -> Self {
+        use crate::checkpoint::history::State;
+        let mut g = Self::default();
+        for e in history {
+            match e.state {
+                State::Complete => {
+                    g.completed += 1;
+                    g.last_id = e.id;
+                    g.last_duration_s = e.duration_ms / 1e3;
+                    g.last_alignment_s = e.alignment_ms / 1e3;
+                    g.last_sync_s = e.sync_ms / 1e3;
+                    g.last_async_s = e.async_ms / 1e3;
+                    g.last_bytes = e.bytes_full;
+                }
+                State::Failed => g.failed += 1,
+                _ => {}
+            }
+        }
+        g
+    }
 }
 
 impl Default for ShardMetrics {
     fn default() -> Self {
         Self {
             latency: new_histogram(),
+            io_time: new_histogram(),
+            io_time_ns_total: 0,
             counters: BTreeMap::new(),
+            gauges: Vec::new(),
             first_arrival_ns: 0,
             last_arrival_ns: 0,
         }
+    }
+}
+
+impl ShardMetrics {
+    /// The counters, with the async request totals derived from the IO-time histogram.
+    fn counters_by_name(&self) -> BTreeMap<String, u64> {
+        let mut counters: BTreeMap<String, u64> = self
+            .counters
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), *v))
+            .collect();
+        if !self.io_time.is_empty() {
+            counters.insert("async_completed".into(), self.io_time.len());
+            counters.insert("async_io_time_us_total".into(), self.io_time_ns_total / 1_000);
+        }
+        counters
     }
 }
 
@@ -66,23 +211,71 @@ impl MetricsHandle {
         m.last_arrival_ns = m.last_arrival_ns.max(now_ns);
     }
 
+    /// Records one completed async request that took `ns` from issue to completion.
+    #[inline]
+    pub fn record_io_time(&self, ns: u64) {
+        let mut m = self.0.borrow_mut();
+        m.io_time.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
+        m.io_time_ns_total += ns;
+    }
+
     /// Adds `n` to the counter `name`.
     #[inline]
     pub fn add(&self, name: &'static str, n: u64) {
         *self.0.borrow_mut().counters.entry(name).or_default() += n;
     }
 
+    /// Registers a gauge of `operator` partition `partition`, read at publish time.
+    pub fn gauge(
+        &self,
+        name: &'static str,
+        operator: &str,
+        partition: u32,
+        read: impl Fn() -> Option<f64> + 'static,
+    ) {
+        self.0.borrow_mut().gauges.push(Gauge {
+            name,
+            operator: operator.to_string(),
+            partition,
+            read: Box::new(read),
+        });
+    }
+
+    /// A copy of the counters, quantiles and gauges for the metrics endpoint.
+    pub fn snapshot(&self, now_ns: u64) -> CoreSnapshot {
+        let m = self.0.borrow();
+        let counters = m.counters_by_name();
+        let gauges = m
+            .gauges
+            .iter()
+            .filter_map(|g| {
+                (g.read)().map(|value| GaugeValue {
+                    name: g.name,
+                    operator: g.operator.clone(),
+                    partition: g.partition,
+                    value,
+                })
+            })
+            .collect();
+        CoreSnapshot {
+            at_ns: now_ns,
+            counters,
+            latency: Quantiles::of(&m.latency),
+            io_time: Quantiles::of(&m.io_time),
+            gauges,
+            checkpoints: None,
+        }
+    }
+
     /// Turns the metrics into a report that can leave the core.
     pub fn report(&self, core: CoreId) -> ShardReport {
         let m = self.0.borrow();
+        let counters = m.counters_by_name();
         ShardReport {
             core,
             latency: m.latency.clone(),
-            counters: m
-                .counters
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), *v))
-                .collect(),
+            io_time: m.io_time.clone(),
+            counters,
             last_arrival_ns: m.last_arrival_ns,
             first_arrival_ns: m.first_arrival_ns,
             checkpoints: Vec::new(),
@@ -97,6 +290,8 @@ pub struct ShardReport {
     pub core: CoreId,
     /// End-to-end latency samples, ns.
     pub latency: Histogram<u64>,
+    /// Async request times, issue to completion, ns.
+    pub io_time: Histogram<u64>,
     /// Counters by name.
     pub counters: BTreeMap<String, u64>,
     /// When the last record reached a sink on this core (ns on the job clock).
@@ -114,6 +309,8 @@ pub struct JobReport {
     pub shards: Vec<ShardReport>,
     /// All latency samples merged, ns.
     pub latency: Histogram<u64>,
+    /// All async request times merged, ns.
+    pub io_time: Histogram<u64>,
     /// Counters summed over cores.
     pub counters: BTreeMap<String, u64>,
     /// When the sources started (ns on the job clock).
@@ -130,6 +327,10 @@ pub struct JobReport {
     pub restarts: u32,
     /// From the start of the run (restore included) to the first record at a sink.
     pub first_output: Option<Duration>,
+    /// Loop rounds longer than the stall threshold, with their operators.
+    pub stalls: Vec<crate::monitor::stall::Stall>,
+    /// The process's resident memory over the run (`None`: not sampled).
+    pub memory: Option<crate::monitor::MemoryTrend>,
 }
 
 impl JobReport {
@@ -141,11 +342,13 @@ impl JobReport {
         stopped: bool,
     ) -> Self {
         let mut latency = new_histogram();
+        let mut io_time = new_histogram();
         let mut counters = BTreeMap::new();
         let mut checkpoints = Vec::new();
         for s in &shards {
             checkpoints.extend(s.checkpoints.iter().cloned());
             latency.add(&s.latency).expect("histograms share bounds");
+            io_time.add(&s.io_time).expect("histograms share bounds");
             for (k, v) in &s.counters {
                 *counters.entry(k.clone()).or_default() += *v;
             }
@@ -153,6 +356,7 @@ impl JobReport {
         Self {
             shards,
             latency,
+            io_time,
             counters,
             start_ns,
             elapsed,
@@ -161,6 +365,8 @@ impl JobReport {
             restored_from: None,
             restarts: 0,
             first_output: None,
+            stalls: Vec::new(),
+            memory: None,
         }
     }
 
@@ -272,6 +478,17 @@ impl fmt::Display for JobReport {
                 p50(&a),
                 max(&a),
                 done.last().map_or(0, |c| c.bytes_full)
+            )?;
+        }
+        const SHOWN: usize = 5;
+        for s in self.stalls.iter().take(SHOWN) {
+            writeln!(f, "stall         {}", s.describe())?;
+        }
+        if self.stalls.len() > SHOWN {
+            writeln!(
+                f,
+                "stall         … and {} more (`rill doctor` lists them all)",
+                self.stalls.len() - SHOWN
             )?;
         }
         for (k, v) in &self.counters {

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
-use super::policy::{Admit, Breaker};
+use super::policy::{Admit, Breaker, BreakerState};
 use super::{AsyncMode, AsyncOptions, BoxFuture, Capacity, OnTimeout, Timers};
 use crate::checkpoint::codec::Record;
 use crate::checkpoint::core::Participant;
@@ -105,6 +105,8 @@ pub(crate) struct AsyncCore<T, U> {
     auto: Option<Auto>,
     in_flight_max: usize,
     reported_capacity: usize,
+    /// Since when every slot has been taken (requests wait for capacity), ns.
+    full_since: Option<u64>,
     ended: bool,
     failed: bool,
 }
@@ -151,6 +153,7 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
             auto,
             in_flight_max: 0,
             reported_capacity: 0,
+            full_since: None,
             ended: false,
             failed: false,
         }
@@ -254,8 +257,10 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
         inputs
     }
 
-    /// Moves waiting items in while capacity allows.
+    /// Moves waiting items in while capacity allows (after emitting what is done, so
+    /// that the slots it frees are used in the same step).
     fn admit(&mut self) {
+        self.emit_ready();
         while !self.failed {
             match self.waiting.front() {
                 None => break,
@@ -299,6 +304,22 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
             }
         }
         self.emit_ready();
+        self.note_fullness();
+    }
+
+    /// Accounts the time every slot is taken (`async_full_us`): the operator is then
+    /// the bottleneck unless capacity grows or IO gets faster (model N/t).
+    fn note_fullness(&mut self) {
+        let full = self.reqs.len() >= self.limit;
+        match (full, self.full_since) {
+            (true, None) => self.full_since = Some(self.now()),
+            (false, Some(since)) => {
+                self.full_since = None;
+                let us = self.now().saturating_sub(since) / 1_000;
+                self.p.metrics.add("async_full_us", us);
+            }
+            _ => {}
+        }
     }
 
     fn issue(&mut self, input: T) {
@@ -415,8 +436,10 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
         r.result = Some(v);
         r.fut = None;
         self.timeouts.remove(&(r.deadline_ns, seq));
+        let io_ns = now.saturating_sub(r.issued_ns);
+        self.p.metrics.record_io_time(io_ns);
         if let Some(a) = &mut self.auto {
-            a.latency_sum_ns += now.saturating_sub(r.issued_ns);
+            a.latency_sum_ns += io_ns;
             a.completions += 1;
         }
         if self.opts.mode == AsyncMode::Unordered && self.marks.front().map_or(true, |m| seq < *m) {
@@ -565,6 +588,40 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
         let before = self.reqs.len() + self.waiting.len();
         self.admit();
         progress | (self.reqs.len() + self.waiting.len() != before)
+    }
+}
+
+/// Registers the partition's gauges with its core's metrics: requests in flight, the
+/// capacity, inputs waiting for a slot, and whether the breaker is open (1), half open
+/// (0.5) or closed (0). Read when the core publishes, never on the record path.
+pub(crate) fn register_gauges<T: 'static, U: 'static>(
+    core: &Rc<RefCell<AsyncCore<T, U>>>,
+    metrics: &MetricsHandle,
+) {
+    let (name, partition) = {
+        let c = core.borrow();
+        (c.p.name.clone(), c.p.partition)
+    };
+    type Read<T, U> = fn(&AsyncCore<T, U>) -> Option<f64>;
+    let reads: [(&'static str, Read<T, U>); 4] = [
+        ("async_in_flight", |c| Some(c.reqs.len() as f64)),
+        ("async_capacity", |c| Some(c.limit as f64)),
+        ("async_waiting", |c| Some(c.waiting.len() as f64)),
+        ("async_breaker_open", |c| {
+            c.breaker.as_ref().map(|b| match b.state() {
+                BreakerState::Closed { .. } => 0.0,
+                BreakerState::Open { .. } => 1.0,
+                BreakerState::HalfOpen => 0.5,
+            })
+        }),
+    ];
+    for (gauge, read) in reads {
+        let weak = Rc::downgrade(core);
+        metrics.gauge(gauge, &name, partition, move || {
+            let core = weak.upgrade()?;
+            let c = core.try_borrow().ok()?;
+            read(&c)
+        });
     }
 }
 

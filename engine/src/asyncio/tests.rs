@@ -403,3 +403,27 @@ fn auto_capacity_follows_littles_law_within_bounds() {
     assert!((10..=20).contains(&limit), "chose {limit}");
     assert!(r.counter("async_capacity_auto_max") >= 10);
 }
+
+#[test]
+fn io_time_completions_and_time_at_full_capacity_are_counted() {
+    // Capacity 2, every request takes 10 ms: four requests at t=0 keep both slots taken
+    // from 0 to 20 ms (the second pair is issued at 10 ms), then the operator drains.
+    let mut r = Rig::new(
+        AsyncOptions::new().capacity(Capacity::Fixed(2)),
+        vec![],
+        delayed(|_| 10),
+    );
+    for x in 0..4 {
+        r.op.data(x);
+    }
+    r.at(10);
+    r.at(20);
+    r.op.end();
+    assert_eq!(r.data(), vec![0, 10, 20, 30]);
+    assert_eq!(r.counter("async_completed"), 4);
+    assert_eq!(r.counter("async_io_time_us_total"), 4 * 10_000);
+    assert_eq!(r.counter("async_full_us"), 20_000);
+    let io = r.metrics.report(CoreId(0)).io_time;
+    assert_eq!(io.len(), 4);
+    assert!(io.value_at_quantile(0.5).abs_diff(10 * MS) < 10 * MS / 100);
+}

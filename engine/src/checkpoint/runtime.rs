@@ -228,6 +228,14 @@ impl CoreRuntime {
     }
 
     /// The finished checkpoints (first core only), for the run report.
+    /// The checkpoints that ended so far, without taking them (the first core only).
+    pub(crate) fn history_so_far(&self) -> Option<&[super::history::Entry]> {
+        match &self.link {
+            Link::Coordinator(s) => Some(&s.history),
+            Link::Remote { .. } => None,
+        }
+    }
+
     pub(crate) fn history(&mut self) -> Vec<super::history::Entry> {
         match &mut self.link {
             Link::Coordinator(s) => std::mem::take(&mut s.history),

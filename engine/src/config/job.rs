@@ -95,6 +95,60 @@ pub struct JobConfig {
     pub lookup: Option<LookupConfig>,
     /// `etl` only: add each user's segment through an async lookup.
     pub enrich: Option<EnrichConfig>,
+    /// The Prometheus text endpoint; absent means on, at the default loopback address.
+    pub metrics: Option<MetricsConfig>,
+    /// The stall detector; absent means on, with the default threshold.
+    pub diagnostics: Option<DiagnosticsConfig>,
+}
+
+/// `[metrics]`: the Prometheus text endpoint, served by the job's monitor thread from
+/// figures each core publishes between two rounds of its loop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the endpoint (`GET /metrics`), `"off"` for none. Port 0 picks a free
+    /// port (printed at start). When the table is absent and the default port is taken,
+    /// the job runs without the endpoint and says so; an address set here must bind.
+    pub listen: String,
+    /// How often each core publishes its figures, ms: the freshness of a scrape.
+    pub publish_ms: u64,
+}
+
+/// The endpoint's default address.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_METRICS_LISTEN.into(),
+            publish_ms: 1_000,
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// The address to bind, `None` when off.
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        (self.listen != "off").then(|| self.listen.parse().ok()).flatten()
+    }
+}
+
+/// `[diagnostics]`: the stall detector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiagnosticsConfig {
+    /// A core that spends longer than this in one round of its loop — one operator call
+    /// that does not return, such as a blocking call — is reported with the operator it
+    /// was in, ms; 0 turns the detector off. The monitor samples every quarter of it.
+    pub stall_threshold_ms: u64,
+}
+
+impl Default for DiagnosticsConfig {
+    fn default() -> Self {
+        Self {
+            stall_threshold_ms: 20,
+        }
+    }
 }
 
 /// `[enrich]` (`etl`): user → segment through the async lookup of `[async]`/`[lookup]`.
@@ -127,6 +181,8 @@ impl Default for JobConfig {
             async_io: None,
             lookup: None,
             enrich: None,
+            metrics: None,
+            diagnostics: None,
         }
     }
 }
@@ -282,6 +338,34 @@ pub(crate) fn invalid(file: &Path, key: &str, problem: String, valid: &str) -> C
 impl JobConfig {
     /// Checks values serde cannot; `file` names `job.toml` in errors.
     pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        if let Some(m) = &self.metrics {
+            if m.listen != "off" && m.addr().is_none() {
+                return Err(invalid(
+                    file,
+                    "metrics.listen",
+                    format!("{:?}", m.listen),
+                    "an IP address and port such as \"127.0.0.1:9464\" (port 0: any free port), or \"off\"",
+                ));
+            }
+            if m.publish_ms == 0 || m.publish_ms > 60_000 {
+                return Err(invalid(
+                    file,
+                    "metrics.publish_ms",
+                    m.publish_ms.to_string(),
+                    "1 ..= 60000 milliseconds (default 1000)",
+                ));
+            }
+        }
+        if let Some(d) = &self.diagnostics {
+            if d.stall_threshold_ms > 60_000 {
+                return Err(invalid(
+                    file,
+                    "diagnostics.stall_threshold_ms",
+                    d.stall_threshold_ms.to_string(),
+                    "0 (off) or 1 ..= 60000 milliseconds (default 20)",
+                ));
+            }
+        }
         if self.max_key_groups == 0 {
             return Err(invalid(
                 file,

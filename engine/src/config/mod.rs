@@ -5,15 +5,15 @@
 pub mod asyncio;
 mod checkpoint;
 mod core;
-mod job;
+pub(crate) mod job;
 
 use std::path::{Path, PathBuf};
 
 pub use self::checkpoint::{CheckpointConfig, CheckpointMode, RestartConfig, RestartKind};
 pub use self::core::{CoreConfig, MAX_ASYNC_CAPACITY};
 pub use self::job::{
-    EnrichConfig, FileSinkConfig, FileSourceConfig, GeneratorConfig, JobConfig, NexmarkConfig,
-    NexmarkSink, PipelineKind,
+    DiagnosticsConfig, EnrichConfig, FileSinkConfig, FileSourceConfig, GeneratorConfig,
+    JobConfig, MetricsConfig, NexmarkConfig, NexmarkSink, PipelineKind, DEFAULT_METRICS_LISTEN,
 };
 use crate::error::ConfigError;
 use crate::ids::CoreId;

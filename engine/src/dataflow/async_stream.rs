@@ -88,7 +88,8 @@ impl<T: Data + Record> Stream<T> {
                     down,
                     restored,
                 )));
-                inst.register_port(core.clone());
+                crate::asyncio::op::register_gauges(&core, &inst.metrics());
+                inst.register_port(core.clone(), node, p);
                 Box::new(AsyncOp(core))
             }),
         );

@@ -17,7 +17,7 @@ use super::exchange::{
     Alignment, ChannelCodec, ExchangeDef, ExchangeInput, OutputPort, Port, PortWiring, Receiver,
     RecvInput, RouteState, Routed,
 };
-use super::graph::{AttachFn, JobGraph};
+use super::graph::{AttachFn, JobGraph, NodeKind};
 use super::ops::{BoxEmit, Discard, Emit, FailureSlot, FanOut, Out, UnionInput, UnionJoin};
 use super::{Data, Keyed, PartitionContext, SinkPartition, Source, SourcePartition, SourcePoll};
 use crate::checkpoint::core::{group_owner, CoreCheckpoints, Participant};
@@ -29,6 +29,7 @@ use crate::error::{EngineError, Result};
 use crate::ids::{CheckpointId, CoreId, KeyGroup, PartitionId};
 use crate::message::{Barrier, Control, Message, Watermark};
 use crate::metrics::MetricsHandle;
+use crate::monitor::probe::{CoreProbe, Marker};
 use crate::ring::{Consumer, Doorbell, Producer};
 use crate::state::{KeyCtx, StateInit};
 
@@ -101,6 +102,9 @@ pub(crate) struct InstantiateArgs<'a> {
     pub(crate) core_ids: &'a [CoreId],
     /// Checkpointing, when the job has a `[checkpoint]` table.
     pub(crate) ckpt: Option<CkptCtx>,
+    /// The core's probe when the stall detector runs: operators then note on it when
+    /// they are entered and left.
+    pub(crate) probe: Option<Arc<CoreProbe>>,
 }
 
 /// Builds one core's drivers and ports.
@@ -109,14 +113,20 @@ pub(crate) struct Instantiator<'a> {
     shared: SharedObjects,
     frames: Vec<Vec<PortRef>>,
     drivers: Vec<Box<dyn Driver>>,
+    driver_markers: Vec<Marker>,
     ports: Vec<PortRef>,
+    port_markers: Vec<Marker>,
     failure: FailureSlot,
 }
 
 /// This core's instantiated part of the job.
 pub(crate) struct CoreParts {
     pub(crate) drivers: Vec<Box<dyn Driver>>,
+    /// The operator each driver runs (for the stall detector), by driver.
+    pub(crate) driver_markers: Vec<Marker>,
     pub(crate) ports: Vec<PortRef>,
+    /// The operator each port belongs to, by port.
+    pub(crate) port_markers: Vec<Marker>,
     pub(crate) failure: FailureSlot,
 }
 
@@ -131,7 +141,9 @@ impl<'a> Instantiator<'a> {
             shared: HashMap::new(),
             frames: Vec::new(),
             drivers: Vec::new(),
+            driver_markers: Vec::new(),
             ports: Vec::new(),
+            port_markers: Vec::new(),
             failure: FailureSlot::default(),
         };
         let graph = inst.a.graph;
@@ -154,7 +166,9 @@ impl<'a> Instantiator<'a> {
         }
         Ok(CoreParts {
             drivers: inst.drivers,
+            driver_markers: inst.driver_markers,
             ports: inst.ports,
+            port_markers: inst.port_markers,
             failure: inst.failure,
         })
     }
@@ -181,9 +195,17 @@ impl<'a> Instantiator<'a> {
     }
 
     /// Adds a driver the shard loop polls (e.g. a keyed operator's processing-time
-    /// timers).
-    pub(crate) fn add_driver(&mut self, d: Box<dyn Driver>) {
+    /// timers) on behalf of operator `node` partition `p` (`None`: all partitions).
+    pub(crate) fn add_driver(&mut self, d: Box<dyn Driver>, node: usize, p: Option<PartitionId>) {
         self.drivers.push(d);
+        self.driver_markers
+            .push(Marker::operator(node, p.map(|p| p.0)));
+    }
+
+    fn add_port(&mut self, port: PortRef, node: usize, p: Option<PartitionId>) {
+        self.ports.push(port);
+        self.port_markers
+            .push(Marker::operator(node, p.map(|p| p.0)));
     }
 
     /// This core file's `async_capacity`: the in-flight bound of every async partition
@@ -342,10 +364,10 @@ impl<'a> Instantiator<'a> {
         down
     }
 
-    /// Adds a port the shard loop flushes every round and whose `is_blocked` stops the
-    /// drivers feeding it (an async operator).
-    pub(crate) fn register_port(&mut self, port: PortRef) {
-        self.ports.push(port.clone());
+    /// Adds a port of operator `node` partition `p` that the shard loop flushes every
+    /// round and whose `is_blocked` stops the drivers feeding it (an async operator).
+    pub(crate) fn register_port(&mut self, port: PortRef, node: usize, p: PartitionId) {
+        self.add_port(port.clone(), node, Some(p));
         self.note_ports(&[port]);
     }
 
@@ -381,7 +403,16 @@ impl<'a> Instantiator<'a> {
                 .and_then(|a| a.downcast_ref::<AttachFn<T>>())
                 .expect("a consumer's input type matches its upstream's output type")
                 .clone();
-            outs.push(attach(self, c, node, p));
+            let link = attach(self, c, node, p);
+            let traced = matches!(graph.nodes[c].kind, NodeKind::Op | NodeKind::Sink);
+            outs.push(match &self.a.probe {
+                Some(probe) if traced => Box::new(Traced {
+                    inner: link,
+                    probe: probe.clone(),
+                    marker: Marker::operator(c, Some(p.0)),
+                }),
+                _ => link,
+            });
         }
         match outs.len() {
             0 => Box::new(Discard),
@@ -405,7 +436,7 @@ impl<'a> Instantiator<'a> {
             None => {
                 let port = Rc::new(RefCell::new(self.make_port(node, def)));
                 let dyn_port: PortRef = port.clone();
-                self.ports.push(dyn_port.clone());
+                self.add_port(dyn_port.clone(), node, None);
                 self.shared
                     .insert((node, PORT), (Box::new(port.clone()), vec![dyn_port]));
                 port
@@ -588,10 +619,14 @@ impl<'a> Instantiator<'a> {
             (node, RECEIVER),
             (Box::new(receiver.clone()), ports.clone()),
         );
-        self.drivers.push(Box::new(ReceiverDriver {
-            receiver: receiver.clone(),
-            ports,
-        }));
+        self.add_driver(
+            Box::new(ReceiverDriver {
+                receiver: receiver.clone(),
+                ports,
+            }),
+            node,
+            None,
+        );
         receiver
     }
 
@@ -654,7 +689,13 @@ impl<'a> Instantiator<'a> {
         }
         let ckpt = self.participant(node, p, "source");
         let (chain, ports) = self.with_frame(|inst| inst.downstream::<T>(node, p));
-        self.drivers.push(Box::new(SourceDriver {
+        let batch = self.a.config.batch_max;
+        let (stop, failure, metrics) = (
+            self.a.stop.clone(),
+            self.failure.clone(),
+            self.a.metrics.clone(),
+        );
+        let driver = Box::new(SourceDriver {
             part,
             chain,
             ports,
@@ -663,11 +704,12 @@ impl<'a> Instantiator<'a> {
             ckpt,
             finished: false,
             done: false,
-            batch: self.a.config.batch_max,
-            stop: self.a.stop.clone(),
-            failure: self.failure.clone(),
-            metrics: self.a.metrics.clone(),
-        }));
+            batch,
+            stop,
+            failure,
+            metrics,
+        });
+        self.add_driver(driver, node, Some(p));
     }
 }
 
@@ -1024,5 +1066,33 @@ where
     }
     fn end(&mut self) {
         self.down.end();
+    }
+}
+
+/// A chain link that tells the core's probe which operator runs, so a stall is reported
+/// with its operator. Inserted in front of every operator and sink when the stall
+/// detector runs; two relaxed stores per call.
+struct Traced<T> {
+    inner: BoxEmit<T>,
+    probe: Arc<CoreProbe>,
+    marker: Marker,
+}
+
+impl<T> Emit<T> for Traced<T> {
+    #[inline]
+    fn data(&mut self, rec: T) {
+        let prev = self.probe.enter(self.marker);
+        self.inner.data(rec);
+        self.probe.leave(prev);
+    }
+    fn control(&mut self, c: Control) {
+        let prev = self.probe.enter(self.marker);
+        self.inner.control(c);
+        self.probe.leave(prev);
+    }
+    fn end(&mut self) {
+        let prev = self.probe.enter(self.marker);
+        self.inner.end();
+        self.probe.leave(prev);
     }
 }

@@ -410,10 +410,14 @@ where
                     ended: false,
                     metrics: inst.metrics(),
                 }));
-                inst.add_driver(Box::new(TimerDriver::<K, V, P, U> {
-                    core: core.clone(),
-                    _v: PhantomData,
-                }));
+                inst.add_driver(
+                    Box::new(TimerDriver::<K, V, P, U> {
+                        core: core.clone(),
+                        _v: PhantomData,
+                    }),
+                    node,
+                    Some(p),
+                );
                 Box::new(TimedOp::<K, V, P, U> {
                     core,
                     _v: PhantomData,

@@ -31,6 +31,8 @@ use crate::dataflow::JobGraph;
 use crate::error::{EngineError, Result};
 use crate::ids::{CheckpointId, CoreId};
 use crate::metrics::{JobReport, MetricsHandle};
+use crate::monitor::probe::CoreProbe;
+use crate::monitor::{Monitor, MonitorArgs, MonitorHandle};
 use crate::ring::Doorbell;
 
 /// Stops a running job from another thread (a signal handler, a test).
@@ -70,7 +72,13 @@ impl StopHandle {
 pub(crate) struct Shared {
     pub(crate) clock: MonotonicClock,
     pub(crate) ready: AtomicUsize,
-    pub(crate) start_ns: AtomicU64,
+    pub(crate) start_ns: Arc<AtomicU64>,
+    /// Each core's probe, watched by the monitor thread.
+    pub(crate) probes: Vec<Arc<CoreProbe>>,
+    /// Whether operators note themselves on the probes (the stall detector runs).
+    pub(crate) trace_operators: bool,
+    /// How often cores publish their figures for the metrics endpoint (`None`: never).
+    pub(crate) publish_ns: Option<u64>,
     pub(crate) cores: usize,
     pub(crate) handle: StopHandle,
 }
@@ -82,6 +90,7 @@ pub struct Job {
     handle: StopHandle,
     start_from: StartFrom,
     savepoint: Arc<AtomicBool>,
+    monitor: MonitorHandle,
 }
 
 impl Job {
@@ -100,6 +109,38 @@ impl Job {
             },
             start_from: StartFrom::Newest,
             savepoint: Arc::new(AtomicBool::new(false)),
+            monitor: MonitorHandle::default(),
+        }
+    }
+
+    /// The job's monitor: the metrics endpoint's address while it runs, and the stalls
+    /// and memory trend it saw once the run ended (also when the run failed).
+    pub fn monitor_handle(&self) -> MonitorHandle {
+        self.monitor.clone()
+    }
+
+    /// Binds the metrics endpoint as configured. Absent `[metrics]`: the default address,
+    /// and a taken port is only a warning.
+    fn bind_metrics(&self) -> Result<Option<std::net::TcpListener>> {
+        let configured = self.spec.job.metrics.clone();
+        let explicit = configured.is_some();
+        let Some(addr) = configured.unwrap_or_default().addr() else {
+            return Ok(None);
+        };
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => Ok(Some(l)),
+            Err(e) if !explicit => {
+                tracing::warn!(
+                    "metrics endpoint: {addr}: {e}; running without it (set [metrics] listen)"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(EngineError::Config(crate::config::job::invalid(
+                &self.spec.dir.join("job.toml"),
+                "metrics.listen",
+                format!("{addr:?}: {e}"),
+                "a free address (port 0: any free port), or \"off\"",
+            ))),
         }
     }
 
@@ -218,13 +259,47 @@ impl Job {
         let placement: Arc<[usize]> = self.spec.placement(self.graph.max_parallelism())?.into();
         let mut endpoints = self.make_rings(&placement);
         let (mut ckpts, restored) = self.prepare_checkpoints(clock)?;
+        let listener = self.bind_metrics()?;
+        let threshold_ms = self
+            .spec
+            .job
+            .diagnostics
+            .clone()
+            .unwrap_or_default()
+            .stall_threshold_ms;
+        let threshold = (threshold_ms > 0).then(|| Duration::from_millis(threshold_ms));
+        let publish_ns = listener.as_ref().map(|_| {
+            self.spec.job.metrics.clone().unwrap_or_default().publish_ms * 1_000_000
+        });
         let shared = Arc::new(Shared {
             clock,
             ready: AtomicUsize::new(0),
-            start_ns: AtomicU64::new(0),
+            start_ns: Arc::new(AtomicU64::new(0)),
+            probes: (0..self.spec.cores.len())
+                .map(|_| Arc::new(CoreProbe::default()))
+                .collect(),
+            trace_operators: threshold.is_some(),
+            publish_ns,
             cores: self.spec.cores.len(),
             handle: self.handle.clone(),
         });
+        let monitor = Monitor::start(MonitorArgs {
+            probes: shared.probes.clone(),
+            cpus: self.spec.cores.iter().map(|c| c.cpu.0).collect(),
+            names: self.graph.nodes.iter().map(|n| n.name.clone()).collect(),
+            threshold,
+            listener,
+            clock,
+            start_ns: shared.start_ns.clone(),
+            handle: self.monitor.clone(),
+        })
+        .map_err(|e| EngineError::Executor {
+            core: self.spec.cores[0].cpu,
+            reason: format!("starting the monitor thread: {e}"),
+        })?;
+        if let Some(addr) = self.monitor.metrics_addr() {
+            tracing::info!("metrics: http://{addr}/metrics");
+        }
         let started = Instant::now();
         let mut handles = Vec::with_capacity(self.spec.cores.len());
         for (i, core) in self.spec.cores.iter().enumerate() {
@@ -278,6 +353,7 @@ impl Job {
                 }
             }
         }
+        let seen = monitor.finish();
         if let Some(e) = first_error {
             return Err(e);
         }
@@ -295,6 +371,8 @@ impl Job {
         let mut report = JobReport::merge(reports, start_ns, elapsed, self.handle.is_stopped());
         report.restored_from = restored;
         report.first_output = first.map(Duration::from_nanos);
+        report.stalls = seen.stalls;
+        report.memory = Some(seen.memory);
         Ok(report)
     }
 
@@ -348,6 +426,7 @@ impl ShardArgs {
         metrics: MetricsHandle,
         ckpt: Option<CkptCtx>,
         core_ids: &'a [CoreId],
+        probe: Option<Arc<CoreProbe>>,
     ) -> InstantiateArgs<'a> {
         let core = &self.spec.cores[self.index];
         InstantiateArgs {
@@ -364,6 +443,7 @@ impl ShardArgs {
             stop: self.shared.handle.stop.clone(),
             core_ids,
             ckpt,
+            probe,
         }
     }
 }

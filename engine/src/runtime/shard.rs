@@ -14,7 +14,8 @@ use crate::checkpoint::runtime::CoreRuntime;
 use crate::dataflow::instantiate::{CkptCtx, Instantiator, Step};
 use crate::error::{EngineError, Result};
 use crate::ids::CoreId;
-use crate::metrics::{MetricsHandle, ShardReport};
+use crate::metrics::{CheckpointGauges, MetricsHandle, ShardReport};
+use crate::monitor::probe::Marker;
 use std::sync::atomic::Ordering;
 
 /// Aborts the whole job if this core's shard unwinds (a panic in user code), so that the
@@ -36,6 +37,10 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
     let _abort_on_panic = AbortOnPanic(shared.handle.clone());
     let core = args.spec.cores[args.index].clone();
     let core_ids: Vec<CoreId> = args.spec.cores.iter().map(|c| c.cpu).collect();
+    let probe = shared.probes[args.index].clone();
+    probe.register_thread();
+    let publish_ns = shared.publish_ns;
+    let traced = shared.trace_operators.then(|| probe.clone());
     let ckpt = args.ckpt.take();
     let ctx = ckpt.as_ref().map(|c| {
         let mut cc = CoreCheckpoints::new(
@@ -54,7 +59,12 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
         }
     });
     let parts =
-        match Instantiator::run(args.instantiate_args(metrics.clone(), ctx.clone(), &core_ids)) {
+        match Instantiator::run(args.instantiate_args(
+            metrics.clone(),
+            ctx.clone(),
+            &core_ids,
+            traced,
+        )) {
             Ok(p) => p,
             Err(e) => {
                 shared.handle.abort();
@@ -81,6 +91,8 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
         _ => None,
     };
     let (mut drivers, ports, failure) = (parts.drivers, parts.ports, parts.failure);
+    let (driver_markers, port_markers) = (parts.driver_markers, parts.port_markers);
+    let mut next_publish_ns = 0u64;
     let doorbell = shared.handle.doorbells[args.index].clone();
     let clock = shared.clock;
     let abort = &shared.handle.abort;
@@ -116,11 +128,17 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
         // A stop requested after this point must not be slept through.
         let stopping = shared.handle.is_stopped();
         let now = clock.now_ns();
+        probe.round(now);
         let mut progress = false;
         let mut done = true;
         let mut wake_at: Option<u64> = None;
         let mut blocked = 0u64;
-        for (d, was_done) in drivers.iter_mut().zip(finished.iter_mut()) {
+        for ((d, was_done), m) in drivers
+            .iter_mut()
+            .zip(finished.iter_mut())
+            .zip(&driver_markers)
+        {
+            probe.set(*m);
             match d.step(now) {
                 Step::Progress => {
                     progress = true;
@@ -152,6 +170,7 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
             shared.handle.abort();
             return Err(e);
         }
+        probe.set(Marker::CHECKPOINT);
         if let Some(rt) = &mut rt {
             match rt.step(&mut drivers) {
                 Ok(p) => progress |= p,
@@ -166,12 +185,25 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
             wake_at = earliest(wake_at, rt.wake_at(clock.now_ns()));
         }
         let now = clock.now_ns();
-        for p in &ports {
+        for (p, m) in ports.iter().zip(&port_markers) {
+            probe.set(*m);
             let mut p = p.borrow_mut();
             progress |= p.flush(now);
             if !p.is_drained() {
                 done = false;
                 wake_at = earliest(wake_at, p.next_deadline());
+            }
+        }
+        probe.set(Marker::LOOP);
+        if let Some(every) = publish_ns {
+            if now >= next_publish_ns {
+                next_publish_ns = now + every;
+                let ckpt = rt.as_ref().and_then(|r| r.history_so_far());
+                probe.publish(|| {
+                    let mut snap = metrics.snapshot(now);
+                    snap.checkpoints = ckpt.map(CheckpointGauges::of);
+                    snap
+                });
             }
         }
         if done {
@@ -199,11 +231,13 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
         if work_waiting {
             doorbell.disarm();
         } else {
+            probe.parked();
             park::park(&doorbell, &waker, &clock, wake_at);
             doorbell.disarm();
         }
         idle_since = None;
     }
+    probe.parked();
     let mut report = metrics.report(core.cpu);
     if let Some(rt) = &mut rt {
         report.checkpoints = rt.history();
