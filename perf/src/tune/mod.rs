@@ -22,5 +22,8 @@ pub mod model;
 pub mod plan;
 pub mod report;
 
+#[cfg(test)]
+mod fixtures;
+
 pub use advisor::{tune, Options, Outcome};
 pub use model::Targets;

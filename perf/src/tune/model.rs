@@ -20,7 +20,8 @@
 //!   arrive while the receiving core is behind for the run's p99.9 latency S (above the
 //!   IO floor for async jobs): ⌈λ_ring·S / b⌉ with b = clamp(λ_ring·deadline, 1,
 //!   `batch_max`) records per batch, rounded up to a power of two, at least 64. Only
-//!   raised: a bigger ring costs memory only, a smaller one risks backpressure.
+//!   raised: a bigger ring costs memory only, a smaller one risks backpressure. Only
+//!   from a run that kept up (behind a backlog, latency measures the backlog).
 
 use rill_bench::models::{async_capacity_for, checkpoint_interval_for, checkpoint_overhead_model};
 use rill_engine::config::{RestartConfig, RestartKind};

@@ -372,6 +372,14 @@ fn rings(f: &Figures, layout: Layout, t: &Targets, p: &mut Plan) {
         p.skip("ring capacity and flush deadline", "one core: no rings");
         return;
     }
+    if f.offered_eps.is_some() && !f.kept_up {
+        p.skip(
+            "ring capacity and flush deadline",
+            "the run did not keep up, so its latency is the backlog, not how far a core falls \
+             behind; run tune again once it keeps up",
+        );
+        return;
+    }
     let Some(p999) = f.p999_us else {
         p.skip(
             "ring capacity and flush deadline",

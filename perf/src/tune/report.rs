@@ -275,10 +275,16 @@ impl Outcome {
         let b = &self.before;
         let _ = writeln!(
             s,
-            "rill-perf tune {} ({:?} layout, pipeline {})",
+            "rill-perf tune {} ({} layout, pipeline {})",
             self.dir.display(),
-            self.layout,
-            self.before_report.pipeline
+            match self.layout {
+                super::plan::Layout::Template => "template core.toml",
+                super::plan::Layout::Fixed => "cores/<cpu>.toml",
+            },
+            serde_json::to_value(self.before.pipeline)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
         );
         let _ = writeln!(
             s,
@@ -396,6 +402,62 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tune::fixtures::{keyed_async, with_checkpoints};
+    use crate::tune::plan::{plan, Layout};
+
+    fn find<'a>(rows: &'a [Row], figure: &str) -> &'a Row {
+        rows.iter()
+            .find(|r| r.figure.starts_with(figure))
+            .unwrap_or_else(|| panic!("no row {figure}: {rows:?}"))
+    }
+
+    #[test]
+    fn rows_set_the_verification_run_against_the_prediction_and_the_target() {
+        let t = Targets::default();
+        let before = with_checkpoints(Some(200), &[18.0, 20.0, 25.0]);
+        let p = plan(&before, Layout::Fixed, &t);
+        // Not verified: predictions only, nothing met or missed.
+        let r = rows(&before, &p, None, &t);
+        assert!(r.iter().all(|r| r.met.is_none()), "{r:?}");
+        assert_eq!(find(&r, "throughput").predicted, "10000");
+        assert_eq!(find(&r, "throughput").before, "3990");
+        assert_eq!(find(&r, "N/t bound").before, "4000");
+        // Measured: mean C 21 ms over triggers 200 ms apart.
+        assert_eq!(find(&r, "checkpoint overhead").before, "10.50%");
+        assert_eq!(find(&r, "checkpoint overhead").predicted, "3.33%");
+        assert_eq!(find(&r, "checkpoint interval").predicted, "600");
+
+        // A run that kept up, with checkpoints at 30 ms every 600 ms: 5%, met exactly.
+        let mut after = with_checkpoints(Some(600), &[30.0, 30.0]);
+        after.checkpoint.as_mut().unwrap().periodic = vec![(0.0, 30.0), (600.0, 30.0)];
+        after.kept_up = true;
+        after.sink_throughput_eps = 9_990.0;
+        after.async_io.as_mut().unwrap().mean_in_flight = Some(11.0);
+        let r = rows(&before, &p, Some(&after), &t);
+        assert_eq!(find(&r, "throughput").met, Some(true));
+        assert_eq!(find(&r, "checkpoint overhead").measured, "5.00%");
+        assert_eq!(find(&r, "checkpoint overhead").met, Some(true));
+        // Smallest new capacity is 12 (CPU 1): 11 in flight is under it.
+        assert_eq!(find(&r, "mean in flight").met, Some(true));
+        assert!(find(&r, "recovery").measured.contains("not measured"));
+
+        // A run that fell behind and checkpointed too long misses both.
+        after.kept_up = false;
+        after.checkpoint.as_mut().unwrap().periodic = vec![(0.0, 60.0), (600.0, 60.0)];
+        after.async_io.as_mut().unwrap().mean_in_flight = Some(12.0);
+        let r = rows(&before, &p, Some(&after), &t);
+        assert_eq!(find(&r, "throughput").met, Some(false));
+        assert_eq!(find(&r, "checkpoint overhead").met, Some(false));
+        assert_eq!(find(&r, "mean in flight").met, Some(false));
+        let text = table(&r);
+        assert!(text.contains("| NO"), "{text}");
+        // A job without an async operator or checkpoints has no rows for them.
+        let mut plain = keyed_async();
+        plain.async_io = None;
+        let p = plan(&plain, Layout::Fixed, &t);
+        let r = rows(&plain, &p, None, &t);
+        assert!(r.iter().all(|r| !r.figure.contains("async") && !r.figure.contains("checkpoint")));
+    }
 
     #[test]
     fn the_table_aligns_columns_and_marks_misses() {

@@ -1,52 +1,12 @@
 //! The planning decisions on hand-made figures: which file and key each setting goes to,
 //! what it is, and when a figure is skipped.
 
-use rill_engine::config::{CoreConfig, PipelineKind};
+use std::path::Path;
+
+use rill_engine::config::PipelineKind;
 
 use super::*;
-use crate::tune::measure::{AsyncFigures, CheckpointFigures, CoreFigures, Figures};
-
-fn core(cpu: usize, rate: f64, capacity: Option<CapacityInEffect>) -> CoreFigures {
-    CoreFigures {
-        cpu,
-        config: CoreConfig::default(),
-        sink_records: rate as u64,
-        share: 0.5,
-        rate_eps: rate,
-        ring_rate_eps: rate / 2.0,
-        async_partitions: u32::from(capacity.is_some()),
-        capacity,
-    }
-}
-
-/// keyed-async on two cores at 10000/s offered, capacity 4 from job.toml, t = 2 ms.
-fn keyed_async() -> Figures {
-    Figures {
-        pipeline: PipelineKind::KeyedAsync,
-        offered_eps: Some(10_000.0),
-        arrival_eps: 10_000.0,
-        throughput_eps: 3_000.0,
-        sink_throughput_eps: 3_990.0,
-        kept_up: false,
-        keep_up_problems: vec!["behind".into()],
-        elapsed_s: 5.0,
-        p99_us: Some(900_000.0),
-        p999_us: Some(1_000_000.0),
-        backpressure_steps: 1_000,
-        cores: vec![
-            core(0, 6_000.0, Some(CapacityInEffect::Job(4))),
-            core(1, 4_000.0, Some(CapacityInEffect::Job(4))),
-        ],
-        async_io: Some(AsyncFigures {
-            partitions: 2,
-            io_time_ms: Some(2.0),
-            completed: 20_000,
-            mean_in_flight: Some(3.9),
-            full_fraction: Some(0.97),
-        }),
-        checkpoint: None,
-    }
-}
+use crate::tune::fixtures::{keyed_async, with_checkpoints};
 
 fn targets() -> Targets {
     Targets::default()
@@ -78,8 +38,6 @@ fn a_fixed_layout_gets_each_cores_own_capacity_in_its_own_file() {
     assert!(p.skipped.iter().any(|s| s.what == "checkpoint interval"));
     assert!(p.settings.iter().all(|s| s.file != Path::new("job.toml")));
 }
-
-use std::path::Path;
 
 #[test]
 fn a_template_gets_the_largest_capacity_for_every_cpu() {
@@ -146,26 +104,6 @@ fn without_io_time_or_async_operator_the_capacity_is_skipped_and_named() {
         .any(|s| s.what == "async capacity" && s.why.contains("no async operator")));
 }
 
-fn with_checkpoints(interval: Option<u64>, durations: &[f64]) -> Figures {
-    let mut f = keyed_async();
-    f.checkpoint = Some(CheckpointFigures {
-        interval_ms: interval,
-        completed: durations.len(),
-        duration_ms: durations.get(durations.len() / 2).copied(),
-        periodic: durations
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (i as f64 * 200.0, *d))
-            .collect(),
-        sizes: (0..durations.len())
-            .map(|i| (i as f64 * 200.0, 1_000_000 + i as u64 * 20_000))
-            .collect(),
-        incremental: false,
-        restart_delay_ms: 1_000.0,
-    });
-    f
-}
-
 #[test]
 fn the_interval_goes_into_job_toml_with_its_prediction() {
     // C = 20 ms at T = 200 ms: 10% overhead; the target 5% with headroom: 600 ms.
@@ -194,15 +132,20 @@ fn the_interval_goes_into_job_toml_with_its_prediction() {
 
 #[test]
 fn rings_are_only_raised_and_deadlines_need_a_latency_target() {
-    // Behind 1 s − 2 ms at 3000/s per ring, 20 µs deadline: 2994 batches -> 4096 slots.
+    // A run that did not keep up says nothing about the rings.
     let p = plan(&keyed_async(), Layout::Fixed, &targets());
+    assert!(p.rings.is_none());
+    assert!(p.skipped.iter().any(|s| s.why.contains("did not keep up")));
+    // Behind 1 s − 2 ms at 3000/s per ring, 20 µs deadline: 2994 batches -> 4096 slots.
+    let mut f = keyed_async();
+    f.kept_up = true;
+    let p = plan(&f, Layout::Fixed, &targets());
     let rings: Vec<_> = p.settings.iter().filter(|s| s.key == "ring_capacity").collect();
     assert_eq!(rings.len(), 2);
     assert_eq!(rings[0].value, 4096);
     assert!(p.settings.iter().all(|s| s.key != "flush_deadline_us"));
     assert!(p.skipped.iter().any(|s| s.what == "flush deadline"));
     // A short stall needs fewer slots than the default has: kept.
-    let mut f = keyed_async();
     f.p999_us = Some(3_000.0);
     let p = plan(&f, Layout::Fixed, &targets());
     assert!(p.settings.iter().all(|s| s.key != "ring_capacity"));
