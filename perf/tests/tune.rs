@@ -71,10 +71,17 @@ fn a_capacity_bound_async_job_gets_little_s_law_capacity_and_then_keeps_up() {
     println!("{}", o.render());
 
     // The first run was bound by the capacity (that is what makes the test able to fail).
-    let a = o.before.async_io.as_ref().expect("keyed-async has an async operator");
+    let a = o
+        .before
+        .async_io
+        .as_ref()
+        .expect("keyed-async has an async operator");
     let partitions = f64::from(a.partitions);
     let t_ms = a.io_time_ms.expect("the engine reports the IO time");
-    assert!(t_ms >= DELAY_US as f64 / 1e3, "IO time {t_ms} ms below the delay");
+    assert!(
+        t_ms >= DELAY_US as f64 / 1e3,
+        "IO time {t_ms} ms below the delay"
+    );
     let bound = partitions * CAPACITY as f64 * 1e6 / DELAY_US as f64;
     assert!(bound < 0.7 * RATE as f64, "the test's own setup: {bound}");
     assert!(
@@ -105,7 +112,10 @@ fn a_capacity_bound_async_job_gets_little_s_law_capacity_and_then_keeps_up() {
         core_after.contains(&format!("\nasync_capacity = {chosen}\n")),
         "{core_after}"
     );
-    assert!(core_after.contains("# rill-perf tune: N = "), "{core_after}");
+    assert!(
+        core_after.contains("# rill-perf tune: N = "),
+        "{core_after}"
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("job.toml")).unwrap(),
         job_before
@@ -209,5 +219,8 @@ fn bad_directories_and_targets_are_named() {
     std::fs::write(etl.join("job.toml"), "pipeline = \"etl\"\n").unwrap();
     std::fs::write(etl.join("cores/0.toml"), "").unwrap();
     let e = tune(&options(&etl)).err().unwrap().to_string();
-    assert!(e.contains("input.jsonl") && e.contains("etl-input.py"), "{e}");
+    assert!(
+        e.contains("input.jsonl") && e.contains("etl-input.py"),
+        "{e}"
+    );
 }

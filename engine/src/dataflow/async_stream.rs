@@ -82,11 +82,7 @@ impl<T: Data + Record> Stream<T> {
                     opts.capacity = Capacity::Fixed(n);
                 }
                 let core = Rc::new(RefCell::new(AsyncCore::new(
-                    parts,
-                    opts,
-                    call,
-                    down,
-                    restored,
+                    parts, opts, call, down, restored,
                 )));
                 crate::asyncio::op::register_gauges(&core, &inst.metrics());
                 inst.register_port(core.clone(), node, p);

@@ -88,7 +88,10 @@ impl TuneArgs {
         }
         for (flag, v) in [("--duration", self.duration), ("--warmup", self.warmup)] {
             if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-                anyhow::bail!("{flag} {}: a non-negative number of seconds", v.unwrap_or(0.0));
+                anyhow::bail!(
+                    "{flag} {}: a non-negative number of seconds",
+                    v.unwrap_or(0.0)
+                );
             }
         }
         if let Some(c) = &self.cores {

@@ -109,7 +109,8 @@ fn input_override(scenario: &Scenario) -> Result<Option<String>> {
         return Ok(None);
     }
     let file = scenario.dir.join("job.toml");
-    let text = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
     let job: toml::Table = text
         .parse()
         .with_context(|| format!("{}: not TOML", file.display()))?;
@@ -144,7 +145,11 @@ fn input_override(scenario: &Scenario) -> Result<Option<String>> {
 /// The verification run's settings: the user's, without the `--set`s of keys the plan
 /// writes (the files carry those now; on a dry run the staged files do), and long enough
 /// to see a few checkpoints at the new interval.
-fn verify_settings(first: &Settings, plan: &Plan, before: &runner::RunOutcome) -> (Settings, Vec<String>) {
+fn verify_settings(
+    first: &Settings,
+    plan: &Plan,
+    before: &runner::RunOutcome,
+) -> (Settings, Vec<String>) {
     let mut s = first.clone();
     let mut notes = Vec::new();
     let job_keys: BTreeSet<String> = plan
@@ -166,14 +171,18 @@ fn verify_settings(first: &Settings, plan: &Plan, before: &runner::RunOutcome) -
     s.job_sets.retain(|x| {
         let drop = key_of(x).is_some_and(|k| job_keys.contains(&k));
         if drop {
-            notes.push(format!("--set {x} not applied: the tuned value replaces it"));
+            notes.push(format!(
+                "--set {x} not applied: the tuned value replaces it"
+            ));
         }
         !drop
     });
     s.core_sets.retain(|x| {
         let drop = key_of(x).is_some_and(|k| core_keys.contains(k.as_str()));
         if drop {
-            notes.push(format!("--set core.{x} not applied: the tuned value replaces it"));
+            notes.push(format!(
+                "--set core.{x} not applied: the tuned value replaces it"
+            ));
         }
         !drop
     });

@@ -27,11 +27,9 @@ pub fn set_int(
     value: i64,
     note: &str,
 ) -> Result<(String, Option<String>)> {
-    let mut doc: DocumentMut = text
-        .parse()
-        .map_err(|e: toml_edit::TomlError| {
-            anyhow!("{}: {}", file.display(), e.to_string().trim_end())
-        })?;
+    let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
+        anyhow!("{}: {}", file.display(), e.to_string().trim_end())
+    })?;
     let note_line = format!("{NOTE} {note}\n");
     // A file of comments only keeps them in the document's trailing text, which prints
     // after every key: move them above the first key so they stay at the top.
@@ -171,7 +169,9 @@ impl Staging {
         let cores = original.join("cores");
         if cores.is_dir() {
             std::fs::create_dir_all(dir.join("cores"))?;
-            for e in std::fs::read_dir(&cores).with_context(|| format!("read {}", cores.display()))? {
+            for e in
+                std::fs::read_dir(&cores).with_context(|| format!("read {}", cores.display()))?
+            {
                 let path = e?.path();
                 if path.extension().and_then(|x| x.to_str()) == Some("toml") {
                     let name = path.file_name().expect("a file has a name");
@@ -268,8 +268,7 @@ delay_us = 1000
 
     #[test]
     fn a_new_key_and_a_new_table_get_a_note_and_leave_the_rest_alone() {
-        let (out, old) =
-            set_int(f(), JOB, Some("checkpoint"), "interval_ms", 1500, "C/T").unwrap();
+        let (out, old) = set_int(f(), JOB, Some("checkpoint"), "interval_ms", 1500, "C/T").unwrap();
         assert_eq!(old, None);
         assert!(out.starts_with(JOB), "{out}");
         assert!(out.ends_with(
@@ -280,7 +279,10 @@ delay_us = 1000
         let t: toml::Table = toml::from_str(&out).unwrap();
         assert_eq!(t["max_key_groups"].as_integer(), Some(256));
         assert_eq!(t["async"]["capacity"].as_integer(), Some(100));
-        assert!(out.contains("# rill-perf tune: why\nmax_key_groups = 256\n"), "{out}");
+        assert!(
+            out.contains("# rill-perf tune: why\nmax_key_groups = 256\n"),
+            "{out}"
+        );
         assert!(out.contains("keys = 1000            # distinct keys\n"));
         assert!(out.starts_with("# The keyed-async job.\n"), "{out}");
     }
@@ -314,15 +316,24 @@ delay_us = 1000
 
     #[test]
     fn what_cannot_be_set_is_an_error_naming_the_file() {
-        let e = set_int(Path::new("x/job.toml"), "async = 3\n", Some("async"), "capacity", 1, "")
-            .unwrap_err()
-            .to_string();
+        let e = set_int(
+            Path::new("x/job.toml"),
+            "async = 3\n",
+            Some("async"),
+            "capacity",
+            1,
+            "",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("x/job.toml") && e.contains("not a table"), "{e}");
         let e = set_int(f(), "[a.b]\nc = 1\n", Some("a"), "b", 1, "")
             .unwrap_err()
             .to_string();
         assert!(e.contains("a.b") && e.contains("table"), "{e}");
-        let e = set_int(f(), "x = [", None, "k", 1, "").unwrap_err().to_string();
+        let e = set_int(f(), "x = [", None, "k", 1, "")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("job.toml"), "{e}");
     }
 
@@ -332,8 +343,11 @@ delay_us = 1000
         let job_dir = d.path().join("myjob");
         std::fs::create_dir_all(job_dir.join("cores")).unwrap();
         std::fs::write(job_dir.join("job.toml"), JOB).unwrap();
-        std::fs::write(job_dir.join("cores/0.toml"), "# CPU 0\nbatch_max = 128  # mine\n")
-            .unwrap();
+        std::fs::write(
+            job_dir.join("cores/0.toml"),
+            "# CPU 0\nbatch_max = 128  # mine\n",
+        )
+        .unwrap();
         std::fs::write(job_dir.join("cores/1.toml"), "").unwrap();
         std::fs::write(job_dir.join("notes.txt"), "not copied").unwrap();
         let s = Staging::copy(&job_dir).unwrap();
@@ -354,7 +368,10 @@ delay_us = 1000
             std::fs::read_to_string(job_dir.join("cores/0.toml")).unwrap(),
             "# CPU 0\nbatch_max = 128  # mine\n# rill-perf tune: n\nasync_capacity = 9\n"
         );
-        assert_eq!(std::fs::read_to_string(job_dir.join("job.toml")).unwrap(), JOB);
+        assert_eq!(
+            std::fs::read_to_string(job_dir.join("job.toml")).unwrap(),
+            JOB
+        );
         assert_eq!(std::fs::read_dir(job_dir.join("cores")).unwrap().count(), 2);
     }
 }

@@ -65,4 +65,3 @@ pub(crate) fn with_checkpoints(interval: Option<u64>, durations: &[f64]) -> Figu
     });
     f
 }
-

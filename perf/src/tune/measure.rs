@@ -193,9 +193,11 @@ impl Figures {
         let arrival_eps = offered_eps.unwrap_or(r.sink_throughput_eps);
         let with_async = has_async(spec);
         let parallelism = spec.default_parallelism();
-        let placement = spec
-            .placement(spec.max_parallelism())
-            .unwrap_or_else(|_| (0..parallelism as usize).map(|p| p % spec.cores.len()).collect());
+        let placement = spec.placement(spec.max_parallelism()).unwrap_or_else(|_| {
+            (0..parallelism as usize)
+                .map(|p| p % spec.cores.len())
+                .collect()
+        });
         let sinks: Vec<u64> = spec
             .cores
             .iter()
@@ -286,7 +288,11 @@ impl Figures {
             }
         });
         let samples = r.latency_samples.get("total").copied().unwrap_or(0);
-        let lat = |k: &str| (samples > 0).then(|| r.latency_us.get(k).copied()).flatten();
+        let lat = |k: &str| {
+            (samples > 0)
+                .then(|| r.latency_us.get(k).copied())
+                .flatten()
+        };
         Self {
             pipeline: spec.job.pipeline,
             offered_eps,
@@ -354,9 +360,8 @@ mod tests {
             capacity_in_effect(&spec, &CoreConfig::default()),
             CapacityInEffect::Job(7)
         );
-        job.async_io.as_mut().unwrap().capacity = CapacitySetting::Auto(
-            rill_engine::config::asyncio::AutoWord::Auto,
-        );
+        job.async_io.as_mut().unwrap().capacity =
+            CapacitySetting::Auto(rill_engine::config::asyncio::AutoWord::Auto);
         let spec = JobSpec::with_cores(std::path::Path::new("."), job, &[0], CoreConfig::default());
         assert_eq!(
             capacity_in_effect(&spec, &CoreConfig::default()),

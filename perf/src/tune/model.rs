@@ -173,12 +173,17 @@ pub fn measured_overhead(periodic: &[(f64, f64)], configured_ms: f64) -> Option<
 }
 
 /// State growth, bytes per second, from `(time ms, full size bytes)` of the complete
-/// checkpoints in time order (first to last); `None` with fewer than two or no time
-/// between them.
+/// checkpoints in time order: from the middle one to the last, so that the state filling
+/// up at the start of a run (every key seen for the first time) does not count as
+/// growth. `None` with fewer than two or no time between them.
 pub fn state_growth_bps(points: &[(f64, u64)]) -> Option<f64> {
-    let (first, last) = (points.first()?, points.last()?);
+    if points.len() < 2 {
+        return None;
+    }
+    let first = points[(points.len() - 1) / 2];
+    let last = points[points.len() - 1];
     let dt = (last.0 - first.0) / 1e3;
-    (points.len() >= 2 && dt > 0.0).then(|| (last.1 as f64 - first.1 as f64) / dt)
+    (dt > 0.0).then(|| (last.1 as f64 - first.1 as f64) / dt)
 }
 
 /// How long until full checkpoints of state growing `growth_bps` from `bytes` take
@@ -252,7 +257,10 @@ mod tests {
         assert_eq!(capacity_per_partition(5_000.0, 0, 2.0, 1.5), None);
         assert_eq!(capacity_per_partition(5_000.0, 1, 0.0, 1.5), None);
         // Capped at what a core file may hold.
-        assert_eq!(capacity_per_partition(1e12, 1, 1e3, 1.0), Some(MAX_CAPACITY));
+        assert_eq!(
+            capacity_per_partition(1e12, 1, 1e3, 1.0),
+            Some(MAX_CAPACITY)
+        );
         // The chosen capacity's N/t bound covers the rate by the headroom.
         let n = capacity_per_partition(5_000.0, 1, 2.0, 1.5).unwrap();
         let bound = capacity_bound_eps(&[(1, n)], 2.0).unwrap();
@@ -281,7 +289,7 @@ mod tests {
     #[test]
     fn the_interval_meets_the_overhead_with_headroom_within_the_recovery_bound() {
         let t = Targets::default(); // 5%, 10 s, 1.5
-        // C = 20 ms: T ≥ 400 ms; headroom: 600 ms; recovery bound 10000 − 20 − 1000.
+                                    // C = 20 ms: T ≥ 400 ms; headroom: 600 ms; recovery bound 10000 − 20 − 1000.
         let d = checkpoint_interval(20.0, 1_000.0, &t).unwrap();
         assert_eq!(d.interval_ms, 600);
         assert_eq!(d.min_ms, 400.0);
@@ -318,10 +326,14 @@ mod tests {
         let d = checkpoint_interval(40.0, 995.0, &t).unwrap();
         assert_eq!(d.interval_ms, 960);
         assert!(d.recovery_s <= t.recovery_s);
-        assert!(checkpoint_interval(40.0, 0.0, &Targets {
-            max_overhead: 0.0,
-            ..t
-        })
+        assert!(checkpoint_interval(
+            40.0,
+            0.0,
+            &Targets {
+                max_overhead: 0.0,
+                ..t
+            }
+        )
         .is_none());
     }
 
@@ -339,12 +351,35 @@ mod tests {
     fn state_growth_and_its_horizon() {
         assert_eq!(state_growth_bps(&[]), None);
         assert_eq!(state_growth_bps(&[(0.0, 10)]), None);
-        assert_eq!(state_growth_bps(&[(0.0, 1_000), (500.0, 1_200), (2_000.0, 3_000)]), Some(1_000.0));
+        // From the middle point on: 1200 B at 0.5 s to 3000 B at 2.5 s.
+        assert_eq!(
+            state_growth_bps(&[(0.0, 1_000), (500.0, 1_200), (2_500.0, 3_000)]),
+            Some(900.0)
+        );
+        assert_eq!(
+            state_growth_bps(&[(0.0, 1_000), (500.0, 2_000)]),
+            Some(2_000.0)
+        );
+        // A state that filled up early and then stayed: no growth.
+        let full = [
+            (0.0, 10),
+            (100.0, 500),
+            (200.0, 500),
+            (300.0, 500),
+            (400.0, 500),
+        ];
+        assert_eq!(state_growth_bps(&full), Some(0.0));
         // C = 10 ms for 1 MB at T = 1 s and 5%: C may reach 50 ms, i.e. 5 MB; +1 MB/s.
         let h = seconds_until_overhead(10.0, 1_000_000, 1e6, 1_000.0, 0.05).unwrap();
         assert!((h - 4.0).abs() < 1e-9, "{h}");
-        assert_eq!(seconds_until_overhead(10.0, 1_000_000, 0.0, 1_000.0, 0.05), None);
-        assert_eq!(seconds_until_overhead(100.0, 1_000_000, 1e6, 1_000.0, 0.05), Some(0.0));
+        assert_eq!(
+            seconds_until_overhead(10.0, 1_000_000, 0.0, 1_000.0, 0.05),
+            None
+        );
+        assert_eq!(
+            seconds_until_overhead(100.0, 1_000_000, 1e6, 1_000.0, 0.05),
+            Some(0.0)
+        );
     }
 
     #[test]
@@ -361,10 +396,22 @@ mod tests {
     fn ring_capacity_holds_what_arrives_while_the_core_is_behind() {
         // 25k/s, 5 ms behind, 20 µs deadline (0.5 records: 1 per batch): 125 -> 128.
         let r = ring_capacity(25_000.0, 5_000.0, 20, 256, 1024);
-        assert_eq!(r, RingDecision { needed: 128, chosen: 1024 });
+        assert_eq!(
+            r,
+            RingDecision {
+                needed: 128,
+                chosen: 1024
+            }
+        );
         // 200k/s, 40 ms behind, 20 µs (4 per batch): 8000 records, 2000 batches -> 2048.
         let r = ring_capacity(200_000.0, 40_000.0, 20, 256, 1024);
-        assert_eq!(r, RingDecision { needed: 2048, chosen: 2048 });
+        assert_eq!(
+            r,
+            RingDecision {
+                needed: 2048,
+                chosen: 2048
+            }
+        );
         // Batches never exceed batch_max: 1M/s for 1 s at 1 ms deadline, 16 per batch.
         assert_eq!(ring_capacity(1e6, 1e6, 1_000, 16, 2).needed, 65_536);
         // The floor, and the engine's bound.

@@ -166,7 +166,10 @@ pub fn plan(f: &Figures, layout: Layout, t: &Targets) -> Plan {
 fn capacity(f: &Figures, layout: Layout, t: &Targets, p: &mut Plan) {
     const WHAT: &str = "async capacity";
     let Some(a) = &f.async_io else {
-        p.skip(WHAT, format!("the {:?} pipeline has no async operator", f.pipeline));
+        p.skip(
+            WHAT,
+            format!("the {:?} pipeline has no async operator", f.pipeline),
+        );
         return;
     };
     let Some(io_ms) = a.io_time_ms else {
@@ -282,8 +285,10 @@ fn capacity(f: &Figures, layout: Layout, t: &Targets, p: &mut Plan) {
         }
     }
     let with = |n: fn(&CoreCapacity) -> Option<usize>| -> Option<f64> {
-        let per: Option<Vec<(u32, usize)>> =
-            cores.iter().map(|c| n(c).map(|n| (c.partitions, n))).collect();
+        let per: Option<Vec<(u32, usize)>> = cores
+            .iter()
+            .map(|c| n(c).map(|n| (c.partitions, n)))
+            .collect();
         model::capacity_bound_eps(&per?, io_ms)
     };
     let bound_after = with(|c| Some(c.after)).unwrap_or(0.0);
@@ -439,9 +444,7 @@ fn rings(f: &Figures, layout: Layout, t: &Targets, p: &mut Plan) {
                 key: "flush_deadline_us",
                 before: d0.to_string(),
                 value: d1 as i64,
-                why: format!(
-                    "min(p99 target {l:.0} µs / 10, a batch's fill time at {rate:.0}/s)"
-                ),
+                why: format!("min(p99 target {l:.0} µs / 10, a batch's fill time at {rate:.0}/s)"),
             });
         }
         if r1 != r0 {

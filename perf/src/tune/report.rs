@@ -51,6 +51,31 @@ fn pct(v: f64) -> String {
 pub fn rows(before: &Figures, plan: &Plan, after: Option<&Figures>, t: &Targets) -> Vec<Row> {
     let mut out = Vec::new();
     let na = || "not run".to_string();
+    // Throughput first: every setting must leave the job keeping up.
+    let predicted = plan
+        .capacity
+        .as_ref()
+        .map(|c| c.throughput_eps)
+        .or(before.offered_eps);
+    let mut thr = row(
+        "throughput at the sinks, events/s",
+        format!("{:.0}", before.sink_throughput_eps),
+        opt(predicted, |v| format!("{v:.0}")).replace("n/a", "-"),
+        after.map_or_else(na, |a| format!("{:.0}", a.sink_throughput_eps)),
+    );
+    match (before.offered_eps, predicted) {
+        (Some(offered), _) => {
+            thr.target = format!("kept up with {offered:.0}");
+            thr.met = after.map(|a| a.kept_up);
+        }
+        (None, Some(p)) => {
+            let want = 0.95 * p;
+            thr.target = format!(">= {want:.0} (95% of λ)");
+            thr.met = after.map(|a| a.sink_throughput_eps >= want);
+        }
+        (None, None) => {}
+    }
+    out.push(thr);
     if let Some(c) = &plan.capacity {
         let caps = |f: fn(&super::plan::CoreCapacity) -> Option<usize>| {
             c.cores
@@ -72,24 +97,6 @@ pub fn rows(before: &Figures, plan: &Plan, after: Option<&Figures>, t: &Targets)
                     .join(" / ")
             }),
         ));
-        let mut thr = row(
-            "throughput at the sinks, events/s",
-            format!("{:.0}", before.sink_throughput_eps),
-            format!("{:.0}", c.throughput_eps),
-            after.map_or_else(na, |a| format!("{:.0}", a.sink_throughput_eps)),
-        );
-        match before.offered_eps {
-            Some(offered) => {
-                thr.target = format!("kept up with {offered:.0}");
-                thr.met = after.map(|a| a.kept_up);
-            }
-            None => {
-                let want = 0.95 * c.throughput_eps;
-                thr.target = format!(">= {want:.0} (95% of λ)");
-                thr.met = after.map(|a| a.sink_throughput_eps >= want);
-            }
-        }
-        out.push(thr);
         out.push(row(
             "N/t bound (Little's law), events/s",
             opt(c.bound_before_eps, |v| format!("{v:.0}")),
@@ -159,8 +166,7 @@ pub fn rows(before: &Figures, plan: &Plan, after: Option<&Figures>, t: &Targets)
             },
             pct(c.decision.overhead),
             after.map_or_else(na, |a| {
-                opt(measured(a), pct)
-                    .replace("n/a", "n/a (no periodic checkpoint completed)")
+                opt(measured(a), pct).replace("n/a", "n/a (no periodic checkpoint completed)")
             }),
         );
         r.target = format!("<= {}", pct(t.max_overhead));
@@ -174,7 +180,12 @@ pub fn rows(before: &Figures, plan: &Plan, after: Option<&Figures>, t: &Targets)
         );
         r.target = format!("<= {} s", t.recovery_s);
         out.push(r);
-        let size = |f: &Figures| f.checkpoint.as_ref().and_then(|c| c.sizes.last()).map(|s| s.1);
+        let size = |f: &Figures| {
+            f.checkpoint
+                .as_ref()
+                .and_then(|c| c.sizes.last())
+                .map(|s| s.1)
+        };
         out.push(row(
             "state (last full checkpoint), bytes",
             size(before).map_or("n/a".into(), |b| b.to_string()),
@@ -201,6 +212,12 @@ pub fn rows(before: &Figures, plan: &Plan, after: Option<&Figures>, t: &Targets)
             after.map_or_else(na, ring),
         ));
         out.push(row(
+            "p99.9 latency, µs",
+            opt(before.p999_us, |v| format!("{v:.1}")),
+            "-".into(),
+            after.map_or_else(na, |a| opt(a.p999_us, |v| format!("{v:.1}"))),
+        ));
+        out.push(row(
             "backpressure steps",
             before.backpressure_steps.to_string(),
             "-".into(),
@@ -223,7 +240,14 @@ pub fn rows(before: &Figures, plan: &Plan, after: Option<&Figures>, t: &Targets)
 
 /// The rows as an aligned table.
 pub fn table(rows: &[Row]) -> String {
-    let head = ["figure", "before", "predicted", "measured", "target", "met?"];
+    let head = [
+        "figure",
+        "before",
+        "predicted",
+        "measured",
+        "target",
+        "met?",
+    ];
     let cells: Vec<[String; 6]> = rows
         .iter()
         .map(|r| {
@@ -257,11 +281,7 @@ pub fn table(rows: &[Row]) -> String {
         let _ = writeln!(s, "{}", parts.join(" | ").trim_end());
     };
     line(&mut s, &head.map(String::from));
-    let _ = writeln!(
-        s,
-        "{}",
-        width.map(|w| "-".repeat(w)).join("-|-")
-    );
+    let _ = writeln!(s, "{}", width.map(|w| "-".repeat(w)).join("-|-"));
     for c in &cells {
         line(&mut s, c);
     }
@@ -312,8 +332,10 @@ impl Outcome {
                 c.share * 100.0,
                 c.rate_eps,
                 c.ring_rate_eps,
-                c.capacity
-                    .map_or(String::new(), |k| format!(", async capacity {}", k.describe()))
+                c.capacity.map_or(String::new(), |k| format!(
+                    ", async capacity {}",
+                    k.describe()
+                ))
             );
         }
         if self.plan.settings.is_empty() {
@@ -344,7 +366,11 @@ impl Outcome {
             }
         }
         if self.layout == super::plan::Layout::Template
-            && self.plan.settings.iter().any(|x| x.file.as_os_str() == "core.toml")
+            && self
+                .plan
+                .settings
+                .iter()
+                .any(|x| x.file.as_os_str() == "core.toml")
         {
             let _ = writeln!(
                 s,
@@ -456,7 +482,9 @@ mod tests {
         plain.async_io = None;
         let p = plan(&plain, Layout::Fixed, &t);
         let r = rows(&plain, &p, None, &t);
-        assert!(r.iter().all(|r| !r.figure.contains("async") && !r.figure.contains("checkpoint")));
+        assert!(r
+            .iter()
+            .all(|r| !r.figure.contains("async") && !r.figure.contains("checkpoint")));
     }
 
     #[test]
@@ -482,7 +510,10 @@ mod tests {
         let t = table(&rows);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4);
-        assert!(lines[0].starts_with("figure     | before | predicted"), "{t}");
+        assert!(
+            lines[0].starts_with("figure     | before | predicted"),
+            "{t}"
+        );
         assert!(lines[2].ends_with("| yes"), "{t}");
         assert!(lines[3].ends_with("| NO"), "{t}");
         let bar = lines[0].find("| before").unwrap();

@@ -25,8 +25,16 @@ fn a_fixed_layout_gets_each_cores_own_capacity_in_its_own_file() {
     assert_eq!(
         caps,
         vec![
-            ("cores/0.toml".into(), 18, "4 ([async] capacity)".to_string()),
-            ("cores/1.toml".into(), 12, "4 ([async] capacity)".to_string()),
+            (
+                "cores/0.toml".into(),
+                18,
+                "4 ([async] capacity)".to_string()
+            ),
+            (
+                "cores/1.toml".into(),
+                12,
+                "4 ([async] capacity)".to_string()
+            ),
         ]
     );
     let c = p.capacity.unwrap();
@@ -62,7 +70,11 @@ fn a_capacity_already_right_is_not_written_again() {
     f.cores[0].capacity = Some(CapacityInEffect::Core(18));
     f.cores[1].capacity = Some(CapacityInEffect::Job(12));
     let p = plan(&f, Layout::Fixed, &targets());
-    assert!(p.settings.iter().all(|s| s.key != "async_capacity"), "{:?}", p.settings);
+    assert!(
+        p.settings.iter().all(|s| s.key != "async_capacity"),
+        "{:?}",
+        p.settings
+    );
 }
 
 #[test]
@@ -82,7 +94,10 @@ fn auto_capacity_is_left_alone_unless_its_maximum_is_too_small() {
     }
     let p = plan(&f, Layout::Fixed, &targets());
     let s = p.settings.iter().find(|s| s.key == "capacity_max").unwrap();
-    assert_eq!((s.file.as_path(), s.table, s.value), (Path::new("job.toml"), Some("async"), 18));
+    assert_eq!(
+        (s.file.as_path(), s.table, s.value),
+        (Path::new("job.toml"), Some("async"), 18)
+    );
 }
 
 #[test]
@@ -122,7 +137,11 @@ fn the_interval_goes_into_job_toml_with_its_prediction() {
     assert_eq!(c.growth_bps, Some(100_000.0));
     assert!(c.horizon_s.unwrap() > 0.0);
     // No checkpoint completed: skipped, named.
-    let p = plan(&with_checkpoints(Some(200), &[]), Layout::Template, &targets());
+    let p = plan(
+        &with_checkpoints(Some(200), &[]),
+        Layout::Template,
+        &targets(),
+    );
     assert!(p.checkpoint.is_none());
     assert!(p
         .skipped
@@ -140,7 +159,11 @@ fn rings_are_only_raised_and_deadlines_need_a_latency_target() {
     let mut f = keyed_async();
     f.kept_up = true;
     let p = plan(&f, Layout::Fixed, &targets());
-    let rings: Vec<_> = p.settings.iter().filter(|s| s.key == "ring_capacity").collect();
+    let rings: Vec<_> = p
+        .settings
+        .iter()
+        .filter(|s| s.key == "ring_capacity")
+        .collect();
     assert_eq!(rings.len(), 2);
     assert_eq!(rings[0].value, 4096);
     assert!(p.settings.iter().all(|s| s.key != "flush_deadline_us"));
@@ -159,9 +182,16 @@ fn rings_are_only_raised_and_deadlines_need_a_latency_target() {
             ..targets()
         },
     );
-    let d: Vec<_> = p.settings.iter().filter(|s| s.key == "flush_deadline_us").collect();
+    let d: Vec<_> = p
+        .settings
+        .iter()
+        .filter(|s| s.key == "flush_deadline_us")
+        .collect();
     assert_eq!(d.len(), 1);
-    assert_eq!((d[0].file.as_path(), d[0].value), (Path::new("core.toml"), 100));
+    assert_eq!(
+        (d[0].file.as_path(), d[0].value),
+        (Path::new("core.toml"), 100)
+    );
     // One core, or no latency: no rings to size.
     f.cores.truncate(1);
     let p = plan(&f, Layout::Fixed, &targets());
