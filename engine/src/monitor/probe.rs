@@ -27,7 +27,7 @@ impl Marker {
 
     /// Operator `node`, partition `p` (`None`: all of them).
     pub fn operator(node: usize, p: Option<u32>) -> Self {
-        debug_assert!(node < 0xFFFE && p.is_none_or(|p| p < 0xFFFF));
+        debug_assert!(node < 0xFFFE && p.map_or(true, |p| p < 0xFFFF));
         let node = (node as u32 + 1) & 0xFFFF;
         let part = p.map_or(0, |p| (p + 1) & 0xFFFF);
         Marker(node << 16 | part)

@@ -97,6 +97,8 @@ fn number(v: f64) -> String {
     }
 }
 
+type Labels = Vec<(&'static str, String)>;
+
 fn core_labels(i: usize, e: &CoreExtra) -> Vec<(&'static str, String)> {
     vec![("core", i.to_string()), ("cpu", e.cpu.to_string())]
 }
@@ -221,7 +223,7 @@ pub fn render(s: &Scrape) -> String {
     }
 
     // Operator gauges (async partitions), one family per gauge name.
-    let mut gauges: BTreeMap<&str, Vec<(Vec<(&str, String)>, f64)>> = BTreeMap::new();
+    let mut gauges: BTreeMap<&str, Vec<(Labels, f64)>> = BTreeMap::new();
     for (i, (snap, e)) in s.cores.iter().enumerate() {
         for g in &snap.gauges {
             let mut l = core_labels(i, e);
