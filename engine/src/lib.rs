@@ -26,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod connectors;
 pub mod dataflow;
+pub mod doctor;
 pub mod error;
 pub mod ids;
 pub mod keys;

@@ -44,7 +44,11 @@ struct Gauge {
 
 impl fmt::Debug for Gauge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Gauge({} {} {})", self.name, self.operator, self.partition)
+        write!(
+            f,
+            "Gauge({} {} {})",
+            self.name, self.operator, self.partition
+        )
     }
 }
 
@@ -178,7 +182,10 @@ impl ShardMetrics {
             .collect();
         if !self.io_time.is_empty() {
             counters.insert("async_completed".into(), self.io_time.len());
-            counters.insert("async_io_time_us_total".into(), self.io_time_ns_total / 1_000);
+            counters.insert(
+                "async_io_time_us_total".into(),
+                self.io_time_ns_total / 1_000,
+            );
         }
         counters
     }

@@ -223,3 +223,83 @@ fn savepoint_checkpoints_and_stop_on_a_running_job() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no running job"));
 }
+
+/// A keyed-async job whose capacity is too small for its rate: λ = 4000/s, t = 2 ms,
+/// 2 partitions need N ≥ 4 each, and it has 2.
+fn capacity_bound_job(dir: &std::path::Path) {
+    std::fs::write(
+        dir.join("job.toml"),
+        r#"pipeline = "keyed-async"
+parallelism = 2
+[generator]
+rate_eps = 4000
+duration_ms = 2500
+warmup_ms = 0
+[source]
+keys = 100
+[async]
+capacity = 2
+[lookup]
+kind = "simulated"
+delay_us = 2000
+[checkpoint]
+interval_ms = 300
+dir = "ckpt"
+[metrics]
+listen = "off"
+"#,
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("cores")).unwrap();
+    for cpu in rill_engine::config::available_cpus().into_iter().take(2) {
+        std::fs::write(dir.join(format!("cores/{cpu}.toml")), "").unwrap();
+    }
+}
+
+#[test]
+fn doctor_answers_the_faq_with_the_numbers_of_the_last_run() {
+    let dir = tempfile::tempdir().unwrap();
+    capacity_bound_job(dir.path());
+    let out = rill().arg("doctor").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run the job first"));
+
+    let out = rill().arg("run").arg(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The run report's doctor section names the problem.
+    assert!(stdout.contains("doctor:"), "{stdout}");
+    assert!(stdout.contains("raise [async] capacity"), "{stdout}");
+
+    let out = rill().arg("doctor").arg(dir.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "Checkpoints fail or are slow",
+        "Async IO is slow",
+        "Is an operator blocking its core?",
+        "checkpoints completed in the last run",
+        "state backend",
+        "N = 2 per partition × 2 partitions",
+        "IO time: p50 2.",
+        "memory: resident",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
+    let out = rill()
+        .args(["doctor", "--json"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["answers"][1]["verdict"], "problem", "{v:#}");
+    assert_eq!(v["run"]["counters"]["async_partitions"], 2);
+}

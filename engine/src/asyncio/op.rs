@@ -135,6 +135,9 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
         };
         p.metrics
             .add("async_restored_requests", restored.len() as u64);
+        // Partitions and their starting bounds, for `rill doctor` (N in model N/t).
+        p.metrics.add("async_partitions", 1);
+        p.metrics.add("async_capacity_start", limit as u64);
         Self {
             breaker: opts.breaker.map(Breaker::new),
             p,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use rill_engine::checkpoint::restore::StartFrom;
 use rill_engine::config::{available_cpus, JobSpec, PipelineKind};
+use rill_engine::doctor;
 use rill_engine::ids::CheckpointId;
 use rill_engine::runtime::{supervise, Control};
 use rill_engine::{pipelines, EngineError};
@@ -55,6 +56,15 @@ enum Command {
         /// Also list every partition's share of each checkpoint.
         #[arg(long)]
         partitions: bool,
+    },
+    /// Answer the FAQ (a checkpoint fails or is slow; async IO is slow; an operator blocks
+    /// its core) with the numbers of the job's last `rill run` and its checkpoint history.
+    Doctor {
+        /// The job directory.
+        job_dir: PathBuf,
+        /// Print the answers as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Take a savepoint of the running job (a checkpoint retention never deletes) and
     /// print its id once it is complete.
@@ -132,6 +142,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
+        Command::Doctor { job_dir, json } => doctor(&job_dir, json),
         Command::Savepoint { job_dir, timeout } => match cli::savepoint(&job_dir, timeout) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
@@ -181,18 +192,47 @@ fn run(
             handler_control.abort();
         }
     });
+    let started_unix_ms = unix_ms();
+    let started = std::time::Instant::now();
     let result = supervise(&spec, &pipelines::build, start_from, &control, |m| {
         eprintln!("rill: {m}")
     });
     if let Some(p) = pid_file {
         let _ = std::fs::remove_file(p);
     }
+    let threshold = spec
+        .job
+        .diagnostics
+        .clone()
+        .unwrap_or_default()
+        .stall_threshold_ms;
+    let digest = match &result {
+        Ok(r) => doctor::RunDigest::of_report(
+            r,
+            started_unix_ms,
+            (threshold > 0).then_some(threshold as f64),
+        ),
+        Err(e) => doctor::RunDigest::of_failure(
+            &e.to_string(),
+            control
+                .monitor
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .and_then(|m| m.outcome()),
+            started_unix_ms,
+            started.elapsed().as_secs_f64(),
+            spec.cores.len(),
+        ),
+    };
+    let problems = record_run(&spec, &digest, job_dir.is_some());
     match result {
         Ok(report) => {
             if json {
                 println!("{}", report_json(&report));
             } else {
                 print!("{report}");
+                print!("{problems}");
             }
             if report.stopped {
                 ExitCode::from(130)
@@ -204,8 +244,98 @@ fn run(
             eprintln!("rill: aborted");
             ExitCode::from(130)
         }
-        Err(e) => fail(&e),
+        Err(e) => {
+            eprint!("{problems}");
+            fail(&e)
+        }
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The checkpoint history of `spec`'s job (empty without checkpointing).
+fn checkpoint_history(spec: &JobSpec) -> Vec<rill_engine::checkpoint::history::Entry> {
+    spec.job
+        .checkpoint
+        .as_ref()
+        .and_then(|c| rill_engine::checkpoint::history::read(&spec.resolve(&c.dir)).ok())
+        .unwrap_or_default()
+}
+
+/// Leaves the run's digest for `rill doctor` (a job directory only: the built-in job
+/// writes nothing to the working directory) and returns the report's doctor section: the
+/// FAQ answers that found a problem (empty when none did).
+fn record_run(spec: &JobSpec, digest: &doctor::RunDigest, keep: bool) -> String {
+    if !keep {
+    } else if let Err(e) = doctor::write_digest(&spec.dir, digest) {
+        eprintln!(
+            "rill: warning: could not record the run for `rill doctor` in {}: {e}",
+            doctor::digest_path(&spec.dir).display()
+        );
+    }
+    let answers = doctor::diagnose(digest, &spec.job, &checkpoint_history(spec));
+    let mut out = String::new();
+    for a in answers
+        .iter()
+        .filter(|a| a.verdict == doctor::Verdict::Problem)
+    {
+        if out.is_empty() {
+            out.push_str("doctor:\n");
+        }
+        out.push_str(&a.to_string());
+    }
+    if !out.is_empty() {
+        out.push_str(&format!(
+            "(`rill doctor {}` answers every question)\n",
+            spec.dir.display()
+        ));
+    }
+    out
+}
+
+fn doctor(job_dir: &PathBuf, json: bool) -> ExitCode {
+    let spec = match load(Some(job_dir), &[]) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let digest = match doctor::read_digest(job_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("rill: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let answers = doctor::diagnose(&digest, &spec.job, &checkpoint_history(&spec));
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "run": digest, "answers": answers })
+        );
+    } else {
+        println!(
+            "rill doctor: last run {} after {:.1} s on {} cores{}{}\n",
+            digest.outcome,
+            digest.elapsed_s,
+            digest.cores,
+            if digest.restarts > 0 {
+                format!(", {} restarts", digest.restarts)
+            } else {
+                String::new()
+            },
+            digest
+                .error
+                .as_ref()
+                .map_or(String::new(), |e| format!(": {e}"))
+        );
+        for a in &answers {
+            println!("{a}");
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn report_json(r: &rill_engine::metrics::JobReport) -> serde_json::Value {

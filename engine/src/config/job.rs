@@ -129,7 +129,9 @@ impl Default for MetricsConfig {
 impl MetricsConfig {
     /// The address to bind, `None` when off.
     pub fn addr(&self) -> Option<std::net::SocketAddr> {
-        (self.listen != "off").then(|| self.listen.parse().ok()).flatten()
+        (self.listen != "off")
+            .then(|| self.listen.parse().ok())
+            .flatten()
     }
 }
 

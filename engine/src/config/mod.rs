@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 pub use self::checkpoint::{CheckpointConfig, CheckpointMode, RestartConfig, RestartKind};
 pub use self::core::{CoreConfig, MAX_ASYNC_CAPACITY};
 pub use self::job::{
-    DiagnosticsConfig, EnrichConfig, FileSinkConfig, FileSourceConfig, GeneratorConfig,
-    JobConfig, MetricsConfig, NexmarkConfig, NexmarkSink, PipelineKind, DEFAULT_METRICS_LISTEN,
+    DiagnosticsConfig, EnrichConfig, FileSinkConfig, FileSourceConfig, GeneratorConfig, JobConfig,
+    MetricsConfig, NexmarkConfig, NexmarkSink, PipelineKind, DEFAULT_METRICS_LISTEN,
 };
 use crate::error::ConfigError;
 use crate::ids::CoreId;

@@ -183,11 +183,9 @@ impl Drop for Monitor {
 }
 
 fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
-    let tick = a
-        .threshold
-        .map_or(Duration::from_millis(50), |t| {
-            (t / 4).clamp(Duration::from_millis(1), Duration::from_millis(50))
-        });
+    let tick = a.threshold.map_or(Duration::from_millis(50), |t| {
+        (t / 4).clamp(Duration::from_millis(1), Duration::from_millis(50))
+    });
     let threshold_ns = a.threshold.map(|t| t.as_nanos() as u64);
     let mut tracker = StallTracker::new(a.probes.len(), threshold_ns.unwrap_or(u64::MAX));
     let mut extras: Vec<prometheus::CoreExtra> = a
@@ -308,7 +306,11 @@ fn answer(
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     let (status, ctype, body) = if method != "GET" {
-        ("405 Method Not Allowed", "text/plain", "only GET\n".to_string())
+        (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n".to_string(),
+        )
     } else if path == "/metrics" || path == "/" {
         let now = a.clock.now_ns();
         let scrape = prometheus::Scrape {
@@ -326,9 +328,17 @@ fn answer(
             },
             now_ns: now,
         };
-        ("200 OK", prometheus::CONTENT_TYPE, prometheus::render(&scrape))
+        (
+            "200 OK",
+            prometheus::CONTENT_TYPE,
+            prometheus::render(&scrape),
+        )
     } else {
-        ("404 Not Found", "text/plain", "rill serves /metrics\n".to_string())
+        (
+            "404 Not Found",
+            "text/plain",
+            "rill serves /metrics\n".to_string(),
+        )
     };
     write!(
         stream,
@@ -349,7 +359,10 @@ mod tests {
             m.add(100.0 + t as f64, 1_000 + 50 * t);
         }
         assert_eq!(m.samples, 10);
-        assert_eq!((m.first_bytes, m.last_bytes, m.peak_bytes), (1_000, 1_450, 1_450));
+        assert_eq!(
+            (m.first_bytes, m.last_bytes, m.peak_bytes),
+            (1_000, 1_450, 1_450)
+        );
         assert!((m.slope_bytes_per_s - 50.0).abs() < 1e-6);
         assert!((m.span_s - 9.0).abs() < 1e-9);
         let mut flat = MemoryTrend::default();

@@ -27,7 +27,7 @@ impl Marker {
 
     /// Operator `node`, partition `p` (`None`: all of them).
     pub fn operator(node: usize, p: Option<u32>) -> Self {
-        debug_assert!(node < 0xFFFE && p.is_none_or(|p| p < 0xFFFF));
+        debug_assert!(node < 0xFFFE && p.map_or(true, |p| p < 0xFFFF));
         let node = (node as u32 + 1) & 0xFFFF;
         let part = p.map_or(0, |p| (p + 1) & 0xFFFF);
         Marker(node << 16 | part)
@@ -157,7 +157,10 @@ mod tests {
         assert_eq!(Marker::CHECKPOINT.decode(), None);
         assert_eq!(Marker::operator(0, Some(0)).decode(), Some((0, Some(0))));
         assert_eq!(Marker::operator(7, None).decode(), Some((7, None)));
-        assert_eq!(Marker::operator(1000, Some(511)).decode(), Some((1000, Some(511))));
+        assert_eq!(
+            Marker::operator(1000, Some(511)).decode(),
+            Some((1000, Some(511)))
+        );
         assert_ne!(Marker::operator(0, None), Marker::LOOP);
     }
 
@@ -177,7 +180,10 @@ mod tests {
     fn this_threads_state_is_running_while_it_reads_it() {
         let p = CoreProbe::default();
         p.register_thread();
-        assert_eq!(thread_state(p.tid()), super::super::stall::ThreadState::Running);
+        assert_eq!(
+            thread_state(p.tid()),
+            super::super::stall::ThreadState::Running
+        );
         assert_eq!(thread_state(0), super::super::stall::ThreadState::Unknown);
     }
 }

@@ -49,7 +49,13 @@ fn escape(v: &str) -> String {
 fn metric_name(counter: &str) -> String {
     counter
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -91,11 +97,18 @@ fn number(v: f64) -> String {
     }
 }
 
+type Labels = Vec<(&'static str, String)>;
+
 fn core_labels(i: usize, e: &CoreExtra) -> Vec<(&'static str, String)> {
     vec![("core", i.to_string()), ("cpu", e.cpu.to_string())]
 }
 
-fn summary(f: &mut Family<'_>, name: &str, help: &str, per_core: &[(Vec<(&str, String)>, &Quantiles)]) {
+fn summary(
+    f: &mut Family<'_>,
+    name: &str,
+    help: &str,
+    per_core: &[(Vec<(&str, String)>, &Quantiles)],
+) {
     f.head(name, "summary", help);
     for (labels, q) in per_core {
         for (quantile, v) in q.values.iter().filter(|(q, _)| *q < 1.0) {
@@ -114,10 +127,18 @@ pub fn render(s: &Scrape) -> String {
     let mut f = Family { out: &mut out };
     f.head("rill_up", "gauge", "1 while the job runs.");
     f.line("rill_up", &[], 1.0);
-    f.head("rill_uptime_seconds", "gauge", "Seconds since the job's sources started.");
+    f.head(
+        "rill_uptime_seconds",
+        "gauge",
+        "Seconds since the job's sources started.",
+    );
     f.line("rill_uptime_seconds", &[], s.uptime_s);
     if let Some(rss) = s.resident_bytes {
-        f.head("rill_process_resident_bytes", "gauge", "Resident memory of the process.");
+        f.head(
+            "rill_process_resident_bytes",
+            "gauge",
+            "Resident memory of the process.",
+        );
         f.line("rill_process_resident_bytes", &[], rss as f64);
     }
     f.head(
@@ -145,7 +166,10 @@ pub fn render(s: &Scrape) -> String {
         let (name, kind) = if n.ends_with("_max") {
             (format!("rill_{}", metric_name(n)), "gauge")
         } else {
-            (format!("rill_{}_total", metric_name(n).trim_end_matches("_total")), "counter")
+            (
+                format!("rill_{}_total", metric_name(n).trim_end_matches("_total")),
+                "counter",
+            )
         };
         f.head(&name, kind, &format!("Engine counter `{n}`, per core."));
         for (i, (snap, e)) in s.cores.iter().enumerate() {
@@ -169,9 +193,17 @@ pub fn render(s: &Scrape) -> String {
             "End-to-end latency at this core's sinks (due time to sink), since the start.",
             &lat,
         );
-        f.head("rill_latency_max_seconds", "gauge", "The highest end-to-end latency so far.");
+        f.head(
+            "rill_latency_max_seconds",
+            "gauge",
+            "The highest end-to-end latency so far.",
+        );
         for (l, q) in &lat {
-            f.line("rill_latency_max_seconds", l, q.values.last().map_or(0.0, |v| v.1));
+            f.line(
+                "rill_latency_max_seconds",
+                l,
+                q.values.last().map_or(0.0, |v| v.1),
+            );
         }
     }
     let io: Vec<_> = s
@@ -191,7 +223,7 @@ pub fn render(s: &Scrape) -> String {
     }
 
     // Operator gauges (async partitions), one family per gauge name.
-    let mut gauges: BTreeMap<&str, Vec<(Vec<(&str, String)>, f64)>> = BTreeMap::new();
+    let mut gauges: BTreeMap<&str, Vec<(Labels, f64)>> = BTreeMap::new();
     for (i, (snap, e)) in s.cores.iter().enumerate() {
         for g in &snap.gauges {
             let mut l = core_labels(i, e);
@@ -208,16 +240,60 @@ pub fn render(s: &Scrape) -> String {
         }
     }
 
-    if let Some(c) = s.cores.iter().find_map(|(snap, _)| snap.checkpoints.as_ref()) {
+    if let Some(c) = s
+        .cores
+        .iter()
+        .find_map(|(snap, _)| snap.checkpoints.as_ref())
+    {
         let rows: [(&str, &str, &str, f64); 8] = [
-            ("rill_checkpoints_completed_total", "counter", "Checkpoints completed in this run.", c.completed as f64),
-            ("rill_checkpoints_failed_total", "counter", "Checkpoints failed or expired in this run.", c.failed as f64),
-            ("rill_checkpoint_last_id", "gauge", "Id of the newest completed checkpoint.", c.last_id as f64),
-            ("rill_checkpoint_last_duration_seconds", "gauge", "Trigger to complete, newest completed checkpoint.", c.last_duration_s),
-            ("rill_checkpoint_last_alignment_seconds", "gauge", "Longest barrier alignment of the newest completed checkpoint.", c.last_alignment_s),
-            ("rill_checkpoint_last_sync_seconds", "gauge", "Synchronous part (state archived on the core), newest completed checkpoint.", c.last_sync_s),
-            ("rill_checkpoint_last_async_seconds", "gauge", "Asynchronous part (log append and sync), newest completed checkpoint.", c.last_async_s),
-            ("rill_checkpoint_last_size_bytes", "gauge", "Full size of the newest completed checkpoint.", c.last_bytes as f64),
+            (
+                "rill_checkpoints_completed_total",
+                "counter",
+                "Checkpoints completed in this run.",
+                c.completed as f64,
+            ),
+            (
+                "rill_checkpoints_failed_total",
+                "counter",
+                "Checkpoints failed or expired in this run.",
+                c.failed as f64,
+            ),
+            (
+                "rill_checkpoint_last_id",
+                "gauge",
+                "Id of the newest completed checkpoint.",
+                c.last_id as f64,
+            ),
+            (
+                "rill_checkpoint_last_duration_seconds",
+                "gauge",
+                "Trigger to complete, newest completed checkpoint.",
+                c.last_duration_s,
+            ),
+            (
+                "rill_checkpoint_last_alignment_seconds",
+                "gauge",
+                "Longest barrier alignment of the newest completed checkpoint.",
+                c.last_alignment_s,
+            ),
+            (
+                "rill_checkpoint_last_sync_seconds",
+                "gauge",
+                "Synchronous part (state archived on the core), newest completed checkpoint.",
+                c.last_sync_s,
+            ),
+            (
+                "rill_checkpoint_last_async_seconds",
+                "gauge",
+                "Asynchronous part (log append and sync), newest completed checkpoint.",
+                c.last_async_s,
+            ),
+            (
+                "rill_checkpoint_last_size_bytes",
+                "gauge",
+                "Full size of the newest completed checkpoint.",
+                c.last_bytes as f64,
+            ),
         ];
         for (name, kind, help, v) in rows {
             f.head(name, kind, help);
@@ -233,9 +309,17 @@ pub fn render(s: &Scrape) -> String {
     for (i, (_, e)) in s.cores.iter().enumerate() {
         f.line("rill_stalls_total", &core_labels(i, e), e.stalls as f64);
     }
-    f.head("rill_stall_longest_seconds", "gauge", "The longest stall so far.");
+    f.head(
+        "rill_stall_longest_seconds",
+        "gauge",
+        "The longest stall so far.",
+    );
     for (i, (_, e)) in s.cores.iter().enumerate() {
-        f.line("rill_stall_longest_seconds", &core_labels(i, e), e.stall_longest_s);
+        f.line(
+            "rill_stall_longest_seconds",
+            &core_labels(i, e),
+            e.stall_longest_s,
+        );
     }
     out
 }
@@ -245,9 +329,7 @@ fn gauge_help(name: &str) -> String {
         "rill_async_in_flight" => "Async requests issued and not yet emitted.".into(),
         "rill_async_capacity" => "The async partition's in-flight bound (capacity N).".into(),
         "rill_async_waiting" => "Inputs waiting for an async slot.".into(),
-        "rill_async_breaker_open" => {
-            "Circuit breaker: 1 open, 0.5 half open, 0 closed.".into()
-        }
+        "rill_async_breaker_open" => "Circuit breaker: 1 open, 0.5 half open, 0 closed.".into(),
         other => format!("Operator gauge `{other}`."),
     }
 }
@@ -287,7 +369,14 @@ mod tests {
         let scrape = Scrape {
             cores: vec![
                 (snap.clone(), CoreExtra::default()),
-                (snap, CoreExtra { cpu: 1, stalls: 1, stall_longest_s: 0.05 }),
+                (
+                    snap,
+                    CoreExtra {
+                        cpu: 1,
+                        stalls: 1,
+                        stall_longest_s: 0.05,
+                    },
+                ),
             ],
             resident_bytes: Some(1 << 20),
             uptime_s: 1.5,

@@ -258,7 +258,11 @@ mod tests {
         for now in (100..=160).step_by(5) {
             let marker = if now < 110 { Marker::LOOP } else { slow };
             t.sample(0, s(100 * MS, marker, ThreadState::Sleeping), now * MS);
-            t.sample(1, s(now * MS - MS, Marker::LOOP, ThreadState::Running), now * MS);
+            t.sample(
+                1,
+                s(now * MS - MS, Marker::LOOP, ThreadState::Running),
+                now * MS,
+            );
         }
         t.sample(0, s(161 * MS, Marker::LOOP, ThreadState::Running), 165 * MS);
         let stalls = t.finish(name, &[4, 5], 0);
@@ -281,7 +285,11 @@ mod tests {
             t.sample(0, s(PARKED, Marker::LOOP, ThreadState::Sleeping), now * MS);
         }
         for now in (500..600).step_by(5) {
-            t.sample(0, s(now * MS - 19 * MS, Marker::LOOP, ThreadState::Running), now * MS);
+            t.sample(
+                0,
+                s(now * MS - 19 * MS, Marker::LOOP, ThreadState::Running),
+                now * MS,
+            );
         }
         t.sample(0, s(0, Marker::LOOP, ThreadState::Unknown), 700 * MS);
         assert!(t.finish(name, &[0], 0).is_empty());
@@ -291,8 +299,16 @@ mod tests {
     fn back_to_back_late_rounds_are_separate_stalls_and_open_ones_close_at_the_end() {
         let mut t = StallTracker::new(1, 10 * MS);
         t.sample(0, s(0, Marker::LOOP, ThreadState::Running), 5 * MS);
-        t.sample(0, s(MS, Marker::operator(0, None), ThreadState::Running), 30 * MS);
-        t.sample(0, s(31 * MS, Marker::operator(2, Some(0)), ThreadState::Running), 50 * MS);
+        t.sample(
+            0,
+            s(MS, Marker::operator(0, None), ThreadState::Running),
+            30 * MS,
+        );
+        t.sample(
+            0,
+            s(31 * MS, Marker::operator(2, Some(0)), ThreadState::Running),
+            50 * MS,
+        );
         assert_eq!(t.closed_count(0), 1);
         let stalls = t.finish(name, &[0], 0);
         assert_eq!(stalls.len(), 2);

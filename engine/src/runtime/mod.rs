@@ -268,9 +268,9 @@ impl Job {
             .unwrap_or_default()
             .stall_threshold_ms;
         let threshold = (threshold_ms > 0).then(|| Duration::from_millis(threshold_ms));
-        let publish_ns = listener.as_ref().map(|_| {
-            self.spec.job.metrics.clone().unwrap_or_default().publish_ms * 1_000_000
-        });
+        let publish_ns = listener
+            .as_ref()
+            .map(|_| self.spec.job.metrics.clone().unwrap_or_default().publish_ms * 1_000_000);
         let shared = Arc::new(Shared {
             clock,
             ready: AtomicUsize::new(0),

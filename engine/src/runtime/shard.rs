@@ -58,19 +58,18 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
             restore: c.restore.clone(),
         }
     });
-    let parts =
-        match Instantiator::run(args.instantiate_args(
-            metrics.clone(),
-            ctx.clone(),
-            &core_ids,
-            traced,
-        )) {
-            Ok(p) => p,
-            Err(e) => {
-                shared.handle.abort();
-                return Err(e);
-            }
-        };
+    let parts = match Instantiator::run(args.instantiate_args(
+        metrics.clone(),
+        ctx.clone(),
+        &core_ids,
+        traced,
+    )) {
+        Ok(p) => p,
+        Err(e) => {
+            shared.handle.abort();
+            return Err(e);
+        }
+    };
     let mut rt = match (ckpt, ctx) {
         (Some(c), Some(ctx)) => {
             match CoreRuntime::new(

@@ -47,6 +47,8 @@ pub struct Control {
     pub current: Arc<Mutex<Option<StopHandle>>>,
     /// Set to take a savepoint (see `Job::savepoint_flag`).
     pub savepoint: Arc<AtomicBool>,
+    /// The running (or last) attempt's monitor: what it saw survives a failed run.
+    pub monitor: Arc<Mutex<Option<crate::monitor::MonitorHandle>>>,
 }
 
 impl Control {
@@ -104,6 +106,7 @@ pub fn supervise(
             .start_from(from)
             .with_savepoint_flag(control.savepoint.clone());
         *control.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(job.stop_handle());
+        *control.monitor.lock().unwrap_or_else(|p| p.into_inner()) = Some(job.monitor_handle());
         let started = origin.elapsed().as_nanos() as u64;
         match job.run() {
             Ok(mut r) => {
