@@ -363,7 +363,7 @@ delay_us = 1000
             std::fs::read_to_string(job_dir.join("cores/0.toml")).unwrap(),
             "# CPU 0\nbatch_max = 128  # mine\n"
         );
-        s.write_back(&[a.file.clone()]).unwrap();
+        s.write_back(std::slice::from_ref(&a.file)).unwrap();
         assert_eq!(
             std::fs::read_to_string(job_dir.join("cores/0.toml")).unwrap(),
             "# CPU 0\nbatch_max = 128  # mine\n# rill-perf tune: n\nasync_capacity = 9\n"
