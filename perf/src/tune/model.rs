@@ -15,7 +15,8 @@
 //!   overhead bound wins and the conflict is reported.
 //! - **Flush deadline** (only with a p99 target L): min(L/10, the time a ring's batch
 //!   takes to fill, `batch_max`/λ_ring) — a hop may cost a tenth of the budget, and a
-//!   deadline longer than the fill time is never reached.
+//!   deadline longer than the fill time is never reached. Never raised when the run's
+//!   p99 is already over L (see `plan`).
 //! - **Ring capacity** (slots; one slot carries one batch): enough for the records that
 //!   arrive while the receiving core is behind for the run's p99.9 latency S (above the
 //!   IO floor for async jobs): ⌈λ_ring·S / b⌉ with b = clamp(λ_ring·deadline, 1,

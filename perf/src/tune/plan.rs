@@ -398,7 +398,13 @@ fn rings(f: &Figures, layout: Layout, t: &Targets, p: &mut Plan) {
     for c in &f.cores {
         let d_before = c.config.flush_deadline_us;
         let d_after = t.p99_us.map_or(d_before, |l| {
-            model::flush_deadline_us(l, c.ring_rate_eps, c.config.batch_max)
+            let d = model::flush_deadline_us(l, c.ring_rate_eps, c.config.batch_max);
+            // Over budget already: never add batching delay on top.
+            if f.p99_us.is_some_and(|p99| p99 > l) {
+                d.min(d_before)
+            } else {
+                d
+            }
         });
         let r = model::ring_capacity(
             c.ring_rate_eps,

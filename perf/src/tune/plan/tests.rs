@@ -173,7 +173,9 @@ fn rings_are_only_raised_and_deadlines_need_a_latency_target() {
     let p = plan(&f, Layout::Fixed, &targets());
     assert!(p.settings.iter().all(|s| s.key != "ring_capacity"));
     assert!(p.skipped.iter().any(|s| s.what == "ring capacity"));
-    // With a 1 ms p99 target: 100 µs (a batch at 3000/s takes 85 ms to fill).
+    // With a 1 ms p99 target the run meets (p99 500 µs): 100 µs (a batch at 3000/s
+    // takes 85 ms to fill).
+    f.p99_us = Some(500.0);
     let p = plan(
         &f,
         Layout::Template,
@@ -192,6 +194,30 @@ fn rings_are_only_raised_and_deadlines_need_a_latency_target() {
         (d[0].file.as_path(), d[0].value),
         (Path::new("core.toml"), 100)
     );
+    // Over the target already (p99 900 ms): the 20 µs default is not raised to 100 ...
+    f.p99_us = Some(900_000.0);
+    let over = Targets {
+        p99_us: Some(1_000.0),
+        ..targets()
+    };
+    let p = plan(&f, Layout::Template, &over);
+    assert!(
+        p.settings.iter().all(|s| s.key != "flush_deadline_us"),
+        "{:?}",
+        p.settings
+    );
+    // ... but lowered when the rule asks for less: a 100 µs target gives 10.
+    let tight = Targets {
+        p99_us: Some(100.0),
+        ..targets()
+    };
+    let p = plan(&f, Layout::Template, &tight);
+    let d = p
+        .settings
+        .iter()
+        .find(|s| s.key == "flush_deadline_us")
+        .unwrap();
+    assert_eq!(d.value, 10);
     // One core, or no latency: no rings to size.
     f.cores.truncate(1);
     let p = plan(&f, Layout::Fixed, &targets());
