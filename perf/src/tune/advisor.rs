@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::edit::{Applied, Staging};
 use super::measure::Figures;
 use super::model::Targets;
-use super::plan::{plan, Layout, Plan};
+use super::plan::{plan, Layout, Plan, Setting};
 use super::report::{rows, Row};
 
 /// The longest verification run the advisor makes to see enough checkpoints, s.
@@ -69,6 +69,10 @@ pub struct Outcome {
     pub notes: Vec<String>,
     /// Predicted against measured, one row per figure.
     pub rows: Vec<Row>,
+    /// What the same rules would change after the verification run (the figures move
+    /// with the settings: t grows with a busier core, rings can be sized once the job
+    /// keeps up). Empty: the settings are stable; run tune again otherwise.
+    pub next_round: Vec<Setting>,
 }
 
 /// Checks the targets; errors name the flag and what is valid.
@@ -263,6 +267,9 @@ pub fn tune(o: &Options) -> Result<Outcome> {
         None
     };
     let rows = rows(&before, &plan, after.as_ref().map(|a| &a.0), &o.targets);
+    let next_round = after.as_ref().map_or_else(Vec::new, |(a, _)| {
+        super::plan::plan(a, layout, &o.targets).settings
+    });
     Ok(Outcome {
         dir: scenario.dir.clone(),
         layout,
@@ -276,5 +283,6 @@ pub fn tune(o: &Options) -> Result<Outcome> {
         after,
         notes,
         rows,
+        next_round,
     })
 }

@@ -7,12 +7,14 @@
 //!
 //! - **Async capacity** per partition: N = ⌈λₚ·t·headroom⌉, λₚ the partition's arrival
 //!   rate (its core's share of the load over the async partitions on that core), t the
-//!   mean IO time from the engine's counters. Set either way (up or down).
+//!   mean IO time from the engine's counters. Set either way (up or down), unless the
+//!   current value is within 10% of it (the dead band: t moves that much between runs).
 //! - **Checkpoint interval**: the overhead target o gives T ≥ C/o; the recovery target R
 //!   gives T ≤ R − C − restart delay (after a failure the job restarts after its delay,
 //!   and re-processes up to T + C of input since the last complete checkpoint). Chosen:
 //!   headroom·C/o, within those bounds, rounded to 10 ms; when the bounds cross, the
-//!   overhead bound wins and the conflict is reported.
+//!   overhead bound wins and the conflict is reported. A current interval within 10% of
+//!   the choice and within both bounds is kept.
 //! - **Flush deadline** (only with a p99 target L): min(L/10, the time a ring's batch
 //!   takes to fill, `batch_max`/λ_ring) — a hop may cost a tenth of the budget, and a
 //!   deadline longer than the fill time is never reached. Never raised when the run's
@@ -36,6 +38,15 @@ pub const RING_FLOOR: usize = 64;
 pub const RING_MAX: usize = 1 << 20;
 /// Checkpoint intervals are rounded to this, ms.
 pub const INTERVAL_STEP_MS: u64 = 10;
+
+/// A setting within this fraction of what the model asks for is kept: t and C move by a
+/// few percent from run to run, and rewriting for that would never settle.
+pub const DEAD_BAND: f64 = 0.10;
+
+/// Whether `current` is close enough to `wanted` to keep (within [`DEAD_BAND`]).
+pub fn close_enough(current: f64, wanted: f64) -> bool {
+    wanted > 0.0 && ((current - wanted) / wanted).abs() <= DEAD_BAND
+}
 
 /// What the user asks for.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -268,6 +279,16 @@ mod tests {
         assert!(bound >= 5_000.0 * 1.5, "{bound}");
         assert_eq!(capacity_bound_eps(&[(1, 4), (2, 3)], 2.0), Some(5_000.0));
         assert_eq!(capacity_bound_eps(&[(1, 4)], 0.0), None);
+    }
+
+    #[test]
+    fn settings_within_the_dead_band_are_kept() {
+        assert!(close_enough(41.0, 43.0));
+        assert!(close_enough(660.0, 610.0));
+        assert!(!close_enough(33.0, 41.0));
+        assert!(!close_enough(10.0, 34.0));
+        assert!(!close_enough(100.0, 610.0));
+        assert!(!close_enough(1.0, 0.0));
     }
 
     #[test]

@@ -248,7 +248,10 @@ fn capacity(f: &Figures, layout: Layout, t: &Targets, p: &mut Plan) {
                 .find(|x| x.cpu == c.cpu)
                 .and_then(|x| x.capacity)
                 .map_or("-".into(), CapacityInEffect::describe);
-            if c.before != Some(largest) {
+            if !c
+                .before
+                .is_some_and(|b| keep_capacity(b, largest, t.headroom))
+            {
                 p.settings.push(Setting {
                     file: layout.core_file(c.cpu),
                     table: None,
@@ -271,7 +274,10 @@ fn capacity(f: &Figures, layout: Layout, t: &Targets, p: &mut Plan) {
                     .find(|x| x.cpu == c.cpu)
                     .and_then(|x| x.capacity)
                     .map_or("-".into(), CapacityInEffect::describe);
-                if c.before != Some(c.needed) {
+                if !c
+                    .before
+                    .is_some_and(|b| keep_capacity(b, c.needed, t.headroom))
+                {
                     p.settings.push(Setting {
                         file: layout.core_file(c.cpu),
                         table: None,
@@ -281,6 +287,14 @@ fn capacity(f: &Figures, layout: Layout, t: &Targets, p: &mut Plan) {
                         why: format!("{}; overrides [async] capacity", why(c)),
                     });
                 }
+            }
+        }
+    }
+    // A capacity kept by the dead band stays what it was.
+    if auto_max.is_none() {
+        for c in &mut cores {
+            if let Some(b) = c.before.filter(|&b| keep_capacity(b, c.after, t.headroom)) {
+                c.after = b;
             }
         }
     }
@@ -300,6 +314,12 @@ fn capacity(f: &Figures, layout: Layout, t: &Targets, p: &mut Plan) {
         mean_in_flight: f.arrival_eps / f64::from(a.partitions.max(1)) * io_ms / 1e3,
         cores,
     });
+}
+
+/// A current capacity is kept when it is within the dead band of what the model wants
+/// and still covers the mean need λ·t (= wanted / headroom).
+fn keep_capacity(current: usize, wanted: usize, headroom: f64) -> bool {
+    model::close_enough(current as f64, wanted as f64) && current as f64 >= wanted as f64 / headroom
 }
 
 fn checkpoint(f: &Figures, t: &Targets, p: &mut Plan) {
@@ -325,7 +345,24 @@ fn checkpoint(f: &Figures, t: &Targets, p: &mut Plan) {
     let growth = model::state_growth_bps(&c.sizes);
     let bytes = c.sizes.last().map_or(0, |s| s.1);
     let before = c.interval_ms;
-    if before != Some(decision.interval_ms) {
+    // An interval already close to the choice and within both bounds is kept.
+    let keep = before.filter(|&b| {
+        let b = b as f64;
+        model::close_enough(b, decision.interval_ms as f64)
+            && b >= decision.min_ms
+            && (decision.conflict || b <= decision.max_ms)
+    });
+    let decision = match keep {
+        Some(b) => IntervalDecision {
+            interval_ms: b,
+            overhead: rill_bench::models::checkpoint_overhead_model(duration, b as f64)
+                .unwrap_or(decision.overhead),
+            recovery_s: model::recovery_s(b as f64, duration, c.restart_delay_ms),
+            ..decision
+        },
+        None => decision,
+    };
+    if keep.is_none() && before != Some(decision.interval_ms) {
         let bound = if decision.conflict {
             format!(
                 "the recovery target allows at most {:.0} ms: both cannot be met",

@@ -412,6 +412,28 @@ impl Outcome {
             let _ = writeln!(s);
             s.push_str(&table(&self.rows));
         }
+        if self.after.is_some() {
+            if self.next_round.is_empty() {
+                let _ = writeln!(s, "stable: the verification run leads to the same settings");
+            } else {
+                let _ = writeln!(
+                    s,
+                    "from the verification run's figures the same rules would now set (run tune \
+                     again to apply):"
+                );
+                for x in &self.next_round {
+                    let _ = writeln!(
+                        s,
+                        "  {} {}: {} -> {}   {}",
+                        x.file.display(),
+                        x.key,
+                        x.before,
+                        x.value,
+                        x.why
+                    );
+                }
+            }
+        }
         if let Some((a, _)) = &self.after {
             if !a.kept_up && a.offered_eps.is_some() {
                 let _ = writeln!(

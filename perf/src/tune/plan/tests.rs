@@ -75,6 +75,43 @@ fn a_capacity_already_right_is_not_written_again() {
         "{:?}",
         p.settings
     );
+    // Within the 10% dead band (17 for 18, 13 for 12): kept, and predicted as kept.
+    f.cores[0].capacity = Some(CapacityInEffect::Core(17));
+    f.cores[1].capacity = Some(CapacityInEffect::Core(13));
+    let p = plan(&f, Layout::Fixed, &targets());
+    assert!(p.settings.iter().all(|s| s.key != "async_capacity"));
+    let after: Vec<usize> = p.capacity.unwrap().cores.iter().map(|c| c.after).collect();
+    assert_eq!(after, vec![17, 13]);
+    // With no headroom a capacity under the need is never kept, however close.
+    let exact = Targets {
+        headroom: 1.0,
+        ..targets()
+    };
+    f.cores[0].capacity = Some(CapacityInEffect::Core(11));
+    f.cores[1].capacity = Some(CapacityInEffect::Core(8));
+    let p = plan(&f, Layout::Fixed, &exact);
+    let s: Vec<_> = p
+        .settings
+        .iter()
+        .filter(|s| s.key == "async_capacity")
+        .map(|s| s.value)
+        .collect();
+    // 11 is within 10% of 12 but under it: rewritten; 8 is exactly the need: kept.
+    assert_eq!(s, vec![12]);
+    // Outside it (20 for 18): written.
+    f.cores[0].capacity = Some(CapacityInEffect::Core(20));
+    f.cores[1].capacity = Some(CapacityInEffect::Core(13));
+    let p = plan(&f, Layout::Fixed, &targets());
+    let s: Vec<_> = p
+        .settings
+        .iter()
+        .filter(|s| s.key == "async_capacity")
+        .collect();
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+        (s[0].file.as_path(), s[0].value),
+        (Path::new("cores/0.toml"), 18)
+    );
 }
 
 #[test]
@@ -136,6 +173,11 @@ fn the_interval_goes_into_job_toml_with_its_prediction() {
     // 20 kB per 200 ms.
     assert_eq!(c.growth_bps, Some(100_000.0));
     assert!(c.horizon_s.unwrap() > 0.0);
+    // An interval within 10% of the choice (620 for 600) is kept.
+    let f = with_checkpoints(Some(620), &[18.0, 20.0, 25.0]);
+    let p = plan(&f, Layout::Template, &targets());
+    assert!(p.settings.iter().all(|s| s.key != "interval_ms"));
+    assert_eq!(p.checkpoint.unwrap().decision.interval_ms, 620);
     // No checkpoint completed: skipped, named.
     let p = plan(
         &with_checkpoints(Some(200), &[]),
