@@ -51,7 +51,7 @@ pub(crate) fn with_checkpoints(interval: Option<u64>, durations: &[f64]) -> Figu
     f.checkpoint = Some(CheckpointFigures {
         interval_ms: interval,
         completed: durations.len(),
-        duration_ms: durations.get(durations.len() / 2).copied(),
+        duration_ms: super::measure::mean(durations),
         periodic: durations
             .iter()
             .enumerate()

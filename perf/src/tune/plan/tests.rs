@@ -158,8 +158,8 @@ fn without_io_time_or_async_operator_the_capacity_is_skipped_and_named() {
 
 #[test]
 fn the_interval_goes_into_job_toml_with_its_prediction() {
-    // C = 20 ms at T = 200 ms: 10% overhead; the target 5% with headroom: 600 ms.
-    let f = with_checkpoints(Some(200), &[18.0, 20.0, 25.0]);
+    // C = 20 ms (the mean of 15, 20, 25) at T = 200 ms: 10% overhead; the target 5% with headroom: 600 ms.
+    let f = with_checkpoints(Some(200), &[15.0, 20.0, 25.0]);
     let p = plan(&f, Layout::Template, &targets());
     let s = p.settings.iter().find(|s| s.key == "interval_ms").unwrap();
     assert_eq!(
@@ -174,7 +174,7 @@ fn the_interval_goes_into_job_toml_with_its_prediction() {
     assert_eq!(c.growth_bps, Some(100_000.0));
     assert!(c.horizon_s.unwrap() > 0.0);
     // An interval within 10% of the choice (620 for 600) is kept.
-    let f = with_checkpoints(Some(620), &[18.0, 20.0, 25.0]);
+    let f = with_checkpoints(Some(620), &[15.0, 20.0, 25.0]);
     let p = plan(&f, Layout::Template, &targets());
     assert!(p.settings.iter().all(|s| s.key != "interval_ms"));
     assert_eq!(p.checkpoint.unwrap().decision.interval_ms, 620);
