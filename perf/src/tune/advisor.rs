@@ -195,7 +195,8 @@ fn verify_settings(
         let want_s = (VERIFY_INTERVALS * t_ms / 1e3).max(g.duration_ms as f64 / 1e3);
         if want_s * 1e3 > g.duration_ms as f64 {
             let d = want_s.min(MAX_VERIFY_S.max(g.duration_ms as f64 / 1e3));
-            s.duration_s = Some((d * 10.0).ceil() / 10.0);
+            let d = (d * 10.0).ceil() / 10.0;
+            s.duration_s = Some(d);
             notes.push(format!(
                 "verification run lasts {:.1} s instead of {:.1} s, to see {} checkpoints \
                  {} ms apart",

@@ -2,10 +2,11 @@
 //! comments, key order, formatting and every key it does not set survive; and the
 //! staged copy of a job directory the settings are written into first.
 //!
-//! A value the file already has is replaced in place (its trailing comment kept); a new
-//! key gets a `# rill-perf tune: …` line above it saying where the number came from (a
-//! later run replaces that line rather than adding another). A missing table is added at
-//! the end. Nothing here decides a value or runs a job.
+//! A value the file already has is replaced in place (its comments kept, the trailing
+//! one too); the key gets a `# rill-perf tune: …` line right above it saying where the
+//! number came from (`was <old>; …` for a replaced value; a later run replaces that line
+//! rather than adding another). A missing table is added at the end. Nothing here
+//! decides a value or runs a job.
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +17,8 @@ use toml_edit::{DocumentMut, Item, Table, Value};
 pub const NOTE: &str = "# rill-perf tune:";
 
 /// Sets `table.key = value` (or `key = value` at the root) in the TOML `text`, with
-/// `note` as the `# rill-perf tune:` comment above a key the text did not have. Returns
+/// `note` as the `# rill-perf tune:` comment above the key (`was <old>; note` when the
+/// key was there: its own comments stay, a note of an earlier run is replaced). Returns
 /// the new text and the old value as written, if there was one. `file` names the file
 /// in errors.
 pub fn set_int(
@@ -73,19 +75,30 @@ pub fn set_int(
                     .prefix()
                     .and_then(|p| p.as_str())
                     .map(str::to_string);
-                if let Some(p) = prefix.filter(|p| p.contains(NOTE)) {
-                    let kept: String = p
+                let prefix = prefix.unwrap_or_default();
+                let line = format!("{NOTE} was {old}; {note}\n");
+                let kept: String = if prefix.contains(NOTE) {
+                    // A note of an earlier run: replaced, not piled up.
+                    prefix
                         .split_inclusive('\n')
                         .map(|l| {
-                            if l.trim_start().starts_with(NOTE) {
-                                note_line.as_str()
+                            let body = l.trim_start();
+                            if body.starts_with(NOTE) {
+                                format!("{}{line}", &l[..l.len() - body.len()])
                             } else {
-                                l
+                                l.to_string()
                             }
                         })
-                        .collect();
-                    k.leaf_decor_mut().set_prefix(kept);
-                }
+                        .collect()
+                } else {
+                    // The note goes right above the key, after the user's own lines.
+                    let (head, indent) = match prefix.rfind('\n') {
+                        Some(i) => prefix.split_at(i + 1),
+                        None => ("", prefix.as_str()),
+                    };
+                    format!("{head}{indent}{line}{indent}")
+                };
+                k.leaf_decor_mut().set_prefix(kept);
             }
             Some(old)
         }
@@ -258,12 +271,31 @@ delay_us = 1000
     fn replacing_a_value_keeps_comments_order_and_other_keys() {
         let (out, old) = set_int(f(), JOB, Some("async"), "capacity", 16, "x").unwrap();
         assert_eq!(old.as_deref(), Some("100"));
-        assert_eq!(out, JOB.replace("capacity = 100 ", "capacity = 16 "));
+        assert_eq!(
+            out,
+            JOB.replace(
+                "capacity = 100 ",
+                "# rill-perf tune: was 100; x\ncapacity = 16 "
+            )
+        );
         // What the engine reads is the same but for that key.
         let a: toml::Table = toml::from_str(JOB).unwrap();
         let mut b: toml::Table = toml::from_str(&out).unwrap();
         b["async"]["capacity"] = toml::Value::Integer(100);
         assert_eq!(a, b);
+        // An indented key with its own comment above keeps both; the note goes between.
+        let text = "[a]\n  # mine\n  k = 1 # trailing\n";
+        let (indented, _) = set_int(f(), text, Some("a"), "k", 2, "y").unwrap();
+        assert_eq!(
+            indented,
+            "[a]\n  # mine\n  # rill-perf tune: was 1; y\n  k = 2 # trailing\n"
+        );
+        // A second run replaces the note, keeping the indentation.
+        let (again, _) = set_int(f(), &indented, Some("a"), "k", 3, "z").unwrap();
+        assert_eq!(
+            again,
+            "[a]\n  # mine\n  # rill-perf tune: was 2; z\n  k = 3 # trailing\n"
+        );
     }
 
     #[test]
@@ -308,7 +340,10 @@ delay_us = 1000
         assert_eq!(old.as_deref(), Some("16"));
         assert_eq!(
             again,
-            out.replace("λ·t\nasync_capacity = 16", "new\nasync_capacity = 20")
+            out.replace(
+                "λ·t\nasync_capacity = 16",
+                "was 16; new\nasync_capacity = 20"
+            )
         );
         let (empty, _) = set_int(f(), "", None, "async_capacity", 3, "n").unwrap();
         assert_eq!(empty, "# rill-perf tune: n\nasync_capacity = 3\n");

@@ -137,6 +137,8 @@ pub struct Plan {
     pub settings: Vec<Setting>,
     /// What was not set, and why.
     pub skipped: Vec<Skipped>,
+    /// Settings made from figures that will move once the others take effect.
+    pub cautions: Vec<String>,
     /// The capacity decision.
     pub capacity: Option<CapacityPlan>,
     /// The interval decision.
@@ -342,6 +344,12 @@ fn checkpoint(f: &Figures, t: &Targets, p: &mut Plan) {
         p.skip(WHAT, format!("no interval for C = {duration:.1} ms"));
         return;
     };
+    if f.offered_eps.is_some() && !f.kept_up {
+        p.cautions.push(format!(
+            "C = {duration:.1} ms was measured while the job fell behind (barriers queue \
+             behind the backlog); once it keeps up C changes: run tune again"
+        ));
+    }
     let growth = model::state_growth_bps(&c.sizes);
     let bytes = c.sizes.last().map_or(0, |s| s.1);
     let before = c.interval_ms;

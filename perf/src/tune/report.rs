@@ -189,7 +189,7 @@ pub fn rows(before: &Figures, plan: &Plan, after: Option<&Figures>, t: &Targets)
         out.push(row(
             "state (last full checkpoint), bytes",
             size(before).map_or("n/a".into(), |b| b.to_string()),
-            opt(c.growth_bps, |g| format!("grows {g:.0} B/s")),
+            opt(c.growth_bps, |g| format!("changes {g:+.0} B/s")),
             after.map_or_else(na, |a| size(a).map_or("n/a".into(), |b| b.to_string())),
         ));
     }
@@ -379,6 +379,9 @@ impl Outcome {
                  each CPU its own)"
             );
         }
+        for c in &self.plan.cautions {
+            let _ = writeln!(s, "caution: {c}");
+        }
         for k in &self.plan.skipped {
             let _ = writeln!(s, "skipped {}: {}", k.what, k.why);
         }
@@ -426,7 +429,8 @@ impl Outcome {
                         s,
                         "  {} {}: {} -> {}   {}",
                         x.file.display(),
-                        x.key,
+                        x.table
+                            .map_or(x.key.to_string(), |t| format!("[{t}] {}", x.key)),
                         x.before,
                         x.value,
                         x.why
