@@ -12,8 +12,10 @@
 //! - **Checkpoint interval**: the overhead target o gives T ≥ C/o; the recovery target R
 //!   gives T ≤ R − C − restart delay (after a failure the job restarts after its delay,
 //!   and re-processes up to T + C of input since the last complete checkpoint). Chosen:
-//!   headroom·C/o, within those bounds, rounded to 10 ms; when the bounds cross, the
-//!   overhead bound wins and the conflict is reported. A current interval within 10% of
+//!   the geometric mean of the two bounds, √(C/o · (R − C − delay)), which leaves both
+//!   targets the same factor of margin, but at least headroom·C/o, at most the recovery
+//!   bound, rounded to 10 ms; when the bounds cross, the overhead bound wins and the
+//!   conflict is reported. A current interval within 10% of
 //!   the choice and within both bounds is kept.
 //! - **Flush deadline** (only with a p99 target L): min(L/10, the time a ring's batch
 //!   takes to fill, `batch_max`/λ_ring) — a hop may cost a tenth of the budget, and a
@@ -148,7 +150,10 @@ pub fn checkpoint_interval(
     let ms = if conflict {
         (min_ms / step).ceil() * step
     } else {
-        let want = (min_ms * t.headroom).clamp(min_ms, max_ms);
+        // The same factor of margin to both targets (C grows when checkpoints come
+        // closer together, and recovery has its own spread), and at least the headroom.
+        let geometric = (min_ms * max_ms.max(0.0)).sqrt();
+        let want = geometric.max(min_ms * t.headroom).clamp(min_ms, max_ms);
         let up = (want / step).ceil() * step;
         if up <= max_ms {
             up
@@ -309,20 +314,39 @@ mod tests {
     }
 
     #[test]
-    fn the_interval_meets_the_overhead_with_headroom_within_the_recovery_bound() {
-        let t = Targets::default(); // 5%, 10 s, 1.5
-                                    // C = 20 ms: T ≥ 400 ms; headroom: 600 ms; recovery bound 10000 − 20 − 1000.
+    fn the_interval_leaves_both_targets_the_same_margin() {
+        // 5%, 10 s, 1.5.
+        let t = Targets::default();
+        // C = 20 ms: T ≥ 400 ms; recovery bound 10000 − 20 − 1000 = 8980 ms;
+        // √(400 · 8980) = 1895.3: 1900 (both targets met by a factor of about 4.7).
         let d = checkpoint_interval(20.0, 1_000.0, &t).unwrap();
-        assert_eq!(d.interval_ms, 600);
+        assert_eq!(d.interval_ms, 1_900);
         assert_eq!(d.min_ms, 400.0);
         assert_eq!(d.max_ms, 8_980.0);
         assert!(!d.conflict);
-        assert!((d.overhead - 20.0 / 600.0).abs() < 1e-12);
-        assert!(d.overhead <= t.max_overhead);
-        assert!((d.recovery_s - 1.62).abs() < 1e-12);
-        // Rounded up to 10 ms.
-        assert_eq!(checkpoint_interval(21.0, 0.0, &t).unwrap().interval_ms, 630);
-        assert_eq!(checkpoint_interval(20.1, 0.0, &t).unwrap().interval_ms, 610);
+        assert!((d.overhead - 20.0 / 1_900.0).abs() < 1e-12);
+        assert!(d.overhead * 4.5 <= t.max_overhead);
+        assert!((d.recovery_s - 2.92).abs() < 1e-12);
+        assert!(d.recovery_s * 3.0 <= t.recovery_s);
+        // Rounded up to 10 ms: √(420 · 9979) = 2047.2, √(402 · 9979.9) = 2003.0.
+        assert_eq!(
+            checkpoint_interval(21.0, 0.0, &t).unwrap().interval_ms,
+            2_050
+        );
+        assert_eq!(
+            checkpoint_interval(20.1, 0.0, &t).unwrap().interval_ms,
+            2_010
+        );
+        let tight = Targets {
+            recovery_s: 4.0,
+            ..t
+        };
+        // C = 60 ms: min 1200, max 2940; √ = 1878.3 is above 1.5 · 1200 = 1800.
+        let d = checkpoint_interval(60.0, 1_000.0, &tight).unwrap();
+        assert_eq!(d.interval_ms, 1_880);
+        // With a 1.5 s restart: max 2440, √ = 1711.1, below the headroom's floor 1800.
+        let d = checkpoint_interval(60.0, 1_500.0, &tight).unwrap();
+        assert_eq!(d.interval_ms, 1_800);
     }
 
     #[test]

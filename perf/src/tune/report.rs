@@ -476,8 +476,8 @@ mod tests {
         assert_eq!(find(&r, "N/t bound").before, "4000");
         // Measured: mean C 20 ms over triggers 200 ms apart.
         assert_eq!(find(&r, "checkpoint overhead").before, "10.00%");
-        assert_eq!(find(&r, "checkpoint overhead").predicted, "3.33%");
-        assert_eq!(find(&r, "checkpoint interval").predicted, "600");
+        assert_eq!(find(&r, "checkpoint overhead").predicted, "1.05%");
+        assert_eq!(find(&r, "checkpoint interval").predicted, "1900");
 
         // A run that kept up, with checkpoints at 30 ms every 600 ms: 5%, met exactly.
         let mut after = with_checkpoints(Some(600), &[30.0, 30.0]);

@@ -158,13 +158,14 @@ fn without_io_time_or_async_operator_the_capacity_is_skipped_and_named() {
 
 #[test]
 fn the_interval_goes_into_job_toml_with_its_prediction() {
-    // C = 20 ms (the mean of 15, 20, 25) at T = 200 ms: 10% overhead; the target 5% with headroom: 600 ms.
+    // C = 20 ms (the mean of 15, 20, 25) at T = 200 ms: 10% overhead. Bounds 400 ms
+    // (5%) and 8980 ms (10 s recovery, 1 s restart): √(400 · 8980) -> 1900 ms.
     let f = with_checkpoints(Some(200), &[15.0, 20.0, 25.0]);
     let p = plan(&f, Layout::Template, &targets());
     let s = p.settings.iter().find(|s| s.key == "interval_ms").unwrap();
     assert_eq!(
         (s.file.as_path(), s.table, s.value, s.before.as_str()),
-        (Path::new("job.toml"), Some("checkpoint"), 600, "200")
+        (Path::new("job.toml"), Some("checkpoint"), 1_900, "200")
     );
     let c = p.checkpoint.unwrap();
     assert_eq!(c.overhead_before, Some(0.1));
@@ -173,11 +174,11 @@ fn the_interval_goes_into_job_toml_with_its_prediction() {
     // 20 kB per 200 ms.
     assert_eq!(c.growth_bps, Some(100_000.0));
     assert!(c.horizon_s.unwrap() > 0.0);
-    // An interval within 10% of the choice (620 for 600) is kept.
-    let f = with_checkpoints(Some(620), &[15.0, 20.0, 25.0]);
+    // An interval within 10% of the choice (1800 for 1900) is kept.
+    let f = with_checkpoints(Some(1_800), &[15.0, 20.0, 25.0]);
     let p = plan(&f, Layout::Template, &targets());
     assert!(p.settings.iter().all(|s| s.key != "interval_ms"));
-    assert_eq!(p.checkpoint.unwrap().decision.interval_ms, 620);
+    assert_eq!(p.checkpoint.unwrap().decision.interval_ms, 1_800);
     // No checkpoint completed: skipped, named.
     let p = plan(
         &with_checkpoints(Some(200), &[]),
