@@ -371,13 +371,23 @@ fn checkpoint(f: &Figures, t: &Targets, p: &mut Plan) {
         None => decision,
     };
     if keep.is_none() && before != Some(decision.interval_ms) {
-        let bound = if decision.conflict {
+        let why = if decision.conflict {
             format!(
-                "the recovery target allows at most {:.0} ms: both cannot be met",
-                decision.max_ms
+                "T = C {duration:.1} ms / overhead {}: the recovery target {} s allows at most \
+                 {:.0} ms, both cannot be met",
+                t.max_overhead, t.recovery_s, decision.max_ms
             )
         } else {
-            format!("within [{:.0}, {:.0}] ms", decision.min_ms, decision.max_ms)
+            format!(
+                "T = √({:.0} × {:.0}) ms, between the overhead bound C {duration:.1} ms / {} \
+                 and the recovery bound {} s − C − restart {:.0} ms (at least {} × C/o)",
+                decision.min_ms,
+                decision.max_ms,
+                t.max_overhead,
+                t.recovery_s,
+                c.restart_delay_ms,
+                t.headroom
+            )
         };
         p.settings.push(Setting {
             file: PathBuf::from("job.toml"),
@@ -385,10 +395,7 @@ fn checkpoint(f: &Figures, t: &Targets, p: &mut Plan) {
             key: "interval_ms",
             before: before.map_or("unset (final checkpoint only)".into(), |v| v.to_string()),
             value: decision.interval_ms as i64,
-            why: format!(
-                "T = {} × C {duration:.1} ms / overhead {}, {bound}",
-                t.headroom, t.max_overhead
-            ),
+            why,
         });
     }
     p.checkpoint = Some(CheckpointPlan {
