@@ -15,8 +15,8 @@
 //!   the geometric mean of the two bounds, √(C/o · (R − C − delay)), which leaves both
 //!   targets the same factor of margin, but at least headroom·C/o, at most the recovery
 //!   bound, rounded to 10 ms; when the bounds cross, the overhead bound wins and the
-//!   conflict is reported. A current interval within 10% of
-//!   the choice and within both bounds is kept.
+//!   conflict is reported. A current interval that already meets both targets (the
+//!   overhead one with the headroom: T ≥ headroom·C/o) is kept (see `plan`).
 //! - **Flush deadline** (only with a p99 target L): min(L/10, the time a ring's batch
 //!   takes to fill, `batch_max`/λ_ring) — a hop may cost a tenth of the budget, and a
 //!   deadline longer than the fill time is never reached. Never raised when the run's
@@ -41,8 +41,8 @@ pub const RING_MAX: usize = 1 << 20;
 /// Checkpoint intervals are rounded to this, ms.
 pub const INTERVAL_STEP_MS: u64 = 10;
 
-/// A setting within this fraction of what the model asks for is kept: t and C move by a
-/// few percent from run to run, and rewriting for that would never settle.
+/// An async capacity within this fraction of what the model asks for is kept: t moves by
+/// a few percent from run to run, and rewriting for that would never settle.
 pub const DEAD_BAND: f64 = 0.10;
 
 /// Whether `current` is close enough to `wanted` to keep (within [`DEAD_BAND`]).

@@ -10,7 +10,8 @@
 //! - a template scenario (`core.toml`, copied by the harness to every CPU a run picks):
 //!   one value for all cores — the largest capacity and ring, the shortest deadline —
 //!   since the template cannot tell the CPUs apart;
-//! - the checkpoint interval, a job-wide setting, into `job.toml` `[checkpoint]`; with
+//! - the checkpoint interval, a job-wide setting, into `job.toml` `[checkpoint]` (unless
+//!   the current one already meets both targets, the overhead one with the headroom); with
 //!   `[async] capacity = "auto"` only `capacity_max`, when the model needs more.
 
 use std::path::PathBuf;
@@ -353,12 +354,12 @@ fn checkpoint(f: &Figures, t: &Targets, p: &mut Plan) {
     let growth = model::state_growth_bps(&c.sizes);
     let bytes = c.sizes.last().map_or(0, |s| s.1);
     let before = c.interval_ms;
-    // An interval already close to the choice and within both bounds is kept.
+    // An interval that already meets both targets, the overhead one with the headroom,
+    // is kept: C moves a lot between runs of a few checkpoints, and a working interval
+    // should not churn with it.
     let keep = before.filter(|&b| {
         let b = b as f64;
-        model::close_enough(b, decision.interval_ms as f64)
-            && b >= decision.min_ms
-            && (decision.conflict || b <= decision.max_ms)
+        !decision.conflict && b >= decision.min_ms * t.headroom && b <= decision.max_ms
     });
     let decision = match keep {
         Some(b) => IntervalDecision {

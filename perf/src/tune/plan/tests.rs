@@ -174,11 +174,22 @@ fn the_interval_goes_into_job_toml_with_its_prediction() {
     // 20 kB per 200 ms.
     assert_eq!(c.growth_bps, Some(100_000.0));
     assert!(c.horizon_s.unwrap() > 0.0);
-    // An interval within 10% of the choice (1800 for 1900) is kept.
-    let f = with_checkpoints(Some(1_800), &[15.0, 20.0, 25.0]);
+    // An interval that meets both targets with the headroom is kept (5000 ms: above
+    // 1.5 × 400, below 8980), however far from the choice.
+    let f = with_checkpoints(Some(5_000), &[15.0, 20.0, 25.0]);
     let p = plan(&f, Layout::Template, &targets());
     assert!(p.settings.iter().all(|s| s.key != "interval_ms"));
-    assert_eq!(p.checkpoint.unwrap().decision.interval_ms, 1_800);
+    let c = p.checkpoint.unwrap();
+    assert_eq!(c.decision.interval_ms, 5_000);
+    assert_eq!(c.decision.overhead, 20.0 / 5_000.0);
+    // One that meets the overhead target without the headroom (500 < 600) is not, and
+    // neither is one past the recovery bound.
+    for before in [500, 9_000] {
+        let f = with_checkpoints(Some(before), &[15.0, 20.0, 25.0]);
+        let p = plan(&f, Layout::Template, &targets());
+        let s = p.settings.iter().find(|s| s.key == "interval_ms").unwrap();
+        assert_eq!(s.value, 1_900, "from {before}");
+    }
     // No checkpoint completed: skipped, named.
     let p = plan(
         &with_checkpoints(Some(200), &[]),
