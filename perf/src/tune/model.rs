@@ -26,7 +26,9 @@
 //!   IO floor for async jobs): ⌈λ_ring·S / b⌉ with b = clamp(λ_ring·deadline, 1,
 //!   `batch_max`) records per batch, rounded up to a power of two, at least 64. Only
 //!   raised: a bigger ring costs memory only, a smaller one risks backpressure. Only
-//!   from a run that kept up (behind a backlog, latency measures the backlog).
+//!   from a run that kept up (behind a backlog, latency measures the backlog), and only
+//!   when the run had backpressure that was not the async operator's (see `plan`): a
+//!   long p99.9 with rings that never filled is the machine's stall, not the rings'.
 
 use rill_bench::models::{async_capacity_for, checkpoint_interval_for, checkpoint_overhead_model};
 use rill_engine::config::{RestartConfig, RestartKind};

@@ -425,6 +425,10 @@ fn checkpoint(f: &Figures, t: &Targets, p: &mut Plan) {
     });
 }
 
+/// An async operator full less than this fraction of the time is not what blocked the
+/// job's sources.
+const ASYNC_FULL_NOISE: f64 = 0.05;
+
 fn rings(f: &Figures, layout: Layout, t: &Targets, p: &mut Plan) {
     if f.cores.len() < 2 {
         p.skip("ring capacity and flush deadline", "one core: no rings");
@@ -476,6 +480,30 @@ fn rings(f: &Figures, layout: Layout, t: &Targets, p: &mut Plan) {
             r.chosen,
         ));
     }
+    // Raise a ring only on evidence that rings filled: backpressure in the run, and not
+    // the async operator's own (a full operator stops its core reading the ring, and a
+    // bigger ring would only queue more in front of it).
+    let full = f
+        .async_io
+        .as_ref()
+        .and_then(|a| a.full_fraction)
+        .unwrap_or(0.0);
+    let no_raise = if f.backpressure_steps == 0 {
+        Some("the rings never filled (no backpressure steps in the run)".to_string())
+    } else if full > ASYNC_FULL_NOISE {
+        Some(format!(
+            "the backpressure came with the async operator at capacity {:.0}% of the time: \
+             the lookup holds the job back, not the rings",
+            full * 100.0
+        ))
+    } else {
+        None
+    };
+    if no_raise.is_some() {
+        for c in &mut cores {
+            c.6 = c.4;
+        }
+    }
     if layout == Layout::Template {
         let d = cores.iter().map(|c| c.3).min().unwrap_or(0);
         let ring = cores.iter().map(|c| c.6).max().unwrap_or(0);
@@ -520,7 +548,9 @@ fn rings(f: &Figures, layout: Layout, t: &Targets, p: &mut Plan) {
             });
         }
     }
-    if cores.iter().all(|c| c.6 == c.4) {
+    if let Some(why) = no_raise {
+        p.skip("ring capacity", why);
+    } else if cores.iter().all(|c| c.6 == c.4) {
         p.skip(
             "ring capacity",
             format!(

@@ -209,9 +209,24 @@ fn rings_are_only_raised_and_deadlines_need_a_latency_target() {
     let p = plan(&keyed_async(), Layout::Fixed, &targets());
     assert!(p.rings.is_none());
     assert!(p.skipped.iter().any(|s| s.why.contains("did not keep up")));
-    // Behind 1 s − 2 ms at 3000/s per ring, 20 µs deadline: 2994 batches -> 4096 slots.
+    // Kept up, but the backpressure was the async operator's (full 97% of the time).
     let mut f = keyed_async();
     f.kept_up = true;
+    let p = plan(&f, Layout::Fixed, &targets());
+    assert!(p.settings.iter().all(|s| s.key != "ring_capacity"));
+    assert!(p
+        .skipped
+        .iter()
+        .any(|s| s.what == "ring capacity" && s.why.contains("async operator at capacity")));
+    // No backpressure at all: the rings never filled, whatever the p99.9.
+    f.async_io.as_mut().unwrap().full_fraction = Some(0.01);
+    f.backpressure_steps = 0;
+    let p = plan(&f, Layout::Fixed, &targets());
+    assert!(p.settings.iter().all(|s| s.key != "ring_capacity"));
+    assert!(p.skipped.iter().any(|s| s.why.contains("never filled")));
+    // Backpressure from the rings: behind 1 s − 2 ms at 3000/s per ring, 20 µs
+    // deadline: 2994 batches -> 4096 slots.
+    f.backpressure_steps = 1_000;
     let p = plan(&f, Layout::Fixed, &targets());
     let rings: Vec<_> = p
         .settings
