@@ -94,7 +94,8 @@ pub struct CapacityPlan {
     pub bound_before_eps: Option<f64>,
     /// The N/t bound with the new capacities.
     pub bound_after_eps: f64,
-    /// Predicted throughput: min(λ, bound after).
+    /// Predicted throughput: min(λ, bound after); for a file source held back by the
+    /// async operator, the bound after.
     pub throughput_eps: f64,
     /// Predicted mean in flight per partition, λₚ·t.
     pub mean_in_flight: f64,
@@ -309,11 +310,26 @@ fn capacity(f: &Figures, layout: Layout, t: &Targets, p: &mut Plan) {
         model::capacity_bound_eps(&per?, io_ms)
     };
     let bound_after = with(|c| Some(c.after)).unwrap_or(0.0);
+    // A file source runs flat out: with the async operator full most of the time it was
+    // the limit, the measured rate is its old bound, and the new bound is the forecast.
+    let flat_out_limit = f.offered_eps.is_none() && a.full_fraction.unwrap_or(0.0) > 0.5;
+    if flat_out_limit {
+        p.cautions.push(format!(
+            "the file source runs flat out and the async operator was full {:.0}% of the \
+             time: λ is what the old capacity let through, so each round grows the capacity \
+             by the headroom until something else limits the job",
+            a.full_fraction.unwrap_or(0.0) * 100.0
+        ));
+    }
     p.capacity = Some(CapacityPlan {
         io_time_ms: io_ms,
         bound_before_eps: with(|c| c.before),
         bound_after_eps: bound_after,
-        throughput_eps: f.arrival_eps.min(bound_after),
+        throughput_eps: if flat_out_limit {
+            bound_after
+        } else {
+            f.arrival_eps.min(bound_after)
+        },
         mean_in_flight: f.arrival_eps / f64::from(a.partitions.max(1)) * io_ms / 1e3,
         cores,
     });

@@ -293,3 +293,20 @@ fn rings_are_only_raised_and_deadlines_need_a_latency_target() {
     assert!(p.rings.is_none());
     assert!(p.skipped.iter().any(|s| s.why.contains("one core")));
 }
+
+#[test]
+fn a_flat_out_file_source_held_back_by_the_lookup_is_forecast_at_the_new_bound() {
+    let mut f = keyed_async();
+    f.pipeline = PipelineKind::Etl;
+    f.offered_eps = None;
+    f.arrival_eps = 4_000.0;
+    let p = plan(&f, Layout::Fixed, &targets());
+    let c = p.capacity.unwrap();
+    // 97% full: the forecast is the N/t bound of the new capacities, not the old rate.
+    assert_eq!(c.throughput_eps, c.bound_after_eps);
+    assert!(p.cautions.iter().any(|c| c.contains("flat out")));
+    f.async_io.as_mut().unwrap().full_fraction = Some(0.1);
+    let p = plan(&f, Layout::Fixed, &targets());
+    assert_eq!(p.capacity.unwrap().throughput_eps, 4_000.0);
+    assert!(p.cautions.is_empty());
+}
