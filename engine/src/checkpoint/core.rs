@@ -72,7 +72,9 @@ struct Pending {
     missing: usize,
     parts: Vec<(usize, Part)>,
     alignment_ns: u64,
-    aligning: Vec<String>,
+    /// Multi-input points aligning this checkpoint: (point, what it waits for, since,
+    /// when it finished aligning).
+    aligning: Vec<(String, String, u64, Option<u64>)>,
 }
 
 /// A checkpoint ready for the asynchronous part.
@@ -237,17 +239,28 @@ impl CoreCheckpoints {
     }
 
     /// A multi-input point took `ns` to align barrier `id`.
-    pub(crate) fn note_alignment(&mut self, id: CheckpointId, ns: u64, now_ns: u64) {
+    pub(crate) fn note_alignment(&mut self, id: CheckpointId, point: &str, ns: u64, now_ns: u64) {
         if self.wants(id) {
             let p = self.pending_mut(id, now_ns);
             p.alignment_ns = p.alignment_ns.max(ns);
+            for a in p.aligning.iter_mut().filter(|a| a.0 == point) {
+                a.3.get_or_insert(now_ns);
+            }
         }
     }
 
-    /// A multi-input point is waiting for barrier `id` on the inputs described.
-    pub(crate) fn note_aligning(&mut self, id: CheckpointId, what: String, now_ns: u64) {
+    /// Multi-input point `point` is waiting for barrier `id` on the inputs described.
+    pub(crate) fn note_aligning(
+        &mut self,
+        id: CheckpointId,
+        point: &str,
+        what: String,
+        now_ns: u64,
+    ) {
         if self.wants(id) {
-            self.pending_mut(id, now_ns).aligning.push(what);
+            self.pending_mut(id, now_ns)
+                .aligning
+                .push((point.to_string(), what, now_ns, None));
         }
     }
 
@@ -273,7 +286,7 @@ impl CoreCheckpoints {
     /// The coordinator aborted `id`: drop it and every older in-flight one; the next
     /// snapshot of every key group is a full one (an aborted checkpoint's deltas may never
     /// have been written).
-    pub(crate) fn on_abort(&mut self, id: CheckpointId) {
+    pub(crate) fn on_abort(&mut self, id: CheckpointId, now_ns: u64) {
         self.aborted_upto = Some(self.aborted_upto.map_or(id, |a| a.max(id)));
         let waiting: Vec<String> = self
             .pending
@@ -286,7 +299,18 @@ impl CoreCheckpoints {
                     .filter(|(_, r)| r.is_none())
                     .map(|(i, _)| self.names[i].clone())
                     .collect();
-                w.extend(p.aligning.iter().cloned());
+                // Alignment that is still waiting says since when; one that finished
+                // says how long it took (the checkpoint then waited elsewhere).
+                w.extend(p.aligning.iter().map(|(_, what, since, done)| match done {
+                    None => format!(
+                        "{what} (still waiting after {:.1} ms)",
+                        now_ns.saturating_sub(*since) as f64 / 1e6
+                    ),
+                    Some(d) => format!(
+                        "{what} (aligned after {:.1} ms)",
+                        d.saturating_sub(*since) as f64 / 1e6
+                    ),
+                }));
                 w
             })
             .unwrap_or_default();
