@@ -219,6 +219,9 @@ pub struct RunReport {
     pub async_io: AsyncStats,
     /// Every engine counter, summed over cores.
     pub counters: BTreeMap<String, u64>,
+    /// Loop rounds longer than the stall threshold, with their operators.
+    #[serde(default)]
+    pub stalls: Vec<rill_engine::monitor::stall::Stall>,
     /// Per core.
     pub per_core: Vec<CoreRow>,
     /// Per second of the schedule (latency pipeline only).
@@ -386,6 +389,7 @@ impl RunReport {
             checkpoints: Checkpoints::from_report(r),
             async_io: AsyncStats::from_report(r),
             counters: r.counters.clone(),
+            stalls: r.stalls.clone(),
             per_core,
             timeline: o.timeline.clone(),
             checkpoint_times_s: {
@@ -561,6 +565,19 @@ impl RunReport {
             "async     in flight max {}, timeouts {}, retries {}",
             a.in_flight_max, a.timeouts, a.retries
         );
+        if !self.stalls.is_empty() {
+            let longest = self
+                .stalls
+                .iter()
+                .max_by(|x, y| x.duration_ms.total_cmp(&y.duration_ms))
+                .expect("not empty");
+            let _ = writeln!(
+                s,
+                "stalls    {}; the longest: {}",
+                self.stalls.len(),
+                longest.describe()
+            );
+        }
         s
     }
 }
