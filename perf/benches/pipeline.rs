@@ -1,61 +1,17 @@
-//! Hot paths of the engine, each isolated:
-//! - `input_set/barrier`: aligning one barrier over N inputs (`message::InputSet`), the
-//!   bookkeeping every multi-input node does per barrier;
-//! - `keyed_state/update`: one `ValueState::update` on a warm table of 100k keys, the
-//!   per-record cost of keyed state;
-//! - `pipeline/one_core`: one record through generator → map → key_by → keyed count →
-//!   latency sink on a single core (no ring), amortised over a run of 2M records.
+//! `pipeline`: one record through a whole job on one core, for scale next to the hot paths
+//! measured one at a time in the other benches.
+//!
+//! Isolates nothing: the built-in `latency` pipeline (generator → map → key_by → keyed
+//! count → latency sink) runs on the first CPU with no ring, 2M records flat out; the job
+//! start and stop are inside the time, amortised over the run. The sink's record count is
+//! checked. Id: `pipeline/one_core/generator_keyby_count_sink`.
+//!
+//! Run: `cargo bench -p rill-perf --bench pipeline -- --warm-up-time 1 --measurement-time 3`.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rill_engine::config::{available_cpus, JobSpec};
-use rill_engine::ids::CheckpointId;
-use rill_engine::keys::key_group_of;
-use rill_engine::message::{Barrier, InputSet};
 use rill_engine::pipelines;
 use rill_engine::runtime::Job;
-use rill_engine::state::{KeyCtx, StateInit};
-
-fn input_set(c: &mut Criterion) {
-    let mut g = c.benchmark_group("input_set/barrier");
-    for inputs in [2usize, 8, 64] {
-        g.throughput(Throughput::Elements(1));
-        g.bench_with_input(BenchmarkId::from_parameter(inputs), &inputs, |b, &n| {
-            let mut set = InputSet::new(n);
-            let mut id = 0u64;
-            b.iter(|| {
-                id += 1;
-                let bar = Barrier {
-                    id: CheckpointId(id),
-                };
-                let mut done = None;
-                for i in 0..n {
-                    done = set.on_barrier(i, bar);
-                }
-                assert_eq!(done, Some(bar));
-            });
-        });
-    }
-    g.finish();
-}
-
-fn keyed_state(c: &mut Criterion) {
-    let mut init = StateInit::<u64>::new(128);
-    let count = init.value::<u64>("count");
-    let keys: Vec<(u64, _)> = (0..100_000u64)
-        .map(|k| (k, key_group_of(&k, 128)))
-        .collect();
-    for (k, kg) in &keys {
-        count.set(&KeyCtx::new(k, *kg), 0);
-    }
-    let mut i = 0usize;
-    c.bench_function("keyed_state/update", |b| {
-        b.iter(|| {
-            let (k, kg) = &keys[i % keys.len()];
-            i = i.wrapping_add(7919);
-            count.update(&KeyCtx::new(k, *kg), || 0, |c| *c += 1);
-        });
-    });
-}
 
 fn pipeline_one_core(c: &mut Criterion) {
     let cpu = available_cpus()[0];
@@ -83,5 +39,5 @@ fn pipeline_one_core(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, input_set, keyed_state, pipeline_one_core);
-criterion_main!(benches);
+criterion_group!(pipeline, pipeline_one_core);
+criterion_main!(pipeline);
