@@ -4,7 +4,11 @@
 //! Isolates nothing: the built-in `latency` pipeline (generator → map → key_by → keyed
 //! count → latency sink) runs on the first CPU with no ring, 2M records flat out; the job
 //! start and stop are inside the time, amortised over the run. The sink's record count is
-//! checked. Id: `pipeline/one_core/generator_keyby_count_sink`.
+//! checked. Ids: `pipeline/one_core/generator_keyby_count_sink` (defaults: the stall
+//! detector notes every operator call on the core's probe, the monitor thread samples it
+//! and serves the metrics endpoint) and `…/monitor_off` (`[diagnostics]
+//! stall_threshold_ms = 0`, `[metrics] listen = "off"`): the difference is what the
+//! diagnostics cost on the record path.
 //!
 //! Run: `cargo bench -p rill-perf --bench pipeline -- --warm-up-time 1 --measurement-time 3`.
 
@@ -19,23 +23,29 @@ fn pipeline_one_core(c: &mut Criterion) {
     g.sample_size(10);
     let events = 2_000_000u64;
     g.throughput(Throughput::Elements(events));
-    g.bench_function("generator_keyby_count_sink", |b| {
-        b.iter(|| {
-            let spec = JobSpec::builtin_default(
-                &[cpu],
-                &[
+    for (id, extra) in [
+        ("generator_keyby_count_sink", &[][..]),
+        (
+            "generator_keyby_count_sink/monitor_off",
+            &["diagnostics.stall_threshold_ms=0", "metrics.listen=\"off\""][..],
+        ),
+    ] {
+        g.bench_function(id, |b| {
+            b.iter(|| {
+                let mut sets = vec![
                     // Far above what one core does: the generator runs flat out.
-                    "generator.rate_eps=1000000000".into(),
+                    "generator.rate_eps=1000000000".to_string(),
                     format!("generator.duration_ms={}", events / 1_000_000),
                     "generator.warmup_ms=0".into(),
-                ],
-            )
-            .unwrap();
-            let graph = pipelines::build(&spec).unwrap();
-            let report = Job::new(spec, graph).run().unwrap();
-            assert_eq!(report.counter("sink_records"), events);
+                ];
+                sets.extend(extra.iter().map(|s| s.to_string()));
+                let spec = JobSpec::builtin_default(&[cpu], &sets).unwrap();
+                let graph = pipelines::build(&spec).unwrap();
+                let report = Job::new(spec, graph).run().unwrap();
+                assert_eq!(report.counter("sink_records"), events);
+            });
         });
-    });
+    }
     g.finish();
 }
 
