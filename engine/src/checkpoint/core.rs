@@ -100,6 +100,8 @@ pub(crate) struct CoreCheckpoints {
     /// The newest checkpoint handed to the asynchronous part.
     written_upto: Option<CheckpointId>,
     ready: VecDeque<ReadyCheckpoint>,
+    /// The checkpoint the log writer is appending and syncing, since when (ns).
+    writing: Option<(CheckpointId, u64)>,
     writer_waker: Option<Waker>,
     /// The chains of every owner on this core as of the last written checkpoint.
     chains: HashMap<Owner, Vec<RecordRef>>,
@@ -139,6 +141,7 @@ impl CoreCheckpoints {
             aborted_upto: None,
             written_upto: None,
             ready: VecDeque::new(),
+            writing: None,
             writer_waker: None,
             chains: HashMap::new(),
             sizes: HashMap::new(),
@@ -288,7 +291,7 @@ impl CoreCheckpoints {
     /// have been written).
     pub(crate) fn on_abort(&mut self, id: CheckpointId, now_ns: u64) {
         self.aborted_upto = Some(self.aborted_upto.map_or(id, |a| a.max(id)));
-        let waiting: Vec<String> = self
+        let mut waiting: Vec<String> = self
             .pending
             .get(&id)
             .map(|p| {
@@ -314,6 +317,20 @@ impl CoreCheckpoints {
                 w
             })
             .unwrap_or_default();
+        // Everything archived, but the storage has not confirmed it yet.
+        if let Some((w, since)) = self.writing.filter(|(w, _)| *w <= id) {
+            waiting.push(format!(
+                "the log write + fdatasync of checkpoint {} (storage latency: {:.1} ms so far)",
+                w.0,
+                now_ns.saturating_sub(since) as f64 / 1e6
+            ));
+        }
+        let queued = self.ready.iter().filter(|r| r.id <= id).count();
+        if queued > 0 {
+            waiting.push(format!(
+                "{queued} archived checkpoint(s) queued for the log writer"
+            ));
+        }
         if !waiting.is_empty() {
             self.outbox.push(ToCoordinator::Waiting {
                 core: self.core,
@@ -456,7 +473,10 @@ pub(crate) async fn writer_loop(
     loop {
         let ready = NextReady(&core).await;
         let id = ready.id;
-        let msg = match write_one(&core, &log, &uring, ready, &clock).await {
+        core.borrow_mut().writing = Some((id, clock()));
+        let written = write_one(&core, &log, &uring, ready, &clock).await;
+        core.borrow_mut().writing = None;
+        let msg = match written {
             Ok(ack) => ToCoordinator::Ack(Box::new(ack)),
             Err(reason) => ToCoordinator::Decline {
                 core: core.borrow().core,
@@ -623,4 +643,59 @@ async fn write_one(
         channel_records,
         partitions: stats,
     })
+}
+
+#[cfg(test)]
+mod abort_tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn waiting(c: &CoreCheckpoints) -> String {
+        c.outbox
+            .iter()
+            .find_map(|m| match m {
+                ToCoordinator::Waiting { what, .. } => Some(what.clone()),
+                _ => None,
+            })
+            .expect("a Waiting message")
+    }
+
+    #[test]
+    fn an_abort_names_the_participants_owed_and_the_alignment_with_its_wait() {
+        let core = Rc::new(RefCell::new(CoreCheckpoints::new(
+            1,
+            CheckpointMode::ExactlyOnce,
+            false,
+            4,
+        )));
+        let _p = CoreCheckpoints::register(&core, "operator `count` p1".into());
+        let mut c = core.borrow_mut();
+        c.on_trigger(CheckpointId(1), 10 * MS);
+        c.note_aligning(
+            CheckpointId(1),
+            "k",
+            "alignment at `k` waiting for the barrier from cpu0".into(),
+            20 * MS,
+        );
+        c.on_abort(CheckpointId(1), 320 * MS);
+        let w = waiting(&c);
+        assert!(w.contains("operator `count` p1"), "{w}");
+        assert!(
+            w.contains("from cpu0 (still waiting after 300.0 ms)"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn an_abort_while_the_log_syncs_blames_the_storage_with_its_latency() {
+        let mut c = CoreCheckpoints::new(0, CheckpointMode::ExactlyOnce, false, 4);
+        c.writing = Some((CheckpointId(3), 100 * MS));
+        c.on_abort(CheckpointId(3), 350 * MS);
+        let w = waiting(&c);
+        assert!(
+            w.contains("log write + fdatasync of checkpoint 3 (storage latency: 250.0 ms so far)"),
+            "{w}"
+        );
+    }
 }
