@@ -24,3 +24,5 @@ echo "== loom models of the ring and the doorbell"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p rill-engine --lib --release ring::loom
 echo "== cargo test --workspace"
 cargo test --workspace
+echo "== criterion benches compile (perf/benches; built in the test profile, not run)"
+cargo test --workspace --benches --no-run

@@ -102,6 +102,18 @@ pub struct AsyncStats {
     pub timeouts: u64,
     /// Requests retried (counter `async_retries`).
     pub retries: u64,
+    /// Requests completed (counter `async_completed`).
+    #[serde(default)]
+    pub completed: u64,
+    /// Mean IO time, issue to completion, ms (model N/t's t).
+    #[serde(default)]
+    pub io_time_ms: Option<f64>,
+    /// Seconds partitions spent with every slot taken, summed (counter `async_full_us`).
+    #[serde(default)]
+    pub full_s: f64,
+    /// Times a breaker opened (counter `async_breaker_opened`).
+    #[serde(default)]
+    pub breaker_opened: u64,
 }
 
 impl AsyncStats {
@@ -111,6 +123,10 @@ impl AsyncStats {
             in_flight_max: r.counter("async_in_flight_max"),
             timeouts: r.counter("async_timeouts"),
             retries: r.counter("async_retries"),
+            completed: r.counter("async_completed"),
+            io_time_ms: crate::models::io_time_from_counters(&r.counters),
+            full_s: r.counter("async_full_us") as f64 / 1e6,
+            breaker_opened: r.counter("async_breaker_opened"),
         }
     }
 }
@@ -219,6 +235,9 @@ pub struct RunReport {
     pub async_io: AsyncStats,
     /// Every engine counter, summed over cores.
     pub counters: BTreeMap<String, u64>,
+    /// Loop rounds longer than the stall threshold, with their operators.
+    #[serde(default)]
+    pub stalls: Vec<rill_engine::monitor::stall::Stall>,
     /// Per core.
     pub per_core: Vec<CoreRow>,
     /// Per second of the schedule (latency pipeline only).
@@ -386,6 +405,7 @@ impl RunReport {
             checkpoints: Checkpoints::from_report(r),
             async_io: AsyncStats::from_report(r),
             counters: r.counters.clone(),
+            stalls: r.stalls.clone(),
             per_core,
             timeline: o.timeline.clone(),
             checkpoint_times_s: {
@@ -556,11 +576,33 @@ impl RunReport {
         }
         let _ = writeln!(s);
         let a = &self.async_io;
-        let _ = writeln!(
-            s,
-            "async     in flight max {}, timeouts {}, retries {}",
-            a.in_flight_max, a.timeouts, a.retries
-        );
+        if a.completed > 0 {
+            let _ = writeln!(
+                s,
+                "async     {} requests, IO time {:.2} ms mean, in flight max {}, full {:.2} s \
+                 (summed over partitions), timeouts {}, retries {}, breaker opened {}",
+                a.completed,
+                a.io_time_ms.unwrap_or(0.0),
+                a.in_flight_max,
+                a.full_s,
+                a.timeouts,
+                a.retries,
+                a.breaker_opened
+            );
+        }
+        if !self.stalls.is_empty() {
+            let longest = self
+                .stalls
+                .iter()
+                .max_by(|x, y| x.duration_ms.total_cmp(&y.duration_ms))
+                .expect("not empty");
+            let _ = writeln!(
+                s,
+                "stalls    {}; the longest: {}",
+                self.stalls.len(),
+                longest.describe()
+            );
+        }
         s
     }
 }

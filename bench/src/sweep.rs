@@ -528,6 +528,7 @@ mod tests {
             checkpoints: Checkpoints::default(),
             async_io: AsyncStats::default(),
             counters: Default::default(),
+            stalls: Vec::new(),
             per_core: Vec::new(),
             timeline: Vec::new(),
             checkpoint_times_s: Vec::new(),

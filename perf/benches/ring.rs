@@ -1,18 +1,22 @@
-//! Cross-core hop benchmarks: what one record costs to move from core 0 to core 1.
+//! `ring`: what one message costs on `rill_engine::ring` from core 0 to core 1, and the
+//! cross-core floor it sits on.
 //!
-//! Owns: four criterion groups, run with
-//! `CARGO_TARGET_DIR=/tmp/target-ring cargo bench -p rill-perf --bench ring`:
+//! Isolates the SPSC ring and its `Doorbell`: 8-byte `u64` messages, both sides pinned to
+//! the first two CPUs and busy-polling. Excludes `Message` framing, batching policy and the
+//! shard loop (see `exchange` for the receiver, `bench/` for end to end). Groups:
 //!
-//! * `hop/raw_cache_line` — two threads pinned to the first two cores bounce one cache
-//!   line; reported time is one way (round trip / 2). The floor for any cross-core queue.
-//! * `hop/ring` — one 8-byte message ping-pong over two `rill_engine::ring` rings with
-//!   both sides busy-polling; one way (round trip / 2).
-//! * `throughput/*` — 8-byte messages core 0 → core 1 with a busy consumer; criterion's
-//!   element throughput is messages/s. Variants show the cost of batching and of
-//!   `Doorbell::notify` (a SeqCst fence) per item versus per batch.
+//! * `hop/raw_cache_line` — two threads bounce one cache line; one way (round trip / 2).
+//!   The floor for any cross-core queue.
+//! * `hop/ring` — one message ping-pong over two rings; one way (round trip / 2).
+//! * `ring/core_to_core/{single,single_notify,batched_64,batched_64_notify}` — a stream
+//!   core 0 → core 1 with a busy consumer that checks every message is the next in
+//!   sequence; element throughput is messages/s. `single`: `try_push` / `try_pop` per
+//!   message; `batched_64`: `push_iter` / `pop_batch` of up to 64; `_notify` adds
+//!   `Doorbell::notify` (a SeqCst fence) per message or per batch.
 //! * `glommio_shared_channel/rtt` — the round trip over glommio's `shared_channel`
 //!   between two executors pinned to the same two cores, for comparison.
 //!
+//! Run: `cargo bench -p rill-perf --bench ring -- --warm-up-time 1 --measurement-time 3`.
 //! Must not: run on fewer than two cores (it prints a message and skips), or leave a
 //! spinning thread behind after its group.
 
@@ -21,7 +25,7 @@ use crossbeam_utils::CachePadded;
 use rill_engine::ring::{channel, Doorbell};
 use rill_perf::{echo, Pinned};
 use std::hint::spin_loop;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,56 +80,85 @@ fn ring_ping_pong(c: &mut Criterion, echo_core: core_affinity::CoreId) {
     });
 }
 
-/// How the producer in the throughput group publishes.
+/// How the two ends of the `ring/core_to_core` group move messages.
 #[derive(Clone, Copy)]
-enum Publish {
-    /// `try_push` per message.
-    PerItem,
-    /// `try_push` + `Doorbell::notify` per message.
-    NotifyPerItem,
-    /// `push_iter` of up to 64 messages.
+enum Mode {
+    /// `try_push` per message, `try_pop` per message.
+    Single,
+    /// `try_push` + `Doorbell::notify` per message, `try_pop` per message.
+    SingleNotify,
+    /// `push_iter` of up to 64 messages, `pop_batch` of up to 64.
     Batch64,
-    /// `push_iter` of up to 64 messages + one `notify` per batch.
-    NotifyPerBatch,
+    /// `push_iter` of up to 64 messages + one `notify` per batch, `pop_batch` of up to 64.
+    Batch64Notify,
 }
 
-fn throughput(c: &mut Criterion, consumer_core: core_affinity::CoreId) {
-    let mut group = c.benchmark_group("throughput");
+impl Mode {
+    fn batched(self) -> bool {
+        matches!(self, Mode::Batch64 | Mode::Batch64Notify)
+    }
+
+    fn notifies(self) -> bool {
+        matches!(self, Mode::SingleNotify | Mode::Batch64Notify)
+    }
+}
+
+/// The consumer of `ring/core_to_core`: pops on its own core until stopped, checks that
+/// every message is the next in sequence, and publishes how many it has taken.
+fn consume(
+    mut rx: rill_engine::ring::Consumer<u64>,
+    mode: Mode,
+    received: &AtomicU64,
+    stop: &AtomicBool,
+) {
+    let mut count = 0u64;
+    let mut idle = 0u32;
+    loop {
+        let before = count;
+        if mode.batched() {
+            rx.pop_batch(64, |v| {
+                assert_eq!(v, count, "ring delivered {v} where {count} was next");
+                count += 1;
+            });
+        } else {
+            while let Some(v) = rx.try_pop() {
+                assert_eq!(v, count, "ring delivered {v} where {count} was next");
+                count += 1;
+            }
+        }
+        if count > before {
+            received.store(count, Ordering::Release);
+        } else {
+            idle = idle.wrapping_add(1);
+            if idle % 1024 == 0 && stop.load(Ordering::Relaxed) {
+                return;
+            }
+            // Pause before re-reading `tail`: a consumer that outruns the producer
+            // and re-polls at once pulls the `tail` line away after every push
+            // (measured by `hop`: ~130 vs ~200 M msgs/s per-item on Zen 3).
+            for _ in 0..32 {
+                spin_loop();
+            }
+        }
+    }
+}
+
+fn core_to_core(c: &mut Criterion, consumer_core: core_affinity::CoreId) {
+    let mut group = c.benchmark_group("ring/core_to_core");
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(3));
-    for (name, publish) in [
-        ("try_push", Publish::PerItem),
-        ("notify_per_item", Publish::NotifyPerItem),
-        ("push_iter_64", Publish::Batch64),
-        ("notify_per_batch", Publish::NotifyPerBatch),
+    for (name, mode) in [
+        ("single", Mode::Single),
+        ("single_notify", Mode::SingleNotify),
+        ("batched_64", Mode::Batch64),
+        ("batched_64_notify", Mode::Batch64Notify),
     ] {
-        let (mut tx, mut rx) = channel::<u64>(4096);
+        let (mut tx, rx) = channel::<u64>(4096);
         let bell = Arc::new(Doorbell::new());
         let received = Arc::new(CachePadded::new(AtomicU64::new(0)));
         let consumer_received = Arc::clone(&received);
         let _consumer = Pinned::spawn(consumer_core, move |stop| {
-            let mut sum = 0u64;
-            let mut count = 0u64;
-            let mut idle = 0u32;
-            loop {
-                let n = rx.pop_batch(usize::MAX, |v| sum = sum.wrapping_add(v));
-                if n > 0 {
-                    count += n as u64;
-                    consumer_received.store(count, Ordering::Release);
-                } else {
-                    idle = idle.wrapping_add(1);
-                    if idle % 1024 == 0 && stop.load(Ordering::Relaxed) {
-                        std::hint::black_box(sum);
-                        return;
-                    }
-                    // Pause before re-reading `tail`: a consumer that outruns the producer
-                    // and re-polls at once pulls the `tail` line away after every push
-                    // (measured by `hop`: ~130 vs ~200 M msgs/s per-item on Zen 3).
-                    for _ in 0..32 {
-                        spin_loop();
-                    }
-                }
-            }
+            consume(rx, mode, &consumer_received, stop)
         });
         let mut sent = 0u64;
         group.bench_function(name, |b| {
@@ -133,27 +166,22 @@ fn throughput(c: &mut Criterion, consumer_core: core_affinity::CoreId) {
                 let start = Instant::now();
                 let target = sent + iters;
                 while sent < target {
-                    match publish {
-                        Publish::PerItem | Publish::NotifyPerItem => {
-                            if tx.try_push(sent).is_ok() {
-                                sent += 1;
-                                if matches!(publish, Publish::NotifyPerItem) {
-                                    bell.notify();
-                                }
-                            } else {
-                                spin_loop();
-                            }
+                    if mode.batched() {
+                        let mut items = sent..(sent + 64).min(target);
+                        let n = tx.push_iter(&mut items) as u64;
+                        sent += n;
+                        if n == 0 {
+                            spin_loop();
+                        } else if mode.notifies() {
+                            bell.notify();
                         }
-                        Publish::Batch64 | Publish::NotifyPerBatch => {
-                            let mut items = sent..(sent + 64).min(target);
-                            let n = tx.push_iter(&mut items) as u64;
-                            sent += n;
-                            if n == 0 {
-                                spin_loop();
-                            } else if matches!(publish, Publish::NotifyPerBatch) {
-                                bell.notify();
-                            }
+                    } else if tx.try_push(sent).is_ok() {
+                        sent += 1;
+                        if mode.notifies() {
+                            bell.notify();
                         }
+                    } else {
+                        spin_loop();
                     }
                 }
                 while received.load(Ordering::Acquire) < target {
@@ -218,7 +246,7 @@ fn benches(c: &mut Criterion) {
     core_affinity::set_for_current(cores.0);
     raw_cache_line(c, cores.1);
     ring_ping_pong(c, cores.1);
-    throughput(c, cores.1);
+    core_to_core(c, cores.1);
     glommio_shared_channel(c, cores);
 }
 

@@ -22,6 +22,8 @@
 //! same index (modulo the parallelism): a restore at another parallelism re-issues every
 //! input once, but not necessarily on the partition that owns its key.
 
+#[doc(hidden)]
+pub mod bench;
 pub mod lookup;
 pub(crate) mod op;
 pub mod policy;

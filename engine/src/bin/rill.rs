@@ -93,7 +93,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // Warnings, and the runtime's one info line: where the metrics are served.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,rill_engine::runtime=info")
+                }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -72,7 +72,9 @@ struct Pending {
     missing: usize,
     parts: Vec<(usize, Part)>,
     alignment_ns: u64,
-    aligning: Vec<String>,
+    /// Multi-input points aligning this checkpoint: (point, what it waits for, since,
+    /// when it finished aligning).
+    aligning: Vec<(String, String, u64, Option<u64>)>,
 }
 
 /// A checkpoint ready for the asynchronous part.
@@ -98,6 +100,8 @@ pub(crate) struct CoreCheckpoints {
     /// The newest checkpoint handed to the asynchronous part.
     written_upto: Option<CheckpointId>,
     ready: VecDeque<ReadyCheckpoint>,
+    /// The checkpoint the log writer is appending and syncing, since when (ns).
+    writing: Option<(CheckpointId, u64)>,
     writer_waker: Option<Waker>,
     /// The chains of every owner on this core as of the last written checkpoint.
     chains: HashMap<Owner, Vec<RecordRef>>,
@@ -137,6 +141,7 @@ impl CoreCheckpoints {
             aborted_upto: None,
             written_upto: None,
             ready: VecDeque::new(),
+            writing: None,
             writer_waker: None,
             chains: HashMap::new(),
             sizes: HashMap::new(),
@@ -237,17 +242,28 @@ impl CoreCheckpoints {
     }
 
     /// A multi-input point took `ns` to align barrier `id`.
-    pub(crate) fn note_alignment(&mut self, id: CheckpointId, ns: u64, now_ns: u64) {
+    pub(crate) fn note_alignment(&mut self, id: CheckpointId, point: &str, ns: u64, now_ns: u64) {
         if self.wants(id) {
             let p = self.pending_mut(id, now_ns);
             p.alignment_ns = p.alignment_ns.max(ns);
+            for a in p.aligning.iter_mut().filter(|a| a.0 == point) {
+                a.3.get_or_insert(now_ns);
+            }
         }
     }
 
-    /// A multi-input point is waiting for barrier `id` on the inputs described.
-    pub(crate) fn note_aligning(&mut self, id: CheckpointId, what: String, now_ns: u64) {
+    /// Multi-input point `point` is waiting for barrier `id` on the inputs described.
+    pub(crate) fn note_aligning(
+        &mut self,
+        id: CheckpointId,
+        point: &str,
+        what: String,
+        now_ns: u64,
+    ) {
         if self.wants(id) {
-            self.pending_mut(id, now_ns).aligning.push(what);
+            self.pending_mut(id, now_ns)
+                .aligning
+                .push((point.to_string(), what, now_ns, None));
         }
     }
 
@@ -273,9 +289,9 @@ impl CoreCheckpoints {
     /// The coordinator aborted `id`: drop it and every older in-flight one; the next
     /// snapshot of every key group is a full one (an aborted checkpoint's deltas may never
     /// have been written).
-    pub(crate) fn on_abort(&mut self, id: CheckpointId) {
+    pub(crate) fn on_abort(&mut self, id: CheckpointId, now_ns: u64) {
         self.aborted_upto = Some(self.aborted_upto.map_or(id, |a| a.max(id)));
-        let waiting: Vec<String> = self
+        let mut waiting: Vec<String> = self
             .pending
             .get(&id)
             .map(|p| {
@@ -286,10 +302,35 @@ impl CoreCheckpoints {
                     .filter(|(_, r)| r.is_none())
                     .map(|(i, _)| self.names[i].clone())
                     .collect();
-                w.extend(p.aligning.iter().cloned());
+                // Alignment that is still waiting says since when; one that finished
+                // says how long it took (the checkpoint then waited elsewhere).
+                w.extend(p.aligning.iter().map(|(_, what, since, done)| match done {
+                    None => format!(
+                        "{what} (still waiting after {:.1} ms)",
+                        now_ns.saturating_sub(*since) as f64 / 1e6
+                    ),
+                    Some(d) => format!(
+                        "{what} (aligned after {:.1} ms)",
+                        d.saturating_sub(*since) as f64 / 1e6
+                    ),
+                }));
                 w
             })
             .unwrap_or_default();
+        // Everything archived, but the storage has not confirmed it yet.
+        if let Some((w, since)) = self.writing.filter(|(w, _)| *w <= id) {
+            waiting.push(format!(
+                "the log write + fdatasync of checkpoint {} (storage latency: {:.1} ms so far)",
+                w.0,
+                now_ns.saturating_sub(since) as f64 / 1e6
+            ));
+        }
+        let queued = self.ready.iter().filter(|r| r.id <= id).count();
+        if queued > 0 {
+            waiting.push(format!(
+                "{queued} archived checkpoint(s) queued for the log writer"
+            ));
+        }
         if !waiting.is_empty() {
             self.outbox.push(ToCoordinator::Waiting {
                 core: self.core,
@@ -432,7 +473,10 @@ pub(crate) async fn writer_loop(
     loop {
         let ready = NextReady(&core).await;
         let id = ready.id;
-        let msg = match write_one(&core, &log, &uring, ready, &clock).await {
+        core.borrow_mut().writing = Some((id, clock()));
+        let written = write_one(&core, &log, &uring, ready, &clock).await;
+        core.borrow_mut().writing = None;
+        let msg = match written {
             Ok(ack) => ToCoordinator::Ack(Box::new(ack)),
             Err(reason) => ToCoordinator::Decline {
                 core: core.borrow().core,
@@ -599,4 +643,59 @@ async fn write_one(
         channel_records,
         partitions: stats,
     })
+}
+
+#[cfg(test)]
+mod abort_tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn waiting(c: &CoreCheckpoints) -> String {
+        c.outbox
+            .iter()
+            .find_map(|m| match m {
+                ToCoordinator::Waiting { what, .. } => Some(what.clone()),
+                _ => None,
+            })
+            .expect("a Waiting message")
+    }
+
+    #[test]
+    fn an_abort_names_the_participants_owed_and_the_alignment_with_its_wait() {
+        let core = Rc::new(RefCell::new(CoreCheckpoints::new(
+            1,
+            CheckpointMode::ExactlyOnce,
+            false,
+            4,
+        )));
+        let _p = CoreCheckpoints::register(&core, "operator `count` p1".into());
+        let mut c = core.borrow_mut();
+        c.on_trigger(CheckpointId(1), 10 * MS);
+        c.note_aligning(
+            CheckpointId(1),
+            "k",
+            "alignment at `k` waiting for the barrier from cpu0".into(),
+            20 * MS,
+        );
+        c.on_abort(CheckpointId(1), 320 * MS);
+        let w = waiting(&c);
+        assert!(w.contains("operator `count` p1"), "{w}");
+        assert!(
+            w.contains("from cpu0 (still waiting after 300.0 ms)"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn an_abort_while_the_log_syncs_blames_the_storage_with_its_latency() {
+        let mut c = CoreCheckpoints::new(0, CheckpointMode::ExactlyOnce, false, 4);
+        c.writing = Some((CheckpointId(3), 100 * MS));
+        c.on_abort(CheckpointId(3), 350 * MS);
+        let w = waiting(&c);
+        assert!(
+            w.contains("log write + fdatasync of checkpoint 3 (storage latency: 250.0 ms so far)"),
+            "{w}"
+        );
+    }
 }

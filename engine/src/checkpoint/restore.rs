@@ -164,7 +164,17 @@ pub fn load(dir: &Path, from: StartFrom, mut warn: impl FnMut(String)) -> Result
     }
     let recovered = rill_storage::recover(dir)?;
     for t in &recovered.report.truncated {
-        warn(format!("checkpoint log: {t:?}"));
+        match t.found {
+            // The preallocated, never written end of the last segment: normal.
+            rill_storage::frame::ScanEnd::Zeroes => tracing::debug!("checkpoint log: {t:?}"),
+            _ => warn(format!(
+                "checkpoint log {}: a torn or corrupt tail at byte {} was cut off ({:?}); \
+                 the records before it are kept",
+                t.path.display(),
+                t.to_len,
+                t.found
+            )),
+        }
     }
     let store = CheckpointStore::new(dir);
     let checkpoint = match from {

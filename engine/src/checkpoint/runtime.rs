@@ -188,7 +188,7 @@ impl CoreRuntime {
                         d.complete(last);
                     }
                 }
-                ToCore::Abort { id } => self.core.borrow_mut().on_abort(id),
+                ToCore::Abort { id } => self.core.borrow_mut().on_abort(id, now),
             }
         }
         self.poll_tasks();

@@ -619,6 +619,7 @@ impl<W: Clone> Receiver<W> {
             .collect();
         a.core.borrow_mut().note_aligning(
             id,
+            &a.name,
             format!(
                 "alignment at `{}` waiting for the barrier from {}",
                 a.name,
@@ -635,7 +636,7 @@ impl<W: Clone> Receiver<W> {
             let now = a.clock.now_ns();
             a.core
                 .borrow_mut()
-                .note_alignment(aid, now.saturating_sub(since), now);
+                .note_alignment(aid, &a.name, now.saturating_sub(since), now);
         }
         let waiting = (0..self.inputs.len())
             .map(|i| !self.set.has_delivered(i, id))
@@ -699,7 +700,7 @@ impl<W: Clone> Receiver<W> {
             let now = a.clock.now_ns();
             a.core
                 .borrow_mut()
-                .note_alignment(id, now.saturating_sub(since), now);
+                .note_alignment(id, &a.name, now.saturating_sub(since), now);
         }
         self.forward(Control::Barrier(b));
         self.blocked.iter_mut().for_each(|x| *x = false);

@@ -33,6 +33,8 @@
 #[cfg(test)]
 mod alignment_tests;
 mod async_stream;
+#[doc(hidden)]
+pub mod bench;
 pub(crate) mod exchange;
 pub(crate) mod graph;
 pub(crate) mod instantiate;

@@ -121,6 +121,19 @@ fn summary(
     }
 }
 
+/// The cores with samples in the histogram `which` picks, with their labels.
+fn per_core_quantiles(
+    s: &Scrape,
+    which: impl Fn(&CoreSnapshot) -> &Quantiles,
+) -> Vec<(Labels, &Quantiles)> {
+    s.cores
+        .iter()
+        .enumerate()
+        .filter(|(_, (snap, _))| which(snap).count > 0)
+        .map(|(i, (snap, e))| (core_labels(i, e), which(snap)))
+        .collect()
+}
+
 /// Renders one scrape.
 pub fn render(s: &Scrape) -> String {
     let mut out = String::with_capacity(4096);
@@ -179,13 +192,7 @@ pub fn render(s: &Scrape) -> String {
         }
     }
 
-    let lat: Vec<_> = s
-        .cores
-        .iter()
-        .enumerate()
-        .filter(|(_, (snap, _))| snap.latency.count > 0)
-        .map(|(i, (snap, e))| (core_labels(i, e), &snap.latency))
-        .collect();
+    let lat = per_core_quantiles(s, |snap| &snap.latency);
     if !lat.is_empty() {
         summary(
             &mut f,
@@ -206,13 +213,7 @@ pub fn render(s: &Scrape) -> String {
             );
         }
     }
-    let io: Vec<_> = s
-        .cores
-        .iter()
-        .enumerate()
-        .filter(|(_, (snap, _))| snap.io_time.count > 0)
-        .map(|(i, (snap, e))| (core_labels(i, e), &snap.io_time))
-        .collect();
+    let io = per_core_quantiles(s, |snap| &snap.io_time);
     if !io.is_empty() {
         summary(
             &mut f,
