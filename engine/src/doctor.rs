@@ -541,7 +541,11 @@ fn async_io(d: &RunDigest, job: &JobConfig) -> Answer {
             ms(io.mean_ms),
             full_share * 100.0,
             if verdict == Verdict::Problem {
-                format!(" — raise [async] capacity to about {:.0}", (needed * 1.5).ceil().max(capacity + 1.0))
+                format!(
+                    " — raise [async] capacity to about {:.0} (or `async_capacity` in the core \
+                     files: `rill-perf tune` measures and writes it)",
+                    (needed * 1.5).ceil().max(capacity + 1.0)
+                )
             } else {
                 String::new()
             }
