@@ -15,18 +15,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::exchange::{Alignment, Receiver, RecvInput, Routed};
-use super::instantiate::KeyedPart;
-use super::ops::{Emit, FailureSlot};
-use super::timers::{TimedCore, TimedOp, Timers};
+use super::ops::Emit;
+use super::timers::{TimedOp, Timers};
 use super::windows::{Aggregate, WindowOutput, WindowProcess, WindowSpec};
 use super::Keyed;
 use crate::checkpoint::codec::Entry;
 use crate::checkpoint::core::CoreCheckpoints;
 use crate::clock::{Clock, MonotonicClock};
 use crate::config::CheckpointMode;
-use crate::ids::{CheckpointId, CoreId, KeyGroup, PartitionId};
+use crate::ids::{CheckpointId, CoreId, KeyGroup};
 use crate::message::{Barrier, Control, Message, Watermark};
-use crate::metrics::MetricsHandle;
 use crate::ring::{channel, Doorbell, Producer};
 use crate::state::StateInit;
 
@@ -198,28 +196,15 @@ where
         let mut init = StateInit::new(max_key_groups);
         let timers = Timers::declare(&mut init);
         let f = WindowProcess::declare(&mut init, spec, Arc::new(agg), Arc::new(ts), false);
-        let core = TimedCore {
-            f,
-            timers,
-            keyed: KeyedPart {
-                init,
-                groups: (0..max_key_groups).map(KeyGroup).collect(),
-                ckpt: None,
-                name: "bench".into(),
-                partition: PartitionId(0),
-                clock: MonotonicClock::new(Instant::now()),
-                failure: FailureSlot::default(),
-            },
-            down: Box::new(FnSink::new(sink)),
-            watermark: None,
-            ended: false,
-            metrics: MetricsHandle::default(),
-        };
         Self {
-            op: TimedOp {
-                core: Rc::new(RefCell::new(core)),
-                _v: PhantomData,
-            },
+            op: TimedOp::standalone(
+                "bench",
+                max_key_groups,
+                init,
+                timers,
+                f,
+                Box::new(FnSink::new(sink)),
+            ),
         }
     }
 

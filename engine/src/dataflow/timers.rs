@@ -429,14 +429,50 @@ where
     }
 }
 
+impl<K, V, P: KeyedProcess<K, V, U>, U: 'static> TimedOp<K, V, P, U>
+where
+    K: Hash + Eq + Clone + 'static,
+{
+    /// One partition outside a pipeline (tests, benches): it owns all `max_key_groups`
+    /// key groups, has no checkpointing, and hands its output to `down`.
+    pub(crate) fn standalone(
+        name: &str,
+        max_key_groups: u16,
+        init: StateInit<K>,
+        timers: Timers<K>,
+        f: P,
+        down: BoxEmit<U>,
+    ) -> Self {
+        let groups = (0..max_key_groups).map(KeyGroup).collect();
+        let core = TimedCore {
+            f,
+            timers,
+            keyed: KeyedPart {
+                init,
+                groups,
+                ckpt: None,
+                name: name.into(),
+                partition: crate::ids::PartitionId(0),
+                clock: crate::clock::MonotonicClock::new(std::time::Instant::now()),
+                failure: crate::dataflow::ops::FailureSlot::default(),
+            },
+            down,
+            watermark: None,
+            ended: false,
+            metrics: MetricsHandle::default(),
+        };
+        TimedOp {
+            core: Rc::new(RefCell::new(core)),
+            _v: PhantomData,
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     //! Drives a `KeyedProcess` outside a pipeline: records, watermarks, end, and a
     //! checkpoint/restore round trip of its state tables.
     use super::*;
-    use crate::clock::MonotonicClock;
-    use crate::dataflow::ops::FailureSlot;
-    use crate::ids::PartitionId;
     use crate::keys::key_group_of;
     use crate::message::Watermark;
 
@@ -459,28 +495,9 @@ pub(crate) mod testing {
             let timers = Timers::declare(&mut init);
             let f = factory(&mut init);
             let out = Rc::new(RefCell::new(Vec::new()));
-            let core = TimedCore {
-                f,
-                timers,
-                keyed: KeyedPart {
-                    init,
-                    groups: (0..max_kg).map(KeyGroup).collect(),
-                    ckpt: None,
-                    name: "test".into(),
-                    partition: PartitionId(0),
-                    clock: MonotonicClock::new(std::time::Instant::now()),
-                    failure: FailureSlot::default(),
-                },
-                down: Box::new(super::super::ops::testing::Collect(out.clone())),
-                watermark: None,
-                ended: false,
-                metrics: MetricsHandle::default(),
-            };
+            let down = Box::new(super::super::ops::testing::Collect(out.clone()));
             Self {
-                op: TimedOp {
-                    core: Rc::new(RefCell::new(core)),
-                    _v: PhantomData,
-                },
+                op: TimedOp::standalone("test", max_kg, init, timers, f, down),
                 out,
                 max_kg,
             }
