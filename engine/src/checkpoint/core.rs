@@ -21,7 +21,7 @@ use rkyv::util::AlignedVec;
 
 use super::protocol::{CoreAck, PartitionStats, SourceOffset, ToCoordinator};
 use crate::config::CheckpointMode;
-use crate::ids::{CheckpointId, KeyGroup, PartitionId};
+use crate::ids::{CheckpointId, CoreId, KeyGroup, PartitionId};
 use crate::state::{GroupSnapshot, SnapshotTable};
 
 /// The storage owner id of state `state` of operator `operator`: a stable hash of both
@@ -72,9 +72,9 @@ struct Pending {
     missing: usize,
     parts: Vec<(usize, Part)>,
     alignment_ns: u64,
-    /// Multi-input points aligning this checkpoint: (point, what it waits for, since,
-    /// when it finished aligning).
-    aligning: Vec<(String, String, u64, Option<u64>)>,
+    /// Multi-input points aligning this checkpoint: (point, the cores whose barrier it
+    /// waits for, since, when it finished aligning). Words are made only on an abort.
+    aligning: Vec<(Rc<str>, Vec<CoreId>, u64, Option<u64>)>,
 }
 
 /// A checkpoint ready for the asynchronous part.
@@ -246,24 +246,24 @@ impl CoreCheckpoints {
         if self.wants(id) {
             let p = self.pending_mut(id, now_ns);
             p.alignment_ns = p.alignment_ns.max(ns);
-            for a in p.aligning.iter_mut().filter(|a| a.0 == point) {
+            for a in p.aligning.iter_mut().filter(|a| &*a.0 == point) {
                 a.3.get_or_insert(now_ns);
             }
         }
     }
 
-    /// Multi-input point `point` is waiting for barrier `id` on the inputs described.
+    /// Multi-input point `point` is waiting for barrier `id` from the inputs of `cores`.
     pub(crate) fn note_aligning(
         &mut self,
         id: CheckpointId,
-        point: &str,
-        what: String,
+        point: &Rc<str>,
+        cores: Vec<CoreId>,
         now_ns: u64,
     ) {
         if self.wants(id) {
             self.pending_mut(id, now_ns)
                 .aligning
-                .push((point.to_string(), what, now_ns, None));
+                .push((point.clone(), cores, now_ns, None));
         }
     }
 
@@ -304,15 +304,22 @@ impl CoreCheckpoints {
                     .collect();
                 // Alignment that is still waiting says since when; one that finished
                 // says how long it took (the checkpoint then waited elsewhere).
-                w.extend(p.aligning.iter().map(|(_, what, since, done)| match done {
-                    None => format!(
-                        "{what} (still waiting after {:.1} ms)",
-                        now_ns.saturating_sub(*since) as f64 / 1e6
-                    ),
-                    Some(d) => format!(
-                        "{what} (aligned after {:.1} ms)",
-                        d.saturating_sub(*since) as f64 / 1e6
-                    ),
+                w.extend(p.aligning.iter().map(|(point, cores, since, done)| {
+                    let from: Vec<String> = cores.iter().map(ToString::to_string).collect();
+                    let what = format!(
+                        "alignment at `{point}` waiting for the barrier from {}",
+                        from.join(", ")
+                    );
+                    match done {
+                        None => format!(
+                            "{what} (still waiting after {:.1} ms)",
+                            now_ns.saturating_sub(*since) as f64 / 1e6
+                        ),
+                        Some(d) => format!(
+                            "{what} (aligned after {:.1} ms)",
+                            d.saturating_sub(*since) as f64 / 1e6
+                        ),
+                    }
                 }));
                 w
             })
@@ -672,12 +679,7 @@ mod abort_tests {
         let _p = CoreCheckpoints::register(&core, "operator `count` p1".into());
         let mut c = core.borrow_mut();
         c.on_trigger(CheckpointId(1), 10 * MS);
-        c.note_aligning(
-            CheckpointId(1),
-            "k",
-            "alignment at `k` waiting for the barrier from cpu0".into(),
-            20 * MS,
-        );
+        c.note_aligning(CheckpointId(1), &Rc::from("k"), vec![CoreId(0)], 20 * MS);
         c.on_abort(CheckpointId(1), 320 * MS);
         let w = waiting(&c);
         assert!(w.contains("operator `count` p1"), "{w}");

@@ -405,7 +405,7 @@ pub(crate) struct Alignment {
     /// The job clock.
     pub(crate) clock: MonotonicClock,
     /// The exchange's name, for messages.
-    pub(crate) name: String,
+    pub(crate) name: Rc<str>,
     /// This core's index (the channel state's owner partition).
     pub(crate) core_index: usize,
 }
@@ -610,23 +610,14 @@ impl<W: Clone> Receiver<W> {
         let Some(a) = &self.align else { return };
         let now = a.clock.now_ns();
         self.aligning_since = Some((id, now));
-        let waiting: Vec<String> = self
+        let waiting: Vec<crate::ids::CoreId> = self
             .inputs
             .iter()
             .enumerate()
             .filter(|(i, _)| !self.set.has_delivered(*i, id))
-            .map(|(_, inp)| inp.core.to_string())
+            .map(|(_, inp)| inp.core)
             .collect();
-        a.core.borrow_mut().note_aligning(
-            id,
-            &a.name,
-            format!(
-                "alignment at `{}` waiting for the barrier from {}",
-                a.name,
-                waiting.join(", ")
-            ),
-            now,
-        );
+        a.core.borrow_mut().note_aligning(id, &a.name, waiting, now);
     }
 
     /// Forwards barrier `id` now, ahead of what the inputs without it still carry, and

@@ -607,7 +607,7 @@ impl<'a> Instantiator<'a> {
                     core: c.core.clone(),
                     participant,
                     clock: self.a.clock,
-                    name: name.clone(),
+                    name: Rc::from(name.as_str()),
                     core_index: me,
                 })
             }
