@@ -72,9 +72,19 @@ struct Pending {
     missing: usize,
     parts: Vec<(usize, Part)>,
     alignment_ns: u64,
-    /// Multi-input points aligning this checkpoint: (point, the cores whose barrier it
-    /// waits for, since, when it finished aligning). Words are made only on an abort.
-    aligning: Vec<(Rc<str>, Vec<CoreId>, u64, Option<u64>)>,
+    /// Multi-input points aligning this checkpoint.
+    aligning: Vec<Aligning>,
+}
+
+/// A multi-input point aligning a checkpoint; put into words only if the checkpoint
+/// aborts.
+struct Aligning {
+    point: Rc<str>,
+    /// The cores whose barrier it waits for.
+    from: Vec<CoreId>,
+    since_ns: u64,
+    /// When it finished aligning.
+    done_ns: Option<u64>,
 }
 
 /// A checkpoint ready for the asynchronous part.
@@ -246,8 +256,8 @@ impl CoreCheckpoints {
         if self.wants(id) {
             let p = self.pending_mut(id, now_ns);
             p.alignment_ns = p.alignment_ns.max(ns);
-            for a in p.aligning.iter_mut().filter(|a| &*a.0 == point) {
-                a.3.get_or_insert(now_ns);
+            for a in p.aligning.iter_mut().filter(|a| &*a.point == point) {
+                a.done_ns.get_or_insert(now_ns);
             }
         }
     }
@@ -261,9 +271,12 @@ impl CoreCheckpoints {
         now_ns: u64,
     ) {
         if self.wants(id) {
-            self.pending_mut(id, now_ns)
-                .aligning
-                .push((point.clone(), cores, now_ns, None));
+            self.pending_mut(id, now_ns).aligning.push(Aligning {
+                point: point.clone(),
+                from: cores,
+                since_ns: now_ns,
+                done_ns: None,
+            });
         }
     }
 
@@ -304,20 +317,21 @@ impl CoreCheckpoints {
                     .collect();
                 // Alignment that is still waiting says since when; one that finished
                 // says how long it took (the checkpoint then waited elsewhere).
-                w.extend(p.aligning.iter().map(|(point, cores, since, done)| {
-                    let from: Vec<String> = cores.iter().map(ToString::to_string).collect();
+                w.extend(p.aligning.iter().map(|a| {
+                    let from: Vec<String> = a.from.iter().map(ToString::to_string).collect();
                     let what = format!(
-                        "alignment at `{point}` waiting for the barrier from {}",
+                        "alignment at `{}` waiting for the barrier from {}",
+                        a.point,
                         from.join(", ")
                     );
-                    match done {
+                    match a.done_ns {
                         None => format!(
                             "{what} (still waiting after {:.1} ms)",
-                            now_ns.saturating_sub(*since) as f64 / 1e6
+                            now_ns.saturating_sub(a.since_ns) as f64 / 1e6
                         ),
                         Some(d) => format!(
                             "{what} (aligned after {:.1} ms)",
-                            d.saturating_sub(*since) as f64 / 1e6
+                            d.saturating_sub(a.since_ns) as f64 / 1e6
                         ),
                     }
                 }));
