@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use rill_bench::peer::{run_timely, PeerLoad};
 use rill_bench::report::{latency_maps, Cpu, PeerSection, RunReport};
-use rill_bench::scenario::{parse_cpu_choice, Scenario, Settings};
+use rill_bench::scenario::{LoadArgs, Scenario, Settings};
 use rill_bench::stats::{spectrum, LatencySummary};
 use rill_bench::sweep::{self, SweepKind, SweepReport, SweepRun};
 use rill_bench::{compare, plot, runner};
@@ -80,19 +80,8 @@ struct Common {
     /// event time then advances at 1 M events per second).
     #[arg(long)]
     rate: Option<String>,
-    /// Length of a run including warm-up, seconds.
-    #[arg(long)]
-    duration: Option<f64>,
-    /// Warm-up excluded from the measurements, seconds.
-    #[arg(long)]
-    warmup: Option<f64>,
-    /// Number of CPUs (the first N available), or a list like `[0,1]`.
-    #[arg(long)]
-    cores: Option<String>,
-    /// Override a key for this run: `table.key=value` (job.toml), `core.key=value`
-    /// (every core file) or `cores=N`. Repeatable; later wins.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<String>,
+    #[command(flatten)]
+    load: LoadArgs,
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -111,17 +100,15 @@ struct Common {
 impl Common {
     fn settings(&self) -> Result<Settings> {
         let mut s = Settings {
-            duration_s: self.duration,
-            warmup_s: self.warmup,
             timeout_s: self.timeout,
-            ..Settings::default()
+            ..self.load.settings()?
         };
         match self.rate.as_deref() {
             None => {}
             Some("max") => {
                 // The generator's largest rate: the schedule is over at once.
                 s.rate_eps = Some(1_000_000_000);
-                s.duration_s = Some(self.duration.unwrap_or(0.005));
+                s.duration_s = Some(self.load.duration.unwrap_or(0.005));
                 s.warmup_s = Some(0.0);
             }
             Some(r) => {
@@ -130,12 +117,6 @@ impl Common {
                         .with_context(|| format!("--rate {r}: events per second or `max`"))?,
                 )
             }
-        }
-        if let Some(c) = &self.cores {
-            s.cores = Some(parse_cpu_choice(c).context("--cores")?);
-        }
-        for set in &self.sets {
-            s.add_set(set)?;
         }
         Ok(s)
     }

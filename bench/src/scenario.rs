@@ -142,6 +142,51 @@ impl Settings {
     }
 }
 
+/// The load flags `rill-bench run`/`sweep` and `rill-perf tune` share (flattened into
+/// their clap arguments).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct LoadArgs {
+    /// Length of a run including warm-up, seconds.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Warm-up excluded from the measurements, seconds.
+    #[arg(long)]
+    pub warmup: Option<f64>,
+    /// Number of CPUs (the first N available), or a list like `[0,1]`.
+    #[arg(long)]
+    pub cores: Option<String>,
+    /// Override a key for the run: `table.key=value` (job.toml), `core.key=value` (every
+    /// core file) or `cores=N`. Repeatable; later wins.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+impl LoadArgs {
+    /// Settings with these flags applied (the rate and the rest at their defaults).
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        for (flag, v) in [("--duration", self.duration), ("--warmup", self.warmup)] {
+            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                anyhow::bail!(
+                    "{flag} {}: a non-negative number of seconds",
+                    v.unwrap_or(0.0)
+                );
+            }
+        }
+        let mut s = Settings {
+            duration_s: self.duration,
+            warmup_s: self.warmup,
+            ..Settings::default()
+        };
+        if let Some(c) = &self.cores {
+            s.cores = Some(parse_cpu_choice(c).map_err(|e| e.context("--cores"))?);
+        }
+        for set in &self.sets {
+            s.add_set(set)?;
+        }
+        Ok(s)
+    }
+}
+
 /// Parses `2` (a count) or `[0, 1]` (CPU ids).
 pub fn parse_cpu_choice(value: &str) -> Result<CpuChoice> {
     let v = value.trim();

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use rill_bench::scenario::{parse_cpu_choice, Settings};
+use rill_bench::scenario::{LoadArgs, Settings};
 use rill_perf::tune::{self, Options, Targets};
 
 #[derive(Parser)]
@@ -48,19 +48,10 @@ struct TuneArgs {
     /// Offered rate of both runs, events per second (generator pipelines).
     #[arg(long)]
     rate: Option<u64>,
-    /// Length of each run including the warm-up, seconds.
-    #[arg(long)]
-    duration: Option<f64>,
-    /// Warm-up excluded from the measurements, seconds.
-    #[arg(long)]
-    warmup: Option<f64>,
-    /// Number of CPUs (the first N available), or a list like `[0,1]`.
-    #[arg(long)]
-    cores: Option<String>,
-    /// Override a key for both runs: `table.key=value` (job.toml), `core.key=value`
-    /// (every core file) or `cores=N`. Repeatable; later wins. Not written to the files.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<String>,
+    /// Both runs' length, warm-up, CPUs and `--set`s (which are never written to the
+    /// files).
+    #[command(flatten)]
+    load: LoadArgs,
     /// Print the settings and verify them on a staged copy; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -77,29 +68,13 @@ struct TuneArgs {
 
 impl TuneArgs {
     fn options(&self) -> Result<Options> {
-        let mut settings = Settings {
-            rate_eps: self.rate,
-            duration_s: self.duration,
-            warmup_s: self.warmup,
-            ..Settings::default()
-        };
         if self.rate == Some(0) {
             anyhow::bail!("--rate 0: the offered rate is 1 or more events per second");
         }
-        for (flag, v) in [("--duration", self.duration), ("--warmup", self.warmup)] {
-            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-                anyhow::bail!(
-                    "{flag} {}: a non-negative number of seconds",
-                    v.unwrap_or(0.0)
-                );
-            }
-        }
-        if let Some(c) = &self.cores {
-            settings.cores = Some(parse_cpu_choice(c).context("--cores")?);
-        }
-        for set in &self.sets {
-            settings.add_set(set)?;
-        }
+        let settings = Settings {
+            rate_eps: self.rate,
+            ..self.load.settings()?
+        };
         Ok(Options {
             job_dir: self.job_dir.clone(),
             targets: Targets {
