@@ -405,7 +405,7 @@ impl RunReport {
             checkpoints: Checkpoints::from_report(r),
             async_io: AsyncStats::from_report(r),
             counters: r.counters.clone(),
-            stalls: r.stalls.clone(),
+            stalls: r.monitor.stalls.clone(),
             per_core,
             timeline: o.timeline.clone(),
             checkpoint_times_s: {

@@ -97,7 +97,7 @@ pub struct RunDigest {
 
 impl RunDigest {
     /// The digest of a run that returned `report`.
-    pub fn of_report(r: &JobReport, started_unix_ms: u64, threshold_ms: Option<f64>) -> Self {
+    pub fn of_report(r: &JobReport, started_unix_ms: u64) -> Self {
         Self {
             schema: SCHEMA.into(),
             started_unix_ms,
@@ -109,9 +109,9 @@ impl RunDigest {
             counters: r.counters.clone(),
             latency: Percentiles::of(&r.latency),
             io_time: Percentiles::of(&r.io_time),
-            stalls: r.stalls.clone(),
-            stall_threshold_ms: threshold_ms,
-            memory: r.memory.clone(),
+            stalls: r.monitor.stalls.clone(),
+            stall_threshold_ms: r.monitor.stall_threshold_ms,
+            memory: Some(r.monitor.memory.clone()),
         }
     }
 

@@ -334,10 +334,9 @@ pub struct JobReport {
     pub restarts: u32,
     /// From the start of the run (restore included) to the first record at a sink.
     pub first_output: Option<Duration>,
-    /// Loop rounds longer than the stall threshold, with their operators.
-    pub stalls: Vec<crate::monitor::stall::Stall>,
-    /// The process's resident memory over the run (`None`: not sampled).
-    pub memory: Option<crate::monitor::MemoryTrend>,
+    /// What the job's monitor saw: stalls (loop rounds longer than the threshold, with
+    /// their operators), the threshold, and the process's resident memory over the run.
+    pub monitor: crate::monitor::MonitorOutcome,
 }
 
 impl JobReport {
@@ -372,8 +371,7 @@ impl JobReport {
             restored_from: None,
             restarts: 0,
             first_output: None,
-            stalls: Vec::new(),
-            memory: None,
+            monitor: crate::monitor::MonitorOutcome::default(),
         }
     }
 
@@ -488,14 +486,14 @@ impl fmt::Display for JobReport {
             )?;
         }
         const SHOWN: usize = 5;
-        for s in self.stalls.iter().take(SHOWN) {
+        for s in self.monitor.stalls.iter().take(SHOWN) {
             writeln!(f, "stall         {}", s.describe())?;
         }
-        if self.stalls.len() > SHOWN {
+        if self.monitor.stalls.len() > SHOWN {
             writeln!(
                 f,
                 "stall         … and {} more (`rill doctor` lists them all)",
-                self.stalls.len() - SHOWN
+                self.monitor.stalls.len() - SHOWN
             )?;
         }
         for (k, v) in &self.counters {

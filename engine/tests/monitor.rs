@@ -75,6 +75,7 @@ fn a_planted_blocking_call_is_reported_with_its_operator() {
     // A loaded 2-core VM may also deschedule a core inside the operator (a `Running`
     // stall); the planted call is the one stall asleep in it.
     let ours: Vec<_> = r
+        .monitor
         .stalls
         .iter()
         .filter(|s| {
@@ -85,7 +86,7 @@ fn a_planted_blocking_call_is_reported_with_its_operator() {
         ours.len(),
         1,
         "one sleeping stall in the planted operator: {:?}",
-        r.stalls
+        r.monitor.stalls
     );
     let s = ours[0];
     // 120 ms asleep, sampled every 5 ms: at least ~115 ms of it is seen.
@@ -97,7 +98,7 @@ fn a_planted_blocking_call_is_reported_with_its_operator() {
         "the run report tells it:\n{r}"
     );
     // The handle keeps what the monitor saw for callers whose run failed.
-    assert_eq!(monitor.outcome().unwrap().stalls, r.stalls);
+    assert_eq!(monitor.outcome().unwrap(), r.monitor);
     assert_eq!(monitor.outcome().unwrap().stall_threshold_ms, Some(20.0));
 }
 
@@ -111,9 +112,12 @@ fn without_a_blocking_call_no_operator_sleeps_through_a_stall() {
     assert_eq!(r.counter("sink_records"), 20_000);
     // A shared VM can deschedule a core (a `Running` stall); only a blocking call sleeps.
     assert!(
-        r.stalls.iter().all(|s| s.thread != ThreadState::Sleeping),
+        r.monitor
+            .stalls
+            .iter()
+            .all(|s| s.thread != ThreadState::Sleeping),
         "{:?}",
-        r.stalls
+        r.monitor.stalls
     );
 }
 
@@ -124,7 +128,7 @@ fn with_the_detector_off_nothing_is_reported() {
     let job = sleepy_job(dir.path(), "enrich-sync", blocks_once, diagnosed(0));
     let monitor = job.monitor_handle();
     let r = job.run().unwrap();
-    assert!(r.stalls.is_empty(), "{:?}", r.stalls);
+    assert!(r.monitor.stalls.is_empty(), "{:?}", r.monitor.stalls);
     assert_eq!(monitor.outcome().unwrap().stall_threshold_ms, None);
 }
 
@@ -348,10 +352,11 @@ fn an_expired_checkpoint_names_the_core_the_participants_and_the_alignment_it_wa
         "{failed:#?}"
     );
     assert!(
-        r.stalls
+        r.monitor
+            .stalls
             .iter()
             .any(|s| s.operator.as_deref() == Some("stuck") && s.duration_ms >= 500.0),
         "{:?}",
-        r.stalls
+        r.monitor.stalls
     );
 }

@@ -203,18 +203,8 @@ fn run(
     if let Some(p) = pid_file {
         let _ = std::fs::remove_file(p);
     }
-    let threshold = spec
-        .job
-        .diagnostics
-        .clone()
-        .unwrap_or_default()
-        .stall_threshold_ms;
     let digest = match &result {
-        Ok(r) => doctor::RunDigest::of_report(
-            r,
-            started_unix_ms,
-            (threshold > 0).then_some(threshold as f64),
-        ),
+        Ok(r) => doctor::RunDigest::of_report(r, started_unix_ms),
         Err(e) => doctor::RunDigest::of_failure(
             &e.to_string(),
             control

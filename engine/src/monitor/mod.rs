@@ -188,14 +188,6 @@ fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
     });
     let threshold_ns = a.threshold.map(|t| t.as_nanos() as u64);
     let mut tracker = StallTracker::new(a.probes.len(), threshold_ns.unwrap_or(u64::MAX));
-    let mut extras: Vec<prometheus::CoreExtra> = a
-        .cpus
-        .iter()
-        .map(|&cpu| prometheus::CoreExtra {
-            cpu,
-            ..Default::default()
-        })
-        .collect();
     let mut stalls: Vec<Stall> = Vec::new();
     let mut memory = MemoryTrend::default();
     let mut next_memory_ns = 0u64;
@@ -232,9 +224,6 @@ fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
             if tracker.has_closed() {
                 let done = tracker.take_closed(&name, &a.cpus, start);
                 for s in &done {
-                    let e = &mut extras[s.core];
-                    e.stalls += 1;
-                    e.stall_longest_s = e.stall_longest_s.max(s.duration_ms / 1e3);
                     tracing::warn!("stall: {}", s.describe());
                 }
                 stalls.extend(done);
@@ -247,7 +236,7 @@ fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
             next_memory_ns = now + 1_000_000_000;
         }
         if let Some(l) = &a.listener {
-            serve(l, &a, &extras, start);
+            serve(l, &a, &stalls, start);
         }
         if stopping {
             break;
@@ -263,11 +252,11 @@ fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
 }
 
 /// Answers every connection waiting on the listener.
-fn serve(l: &TcpListener, a: &MonitorArgs, extras: &[prometheus::CoreExtra], start_ns: u64) {
+fn serve(l: &TcpListener, a: &MonitorArgs, stalls: &[Stall], start_ns: u64) {
     loop {
         match l.accept() {
             Ok((stream, _)) => {
-                if let Err(e) = answer(stream, a, extras, start_ns) {
+                if let Err(e) = answer(stream, a, stalls, start_ns) {
                     tracing::debug!("metrics endpoint: {e}");
                 }
             }
@@ -283,7 +272,7 @@ fn serve(l: &TcpListener, a: &MonitorArgs, extras: &[prometheus::CoreExtra], sta
 fn answer(
     mut stream: TcpStream,
     a: &MonitorArgs,
-    extras: &[prometheus::CoreExtra],
+    stalls: &[Stall],
     start_ns: u64,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
@@ -317,8 +306,9 @@ fn answer(
             cores: a
                 .probes
                 .iter()
-                .zip(extras)
-                .map(|(p, e)| (p.published(), e.clone()))
+                .zip(&a.cpus)
+                .enumerate()
+                .map(|(i, (p, &cpu))| (p.published(), prometheus::CoreExtra::of(cpu, i, stalls)))
                 .collect(),
             resident_bytes: resident_bytes(),
             uptime_s: if start_ns == 0 {

@@ -17,6 +17,18 @@ pub struct CoreExtra {
     pub stall_longest_s: f64,
 }
 
+impl CoreExtra {
+    /// Core `core` pinned to `cpu`, with its share of the stalls seen so far.
+    pub fn of(cpu: usize, core: usize, stalls: &[crate::monitor::stall::Stall]) -> Self {
+        let mine = stalls.iter().filter(|s| s.core == core);
+        Self {
+            cpu,
+            stalls: mine.clone().count() as u64,
+            stall_longest_s: mine.map(|s| s.duration_ms / 1e3).fold(0.0, f64::max),
+        }
+    }
+}
+
 /// Everything one scrape shows.
 #[derive(Clone, Debug, Default)]
 pub struct Scrape {
@@ -347,6 +359,25 @@ mod tests {
         assert_eq!(number(0.25), "0.25");
         assert_eq!(number(f64::NAN), "NaN");
         assert_eq!(metric_name("async_in-flight"), "async_in_flight");
+    }
+
+    #[test]
+    fn a_cores_stall_figures_come_from_its_own_stalls() {
+        use crate::monitor::stall::{Stall, ThreadState};
+        let stall = |core, duration_ms| Stall {
+            core,
+            cpu: core,
+            operator: None,
+            partition: None,
+            duration_ms,
+            at_ms: 0.0,
+            thread: ThreadState::Running,
+        };
+        let stalls = [stall(1, 30.0), stall(0, 50.0), stall(1, 70.0)];
+        let e = CoreExtra::of(5, 1, &stalls);
+        assert_eq!((e.cpu, e.stalls), (5, 2));
+        assert!((e.stall_longest_s - 0.07).abs() < 1e-12);
+        assert_eq!(CoreExtra::of(6, 2, &stalls).stalls, 0);
     }
 
     #[test]

@@ -371,8 +371,7 @@ impl Job {
         let mut report = JobReport::merge(reports, start_ns, elapsed, self.handle.is_stopped());
         report.restored_from = restored;
         report.first_output = first.map(Duration::from_nanos);
-        report.stalls = seen.stalls;
-        report.memory = Some(seen.memory);
+        report.monitor = seen;
         Ok(report)
     }
 
