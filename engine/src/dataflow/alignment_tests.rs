@@ -29,6 +29,11 @@ struct Rig {
 
 /// A receiver on core 0 with input 0 from core 1 (a ring) and input 1 local.
 fn rig(mode: CheckpointMode, unaligned_after_ns: Option<u64>) -> Rig {
+    rig_with_burst(mode, unaligned_after_ns, 1024)
+}
+
+/// `rig`, taking about `burst` records per input and poll.
+fn rig_with_burst(mode: CheckpointMode, unaligned_after_ns: Option<u64>, burst: usize) -> Rig {
     let (tx, cons) = channel::<Message<Routed<u64>>>(64);
     let seen = Rc::new(RefCell::new(Vec::new()));
     let chains: Vec<Option<BoxEmit<u64>>> = vec![Some(Box::new(Collect(seen.clone())))];
@@ -58,7 +63,7 @@ fn rig(mode: CheckpointMode, unaligned_after_ns: Option<u64>) -> Rig {
     ];
     let codec = Arc::new(ChannelCodec::<u64>::new(|_, old, _| old));
     let rx =
-        Receiver::new(inputs, chains, 1024, Some(align)).with_channel_state(Some(codec), vec![]);
+        Receiver::new(inputs, chains, burst, Some(align)).with_channel_state(Some(codec), vec![]);
     Rig {
         rx,
         seen,
@@ -218,4 +223,58 @@ fn unaligned_with_a_timeout_starts_aligned_and_switches_when_it_expires() {
         ]
     );
     assert_eq!(r.core.borrow().channel_records(CheckpointId(1)), Some(1));
+}
+
+/// Regression (issue 13, item 1): records read ahead for one unaligned checkpoint and not
+/// yet processed when the next checkpoint's barrier goes ahead were in neither that
+/// checkpoint's state nor its channel state, so a restore from it lost them.
+#[test]
+fn a_backlog_read_ahead_for_one_checkpoint_is_channel_state_of_the_next() {
+    let mut r = rig_with_burst(CheckpointMode::ExactlyOnce, Some(0), 4);
+    r.core.borrow_mut().on_trigger(CheckpointId(1), 0);
+    for x in 0..5 {
+        r.remote.try_push(data(&[2 * x, 2 * x + 1])).unwrap();
+    }
+    r.remote.try_push(Message::Barrier(b(1))).unwrap();
+    r.rx.on_control(1, Control::Barrier(b(1)));
+    assert_eq!(take(&r.seen), vec![Seen::Control(Control::Barrier(b(1)))]);
+    // One poll reads the whole ring ahead (to barrier 1) but processes only a burst.
+    r.rx.poll();
+    let first = take(&r.seen);
+    assert_eq!(
+        r.core.borrow().channel_records(CheckpointId(1)),
+        Some(10),
+        "the ten records ahead of core 1's barrier 1"
+    );
+    assert!(first.len() < 10, "a backlog is left: {first:?}");
+    // Checkpoint 2's barrier arrives on the local input while the backlog waits.
+    r.core.borrow_mut().on_trigger(CheckpointId(2), 0);
+    r.rx.on_control(1, Control::Barrier(b(2)));
+    r.remote.try_push(data(&[10])).unwrap();
+    r.remote.try_push(Message::Barrier(b(2))).unwrap();
+    let mut rest = take(&r.seen);
+    for _ in 0..10 {
+        r.rx.poll();
+        rest.extend(take(&r.seen));
+    }
+    let at = rest
+        .iter()
+        .position(|s| *s == Seen::Control(Control::Barrier(b(2))))
+        .expect("barrier 2 forwarded");
+    let after_barrier_2 = rest.len() - at - 1;
+    assert_eq!(
+        r.core.borrow().channel_records(CheckpointId(2)),
+        Some(after_barrier_2 as u64),
+        "every record processed after barrier 2 but sent before it is channel state of checkpoint 2: {rest:?}"
+    );
+    assert_eq!(rest.last(), Some(&Seen::Data(10)));
+    let all: Vec<u64> = first
+        .iter()
+        .chain(rest.iter())
+        .filter_map(|s| match s {
+            Seen::Data(x) => Some(*x),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(all, (0..=10).collect::<Vec<_>>(), "each once, in order");
 }

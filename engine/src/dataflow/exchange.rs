@@ -629,13 +629,34 @@ impl<W: Clone> Receiver<W> {
                 .borrow_mut()
                 .note_alignment(aid, &a.name, now.saturating_sub(since), now);
         }
-        let waiting = (0..self.inputs.len())
+        let waiting: Vec<bool> = (0..self.inputs.len())
             .map(|i| !self.set.has_delivered(i, id))
             .collect();
+        // Records an earlier capture read ahead and that are not processed yet are
+        // ahead of this barrier too: the snapshot taken as it goes forward does not
+        // hold them, and the ring no longer does. They are this checkpoint's channel
+        // state as much as what is still in the ring (issue 13: without this, an
+        // unaligned checkpoint taken while a backlog was read ahead lost that backlog
+        // on restore).
+        let mut records = Vec::new();
+        for (i, ahead) in self.ahead.iter().enumerate() {
+            debug_assert!(
+                waiting[i] || ahead.is_empty(),
+                "an input that delivered barrier {id:?} has nothing read ahead of it"
+            );
+            if !waiting[i] {
+                continue;
+            }
+            for m in ahead {
+                if let Message::Data(batch) = m {
+                    records.extend(batch.iter().cloned());
+                }
+            }
+        }
         self.capture = Some(Capture {
             id,
             waiting,
-            records: Vec::new(),
+            records,
         });
         self.forwarded_early = Some(id);
         self.forward(Control::Barrier(crate::message::Barrier { id }));
