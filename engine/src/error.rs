@@ -51,6 +51,19 @@ pub enum EngineError {
         source: std::io::Error,
     },
 
+    /// A transactional sink was given output after the final checkpoint's barrier, which
+    /// no checkpoint commits (the final checkpoint is aligned, so this is an engine bug).
+    #[error(
+        "{path}: {bytes} bytes of output arrived after the final checkpoint's barrier and \
+         no checkpoint commits them"
+    )]
+    UncommittedOutput {
+        /// The in-progress file that held them.
+        path: PathBuf,
+        /// How much output.
+        bytes: u64,
+    },
+
     /// An operator failed while processing a record.
     #[error("operator `{operator}` (partition {partition}) failed: {reason}")]
     Operator {

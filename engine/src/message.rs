@@ -11,6 +11,17 @@ use crate::ids::CheckpointId;
 pub struct Barrier {
     /// The checkpoint this barrier starts.
     pub id: CheckpointId,
+    /// The final checkpoint of the job (its input is done). It is always aligned, also
+    /// with unaligned checkpoints on: a record processed after it would land in output
+    /// that no checkpoint ever commits.
+    pub last: bool,
+}
+
+impl Barrier {
+    /// The barrier of periodic checkpoint or savepoint `id`.
+    pub fn new(id: CheckpointId) -> Self {
+        Self { id, last: false }
+    }
 }
 
 /// An event-time watermark: no record with an event time (ms) at or below `0` follows.
@@ -93,7 +104,7 @@ pub struct InputSet {
     out_idle: bool,
     emitted_watermark: Option<Watermark>,
     /// The highest barrier each input delivered.
-    barriers: Vec<Option<CheckpointId>>,
+    barriers: Vec<Option<Barrier>>,
     forwarded_barrier: Option<CheckpointId>,
 }
 
@@ -168,22 +179,22 @@ impl InputSet {
     /// The barrier to forward if every open input has now delivered one newer than the
     /// last forwarded.
     fn complete_barrier(&mut self) -> Option<Barrier> {
-        let mut min: Option<CheckpointId> = None;
+        let mut min: Option<Barrier> = None;
         for i in self.open_inputs() {
             let b = self.barriers[i]?;
-            min = Some(min.map_or(b, |m| m.min(b)));
+            min = Some(min.map_or(b, |m| if b.id < m.id { b } else { m }));
         }
         let min = min?;
-        if self.forwarded_barrier.is_some_and(|f| f >= min) {
+        if self.forwarded_barrier.is_some_and(|f| f >= min.id) {
             return None;
         }
-        self.forwarded_barrier = Some(min);
-        Some(Barrier { id: min })
+        self.forwarded_barrier = Some(min.id);
+        Some(min)
     }
 
     /// Whether input `i` delivered barrier `id` (or a later one), or ended.
     pub fn has_delivered(&self, i: usize, id: CheckpointId) -> bool {
-        self.ended[i] || self.barriers[i].is_some_and(|b| b >= id)
+        self.ended[i] || self.barriers[i].is_some_and(|b| b.id >= id)
     }
 
     /// Input `i` ended. A second end from the same input is a protocol bug.
@@ -231,10 +242,10 @@ impl InputSet {
     /// order). Returns the barrier to forward once every open input has delivered it or
     /// a later one; each barrier is forwarded at most once.
     pub fn on_barrier(&mut self, i: usize, b: Barrier) -> Option<Barrier> {
-        if let Some(prev) = self.barriers[i] {
+        if let Some(prev) = self.barriers[i].map(|p| p.id) {
             assert!(prev < b.id, "input {i} delivered {} after {}", b.id, prev);
         }
-        self.barriers[i] = Some(b.id);
+        self.barriers[i] = Some(b);
         self.complete_barrier()
     }
 }
@@ -320,9 +331,7 @@ mod tests {
     #[test]
     fn barrier_completes_when_every_open_input_delivered_it() {
         let mut s = InputSet::new(3);
-        let b = |id| Barrier {
-            id: CheckpointId(id),
-        };
+        let b = |id| Barrier::new(CheckpointId(id));
         assert_eq!(s.on_barrier(0, b(1)), None);
         assert_eq!(s.on_barrier(2, b(1)), None);
         assert_eq!(s.on_barrier(1, b(1)), Some(b(1)));
@@ -335,9 +344,7 @@ mod tests {
     #[test]
     fn an_input_ahead_by_several_barriers_does_not_skip_any() {
         let mut s = InputSet::new(2);
-        let b = |id| Barrier {
-            id: CheckpointId(id),
-        };
+        let b = |id| Barrier::new(CheckpointId(id));
         assert_eq!(s.on_barrier(0, b(3)), None);
         assert_eq!(s.on_barrier(0, b(4)), None);
         assert_eq!(s.on_barrier(1, b(3)), Some(b(3)));
@@ -347,9 +354,7 @@ mod tests {
     #[test]
     fn an_ending_input_releases_what_it_held_back() {
         let mut s = InputSet::new(2);
-        let b1 = Barrier {
-            id: CheckpointId(1),
-        };
+        let b1 = Barrier::new(CheckpointId(1));
         assert_eq!(s.on_barrier(0, b1), None);
         assert_eq!(s.on_watermark(0, Watermark(10)), None);
         assert_eq!(s.on_watermark(1, Watermark(5)), Some(Watermark(5)));

@@ -22,9 +22,7 @@ fn input_set_barrier(c: &mut Criterion) {
             let mut id = 0u64;
             b.iter(|| {
                 id += 1;
-                let bar = Barrier {
-                    id: CheckpointId(id),
-                };
+                let bar = Barrier::new(CheckpointId(id));
                 let mut done = None;
                 for i in 0..black_box(n) {
                     done = set.on_barrier(i, bar);

@@ -150,9 +150,7 @@ fn a_barrier_is_forwarded_at_once_and_its_unemitted_inputs_are_archived() {
     r.op.data(0); // done at once
     r.op.data(5);
     r.op.data(9);
-    let b = Control::Barrier(Barrier {
-        id: CheckpointId(1),
-    });
+    let b = Control::Barrier(Barrier::new(CheckpointId(1)));
     r.op.control(b);
     // The barrier did not wait for 5 and 9: they are what the snapshot holds.
     assert_eq!(*r.seen.borrow(), vec![Seen::Data(0), Seen::Control(b)]);
@@ -190,9 +188,7 @@ fn capacity_is_never_exceeded_and_full_means_blocked() {
     r.op.data(3);
     assert_eq!(r.core.borrow().in_flight(), 2);
     // A barrier is never held back by a full operator.
-    let b = Control::Barrier(Barrier {
-        id: CheckpointId(1),
-    });
+    let b = Control::Barrier(Barrier::new(CheckpointId(1)));
     r.op.control(b);
     assert_eq!(*r.seen.borrow(), vec![Seen::Control(b)]);
     assert_eq!(r.core.borrow().unemitted_inputs(), vec![0, 1, 2, 3]);

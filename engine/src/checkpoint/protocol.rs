@@ -25,6 +25,8 @@ pub(crate) enum ToCore {
     Trigger {
         /// The checkpoint.
         id: CheckpointId,
+        /// Whether it is the final checkpoint of the job (its barrier is always aligned).
+        last: bool,
     },
     /// Checkpoint `id` is complete (its manifest is published): sinks commit everything
     /// pre-committed up to it; after the final one, sources end.

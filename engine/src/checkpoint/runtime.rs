@@ -22,6 +22,7 @@ use super::shell::Shell;
 use crate::clock::{Clock, MonotonicClock};
 use crate::dataflow::instantiate::Driver;
 use crate::error::{EngineError, Result};
+use crate::message::Barrier;
 use crate::ring::{Consumer, Doorbell, Producer};
 
 /// How long a core sleeps at most while its io_uring has operations in flight (their
@@ -175,10 +176,10 @@ impl CoreRuntime {
         progress |= !inbox.is_empty();
         for m in inbox {
             match m {
-                ToCore::Trigger { id } => {
+                ToCore::Trigger { id, last } => {
                     self.core.borrow_mut().on_trigger(id, now);
                     for d in drivers.iter_mut() {
-                        d.trigger(id, now);
+                        d.trigger(Barrier { id, last }, now);
                     }
                 }
                 ToCore::Complete { id, last } => {

@@ -332,7 +332,8 @@ impl Shell {
                         waiting: Vec::new(),
                     },
                 );
-                self.send_all(|| ToCore::Trigger { id }, local_inbox);
+                let last = kind == TriggerKind::Final;
+                self.send_all(|| ToCore::Trigger { id, last }, local_inbox);
             }
             Decision::Publish { id } => {
                 let Some(f) = self.inflight.get_mut(&id) else {

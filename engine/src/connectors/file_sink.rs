@@ -290,11 +290,20 @@ impl TxFile {
 
     fn finish(&mut self) -> Result<()> {
         if self.transactional {
-            // Everything was pre-committed at the final barrier; an open file here holds
-            // nothing that a checkpoint covers.
+            // Everything was pre-committed at the final barrier, which is aligned: a
+            // file opened after it holds output that no checkpoint commits. Say so
+            // loudly instead of dropping it (issue 13: unaligned final checkpoints lost
+            // the records processed after their barrier here, and the run exited 0).
             if let Some((w, path)) = self.writer.take() {
-                drop(w);
+                let f = w
+                    .into_inner()
+                    .map_err(|e| EngineError::io("write", &path, e.into_error()))?;
+                let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+                drop(f);
                 std::fs::remove_file(&path).map_err(|e| EngineError::io("remove", &path, e))?;
+                if bytes > 0 {
+                    return Err(EngineError::UncommittedOutput { path, bytes });
+                }
             }
             return Ok(());
         }

@@ -73,9 +73,7 @@ fn rig_with_burst(mode: CheckpointMode, unaligned_after_ns: Option<u64>, burst: 
 }
 
 fn b(id: u64) -> Barrier {
-    Barrier {
-        id: CheckpointId(id),
-    }
+    Barrier::new(CheckpointId(id))
 }
 
 fn data(v: &[u64]) -> Message<Routed<u64>> {
@@ -277,4 +275,37 @@ fn a_backlog_read_ahead_for_one_checkpoint_is_channel_state_of_the_next() {
         })
         .collect();
     assert_eq!(all, (0..=10).collect::<Vec<_>>(), "each once, in order");
+}
+
+/// Regression (issue 13, item 1): the final checkpoint's barrier went ahead unaligned, so
+/// the records still in flight on the other inputs were processed after it, into output
+/// that no checkpoint commits; the transactional sinks then dropped them at the end of
+/// the run, which exited 0. The final barrier aligns even with unaligned checkpoints on.
+#[test]
+fn the_final_barrier_is_aligned_even_with_unaligned_checkpoints() {
+    let mut r = rig(CheckpointMode::ExactlyOnce, Some(0));
+    r.core.borrow_mut().on_trigger(CheckpointId(1), 0);
+    let last = Barrier {
+        id: CheckpointId(1),
+        last: true,
+    };
+    r.remote.try_push(data(&[1, 2])).unwrap();
+    r.remote.try_push(Message::Barrier(last)).unwrap();
+    r.rx.on_control(1, Control::Barrier(last));
+    assert!(
+        take(&r.seen).is_empty(),
+        "the final barrier waits for the other input"
+    );
+    assert_eq!(r.rx.deadline(), None, "and never switches to unaligned");
+    r.rx.poll();
+    assert_eq!(
+        take(&r.seen),
+        vec![
+            Seen::Data(1),
+            Seen::Data(2),
+            Seen::Control(Control::Barrier(last))
+        ],
+        "everything ahead of it is processed before it"
+    );
+    assert_eq!(r.core.borrow().channel_records(CheckpointId(1)), Some(0));
 }

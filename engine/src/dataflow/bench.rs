@@ -127,9 +127,7 @@ impl ReceiverDriver {
 
     /// Pushes barrier `id` onto input `input`'s ring; false if that ring is full.
     pub fn push_barrier(&mut self, input: usize, id: u64) -> bool {
-        let b = Message::Barrier(Barrier {
-            id: CheckpointId(id),
-        });
+        let b = Message::Barrier(Barrier::new(CheckpointId(id)));
         self.rings[input].try_push(b).is_ok()
     }
 

@@ -442,6 +442,8 @@ pub(crate) struct Receiver<W> {
     blocked: Vec<bool>,
     /// Since when (ns) the barrier being aligned is waited for.
     aligning_since: Option<(CheckpointId, u64)>,
+    /// The barrier being aligned is the final one: it never goes unaligned.
+    aligning_last: bool,
     local: Option<usize>,
     held: VecDeque<Held<W>>,
     /// Per input: messages read ahead of processing while looking for an unaligned
@@ -474,6 +476,7 @@ impl<W: Clone> Receiver<W> {
             burst,
             align,
             aligning_since: None,
+            aligning_last: false,
             local,
             held: VecDeque::new(),
             capture: None,
@@ -584,12 +587,16 @@ impl<W: Clone> Receiver<W> {
         match self.set.on_barrier(input, b) {
             Some(b) => self.barrier_complete(b),
             None if hold => {
+                // The final checkpoint is aligned: nothing may be processed after its
+                // barrier, since no later checkpoint commits what that would output.
+                self.aligning_last |= b.last;
                 let unaligned_now = self
                     .align
                     .as_ref()
                     .and_then(|a| a.unaligned_after_ns)
                     .is_some_and(|t| t == 0)
-                    && self.codec.is_some();
+                    && self.codec.is_some()
+                    && !b.last;
                 if unaligned_now {
                     if self.aligning_since.is_none() {
                         self.start_aligning(b.id);
@@ -659,7 +666,7 @@ impl<W: Clone> Receiver<W> {
             records,
         });
         self.forwarded_early = Some(id);
-        self.forward(Control::Barrier(crate::message::Barrier { id }));
+        self.forward(Control::Barrier(crate::message::Barrier::new(id)));
         self.blocked.iter_mut().for_each(|x| *x = false);
         self.replay_held();
         self.finish_capture_if_done();
@@ -704,6 +711,7 @@ impl<W: Clone> Receiver<W> {
     }
 
     fn barrier_complete(&mut self, b: crate::message::Barrier) {
+        self.aligning_last = false;
         if self.forwarded_early == Some(b.id) {
             self.forwarded_early = None;
             return;
@@ -771,6 +779,9 @@ impl<W: Clone> Receiver<W> {
     pub(crate) fn deadline(&self) -> Option<u64> {
         let t = self.align.as_ref()?.unaligned_after_ns?;
         self.codec.as_ref()?;
+        if self.aligning_last {
+            return None;
+        }
         self.aligning_since.map(|(_, since)| since + t)
     }
 

@@ -63,8 +63,9 @@ pub(crate) trait Driver {
     fn has_input(&self) -> bool {
         false
     }
-    /// Checkpoint `id` was triggered: a source records its offset and emits the barrier.
-    fn trigger(&mut self, _id: CheckpointId, _now_ns: u64) {}
+    /// Checkpoint `barrier.id` was triggered: a source records its offset and emits the
+    /// barrier.
+    fn trigger(&mut self, _barrier: Barrier, _now_ns: u64) {}
     /// A checkpoint completed; after the final one (`last`), a source ends its output.
     fn complete(&mut self, _last: bool) {}
 }
@@ -823,7 +824,8 @@ impl<T> Driver for SourceDriver<T> {
         }
     }
 
-    fn trigger(&mut self, id: CheckpointId, now_ns: u64) {
+    fn trigger(&mut self, barrier: Barrier, now_ns: u64) {
+        let id = barrier.id;
         if self.done {
             return;
         }
@@ -833,7 +835,7 @@ impl<T> Driver for SourceDriver<T> {
             partition: self.partition.0,
             offset: self.part.offset(),
         };
-        self.chain.control(Control::Barrier(Barrier { id }));
+        self.chain.control(Control::Barrier(barrier));
         c.source(id, offset, now_ns);
     }
 

@@ -351,9 +351,7 @@ mod tests {
             }) as BoxEmit<i64>,
         };
         chain.data(1);
-        chain.control(Control::Barrier(Barrier {
-            id: CheckpointId(1),
-        }));
+        chain.control(Control::Barrier(Barrier::new(CheckpointId(1))));
         chain.data(2);
         chain.end();
         assert_eq!(
@@ -361,9 +359,7 @@ mod tests {
             vec![
                 Seen::Data(10),
                 Seen::Data(20),
-                Seen::Control(Control::Barrier(Barrier {
-                    id: CheckpointId(1)
-                })),
+                Seen::Control(Control::Barrier(Barrier::new(CheckpointId(1)))),
                 Seen::Data(20),
                 Seen::Data(30),
                 Seen::End
@@ -384,9 +380,7 @@ mod tests {
             join: join.clone(),
         };
         let mut b = UnionInput { index: 1, join };
-        let bar = Control::Barrier(Barrier {
-            id: CheckpointId(3),
-        });
+        let bar = Control::Barrier(Barrier::new(CheckpointId(3)));
         a.data(1);
         a.control(bar);
         b.data(2);
@@ -422,9 +416,7 @@ mod tests {
             index: 1,
             join: join.clone(),
         };
-        let bar = Control::Barrier(Barrier {
-            id: CheckpointId(1),
-        });
+        let bar = Control::Barrier(Barrier::new(CheckpointId(1)));
         a.data(1);
         a.control(bar);
         a.data(2); // after a's barrier: held
