@@ -103,9 +103,7 @@ fn referenced_ends(root: &Path) -> Result<BTreeMap<(CoreId, Lsn), u64>> {
     for checkpoint in layout::list_manifests(root)? {
         let m = match manifest::load(root, checkpoint) {
             Ok(m) => m,
-            Err(e) if e.is_corruption() || matches!(e, Error::NoSuchCheckpoint { .. }) => {
-                continue
-            }
+            Err(e) if e.is_corruption() || matches!(e, Error::NoSuchCheckpoint { .. }) => continue,
             Err(e) => return Err(e),
         };
         for r in &m.records {

@@ -30,7 +30,9 @@ fn retention_survives_a_header_with_a_huge_payload_length() {
     b.resize(4096, 0);
     write_seg(root, 0, 0, &b);
     write_seg(root, 0, 65536, &[]);
-    let report = CheckpointStore::new(root).retain(1).unwrap();
+    let report = CheckpointStore::new(root)
+        .retain(1, &Default::default())
+        .unwrap();
     // The segment cannot be walked past its bad header, so it is kept.
     assert!(report.plan.delete_segments.is_empty(), "{report:?}");
     assert!(root.join("core-0").join(format!("{:020}.seg", 0)).exists());
@@ -101,7 +103,7 @@ fn retention_never_deletes_the_newest_checkpoint_that_loads() {
         recover(root).unwrap().report.newest_complete,
         Some(CheckpointId(1))
     );
-    store.retain(1).unwrap();
+    store.retain(1, &Default::default()).unwrap();
     assert_eq!(
         recover(root).unwrap().report.newest_complete,
         Some(CheckpointId(1)),
@@ -121,7 +123,10 @@ fn recovery_stops_on_a_manifest_it_cannot_read_instead_of_truncating() {
     let r1 = block_on(w.append(RecordSpec::blob(CheckpointId(1), owner(0)), b"one")).unwrap();
     let r2 = block_on(w.append(RecordSpec::blob(CheckpointId(2), owner(0)), &[2u8; 512])).unwrap();
     block_on(w.close()).unwrap();
-    assert_eq!(r1.segment, r2.segment, "both records sit in the newest segment");
+    assert_eq!(
+        r1.segment, r2.segment,
+        "both records sit in the newest segment"
+    );
     let store = CheckpointStore::new(root);
     store
         .publish(&Manifest::new(CheckpointId(1), vec![r1], vec![]))

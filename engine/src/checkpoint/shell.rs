@@ -26,6 +26,9 @@ enum Job {
         manifest: Manifest,
         entry: Entry,
         retained: usize,
+        /// The other checkpoints in flight when it was sent: retention keeps what they
+        /// may reference (they can complete after this one).
+        in_flight: std::collections::BTreeSet<rill_storage::CheckpointId>,
     },
     History(Entry),
 }
@@ -67,20 +70,26 @@ impl Janitor {
                             manifest,
                             mut entry,
                             retained,
+                            in_flight,
                         } => {
                             let id = CheckpointId(manifest.checkpoint.0);
                             let msg = match store.publish(&manifest) {
                                 Ok(()) => {
                                     complete.insert(manifest.checkpoint, true);
                                     let memo = std::cell::RefCell::new(&mut complete);
-                                    let r = rill_storage::retention::apply(&dir, retained, |c| {
-                                        if let Some(ok) = memo.borrow().get(&c) {
-                                            return *ok;
-                                        }
-                                        let ok = store.load(c).is_ok();
-                                        memo.borrow_mut().insert(c, ok);
-                                        ok
-                                    });
+                                    let r = rill_storage::retention::apply(
+                                        &dir,
+                                        retained,
+                                        &in_flight,
+                                        |c| {
+                                            if let Some(ok) = memo.borrow().get(&c) {
+                                                return *ok;
+                                            }
+                                            let ok = store.load(c).is_ok();
+                                            memo.borrow_mut().insert(c, ok);
+                                            ok
+                                        },
+                                    );
                                     store.reader().forget_deleted();
                                     // Forget what retention deleted (the map stays as small
                                     // as the set of retained checkpoints).
@@ -374,10 +383,18 @@ impl Shell {
                 manifest.savepoint = f.kind == TriggerKind::Savepoint;
                 e.state = State::Complete;
                 e.duration_ms = ms(now.saturating_sub(f.trigger_ns));
+                let entry = e.clone();
+                let in_flight = self
+                    .inflight
+                    .keys()
+                    .filter(|c| **c != id)
+                    .map(|c| rill_storage::CheckpointId(c.0))
+                    .collect();
                 self.janitor.send(Job::Publish {
                     manifest,
-                    entry: e.clone(),
+                    entry,
                     retained: self.retained,
+                    in_flight,
                 });
             }
             Decision::NotifyComplete { id } => {
