@@ -120,7 +120,7 @@ pub fn plan(
     let delete_segments = segments
         .iter()
         .filter(|s| !s.newest_of_core && !s.unreadable && !referenced.contains(&(s.core, s.base)))
-        .filter(|s| s.max_checkpoint.is_none_or(|m| m <= floor))
+        .filter(|s| s.max_checkpoint.map_or(true, |m| m <= floor))
         .map(|s| (s.core, s.base))
         .collect();
     RetentionPlan {

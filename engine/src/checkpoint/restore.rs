@@ -174,7 +174,7 @@ pub fn explain(
     // The newest complete checkpoint per the history (older ones may be gone by
     // retention, which the history does not record).
     let expected = history.iter().max().copied();
-    let missing = expected.filter(|e| found.is_none_or(|f| *e > f) && !manifests.contains(e));
+    let missing = expected.filter(|e| found.map_or(true, |f| *e > f) && !manifests.contains(e));
     if missing.is_none() && skipped.is_empty() {
         return None;
     }
