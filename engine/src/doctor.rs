@@ -93,6 +93,11 @@ pub struct RunDigest {
     pub stall_threshold_ms: Option<f64>,
     /// Resident memory over the run.
     pub memory: Option<MemoryTrend>,
+    /// The newest checkpoint complete in the job's checkpoint directory when the run
+    /// ended (`None`: no checkpointing, or none complete). A later run that finds the
+    /// directory gone refuses to start over without `--fresh`.
+    #[serde(default)]
+    pub newest_checkpoint: Option<u64>,
 }
 
 impl RunDigest {
@@ -112,6 +117,7 @@ impl RunDigest {
             stalls: r.monitor.stalls.clone(),
             stall_threshold_ms: r.monitor.stall_threshold_ms,
             memory: Some(r.monitor.memory.clone()),
+            newest_checkpoint: None,
         }
     }
 

@@ -97,6 +97,8 @@ pub enum EngineError {
         consecutive: u32,
         /// Why the last one failed.
         reason: String,
+        /// The cause of a failure among them that a restart cannot fix (a full disk, ...).
+        unfixable: Option<crate::checkpoint::restart::Unfixable>,
     },
 
     /// The checkpoint store failed (reading, recovering or publishing).
@@ -123,6 +125,22 @@ impl EngineError {
         }
     }
 
+    /// The cause of this error when a restart cannot fix it (see
+    /// [`crate::checkpoint::restart::Unfixable`]): an invalid configuration, or an OS error
+    /// such as ENOSPC, EROFS or EACCES on a file.
+    pub fn unfixable(&self) -> Option<crate::checkpoint::restart::Unfixable> {
+        use crate::checkpoint::restart::Unfixable;
+        match self {
+            Self::Config(e) => Some(Unfixable::Config(e.to_string())),
+            Self::Io { op, path, source } => {
+                Unfixable::of_os_error(source.raw_os_error()?, *op, path.clone())
+            }
+            Self::Storage(e) => storage_unfixable(e),
+            Self::CheckpointsFailing { unfixable, .. } => unfixable.clone(),
+            _ => None,
+        }
+    }
+
     /// Whether a restart strategy may restart the job after this error: failures of the
     /// running job (operators, checkpoints, executors), not bad configuration, a failed
     /// start-up check or a stop by signal.
@@ -135,6 +153,12 @@ impl EngineError {
                 | Self::Io { .. }
         )
     }
+}
+
+/// The cause of a storage error when a restart cannot fix it.
+pub fn storage_unfixable(e: &rill_storage::Error) -> Option<crate::checkpoint::restart::Unfixable> {
+    let (errno, op, path) = e.os_error()?;
+    crate::checkpoint::restart::Unfixable::of_os_error(errno, op.to_string(), path)
 }
 
 /// A problem with a job directory, naming the file, the key and what would be valid.

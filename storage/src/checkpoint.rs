@@ -10,7 +10,7 @@ use crate::layout;
 use crate::manifest::{self, Manifest};
 use crate::reader::{LogReader, RecordView};
 use crate::retention::{self, RetentionReport};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// A checkpoint directory (the `dir` of the job's `[checkpoint]` table).
@@ -198,12 +198,19 @@ impl CheckpointStore {
 
     /// Keeps the newest `keep` complete checkpoints and every savepoint; deletes older
     /// manifests and every segment nothing kept references (never a core's newest segment,
-    /// never one holding records of checkpoints newer than the newest kept one).
-    pub fn retain(&self, keep: usize) -> Result<RetentionReport> {
+    /// never one that a checkpoint in `in_flight` may still reference, whatever order
+    /// checkpoints complete in: see [`retention`]). `in_flight` are the checkpoints
+    /// triggered and neither complete nor aborted; every other checkpoint without a
+    /// manifest is taken to be dead.
+    pub fn retain(
+        &self,
+        keep: usize,
+        in_flight: &BTreeSet<CheckpointId>,
+    ) -> Result<RetentionReport> {
         // Only a checkpoint that loads (records present, CRCs intact) counts as complete:
         // a manifest that parses but names a corrupt record must not displace an older
         // good one.
-        let report = retention::apply(&self.root, keep, |id| self.load(id).is_ok())?;
+        let report = retention::apply(&self.root, keep, in_flight, |id| self.load(id).is_ok())?;
         self.reader.forget_deleted();
         Ok(report)
     }

@@ -188,6 +188,8 @@ pub enum Error {
         path: PathBuf,
         /// The OS error kind of the first failure.
         kind: io::ErrorKind,
+        /// Its OS error number, when it had one (ENOSPC, EIO, ...).
+        errno: Option<i32>,
     },
     /// Bytes on disk are not a valid record.
     #[error("corrupt record in {path} at offset {offset}: {corruption}")]
@@ -293,6 +295,22 @@ impl Error {
             op,
             path: path.into(),
             source,
+        }
+    }
+
+    /// The OS error number behind this error, with the operation and the file it failed
+    /// on: an IO failure, the one that poisoned a log, or the one that made a checkpoint's
+    /// record unusable. `None` for everything else (corruption, format errors).
+    pub fn os_error(&self) -> Option<(i32, IoOp, &std::path::Path)> {
+        match self {
+            Error::Io { op, path, source } => {
+                source.raw_os_error().map(|n| (n, *op, path.as_path()))
+            }
+            Error::Poisoned {
+                op, path, errno, ..
+            } => errno.map(|n| (n, *op, path.as_path())),
+            Error::BadCheckpointRecord { source, .. } => source.os_error(),
+            _ => None,
         }
     }
 

@@ -13,7 +13,8 @@
 //! Keyed state goes in as sorted `(K, V)` entries ([`archive_full`]), or as deltas since the
 //! previous checkpoint chained to a base ([`archive_delta`]); [`ChainView`] looks keys up
 //! across a chain in place and [`ChainView::fold`] compacts it into a new base. Retention
-//! ([`CheckpointStore::retain`]) keeps the newest N complete checkpoints and every savepoint.
+//! ([`CheckpointStore::retain`]) keeps the newest N complete checkpoints, every savepoint and
+//! whatever the checkpoints still in flight may need.
 //!
 //! The crate knows nothing of operators: owners are plain ids ([`Owner`]).
 //!
@@ -42,7 +43,7 @@
 //! // On the coordinator, once every partition acked: publish, then apply retention.
 //! let store = CheckpointStore::new(&root);
 //! store.publish(&Manifest::new(CheckpointId(2), records, b"source offsets".to_vec())).unwrap();
-//! store.retain(3).unwrap();
+//! store.retain(3, &Default::default()).unwrap(); // nothing else is in flight
 //!
 //! // After a restart: recover, then read the state in place.
 //! let recovered = recover(&root).unwrap();

@@ -94,21 +94,30 @@ pub struct Recovered {
     pub store: CheckpointStore,
 }
 
+/// The end of the furthest record any manifest references, per segment. A manifest that is
+/// corrupt (it names nothing usable) or gone since it was listed is passed over; one that
+/// cannot be read for any other reason (EIO, EACCES, ...) stops recovery with that error:
+/// the records it may name must not be taken for a torn tail and cut off.
 fn referenced_ends(root: &Path) -> Result<BTreeMap<(CoreId, Lsn), u64>> {
     let mut ends: BTreeMap<(CoreId, Lsn), u64> = BTreeMap::new();
     for checkpoint in layout::list_manifests(root)? {
-        if let Ok(m) = manifest::load(root, checkpoint) {
-            for r in &m.records {
-                let end = r.lsn.0.saturating_sub(r.segment.0).saturating_add(r.len);
-                let e = ends.entry((r.core, r.segment)).or_default();
-                *e = (*e).max(end);
-            }
+        let m = match manifest::load(root, checkpoint) {
+            Ok(m) => m,
+            Err(e) if e.is_corruption() || matches!(e, Error::NoSuchCheckpoint { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        for r in &m.records {
+            let end = r.lsn.0.saturating_sub(r.segment.0).saturating_add(r.len);
+            let e = ends.entry((r.core, r.segment)).or_default();
+            *e = (*e).max(end);
         }
     }
     Ok(ends)
 }
 
-/// Recovers the checkpoint directory `root` (which may not exist yet).
+/// Recovers the checkpoint directory `root` (which may not exist yet). A manifest that
+/// cannot be read for a reason other than absence or corruption (EIO, EACCES, ...) stops it
+/// with that error, before anything is truncated.
 pub fn recover(root: &Path) -> Result<Recovered> {
     let mut report = RecoveryReport::default();
     for tmp in layout::list_manifest_tmps(root)? {

@@ -1,9 +1,18 @@
 //! Retention: which manifests and segments can go. The decision is a pure function of facts
-//! (manifests seen, segments seen) so it is tested exhaustively against a model; `apply`
-//! gathers the facts and does the deleting. It never deletes a savepoint, anything a kept
-//! checkpoint references (incremental chains list their base, so bases stay), a core's newest
-//! segment, or a segment holding records of a checkpoint newer than the newest kept one
-//! (those may belong to a checkpoint in progress).
+//! (manifests seen, segments seen, checkpoints in flight) so it is tested exhaustively
+//! against a model; `apply` gathers the facts and does the deleting. It never deletes a
+//! savepoint, anything a kept checkpoint references (incremental chains list their base, so
+//! bases stay), a core's newest segment, or anything a checkpoint still in flight may
+//! reference — whatever order checkpoints complete in (`max_concurrent > 1`, savepoints,
+//! which are never subsumed).
+//!
+//! A checkpoint in flight writes its records in checkpoint order on every core, so its
+//! chains are those of the newest complete checkpoint older than it (its *predecessor*)
+//! plus records of checkpoints after that predecessor. Retention therefore keeps each
+//! in-flight checkpoint's predecessor (manifest and segments) and every segment holding a
+//! record newer than the oldest such predecessor (or than the newest kept checkpoint, when
+//! nothing is in flight: a checkpoint triggered after the caller listed what is in flight
+//! has a larger id than every manifest).
 
 use crate::error::{Error, IoOp, Result};
 use crate::frame::{checked_framed_len, decode_header, RecordKind};
@@ -62,41 +71,60 @@ pub struct RetentionReport {
     pub removed: Vec<PathBuf>,
 }
 
-/// Decides what retention deletes, keeping the newest `keep` valid checkpoints (at least 1)
-/// and all valid savepoints.
-pub fn plan(manifests: &[ManifestFacts], segments: &[SegmentFacts], keep: usize) -> RetentionPlan {
+/// Decides what retention deletes, keeping the newest `keep` valid checkpoints (at least 1),
+/// every savepoint, and everything the checkpoints in `in_flight` (triggered, neither
+/// complete nor aborted) may need: see the module docs.
+pub fn plan(
+    manifests: &[ManifestFacts],
+    segments: &[SegmentFacts],
+    keep: usize,
+    in_flight: &BTreeSet<CheckpointId>,
+) -> RetentionPlan {
     assert!(keep >= 1, "retention must keep at least one checkpoint");
     let mut valid: Vec<&ManifestFacts> = manifests.iter().filter(|m| m.valid).collect();
     valid.sort_by_key(|m| std::cmp::Reverse(m.checkpoint));
-    let kept: Vec<&ManifestFacts> = valid
+    // The newest valid checkpoint older than `c`: the chains an in-flight `c` extends.
+    let predecessor = |c: CheckpointId| valid.iter().find(|m| m.checkpoint < c);
+    let mut kept_ids: BTreeSet<CheckpointId> = valid
         .iter()
         .enumerate()
         .filter(|(i, m)| *i < keep || m.savepoint)
-        .map(|(_, m)| *m)
+        .map(|(_, m)| m.checkpoint)
         .collect();
-    let newest_kept = kept.first().map(|m| m.checkpoint);
-    let kept_ids: BTreeSet<CheckpointId> = kept.iter().map(|m| m.checkpoint).collect();
+    kept_ids.extend(
+        in_flight
+            .iter()
+            .filter_map(|c| predecessor(*c))
+            .map(|m| m.checkpoint),
+    );
+    let newest_kept = kept_ids.last().copied();
+    // Records of checkpoints newer than this may belong to one still being taken.
+    let floor = in_flight
+        .iter()
+        .map(|c| predecessor(*c).map_or(CheckpointId(0), |m| m.checkpoint))
+        .chain(std::iter::once(newest_kept.unwrap_or(CheckpointId(0))))
+        .min()
+        .unwrap_or(CheckpointId(0));
     let delete_manifests = manifests
         .iter()
-        .filter(|m| !kept_ids.contains(&m.checkpoint))
+        .filter(|m| !kept_ids.contains(&m.checkpoint) && !m.savepoint)
         .filter(|m| m.valid || newest_kept.is_some_and(|n| m.checkpoint < n))
         .map(|m| m.checkpoint)
         .collect();
-    let referenced: BTreeSet<(CoreId, Lsn)> = kept
+    // Kept checkpoints, and every savepoint (even one that does not load: evidence).
+    let referenced: BTreeSet<(CoreId, Lsn)> = manifests
         .iter()
+        .filter(|m| kept_ids.contains(&m.checkpoint) || m.savepoint)
         .flat_map(|m| m.segments.iter().copied())
         .collect();
     let delete_segments = segments
         .iter()
         .filter(|s| !s.newest_of_core && !s.unreadable && !referenced.contains(&(s.core, s.base)))
-        .filter(|s| match s.max_checkpoint {
-            None => true,
-            Some(m) => newest_kept.is_some_and(|n| m <= n),
-        })
+        .filter(|s| s.max_checkpoint.map_or(true, |m| m <= floor))
         .map(|s| (s.core, s.base))
         .collect();
     RetentionPlan {
-        keep: kept.iter().map(|m| m.checkpoint).collect(),
+        keep: kept_ids.iter().rev().copied().collect(),
         delete_manifests,
         delete_segments,
     }
@@ -164,16 +192,24 @@ fn remove(path: &Path) -> Result<()> {
 
 /// Gathers facts under `root`, plans and deletes: manifests first (directory synced), then
 /// segments, so a crash midway never leaves a manifest naming a deleted segment.
-/// `complete(id)` says whether checkpoint `id` loads in full (every record present with
-/// its CRC intact); only those count towards the `keep` newest.
+/// `in_flight` are the checkpoints triggered and neither complete nor aborted (see
+/// [`plan`]). `complete(id)` says whether checkpoint `id` loads in full (every record
+/// present with its CRC intact); only those count towards the `keep` newest. A manifest
+/// that cannot be read for a reason other than absence or corruption (EIO, EACCES, ...)
+/// stops retention with that error: what it references is unknown.
 pub fn apply(
     root: &Path,
     keep: usize,
+    in_flight: &BTreeSet<CheckpointId>,
     complete: impl Fn(CheckpointId) -> bool,
 ) -> Result<RetentionReport> {
     let mut manifests = Vec::new();
     for checkpoint in layout::list_manifests(root)? {
-        let m = manifest::load(root, checkpoint);
+        let m = match manifest::load(root, checkpoint) {
+            Err(Error::NoSuchCheckpoint { .. }) => continue,
+            Err(e) if !e.is_corruption() => return Err(e),
+            m => m,
+        };
         manifests.push(ManifestFacts {
             checkpoint,
             valid: m.is_ok() && complete(checkpoint),
@@ -189,7 +225,7 @@ pub fn apply(
             segments.push(segment_facts(&path, core, *base, i + 1 == bases.len())?);
         }
     }
-    let plan = plan(&manifests, &segments, keep);
+    let plan = plan(&manifests, &segments, keep, in_flight);
     let mut removed = Vec::new();
     for c in &plan.delete_manifests {
         let p = layout::manifest_path(root, *c);

@@ -64,6 +64,7 @@ struct PoisonInfo {
     op: IoOp,
     path: PathBuf,
     kind: io::ErrorKind,
+    errno: Option<i32>,
 }
 
 /// Where the next staged record goes.
@@ -274,6 +275,7 @@ impl<F: LogFs> LogWriter<F> {
             op: p.op,
             path: p.path.clone(),
             kind: p.kind,
+            errno: p.errno,
         }
     }
 
@@ -395,15 +397,22 @@ impl<F: LogFs> LogWriter<F> {
                 i.stats.segments += taken.iter().filter(|b| b.create).count() as u64;
             }
             Err(e) => {
-                let (op, path, kind) = match e {
-                    Error::Io { op, path, source } => (*op, path.clone(), source.kind()),
-                    Error::ShortWrite { path, .. } => {
-                        (IoOp::Write, path.clone(), io::ErrorKind::WriteZero)
+                let (op, path, kind, errno) = match e {
+                    Error::Io { op, path, source } => {
+                        (*op, path.clone(), source.kind(), source.raw_os_error())
                     }
-                    _ => (IoOp::Write, PathBuf::new(), io::ErrorKind::Other),
+                    Error::ShortWrite { path, .. } => {
+                        (IoOp::Write, path.clone(), io::ErrorKind::WriteZero, None)
+                    }
+                    _ => (IoOp::Write, PathBuf::new(), io::ErrorKind::Other, None),
                 };
                 tracing::error!(core = self.core.0, ?op, path = %path.display(), "checkpoint log poisoned: {e}");
-                i.poison = Some(PoisonInfo { op, path, kind });
+                i.poison = Some(PoisonInfo {
+                    op,
+                    path,
+                    kind,
+                    errno,
+                });
             }
         }
         for w in i.waiters.drain(..) {
@@ -530,6 +539,7 @@ impl<F: LogFs> Drop for FlushGuard<'_, F> {
             op: IoOp::Write,
             path,
             kind: io::ErrorKind::Interrupted,
+            errno: None,
         });
         for w in i.waiters.drain(..) {
             w.wake();

@@ -30,7 +30,9 @@ fn retention_survives_a_header_with_a_huge_payload_length() {
     b.resize(4096, 0);
     write_seg(root, 0, 0, &b);
     write_seg(root, 0, 65536, &[]);
-    let report = CheckpointStore::new(root).retain(1).unwrap();
+    let report = CheckpointStore::new(root)
+        .retain(1, &Default::default())
+        .unwrap();
     // The segment cannot be walked past its bad header, so it is kept.
     assert!(report.plan.delete_segments.is_empty(), "{report:?}");
     assert!(root.join("core-0").join(format!("{:020}.seg", 0)).exists());
@@ -101,10 +103,57 @@ fn retention_never_deletes_the_newest_checkpoint_that_loads() {
         recover(root).unwrap().report.newest_complete,
         Some(CheckpointId(1))
     );
-    store.retain(1).unwrap();
+    store.retain(1, &Default::default()).unwrap();
     assert_eq!(
         recover(root).unwrap().report.newest_complete,
         Some(CheckpointId(1)),
         "retention deleted the only complete checkpoint"
+    );
+}
+
+/// Recovery read a manifest that failed to load for a reason other than absence (EIO,
+/// EACCES; here EISDIR) as if it were absent, and then cut off the records that checkpoint
+/// needs as a torn tail. It must stop with the error, naming the manifest, and change
+/// nothing.
+#[test]
+fn recovery_stops_on_a_manifest_it_cannot_read_instead_of_truncating() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let w = std_writer(root, 0);
+    let r1 = block_on(w.append(RecordSpec::blob(CheckpointId(1), owner(0)), b"one")).unwrap();
+    let r2 = block_on(w.append(RecordSpec::blob(CheckpointId(2), owner(0)), &[2u8; 512])).unwrap();
+    block_on(w.close()).unwrap();
+    assert_eq!(
+        r1.segment, r2.segment,
+        "both records sit in the newest segment"
+    );
+    let store = CheckpointStore::new(root);
+    store
+        .publish(&Manifest::new(CheckpointId(1), vec![r1], vec![]))
+        .unwrap();
+    store
+        .publish(&Manifest::new(CheckpointId(2), vec![r2], vec![]))
+        .unwrap();
+    // Checkpoint 2's record goes bad: the scan of the segment ends before it.
+    let seg = layout::segment_path(root, CoreId(0), r2.segment);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[(r2.lsn.0 - r2.segment.0) as usize + 100] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+    let len = bytes.len() as u64;
+    // Its manifest cannot be read (a directory in its place: EISDIR, also as root).
+    let m2 = layout::manifest_path(root, CheckpointId(2));
+    std::fs::remove_file(&m2).unwrap();
+    std::fs::create_dir(&m2).unwrap();
+
+    let err = recover(root).expect_err("an unreadable manifest stops recovery");
+    match &err {
+        Error::Io { path, .. } => assert_eq!(path, &m2, "{err}"),
+        other => panic!("expected the IO error of {}, got {other}", m2.display()),
+    }
+    assert!(err.to_string().contains(&m2.display().to_string()), "{err}");
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        len,
+        "recovery truncated the segment although a manifest it could not read may need it"
     );
 }

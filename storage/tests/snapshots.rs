@@ -101,7 +101,7 @@ proptest! {
             block_on(log.close()).unwrap();
             chain.push(record);
             store.publish(&Manifest::new(id, chain.clone(), vec![])).unwrap();
-            store.retain(2).unwrap();
+            store.retain(2, &Default::default()).unwrap();
 
             let rec = recover(root).unwrap();
             let c = rec.checkpoint.unwrap();

@@ -167,6 +167,10 @@ fn run(
     if let Err(e) = pipelines::build(&spec) {
         return fail(&e);
     }
+    let earlier = job_dir
+        .as_ref()
+        .and_then(|d| doctor::read_digest(d).ok())
+        .and_then(|d| d.newest_checkpoint);
     let start_from = match (fresh, from) {
         (true, _) => StartFrom::Fresh,
         (false, Some(id)) => StartFrom::Id(CheckpointId(id)),
@@ -218,6 +222,16 @@ fn run(
             spec.cores.len(),
         ),
     };
+    // The newest complete checkpoint the job has: a run that completed none keeps the
+    // last run's (a run refused for a missing checkpoint directory must not forget it),
+    // unless it started over on purpose.
+    let mut digest = digest;
+    digest.newest_checkpoint = checkpoint_history(&spec)
+        .iter()
+        .filter(|e| e.state == rill_engine::checkpoint::history::State::Complete)
+        .map(|e| e.id)
+        .max()
+        .or(earlier.filter(|_| start_from != StartFrom::Fresh));
     let problems = record_run(&spec, &digest, job_dir.is_some());
     match result {
         Ok(report) => {

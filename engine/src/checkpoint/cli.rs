@@ -197,6 +197,7 @@ pub fn savepoint(job_dir: &Path, timeout_s: u64) -> Result<()> {
                     checkpoint: crate::ids::CheckpointId(e.id),
                     consecutive: 1,
                     reason: e.failure.clone().unwrap_or_default(),
+                    unfixable: None,
                 }),
             };
         }

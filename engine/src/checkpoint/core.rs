@@ -20,7 +20,9 @@ use rill_storage::{
 use rkyv::util::AlignedVec;
 
 use super::protocol::{CoreAck, PartitionStats, SourceOffset, ToCoordinator};
+use super::restart::Unfixable;
 use crate::config::CheckpointMode;
+use crate::error::storage_unfixable;
 use crate::ids::{CheckpointId, CoreId, KeyGroup, PartitionId};
 use crate::state::{GroupSnapshot, SnapshotTable};
 
@@ -371,6 +373,7 @@ impl CoreCheckpoints {
                 core: self.core,
                 id: l,
                 reason: format!("its deltas build on aborted checkpoint {}", id.0),
+                unfixable: None,
             });
         }
     }
@@ -499,10 +502,11 @@ pub(crate) async fn writer_loop(
         core.borrow_mut().writing = None;
         let msg = match written {
             Ok(ack) => ToCoordinator::Ack(Box::new(ack)),
-            Err(reason) => ToCoordinator::Decline {
+            Err((reason, unfixable)) => ToCoordinator::Decline {
                 core: core.borrow().core,
                 id,
                 reason,
+                unfixable,
             },
         };
         core.borrow_mut().outbox.push(msg);
@@ -515,7 +519,7 @@ async fn write_one(
     uring: &Rc<Uring>,
     ready: ReadyCheckpoint,
     clock: &impl Fn() -> u64,
-) -> Result<CoreAck, String> {
+) -> Result<CoreAck, (String, Option<Unfixable>)> {
     let ReadyCheckpoint {
         id,
         pending,
@@ -570,11 +574,14 @@ async fn write_one(
                                         si,
                                     )),
                                     None => {
-                                        return Err(format!(
-                                            "{}: a delta for {owner} has no base snapshot \
-                                             on this core (a bug; the next checkpoint writes \
-                                             full snapshots)",
-                                            c.names[p]
+                                        return Err((
+                                            format!(
+                                                "{}: a delta for {owner} has no base \
+                                                 snapshot on this core (a bug; the next \
+                                                 checkpoint writes full snapshots)",
+                                                c.names[p]
+                                            ),
+                                            None,
                                         ))
                                     }
                                 }
@@ -599,13 +606,17 @@ async fn write_one(
     let results = futures_util::future::join_all(futures).await;
     let mut written = Vec::with_capacity(results.len());
     for r in results {
-        written.push(r.map_err(|e| format!("checkpoint log: {e}"))?);
+        written.push(r.map_err(|e| (format!("checkpoint log: {e}"), storage_unfixable(&e)))?);
     }
     for f in &syncs {
-        uring
-            .fdatasync(f.as_raw_fd())
-            .await
-            .map_err(|e| format!("fdatasync of a pre-committed sink file: {e}"))?;
+        uring.fdatasync(f.as_raw_fd()).await.map_err(|e| {
+            let path = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+                .unwrap_or_else(|_| "a pre-committed sink file".into());
+            let unfixable = e
+                .raw_os_error()
+                .and_then(|n| Unfixable::of_os_error(n, "fdatasync", &path));
+            (format!("fdatasync of {}: {e}", path.display()), unfixable)
+        })?;
     }
     let mut bytes_written = 0u64;
     let mut c = core.borrow_mut();

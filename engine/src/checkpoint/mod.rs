@@ -16,5 +16,5 @@ pub(crate) mod runtime;
 pub(crate) mod shell;
 
 pub use coordinator::{AbortReason, CheckpointKind, Coordinator, CoordinatorConfig, Decision};
-pub use restart::{RestartDecision, RestartStrategy, Restarts};
+pub use restart::{RestartDecision, RestartStrategy, Restarts, Unfixable, UnfixableKind};
 pub mod cli;

@@ -111,6 +111,8 @@ pub(crate) enum ToCoordinator {
         id: CheckpointId,
         /// Why, in words a user can act on.
         reason: String,
+        /// The cause, when a restart cannot fix it (a full disk, ...).
+        unfixable: Option<super::restart::Unfixable>,
     },
     /// Every source partition on the core reached the end of its input (or was stopped).
     SourcesFinished {

@@ -16,7 +16,13 @@
 //!   `[-jitter * backoff, +jitter * backoff]`, never below zero nor above `max`; the
 //!   jitter does not feed back into the next backoff. `attempts: None` restarts without
 //!   limit, `Some(n)` gives up at the failure after `n` restarts without a reset.
+//!
+//! Whatever the strategy, a failure a restart cannot fix ([`Unfixable`]: a full disk, a
+//! read-only file system, a permission denied, an invalid configuration) gives up at once
+//! and says why ([`Restarts::decide`]); the job would only fail the same way again.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::splitmix::SplitMix64;
@@ -90,6 +96,88 @@ impl RestartStrategy {
     }
 }
 
+/// What kind of failure a restart cannot fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnfixableKind {
+    /// The file system is full, or the quota used up (ENOSPC, EDQUOT).
+    NoSpace,
+    /// The file system is mounted read-only (EROFS).
+    ReadOnly,
+    /// The process may not do it (EACCES, EPERM).
+    Denied,
+}
+
+/// A failure a restart cannot fix: the restarted job would fail the same way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unfixable {
+    /// An OS error on a file that does not go away by itself.
+    Os {
+        /// Which one.
+        kind: UnfixableKind,
+        /// The OS error number.
+        errno: i32,
+        /// What was being done (`"write"`, `"create"`, `"fsync"`, ...).
+        op: String,
+        /// The file or directory.
+        path: PathBuf,
+    },
+    /// The job's configuration is invalid (the error, which names the file and key).
+    Config(String),
+}
+
+impl Unfixable {
+    /// Classifies OS error `errno` of `op` on `path`: `None` when a restart may help (EIO,
+    /// EAGAIN, EINTR, a lost connection, ...).
+    pub fn of_os_error(
+        errno: i32,
+        op: impl Into<String>,
+        path: impl Into<PathBuf>,
+    ) -> Option<Self> {
+        let kind = match errno {
+            libc::ENOSPC | libc::EDQUOT => UnfixableKind::NoSpace,
+            libc::EROFS => UnfixableKind::ReadOnly,
+            libc::EACCES | libc::EPERM => UnfixableKind::Denied,
+            _ => return None,
+        };
+        Some(Unfixable::Os {
+            kind,
+            errno,
+            op: op.into(),
+            path: path.into(),
+        })
+    }
+}
+
+impl fmt::Display for Unfixable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unfixable::Os {
+                kind,
+                errno,
+                op,
+                path,
+            } => {
+                let os = std::io::Error::from_raw_os_error(*errno).to_string();
+                // "No space left on device (os error 28)" -> "No space left on device"
+                let os = os.split(" (os error").next().unwrap_or(&os);
+                let fix = match kind {
+                    UnfixableKind::NoSpace => {
+                        "free space on that file system, or point the job elsewhere"
+                    }
+                    UnfixableKind::ReadOnly => {
+                        "the file system is read-only; point the job at a writable one"
+                    }
+                    UnfixableKind::Denied => {
+                        "give the job's user access, or point the job elsewhere"
+                    }
+                };
+                write!(f, "{os} ({op} of {}); {fix}", path.display())
+            }
+            Unfixable::Config(e) => write!(f, "the configuration is invalid: {e}"),
+        }
+    }
+}
+
 /// What to do about a failure.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RestartDecision {
@@ -152,8 +240,26 @@ impl Restarts {
         }
     }
 
-    /// The job failed at `now_ns`; it had been running since `started_ns` (its last
-    /// (re)start).
+    /// The job failed at `now_ns`, `unfixable` when a restart cannot fix the failure; it
+    /// had been running since `started_ns` (its last (re)start). An unfixable failure gives
+    /// up at once, whatever the strategy, and counts no attempt.
+    pub fn decide(
+        &mut self,
+        now_ns: u64,
+        started_ns: u64,
+        unfixable: Option<&Unfixable>,
+    ) -> RestartDecision {
+        match unfixable {
+            Some(u) => RestartDecision::GiveUp {
+                attempts: self.attempts,
+                reason: format!("{u}; a restart cannot fix this"),
+            },
+            None => self.on_failure(now_ns, started_ns),
+        }
+    }
+
+    /// The job failed at `now_ns` in a way a restart may fix; it had been running since
+    /// `started_ns` (its last (re)start).
     pub fn on_failure(&mut self, now_ns: u64, started_ns: u64) -> RestartDecision {
         match self.strategy {
             RestartStrategy::None => RestartDecision::GiveUp {
@@ -530,6 +636,130 @@ mod tests {
     #[should_panic(expected = "jitter must be within 0..=1")]
     fn new_panics_on_an_invalid_strategy() {
         Restarts::new(exponential(None, 3.0), 1);
+    }
+
+    #[test]
+    fn os_errors_a_restart_cannot_fix_are_classified_and_others_are_not() {
+        let class = |errno| match Unfixable::of_os_error(errno, "write", "/ck/core-0/0.seg") {
+            Some(Unfixable::Os { kind, .. }) => Some(kind),
+            _ => None,
+        };
+        assert_eq!(class(libc::ENOSPC), Some(UnfixableKind::NoSpace));
+        assert_eq!(class(libc::EDQUOT), Some(UnfixableKind::NoSpace));
+        assert_eq!(class(libc::EROFS), Some(UnfixableKind::ReadOnly));
+        assert_eq!(class(libc::EACCES), Some(UnfixableKind::Denied));
+        assert_eq!(class(libc::EPERM), Some(UnfixableKind::Denied));
+        for transient in [
+            libc::EIO,
+            libc::EAGAIN,
+            libc::EINTR,
+            libc::ECONNRESET,
+            libc::ETIMEDOUT,
+            libc::ENOMEM,
+        ] {
+            assert_eq!(class(transient), None, "errno {transient}");
+        }
+    }
+
+    #[test]
+    fn engine_errors_are_classified_by_their_cause() {
+        use crate::error::{ConfigError, EngineError};
+        let os = std::io::Error::from_raw_os_error;
+        let kind = |e: &EngineError| match e.unfixable() {
+            Some(Unfixable::Os { kind, .. }) => Some(kind),
+            Some(Unfixable::Config(_)) => None,
+            None => None,
+        };
+        // A sink's write on a full disk; a read-only output directory; a transient EIO.
+        let sink = EngineError::io("write", "/job/out/part-0.csv", os(libc::ENOSPC));
+        assert_eq!(kind(&sink), Some(UnfixableKind::NoSpace));
+        let ro = EngineError::io("create", "/job/out/part-0.csv", os(libc::EROFS));
+        assert_eq!(kind(&ro), Some(UnfixableKind::ReadOnly));
+        assert_eq!(
+            EngineError::io("read", "/job/input.jsonl", os(libc::EIO)).unfixable(),
+            None
+        );
+        // The checkpoint log, poisoned by a segment it could not preallocate, and the
+        // checkpoint failures that carry the cause to the restart strategy.
+        let poisoned = rill_storage::Error::Poisoned {
+            core: rill_storage::CoreId(0),
+            op: rill_storage::IoOp::Create,
+            path: "/ck/core-0/0.seg".into(),
+            kind: std::io::ErrorKind::Other,
+            errno: Some(libc::ENOSPC),
+        };
+        let u = crate::error::storage_unfixable(&poisoned).expect("ENOSPC is unfixable");
+        assert_eq!(
+            u.to_string(),
+            "No space left on device (create of /ck/core-0/0.seg); free space on that file \
+             system, or point the job elsewhere"
+        );
+        let denied = rill_storage::Error::Io {
+            op: rill_storage::IoOp::Create,
+            path: "/ck/manifests".into(),
+            source: os(libc::EACCES),
+        };
+        assert_eq!(
+            kind(&EngineError::Storage(denied)),
+            Some(UnfixableKind::Denied)
+        );
+        let failing = |unfixable| EngineError::CheckpointsFailing {
+            checkpoint: crate::ids::CheckpointId(3),
+            consecutive: 1,
+            reason: "declined".into(),
+            unfixable,
+        };
+        assert_eq!(failing(Some(u.clone())).unfixable(), Some(u));
+        assert_eq!(failing(None).unfixable(), None);
+        // Configuration errors; failures of the running job a restart may fix.
+        let config = EngineError::Config(ConfigError::Missing {
+            file: "/job/job.toml".into(),
+            why: "the job".into(),
+        });
+        assert!(matches!(config.unfixable(), Some(Unfixable::Config(_))));
+        let operator = EngineError::Operator {
+            operator: "parse".into(),
+            partition: 0,
+            reason: "boom".into(),
+        };
+        assert_eq!(operator.unfixable(), None);
+    }
+
+    #[test]
+    fn an_unfixable_failure_gives_up_at_once_whatever_the_strategy_and_says_why() {
+        let full = Unfixable::of_os_error(libc::ENOSPC, "create", "/ck/core-0/0.seg").unwrap();
+        let strategies = [
+            RestartStrategy::None,
+            RestartStrategy::FixedDelay {
+                attempts: 3,
+                delay: Duration::ZERO,
+            },
+            exponential(None, 0.1),
+        ];
+        for strategy in strategies {
+            let mut r = Restarts::new(strategy.clone(), 1);
+            // A fixable failure first: it restarts (except under `none`).
+            let first = r.decide(MS, 0, None);
+            let d = r.decide(2 * MS, MS, Some(&full));
+            let RestartDecision::GiveUp { attempts, reason } = d else {
+                panic!("{strategy:?} restarted after {full}");
+            };
+            let restarted = matches!(first, RestartDecision::Restart { .. });
+            assert_eq!(attempts, u32::from(restarted), "{strategy:?}");
+            assert_eq!(
+                reason,
+                "No space left on device (create of /ck/core-0/0.seg); free space on that \
+                 file system, or point the job elsewhere; a restart cannot fix this"
+            );
+        }
+        let config = Unfixable::Config("job.toml: key `x`: bad".into());
+        let mut r = Restarts::new(exponential(None, 0.0), 1);
+        let RestartDecision::GiveUp { reason, .. } = r.decide(MS, 0, Some(&config)) else {
+            panic!("a configuration error restarted");
+        };
+        assert!(reason.contains("configuration is invalid"), "{reason}");
+        // Without an unfixable cause `decide` is `on_failure`.
+        assert_eq!(r.decide(MS, 0, None), restart(100, 1));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! each partition from the mapped records (see `Instantiator::setup_state`).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rill_storage::{Checkpoint, CheckpointStore, KeyGroupRange, OperatorId, RecordView};
 use serde::{Deserialize, Serialize};
@@ -149,17 +149,105 @@ pub enum StartFrom {
     Id(CheckpointId),
 }
 
+/// What a job's last recorded run (`<job dir>/.rill/last-run.json`) says about its
+/// checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EarlierRun {
+    /// The digest it was read from.
+    pub digest: PathBuf,
+    /// The newest checkpoint that run left complete.
+    pub newest_checkpoint: CheckpointId,
+}
+
+/// Says what recovery expected, what it found and what the run starts from, when they
+/// differ: `history` are the checkpoints `history.jsonl` lists as complete, `manifests`
+/// those with a manifest file, `skipped` the ones passed over as unusable, `found` the one
+/// the run restores from. `None` when the history's newest complete checkpoint is the one
+/// restored (or older) and nothing was skipped.
+pub fn explain(
+    history: &[CheckpointId],
+    manifests: &[CheckpointId],
+    skipped: &[CheckpointId],
+    found: Option<CheckpointId>,
+    manifest_dir: &Path,
+) -> Option<String> {
+    // The newest complete checkpoint per the history (older ones may be gone by
+    // retention, which the history does not record).
+    let expected = history.iter().max().copied();
+    let missing = expected.filter(|e| found.map_or(true, |f| *e > f) && !manifests.contains(e));
+    if missing.is_none() && skipped.is_empty() {
+        return None;
+    }
+    let start = match found {
+        Some(f) => format!("restoring from checkpoint {}", f.0),
+        None => "no checkpoint is usable; starting from the beginning of the input".into(),
+    };
+    Some(match missing {
+        None => start,
+        Some(m) => format!(
+            "the checkpoint history lists checkpoint {} as complete but its manifest is \
+             missing from {}; {start}",
+            m.0,
+            manifest_dir.display()
+        ),
+    })
+}
+
+/// Whether `dir` holds anything of a job's checkpoints: a manifest, a core's log or the
+/// history (`rill run` puts its pid file there before the restore).
+fn holds_checkpoints(dir: &Path) -> Result<bool> {
+    Ok(!rill_storage::layout::list_manifests(dir)?.is_empty()
+        || !rill_storage::layout::list_cores(dir)?.is_empty()
+        || super::history::path(dir).exists())
+}
+
 /// Recovers the checkpoint directory (truncating torn log tails) and loads the checkpoint
 /// to start from. A newer checkpoint that is corrupt is skipped with a message naming it
-/// and why; `warn` receives those messages.
-pub fn load(dir: &Path, from: StartFrom, mut warn: impl FnMut(String)) -> Result<Option<Restore>> {
-    if from == StartFrom::Fresh || !dir.exists() {
+/// and why; checkpoints `history.jsonl` lists as complete whose manifests are missing are
+/// named too, with the checkpoint the run starts from instead; `warn` receives those
+/// messages. A missing or empty directory is an error when `earlier` (the job's last
+/// recorded run) left checkpoints in it: starting over would replace the committed output,
+/// so that takes `--fresh`.
+pub fn load(
+    dir: &Path,
+    from: StartFrom,
+    earlier: Option<&EarlierRun>,
+    mut warn: impl FnMut(String),
+) -> Result<Option<Restore>> {
+    if from == StartFrom::Fresh {
+        return Ok(None);
+    }
+    let exists = match std::fs::metadata(dir) {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(EngineError::io("open the checkpoint directory", dir, e)),
+    };
+    if !exists {
         if let StartFrom::Id(id) = from {
             return Err(EngineError::Restore {
                 checkpoint: id,
                 reason: format!("the checkpoint directory {} does not exist", dir.display()),
             });
         }
+    }
+    if let Some(e) = earlier.filter(|_| from == StartFrom::Newest) {
+        if !exists || !holds_checkpoints(dir)? {
+            return Err(EngineError::Restore {
+                checkpoint: e.newest_checkpoint,
+                reason: format!(
+                    "the checkpoint directory {} does not exist or is empty (no manifests, \
+                     logs or history), but the job's last run ({}) left checkpoint {} complete \
+                     in it. If the directory moved, set checkpoint.dir; to start from the \
+                     beginning of the input instead (the committed output of earlier runs is \
+                     replaced), run with --fresh",
+                    dir.display(),
+                    e.digest.display(),
+                    e.newest_checkpoint.0
+                ),
+            });
+        }
+    }
+    if !exists {
         return Ok(None);
     }
     let recovered = rill_storage::recover(dir)?;
@@ -180,12 +268,45 @@ pub fn load(dir: &Path, from: StartFrom, mut warn: impl FnMut(String)) -> Result
     let checkpoint = match from {
         StartFrom::Fresh => unreachable!("handled above"),
         StartFrom::Newest => {
+            let manifests: Vec<CheckpointId> = rill_storage::layout::list_manifests(dir)?
+                .into_iter()
+                .map(|c| CheckpointId(c.0))
+                .collect();
             let (found, skipped) = store.newest_complete()?;
-            for s in skipped {
+            for s in &skipped {
                 warn(format!(
                     "checkpoint {} is unusable and was skipped: {}",
                     s.checkpoint.0, s.error
                 ));
+            }
+            let history: Vec<CheckpointId> = match super::history::read(dir) {
+                Ok(entries) => entries
+                    .iter()
+                    .filter(|e| e.state == super::history::State::Complete)
+                    .map(|e| CheckpointId(e.id))
+                    .collect(),
+                Err(e) => {
+                    warn(format!(
+                        "the checkpoint history {} cannot be read ({e}); what it lists as \
+                         complete is not checked against the manifests",
+                        super::history::path(dir).display()
+                    ));
+                    Vec::new()
+                }
+            };
+            let skipped: Vec<CheckpointId> = skipped
+                .iter()
+                .map(|s| CheckpointId(s.checkpoint.0))
+                .collect();
+            let found_id = found.as_ref().map(|c| CheckpointId(c.id().0));
+            if let Some(m) = explain(
+                &history,
+                &manifests,
+                &skipped,
+                found_id,
+                &rill_storage::layout::manifest_dir(dir),
+            ) {
+                warn(m);
             }
             found
         }
@@ -197,4 +318,73 @@ pub fn load(dir: &Path, from: StartFrom, mut warn: impl FnMut(String)) -> Result
         })?),
     };
     checkpoint.map(Restore::new).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[u64]) -> Vec<CheckpointId> {
+        v.iter().copied().map(CheckpointId).collect()
+    }
+
+    fn explain_of(
+        history: &[u64],
+        manifests: &[u64],
+        skipped: &[u64],
+        found: Option<u64>,
+    ) -> Option<String> {
+        explain(
+            &ids(history),
+            &ids(manifests),
+            &ids(skipped),
+            found.map(CheckpointId),
+            Path::new("/ck/manifests"),
+        )
+    }
+
+    #[test]
+    fn nothing_is_said_when_the_history_agrees() {
+        // First run; a normal restore; retention deleted older ones; a checkpoint
+        // published whose history line was lost in a crash.
+        assert_eq!(explain_of(&[], &[], &[], None), None);
+        assert_eq!(explain_of(&[1, 2, 3], &[2, 3], &[], Some(3)), None);
+        assert_eq!(explain_of(&[1, 2], &[2, 3], &[], Some(3)), None);
+    }
+
+    #[test]
+    fn a_missing_newest_manifest_is_named_with_the_checkpoint_restored_instead() {
+        assert_eq!(
+            explain_of(&[10, 11, 12], &[10, 11], &[], Some(11)).unwrap(),
+            "the checkpoint history lists checkpoint 12 as complete but its manifest is \
+             missing from /ck/manifests; restoring from checkpoint 11"
+        );
+        assert_eq!(
+            explain_of(&[10, 11, 12], &[10], &[], Some(10)).unwrap(),
+            "the checkpoint history lists checkpoint 12 as complete but its manifest is \
+             missing from /ck/manifests; restoring from checkpoint 10"
+        );
+    }
+
+    #[test]
+    fn with_no_usable_checkpoint_the_run_says_it_starts_from_the_beginning() {
+        assert_eq!(
+            explain_of(&[10, 11, 12], &[], &[], None).unwrap(),
+            "the checkpoint history lists checkpoint 12 as complete but its manifest is \
+             missing from /ck/manifests; no checkpoint is usable; starting from the \
+             beginning of the input"
+        );
+        assert_eq!(
+            explain_of(&[12], &[12], &[12], None).unwrap(),
+            "no checkpoint is usable; starting from the beginning of the input"
+        );
+    }
+
+    #[test]
+    fn a_skipped_checkpoint_is_followed_by_where_the_run_starts() {
+        assert_eq!(
+            explain_of(&[11, 12], &[11, 12], &[12], Some(11)).unwrap(),
+            "restoring from checkpoint 11"
+        );
+    }
 }

@@ -69,12 +69,14 @@ pub(crate) struct CoreRuntime {
 }
 
 impl CoreRuntime {
-    /// Opens the core's log under `dir` (core `cpu`) on a fresh io_uring of `depth`.
+    /// Opens the core's log under `dir` (core `cpu`, configured by `log`) on a fresh
+    /// io_uring of `depth`.
     pub(crate) fn new(
         core: Rc<RefCell<CoreCheckpoints>>,
         dir: &std::path::Path,
         cpu: u32,
         depth: u32,
+        log: rill_storage::LogConfig,
         link: Link,
         clock: MonotonicClock,
     ) -> Result<Self> {
@@ -86,7 +88,7 @@ impl CoreRuntime {
             UringFs::new(uring.clone()),
             dir,
             rill_storage::CoreId(cpu),
-            rill_storage::LogConfig::default(),
+            log,
         )?;
         let writer: Task = Box::pin(writer_loop(
             core.clone(),

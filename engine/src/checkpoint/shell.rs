@@ -15,8 +15,9 @@ use rill_storage::{CheckpointStore, Manifest};
 use super::coordinator::{AbortReason, CheckpointKind, Coordinator, Decision};
 use super::history::{self, Entry, State};
 use super::protocol::{CoreAck, ToCoordinator, ToCore, TriggerKind};
+use super::restart::Unfixable;
 use super::restore::Metadata;
-use crate::error::{EngineError, Result};
+use crate::error::{storage_unfixable, EngineError, Result};
 use crate::ids::CheckpointId;
 use crate::ring::{Consumer, Doorbell, Producer};
 
@@ -26,6 +27,9 @@ enum Job {
         manifest: Manifest,
         entry: Entry,
         retained: usize,
+        /// The other checkpoints in flight when it was sent: retention keeps what they
+        /// may reference (they can complete after this one).
+        in_flight: std::collections::BTreeSet<rill_storage::CheckpointId>,
     },
     History(Entry),
 }
@@ -33,7 +37,7 @@ enum Job {
 /// What it reports back.
 pub(crate) enum Done {
     Published(CheckpointId),
-    PublishFailed(CheckpointId, String),
+    PublishFailed(CheckpointId, String, Option<Unfixable>),
 }
 
 /// The housekeeping thread: publishes manifests (tmp, fsync, rename, fsync dir), applies
@@ -67,20 +71,26 @@ impl Janitor {
                             manifest,
                             mut entry,
                             retained,
+                            in_flight,
                         } => {
                             let id = CheckpointId(manifest.checkpoint.0);
                             let msg = match store.publish(&manifest) {
                                 Ok(()) => {
                                     complete.insert(manifest.checkpoint, true);
                                     let memo = std::cell::RefCell::new(&mut complete);
-                                    let r = rill_storage::retention::apply(&dir, retained, |c| {
-                                        if let Some(ok) = memo.borrow().get(&c) {
-                                            return *ok;
-                                        }
-                                        let ok = store.load(c).is_ok();
-                                        memo.borrow_mut().insert(c, ok);
-                                        ok
-                                    });
+                                    let r = rill_storage::retention::apply(
+                                        &dir,
+                                        retained,
+                                        &in_flight,
+                                        |c| {
+                                            if let Some(ok) = memo.borrow().get(&c) {
+                                                return *ok;
+                                            }
+                                            let ok = store.load(c).is_ok();
+                                            memo.borrow_mut().insert(c, ok);
+                                            ok
+                                        },
+                                    );
                                     store.reader().forget_deleted();
                                     // Forget what retention deleted (the map stays as small
                                     // as the set of retained checkpoints).
@@ -95,7 +105,7 @@ impl Janitor {
                                 Err(e) => {
                                     entry.state = State::Failed;
                                     entry.failure = Some(format!("publishing the manifest: {e}"));
-                                    Done::PublishFailed(id, e.to_string())
+                                    Done::PublishFailed(id, e.to_string(), storage_unfixable(&e))
                                 }
                             };
                             if let Err(err) = history::append(&dir, &entry) {
@@ -157,6 +167,9 @@ pub(crate) struct Shell {
     max_key_groups: u16,
     sources: Vec<(String, u32)>,
     retained: usize,
+    /// The cause of the latest checkpoint failure a restart cannot fix (cleared when a
+    /// checkpoint completes): the job's failure carries it to the restart strategy.
+    unfixable: Option<Unfixable>,
     /// Finished entries, for the run report.
     pub(crate) history: Vec<Entry>,
 }
@@ -194,6 +207,7 @@ impl Shell {
             max_key_groups: a.max_key_groups,
             sources: a.sources,
             retained: a.retained,
+            unfixable: None,
             history: Vec::new(),
         }
     }
@@ -241,7 +255,15 @@ impl Shell {
                     }
                     decisions.extend(self.coord.on_ack(now, core, id));
                 }
-                ToCoordinator::Decline { core, id, reason } => {
+                ToCoordinator::Decline {
+                    core,
+                    id,
+                    reason,
+                    unfixable,
+                } => {
+                    if unfixable.is_some() {
+                        self.unfixable = unfixable;
+                    }
                     decisions.extend(self.coord.on_decline(now, core, id, reason));
                 }
                 ToCoordinator::SourcesFinished { core } => {
@@ -261,8 +283,14 @@ impl Shell {
         while let Some(d) = self.janitor.done.try_pop() {
             progress = true;
             match d {
-                Done::Published(id) => decisions.extend(self.coord.on_published(now, id)),
-                Done::PublishFailed(id, why) => {
+                Done::Published(id) => {
+                    self.unfixable = None;
+                    decisions.extend(self.coord.on_published(now, id))
+                }
+                Done::PublishFailed(id, why, unfixable) => {
+                    if unfixable.is_some() {
+                        self.unfixable = unfixable;
+                    }
                     decisions.extend(self.coord.on_publish_failed(now, id, why))
                 }
             }
@@ -375,10 +403,18 @@ impl Shell {
                 manifest.savepoint = f.kind == TriggerKind::Savepoint;
                 e.state = State::Complete;
                 e.duration_ms = ms(now.saturating_sub(f.trigger_ns));
+                let entry = e.clone();
+                let in_flight = self
+                    .inflight
+                    .keys()
+                    .filter(|c| **c != id)
+                    .map(|c| rill_storage::CheckpointId(c.0))
+                    .collect();
                 self.janitor.send(Job::Publish {
                     manifest,
-                    entry: e.clone(),
+                    entry,
                     retained: self.retained,
+                    in_flight,
                 });
             }
             Decision::NotifyComplete { id } => {
@@ -413,6 +449,7 @@ impl Shell {
                     checkpoint: id,
                     consecutive: consecutive_failures,
                     reason: describe(&last),
+                    unfixable: self.unfixable.take(),
                 })
             }
             Decision::Finished { .. } => {}

@@ -58,6 +58,9 @@ pub struct CheckpointConfig {
     /// With `incremental`: the longest delta chain per key group before a full snapshot
     /// of that key group is written again.
     pub max_chain: usize,
+    /// Size each core's log segments are preallocated to and rolled at, MiB (a record
+    /// larger than this gets a segment of its own). Every core holds one open segment.
+    pub segment_preallocate_mib: u64,
 }
 
 impl Default for CheckpointConfig {
@@ -75,6 +78,7 @@ impl Default for CheckpointConfig {
             aligned_timeout_ms: 0,
             incremental: false,
             max_chain: 16,
+            segment_preallocate_mib: 4,
         }
     }
 }
@@ -131,6 +135,14 @@ impl Default for RestartConfig {
 }
 
 impl CheckpointConfig {
+    /// The log writer's configuration: segments of `segment_preallocate_mib`.
+    pub fn log_config(&self) -> rill_storage::LogConfig {
+        rill_storage::LogConfig {
+            segment_bytes: self.segment_preallocate_mib << 20,
+            ..rill_storage::LogConfig::default()
+        }
+    }
+
     /// The periodic interval, if any.
     pub fn interval(&self) -> Option<Duration> {
         self.interval_ms.map(Duration::from_millis)
@@ -184,6 +196,14 @@ impl CheckpointConfig {
                 "checkpoint.unaligned",
                 "true with mode = \"at-least-once\"".into(),
                 "unaligned = true needs mode = \"exactly-once\" (at-least-once never aligns)",
+            ));
+        }
+        if !(1..=1024).contains(&self.segment_preallocate_mib) {
+            return Err(invalid(
+                file,
+                "checkpoint.segment_preallocate_mib",
+                self.segment_preallocate_mib.to_string(),
+                "1 ..= 1024 MiB (default 4)",
             ));
         }
         if self.max_chain == 0 {

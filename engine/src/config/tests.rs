@@ -194,3 +194,29 @@ fn parallelism_above_the_key_groups_is_a_config_error() {
         .to_string();
     assert!(e.contains("generator.duration_ms"), "{e}");
 }
+
+#[test]
+fn segment_preallocation_is_a_checkpoint_key_within_its_range() {
+    let ok = job_dir(
+        "[checkpoint]\nsegment_preallocate_mib = 1\n",
+        &[("0.toml", "")],
+    );
+    let spec = JobSpec::load(ok.path()).unwrap();
+    let cfg = spec.job.checkpoint.clone().unwrap();
+    assert_eq!(cfg.log_config().segment_bytes, 1 << 20);
+    assert_eq!(
+        CheckpointConfig::default().log_config().segment_bytes,
+        4 << 20
+    );
+    for bad in ["0", "1025"] {
+        let dir = job_dir(
+            &format!("[checkpoint]\nsegment_preallocate_mib = {bad}\n"),
+            &[("0.toml", "")],
+        );
+        let e = err(dir.path());
+        assert!(
+            e.contains("checkpoint.segment_preallocate_mib") && e.contains("1 ..= 1024"),
+            "{e}"
+        );
+    }
+}

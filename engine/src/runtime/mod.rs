@@ -174,7 +174,16 @@ impl Job {
             return Ok(((0..n).map(|_| None).collect(), None));
         };
         let dir = self.spec.resolve(&cfg.dir);
-        let restore = restore::load(&dir, self.start_from, |w| eprintln!("rill: warning: {w}"))?;
+        let earlier = crate::doctor::read_digest(&self.spec.dir)
+            .ok()
+            .and_then(|d| d.newest_checkpoint)
+            .map(|id| restore::EarlierRun {
+                digest: crate::doctor::digest_path(&self.spec.dir),
+                newest_checkpoint: CheckpointId(id),
+            });
+        let restore = restore::load(&dir, self.start_from, earlier.as_ref(), |w| {
+            eprintln!("rill: warning: {w}")
+        })?;
         if let Some(r) = &restore {
             r.check(&self.graph)?;
         }

@@ -77,6 +77,7 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
                 &c.dir,
                 core.cpu.0 as u32,
                 core.config.io_uring_depth as u32,
+                c.config.log_config(),
                 c.link,
                 shared.clock,
             ) {

@@ -1,7 +1,9 @@
 //! Running a job under its restart strategy: a failure of the running job (an operator,
 //! a checkpoint failure beyond `tolerable_failures`, a panicking core) restarts it from
 //! the newest complete checkpoint after the delay the strategy decides, until it
-//! finishes, is stopped, or the strategy gives up.
+//! finishes, is stopped, or the strategy gives up. A failure a restart cannot fix (a full
+//! disk, a read-only or forbidden file, an invalid configuration) is not restarted: the
+//! run says why and fails.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -113,9 +115,9 @@ pub fn supervise(
                 r.restarts = count;
                 return Ok(r);
             }
-            Err(e) if e.is_restartable() && !control.stopped() => {
+            Err(e) if (e.is_restartable() || e.unfixable().is_some()) && !control.stopped() => {
                 let now = origin.elapsed().as_nanos() as u64;
-                match restarts.on_failure(now, started) {
+                match restarts.decide(now, started, e.unfixable().as_ref()) {
                     RestartDecision::Restart { after, attempt } => {
                         note(&format!(
                             "the job failed: {e}\n  restart {attempt} in {} ms from the newest \

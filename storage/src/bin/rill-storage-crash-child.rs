@@ -105,7 +105,7 @@ fn main() -> Result<(), BoxError> {
             writeln!(stdout, "COMPLETE {}", n.0)?;
             stdout.flush()?;
             if n.0 % 2 == 0 {
-                store.retain(3)?;
+                store.retain(3, &Default::default())?; // nothing else is in flight
             }
             next = CheckpointId(n.0 + 1);
         }
