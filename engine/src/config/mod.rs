@@ -229,6 +229,7 @@ impl JobSpec {
             }
             let config: CoreConfig = parse(&file, parse_toml(&file, &read(&file)?)?)?;
             config.validate(&file)?;
+            scope::check_core(&file, &config, &job)?;
             cores.push(CoreSpec {
                 cpu: CoreId(cpu),
                 file,

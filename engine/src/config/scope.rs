@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use super::core::CoreConfig;
 use super::job::{invalid, JobConfig, NexmarkSink, PipelineKind};
 use crate::error::ConfigError;
 use PipelineKind::*;
@@ -68,7 +69,11 @@ fn check(file: &Path, job: &JobConfig, present: &[String]) -> Result<(), ConfigE
                 file,
                 key,
                 format!("set for pipeline \"{}\", which does not read it", p.name()),
-                &format!("remove it; it applies to pipeline {} only", names(readers)),
+                &format!(
+                    "remove it; it applies to pipeline{} {} only",
+                    if readers.len() > 1 { "s" } else { "" },
+                    names(readers)
+                ),
             ));
         }
         if p == Etl && job.enrich.is_none() && (key == "async" || key == "lookup") {
@@ -137,6 +142,28 @@ pub(crate) fn check_keys(
                 "remove it; it applies with sink = \"file\" only",
             ));
         }
+    }
+    Ok(())
+}
+
+/// A core file's `async_capacity` applies to the job's async operator: refused when the
+/// pipeline has none.
+pub(super) fn check_core(
+    file: &Path,
+    core: &CoreConfig,
+    job: &JobConfig,
+) -> Result<(), ConfigError> {
+    let has_async = job.pipeline == KeyedAsync || (job.pipeline == Etl && job.enrich.is_some());
+    if core.async_capacity.is_some() && !has_async {
+        return Err(invalid(
+            file,
+            "async_capacity",
+            format!(
+                "set for pipeline \"{}\", which has no async operator",
+                job.pipeline.name()
+            ),
+            "remove it; it applies to pipeline \"keyed-async\", and to \"etl\" with [enrich]",
+        ));
     }
     Ok(())
 }

@@ -388,6 +388,11 @@ fn keys_a_pipeline_ignores_are_refused_naming_the_pipelines_that_read_them() {
         assert!(e.contains(&format!("`{key}`")), "{job}: {e}");
         assert!(e.contains(applies), "{job}: does not name {applies}: {e}");
     }
+    let e = core_err("async_capacity = 8\n");
+    assert!(
+        e.contains("`async_capacity`") && e.contains("keyed-async"),
+        "{e}"
+    );
     // What each pipeline reads is still accepted.
     for ok in [
         format!("{etl}[enrich]\n[async]\n[lookup]\nkind = \"redis\"\n"),
