@@ -75,6 +75,19 @@ pub enum EngineError {
         reason: String,
     },
 
+    /// Another `rill run` holds the job directory's lock.
+    #[error(
+        "{}: the job directory is in use by another `rill run` ({holder}); only one may run \
+         a job directory at a time: wait for it to end, or stop it (Ctrl-C, `kill -INT <pid>`)",
+        lock.display()
+    )]
+    Locked {
+        /// The lock file.
+        lock: PathBuf,
+        /// The process holding it: its pid and command line, as far as known.
+        holder: String,
+    },
+
     /// The job was stopped by a signal before its input was done.
     #[error("stopped by signal")]
     Stopped,
@@ -117,10 +130,10 @@ impl EngineError {
     }
 
     /// The process exit code a binary should use for this error: 2 for bad
-    /// configuration, 1 otherwise.
+    /// configuration and a job directory another run holds, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Config(_) => 2,
+            Self::Config(_) | Self::Locked { .. } => 2,
             _ => 1,
         }
     }

@@ -200,3 +200,55 @@ fn keyed_async_against_redis_looks_up_every_event() {
     assert_eq!(r.counter("sink_records"), 6_000);
     assert_eq!(r.counter("async_attempts"), 6_000);
 }
+
+/// Review finding (issue 13 item 7): an etl job with `[enrich]` and `[lookup] kind =
+/// "redis"` was accepted and still used the simulated lookup. Each user's segment is now
+/// the value of `GET key:<user>`.
+#[test]
+fn etl_enrichment_against_redis_takes_each_segment_from_redis() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_redis();
+    let users = 20;
+    let cmds: Vec<_> = (0..users)
+        .map(|u| {
+            vec![
+                b("SET"),
+                b(format!("key:u{u}")),
+                b(format!("tier-{}", u * 7)),
+            ]
+        })
+        .collect();
+    setup(&server.addr, &cmds);
+    let dir = tempfile::tempdir().unwrap();
+    let input: String = (0..400)
+        .map(|i| {
+            format!(
+                "{{\"ts\": {i}, \"user\": \"u{}\", \"amount_cents\": 5}}\n",
+                i % users
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("input.jsonl"), input).unwrap();
+    let job: JobConfig = toml::from_str(&format!(
+        "pipeline = \"etl\"\n[enrich]\n[async]\ncapacity = 16\n\
+         [lookup]\nkind = \"redis\"\naddr = \"{}\"\n",
+        server.addr
+    ))
+    .unwrap();
+    job.validate(Path::new("job.toml")).unwrap();
+    let spec = JobSpec::with_cores(dir.path(), job, &cpus(), CoreConfig::default());
+    let graph = pipelines::build(&spec).unwrap();
+    let r = Job::new(spec, graph).run().unwrap();
+    assert_eq!(r.counter("async_attempts"), 400);
+    let mut rows = 0;
+    for entry in std::fs::read_dir(dir.path().join("out")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(',').collect();
+            let u: u32 = f[0].trim_start_matches('u').parse().unwrap();
+            assert_eq!(f[3], format!("tier-{}", u * 7), "{line}");
+            rows += 1;
+        }
+    }
+    assert_eq!(rows, 400);
+}

@@ -167,6 +167,15 @@ fn run(
     if let Err(e) = pipelines::build(&spec) {
         return fail(&e);
     }
+    // One run per job directory, held until the process ends (restarts included). The
+    // built-in job has no directory of its own and writes nothing there.
+    let _lock = match &job_dir {
+        Some(dir) => match rill_engine::runtime::lock::JobLock::acquire(dir) {
+            Ok(l) => Some(l),
+            Err(e) => return fail(&e),
+        },
+        None => None,
+    };
     let earlier = job_dir
         .as_ref()
         .and_then(|d| doctor::read_digest(d).ok())

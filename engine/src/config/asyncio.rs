@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::job::invalid;
+use super::core::MAX_ASYNC_CAPACITY;
+use super::job::{invalid, within, MAX_TIME_MS};
 use crate::asyncio::lookup::Latency;
 use crate::asyncio::{AsyncMode, AsyncOptions, BreakerConfig, Capacity, OnTimeout, RetryStrategy};
 use crate::error::ConfigError;
@@ -31,13 +32,51 @@ pub enum AutoWord {
 }
 
 /// `capacity = 100` or `capacity = "auto"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum CapacitySetting {
     /// A fixed in-flight bound.
     Fixed(usize),
     /// Sized by Little's law within `capacity_min ..= capacity_max`.
     Auto(AutoWord),
+}
+
+/// What `capacity` may be, for parse errors.
+const CAPACITY_EXPECTED: &str = "a positive integer or \"auto\"";
+
+struct CapacityVisitor;
+
+impl serde::de::Visitor<'_> for CapacityVisitor {
+    type Value = CapacitySetting;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(CAPACITY_EXPECTED)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        usize::try_from(v)
+            .map(CapacitySetting::Fixed)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        u64::try_from(v)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            .and_then(|v| self.visit_u64(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        match v {
+            "auto" => Ok(CapacitySetting::Auto(AutoWord::Auto)),
+            _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CapacitySetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CapacityVisitor)
+    }
 }
 
 /// `on_timeout = "fail" | "drop"`.
@@ -190,16 +229,55 @@ impl Default for LookupConfig {
     }
 }
 
+/// The longest simulated delay, µs (a minute).
+const MAX_DELAY_US: u64 = 60_000_000;
+
 impl AsyncConfig {
     /// Checks values serde cannot.
     pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
-        if self.capacity == CapacitySetting::Fixed(0) {
-            return Err(invalid(
+        let most = MAX_ASYNC_CAPACITY as u64;
+        if let CapacitySetting::Fixed(n) = self.capacity {
+            within(
                 file,
                 "async.capacity",
-                "0".into(),
-                "1 or more, or \"auto\"",
-            ));
+                n as u64,
+                1,
+                most,
+                "requests in flight per partition, or \"auto\"",
+            )?;
+        }
+        within(
+            file,
+            "async.capacity_max",
+            self.capacity_max as u64,
+            1,
+            most,
+            "requests in flight per partition (default 10000)",
+        )?;
+        for (key, value, lo, default) in [
+            ("async.timeout_ms", self.timeout_ms, 1, 10_000),
+            ("async.retry_delay_ms", self.retry_delay_ms, 0, 100),
+            (
+                "async.retry_max_delay_ms",
+                self.retry_max_delay_ms,
+                0,
+                1_000,
+            ),
+            (
+                "async.breaker_cooldown_ms",
+                self.breaker_cooldown_ms,
+                0,
+                1_000,
+            ),
+        ] {
+            within(
+                file,
+                key,
+                value,
+                lo,
+                MAX_TIME_MS,
+                &format!("milliseconds (default {default})"),
+            )?;
         }
         if self.capacity_min == 0 || self.capacity_min > self.capacity_max {
             return Err(invalid(
@@ -223,14 +301,6 @@ impl AsyncConfig {
                 "async.retry_multiplier",
                 self.retry_multiplier.to_string(),
                 "1.0 or more",
-            ));
-        }
-        if self.timeout_ms == 0 {
-            return Err(invalid(
-                file,
-                "async.timeout_ms",
-                "0".into(),
-                "1 or more milliseconds",
             ));
         }
         Ok(())
@@ -285,6 +355,27 @@ impl AsyncConfig {
 impl LookupConfig {
     /// Checks values serde cannot.
     pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        for (key, value, default) in [
+            ("lookup.delay_us", self.delay_us, 1_000),
+            ("lookup.delay_max_us", self.delay_max_us, 2_000),
+        ] {
+            within(
+                file,
+                key,
+                value,
+                0,
+                MAX_DELAY_US,
+                &format!("microseconds (a minute; default {default})"),
+            )?;
+        }
+        within(
+            file,
+            "lookup.pool_threads",
+            self.pool_threads as u64,
+            1,
+            10_000,
+            "threads per partition (default 100)",
+        )?;
         if self.kind == LookupKind::Redis && self.addr.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(
                 file,
@@ -304,20 +395,12 @@ impl LookupConfig {
                 "at least lookup.delay_us",
             ));
         }
-        if self.executor == ExecutorSetting::ThreadPool && self.pool_threads == 0 {
-            return Err(invalid(
-                file,
-                "lookup.pool_threads",
-                "0".into(),
-                "1 or more",
-            ));
-        }
-        if !(self.sigma.is_finite() && self.sigma >= 0.0) {
+        if !(0.0..=10.0).contains(&self.sigma) {
             return Err(invalid(
                 file,
                 "lookup.sigma",
                 self.sigma.to_string(),
-                "0 or more",
+                "0.0 ..= 10.0 (default 0.5)",
             ));
         }
         Ok(())

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::job::invalid;
+use super::job::{invalid, within, MAX_TIME_MS};
 use crate::error::ConfigError;
 
 /// Exactly-once aligns barriers; at-least-once lets records overtake them.
@@ -150,22 +150,40 @@ impl CheckpointConfig {
 
     /// Checks values serde cannot.
     pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
-        if self.interval_ms == Some(0) {
-            return Err(invalid(
+        if let Some(i) = self.interval_ms {
+            within(
                 file,
                 "checkpoint.interval_ms",
-                "0".into(),
-                "1 or more milliseconds, or leave it unset for no periodic checkpoints",
-            ));
+                i,
+                1,
+                MAX_TIME_MS,
+                "milliseconds, or leave it unset for no periodic checkpoints",
+            )?;
         }
-        if self.timeout_ms == 0 {
-            return Err(invalid(
-                file,
-                "checkpoint.timeout_ms",
-                "0".into(),
-                "1 or more milliseconds (default 600000)",
-            ));
-        }
+        within(
+            file,
+            "checkpoint.timeout_ms",
+            self.timeout_ms,
+            1,
+            MAX_TIME_MS,
+            "milliseconds (default 600000)",
+        )?;
+        within(
+            file,
+            "checkpoint.min_pause_ms",
+            self.min_pause_ms,
+            0,
+            MAX_TIME_MS,
+            "milliseconds (default 0)",
+        )?;
+        within(
+            file,
+            "checkpoint.aligned_timeout_ms",
+            self.aligned_timeout_ms,
+            0,
+            MAX_TIME_MS,
+            "milliseconds (default 0)",
+        )?;
         if self.max_concurrent == 0 || self.max_concurrent > 64 {
             return Err(invalid(
                 file,
@@ -221,6 +239,21 @@ impl CheckpointConfig {
 impl RestartConfig {
     /// Checks values serde cannot.
     pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        for (key, value, default) in [
+            ("restart.delay_ms", self.delay_ms, 1_000),
+            ("restart.initial_backoff_ms", self.initial_backoff_ms, 1_000),
+            ("restart.max_backoff_ms", self.max_backoff_ms, 60_000),
+            ("restart.reset_after_ms", self.reset_after_ms, 3_600_000),
+        ] {
+            within(
+                file,
+                key,
+                value,
+                0,
+                MAX_TIME_MS,
+                &format!("milliseconds (default {default})"),
+            )?;
+        }
         if self.strategy == RestartKind::ExponentialDelay {
             if !(self.multiplier >= 1.0 && self.multiplier.is_finite()) {
                 return Err(invalid(

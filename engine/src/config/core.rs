@@ -11,6 +11,10 @@ use crate::error::ConfigError;
 /// The largest `async_capacity` a core file may set.
 pub const MAX_ASYNC_CAPACITY: usize = 1 << 20;
 
+/// The largest `io_memory_kib`: 1 GiB, the most the kernel registers as one io_uring
+/// buffer (glommio allocates it up front and panics when the allocation fails).
+pub const MAX_IO_MEMORY_KIB: usize = 1 << 20;
+
 /// The whole of one `cores/<cpu>.toml`. An empty file means all defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -115,18 +119,19 @@ impl CoreConfig {
                 "a power of two in 4 ..= 32768 (default 128)",
             ));
         }
-        if self.io_memory_kib < 64 {
+        if !(64..=MAX_IO_MEMORY_KIB).contains(&self.io_memory_kib) {
             return Err(bad(
                 "io_memory_kib",
                 self.io_memory_kib.to_string(),
-                "64 or more (default 1024)",
+                "64 ..= 1048576 KiB per core (1 GiB, the largest buffer io_uring registers; \
+                 default 1024)",
             ));
         }
-        if self.preempt_timer_us == 0 {
+        if !(1..=10_000_000).contains(&self.preempt_timer_us) {
             return Err(bad(
                 "preempt_timer_us",
-                "0".into(),
-                "1 or more microseconds (default 100000)",
+                self.preempt_timer_us.to_string(),
+                "1 ..= 10000000 microseconds (default 100000)",
             ));
         }
         if let Some(n) = self.async_capacity {

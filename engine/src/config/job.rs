@@ -55,6 +55,24 @@ impl PipelineKind {
     /// Every valid name, for error messages.
     pub const NAMES: &'static str = "\"latency\", \"etl\", \"keyed-async\", \"nexmark-q0\", \"nexmark-q1\", \"nexmark-q2\", \"nexmark-q3\", \"nexmark-q4\", \"nexmark-q5\", \"nexmark-q6\", \"nexmark-q7\", \"nexmark-q8\"";
 
+    /// Its name in `job.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PipelineKind::Latency => "latency",
+            PipelineKind::Etl => "etl",
+            PipelineKind::KeyedAsync => "keyed-async",
+            PipelineKind::NexmarkQ0 => "nexmark-q0",
+            PipelineKind::NexmarkQ1 => "nexmark-q1",
+            PipelineKind::NexmarkQ2 => "nexmark-q2",
+            PipelineKind::NexmarkQ3 => "nexmark-q3",
+            PipelineKind::NexmarkQ4 => "nexmark-q4",
+            PipelineKind::NexmarkQ5 => "nexmark-q5",
+            PipelineKind::NexmarkQ6 => "nexmark-q6",
+            PipelineKind::NexmarkQ7 => "nexmark-q7",
+            PipelineKind::NexmarkQ8 => "nexmark-q8",
+        }
+    }
+
     /// Whether the pipeline is driven by the `[generator]` (rate, duration, warm-up).
     pub fn has_generator(self) -> bool {
         matches!(self, PipelineKind::Latency | PipelineKind::KeyedAsync) || self.is_nexmark()
@@ -327,6 +345,33 @@ const MAX_RATE_EPS: u64 = 1_000_000_000;
 /// Longest generator run, ms (about 11.5 days).
 const MAX_DURATION_MS: u64 = 1_000_000_000;
 
+/// Longest time a `[checkpoint]`, `[restart]`, `[async]` or `[nexmark]` key may set, ms
+/// (a day): longer is no setting that can work as meant, and every derived figure in
+/// nanoseconds stays well inside `u64`.
+pub(crate) const MAX_TIME_MS: u64 = 86_400_000;
+
+/// `value` of `key` must lie in `lo ..= hi`; `unit` follows the range in the error
+/// (e.g. "milliseconds (default 600000)").
+pub(crate) fn within(
+    file: &Path,
+    key: &str,
+    value: u64,
+    lo: u64,
+    hi: u64,
+    unit: &str,
+) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            file,
+            key,
+            value.to_string(),
+            &format!("{lo} ..= {hi} {unit}"),
+        ))
+    }
+}
+
 /// A `ConfigError::Invalid` for `key` of `file` (shared by the config modules).
 pub(crate) fn invalid(file: &Path, key: &str, problem: String, valid: &str) -> ConfigError {
     ConfigError::Invalid {
@@ -340,6 +385,7 @@ pub(crate) fn invalid(file: &Path, key: &str, problem: String, valid: &str) -> C
 impl JobConfig {
     /// Checks values serde cannot; `file` names `job.toml` in errors.
     pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        super::scope::check_tables(file, self)?;
         if let Some(m) = &self.metrics {
             if m.listen != "off" && m.addr().is_none() {
                 return Err(invalid(
@@ -426,44 +472,8 @@ impl JobConfig {
         if let Some(l) = &self.lookup {
             l.validate(file)?;
         }
-        if self.enrich.is_some() && self.pipeline != PipelineKind::Etl {
-            return Err(invalid(
-                file,
-                "enrich",
-                format!("an [enrich] table in a {:?} job", self.pipeline),
-                "pipeline = \"etl\"",
-            ));
-        }
         if self.enrich.as_ref().is_some_and(|e| e.segments == 0) {
             return Err(invalid(file, "enrich.segments", "0".into(), "1 or more"));
-        }
-        let uses_async = self.pipeline == PipelineKind::KeyedAsync || self.enrich.is_some();
-        if !uses_async {
-            if let Some(key) = [
-                self.async_io.is_some().then_some("async"),
-                self.lookup.is_some().then_some("lookup"),
-            ]
-            .into_iter()
-            .flatten()
-            .next()
-            {
-                return Err(invalid(
-                    file,
-                    key,
-                    format!("an [{key}] table in a {:?} job", self.pipeline),
-                    "[async] and [lookup] for pipeline = \"keyed-async\" or an etl job with [enrich]",
-                ));
-            }
-        }
-        if self.pipeline != PipelineKind::KeyedAsync
-            && self.source.as_ref().is_some_and(|s| s.keys.is_some())
-        {
-            return Err(invalid(
-                file,
-                "source.keys",
-                "source.keys outside a keyed-async job".into(),
-                "pipeline = \"keyed-async\" (the latency job has generator.keys)",
-            ));
         }
         match self.pipeline {
             PipelineKind::KeyedAsync => {
@@ -471,14 +481,6 @@ impl JobConfig {
                     if s.keys == Some(0) {
                         return Err(invalid(file, "source.keys", "0".into(), "1 or more"));
                     }
-                }
-                if self.sink.is_some() {
-                    return Err(invalid(
-                        file,
-                        "sink",
-                        "a [sink] table in a keyed-async job".into(),
-                        "[source] keys, [generator], [async], [lookup]",
-                    ));
                 }
                 self.validate_generator(file)?;
             }
@@ -502,55 +504,12 @@ impl JobConfig {
                         "a file path",
                     ));
                 }
-                if self.generator.is_some() {
-                    return Err(invalid(
-                        file,
-                        "generator",
-                        "a [generator] table in an `etl` job".into(),
-                        "[source] and [sink] for pipeline = \"etl\"",
-                    ));
-                }
             }
             _ => {
                 if let Some(n) = &self.nexmark {
-                    if !self.pipeline.is_nexmark() {
-                        return Err(invalid(
-                            file,
-                            "nexmark",
-                            "a [nexmark] table in a non-Nexmark job".into(),
-                            "pipeline = \"nexmark-qN\"",
-                        ));
-                    }
-                    if n.window_ms == 0 || n.slide_ms == 0 || n.watermark_interval_ms == 0 {
-                        return Err(invalid(
-                            file,
-                            "nexmark.window_ms",
-                            "a zero window_ms, slide_ms or watermark_interval_ms".into(),
-                            "1 or more milliseconds each",
-                        ));
-                    }
-                    if n.event_rate_eps == Some(0) {
-                        return Err(invalid(
-                            file,
-                            "nexmark.event_rate_eps",
-                            "0".into(),
-                            "1 or more",
-                        ));
-                    }
+                    n.validate(file)?;
                 }
                 self.validate_generator(file)?;
-                if self.source.is_some() || self.sink.is_some() {
-                    return Err(invalid(
-                        file,
-                        if self.source.is_some() {
-                            "source"
-                        } else {
-                            "sink"
-                        },
-                        "a file source/sink table in a `latency` job".into(),
-                        "[generator] for pipeline = \"latency\"",
-                    ));
-                }
             }
         }
         Ok(())
@@ -595,6 +554,66 @@ impl JobConfig {
                 "0".into(),
                 "1 or more",
             ));
+        }
+        within(
+            file,
+            "generator.sink_cost_ns",
+            g.sink_cost_ns,
+            0,
+            1_000_000_000,
+            "nanoseconds per record (default 0)",
+        )
+    }
+}
+
+impl NexmarkConfig {
+    /// Checks values serde cannot.
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let ms = "milliseconds";
+        within(
+            file,
+            "nexmark.window_ms",
+            self.window_ms,
+            1,
+            MAX_TIME_MS,
+            ms,
+        )?;
+        within(file, "nexmark.slide_ms", self.slide_ms, 1, MAX_TIME_MS, ms)?;
+        within(
+            file,
+            "nexmark.watermark_bound_ms",
+            self.watermark_bound_ms,
+            0,
+            MAX_TIME_MS,
+            ms,
+        )?;
+        within(
+            file,
+            "nexmark.watermark_interval_ms",
+            self.watermark_interval_ms,
+            1,
+            MAX_TIME_MS,
+            ms,
+        )?;
+        if let Some(t) = self.idle_timeout_ms {
+            within(
+                file,
+                "nexmark.idle_timeout_ms",
+                t,
+                1,
+                MAX_TIME_MS,
+                "milliseconds, or unset for never",
+            )?;
+        }
+        if let Some(r) = self.event_rate_eps {
+            within(
+                file,
+                "nexmark.event_rate_eps",
+                r,
+                1,
+                MAX_RATE_EPS,
+                "events per second of event time, or unset for the generator's rate",
+            )?;
         }
         Ok(())
     }

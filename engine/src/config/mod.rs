@@ -6,6 +6,7 @@ pub mod asyncio;
 mod checkpoint;
 mod core;
 pub(crate) mod job;
+mod scope;
 
 use std::path::{Path, PathBuf};
 
@@ -142,8 +143,9 @@ impl JobSpec {
         }
         let mut value = parse_toml(&job_file, &read(&job_file)?)?;
         apply_overrides(&job_file, &mut value, overrides)?;
-        let job: JobConfig = parse(&job_file, value)?;
+        let job: JobConfig = parse(&job_file, value.clone())?;
         job.validate(&job_file)?;
+        scope::check_keys(&job_file, &value, &job)?;
 
         let cores_dir = dir.join("cores");
         let mut found: Vec<(usize, PathBuf)> = Vec::new();
@@ -227,6 +229,7 @@ impl JobSpec {
             }
             let config: CoreConfig = parse(&file, parse_toml(&file, &read(&file)?)?)?;
             config.validate(&file)?;
+            scope::check_core(&file, &config, &job)?;
             cores.push(CoreSpec {
                 cpu: CoreId(cpu),
                 file,
@@ -265,8 +268,9 @@ impl JobSpec {
         let file = PathBuf::from("(built-in job.toml)");
         let mut value = toml::Value::Table(toml::Table::new());
         apply_overrides(&file, &mut value, overrides)?;
-        let job: JobConfig = parse(&file, value)?;
+        let job: JobConfig = parse(&file, value.clone())?;
         job.validate(&file)?;
+        scope::check_keys(&file, &value, &job)?;
         let spec = Self {
             dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
             job,

@@ -220,3 +220,214 @@ fn segment_preallocation_is_a_checkpoint_key_within_its_range() {
         );
     }
 }
+
+/// The error of loading `job` (with one empty core file) or of `core` as that core file.
+fn job_err(job: &str) -> String {
+    let cpu = available_cpus()[0];
+    err(job_dir(job, &[(&format!("{cpu}.toml"), "")]).path())
+}
+
+fn core_err(core: &str) -> String {
+    let cpu = available_cpus()[0];
+    err(job_dir(
+        "pipeline = \"latency\"\n",
+        &[(&format!("{cpu}.toml"), core)],
+    )
+    .path())
+}
+
+/// Asserts that `e` names `key` and says what is valid (`valid`).
+fn says(e: &str, key: &str, valid: &str) {
+    assert!(e.contains(&format!("`{key}`")), "does not name {key}: {e}");
+    assert!(e.contains(valid), "does not say {valid:?}: {e}");
+}
+
+/// Review finding (issue 13 item 3): `io_memory_kib = 33554432` panicked inside glommio
+/// and hung the process; every numeric key of a core file is bounded by what can work.
+#[test]
+fn core_file_numbers_are_bounded_and_the_bound_is_named() {
+    let e = core_err("io_memory_kib = 33554432\n");
+    assert!(e.contains(".toml"), "{e}");
+    says(&e, "io_memory_kib", "64 ..= 1048576");
+    says(
+        &core_err("preempt_timer_us = 9223372036854775807\n"),
+        "preempt_timer_us",
+        "1 ..= 10000000",
+    );
+}
+
+/// Review finding (issue 13 item 3): time keys of `[checkpoint]` and `[restart]` took
+/// i64::MAX.
+#[test]
+fn checkpoint_and_restart_times_are_bounded() {
+    const MAX: &str = "9223372036854775807";
+    for key in [
+        "interval_ms",
+        "timeout_ms",
+        "min_pause_ms",
+        "aligned_timeout_ms",
+    ] {
+        let e = job_err(&format!("[checkpoint]\n{key} = {MAX}\n"));
+        says(&e, &format!("checkpoint.{key}"), "86400000");
+    }
+    for key in [
+        "delay_ms",
+        "initial_backoff_ms",
+        "max_backoff_ms",
+        "reset_after_ms",
+    ] {
+        for strategy in ["fixed-delay", "exponential-delay"] {
+            let e = job_err(&format!(
+                "[restart]\nstrategy = \"{strategy}\"\n{key} = {MAX}\n"
+            ));
+            says(&e, &format!("restart.{key}"), "86400000");
+        }
+    }
+}
+
+/// Review finding (issue 13 item 3): the async and lookup numbers, the generator's sink
+/// cost and the Nexmark times had no upper bound.
+#[test]
+fn async_lookup_generator_and_nexmark_numbers_are_bounded() {
+    const MAX: &str = "9223372036854775807";
+    let ka = "pipeline = \"keyed-async\"\n";
+    for (key, valid) in [
+        ("capacity", "1 ..= 1048576"),
+        ("capacity_max", "1 ..= 1048576"),
+        ("timeout_ms", "86400000"),
+        ("retry_delay_ms", "86400000"),
+        ("retry_max_delay_ms", "86400000"),
+        ("breaker_cooldown_ms", "86400000"),
+    ] {
+        let e = job_err(&format!("{ka}[async]\n{key} = {MAX}\n"));
+        says(&e, &format!("async.{key}"), valid);
+    }
+    for (key, valid) in [
+        ("delay_us", "60000000"),
+        ("delay_max_us", "60000000"),
+        ("pool_threads", "1 ..= 10000"),
+    ] {
+        let e = job_err(&format!("{ka}[lookup]\n{key} = {MAX}\n"));
+        says(&e, &format!("lookup.{key}"), valid);
+    }
+    says(
+        &job_err(&format!("{ka}[lookup]\nsigma = 1e300\n")),
+        "lookup.sigma",
+        "0.0 ..= 10.0",
+    );
+    says(
+        &job_err(&format!("[generator]\nsink_cost_ns = {MAX}\n")),
+        "generator.sink_cost_ns",
+        "0 ..= 1000000000",
+    );
+    let q7 = "pipeline = \"nexmark-q7\"\n[nexmark]\n";
+    for key in [
+        "window_ms",
+        "watermark_bound_ms",
+        "watermark_interval_ms",
+        "idle_timeout_ms",
+    ] {
+        let e = job_err(&format!("{q7}{key} = {MAX}\n"));
+        says(&e, &format!("nexmark.{key}"), "86400000");
+    }
+    says(
+        &job_err(&format!("{q7}event_rate_eps = {MAX}\n")),
+        "nexmark.event_rate_eps",
+        "1 ..= 1000000000",
+    );
+}
+
+/// Review finding (issue 13 item 3): `capacity = "lots"` said "untagged enum
+/// CapacitySetting".
+#[test]
+fn a_bad_async_capacity_says_what_is_valid() {
+    for bad in ["\"lots\"", "-3", "1.5"] {
+        let e = job_err(&format!(
+            "pipeline = \"keyed-async\"\n[async]\ncapacity = {bad}\n"
+        ));
+        assert!(e.contains("capacity"), "{e}");
+        assert!(e.contains("a positive integer or \"auto\""), "{e}");
+        assert!(!e.contains("untagged"), "{e}");
+    }
+}
+
+/// Review finding (issue 13 item 7): keys a pipeline does not read were accepted and
+/// ignored. Each is refused, naming the key and the pipelines it applies to.
+#[test]
+fn keys_a_pipeline_ignores_are_refused_naming_the_pipelines_that_read_them() {
+    let etl = "pipeline = \"etl\"\n";
+    let ka = "pipeline = \"keyed-async\"\n";
+    let q0 = "pipeline = \"nexmark-q0\"\n";
+    let lat = "pipeline = \"latency\"\n";
+    for (job, key, applies) in [
+        (
+            format!("{etl}[nexmark]\nseed = 1\n"),
+            "nexmark",
+            "nexmark-q0",
+        ),
+        (
+            format!("{etl}[generator]\nrate_eps = 5\n"),
+            "generator",
+            "latency",
+        ),
+        (format!("{lat}[source]\npath = \"x\"\n"), "source", "etl"),
+        (format!("{lat}[sink]\ndir = \"x\"\n"), "sink", "etl"),
+        (format!("{lat}[enrich]\n"), "enrich", "etl"),
+        (format!("{lat}[async]\n"), "async", "keyed-async"),
+        (format!("{lat}[lookup]\n"), "lookup", "keyed-async"),
+        (
+            format!("{ka}[source]\npath = \"x\"\n"),
+            "source.path",
+            "etl",
+        ),
+        (
+            format!("{ka}[source]\npartitions = 2\n"),
+            "source.partitions",
+            "etl",
+        ),
+        (format!("{ka}[sink]\n"), "sink", "etl"),
+        (format!("{ka}[enrich]\n"), "enrich", "etl"),
+        (
+            format!("{etl}[source]\nkeys = 3\n"),
+            "source.keys",
+            "keyed-async",
+        ),
+        (format!("{etl}[async]\n"), "async", "keyed-async"),
+        (
+            format!("{q0}[generator]\nkeys = 3\n"),
+            "generator.keys",
+            "latency",
+        ),
+        (
+            format!("{q0}[generator]\nsink_cost_ns = 10\n"),
+            "generator.sink_cost_ns",
+            "keyed-async",
+        ),
+        (format!("{q0}[source]\nkeys = 3\n"), "source", "keyed-async"),
+        (
+            format!("{q0}[nexmark]\nsink = \"discard\"\nout = \"x\"\n"),
+            "nexmark.out",
+            "sink = \"file\"",
+        ),
+    ] {
+        let e = job_err(&job);
+        assert!(e.contains(&format!("`{key}`")), "{job}: {e}");
+        assert!(e.contains(applies), "{job}: does not name {applies}: {e}");
+    }
+    let e = core_err("async_capacity = 8\n");
+    assert!(
+        e.contains("`async_capacity`") && e.contains("keyed-async"),
+        "{e}"
+    );
+    // What each pipeline reads is still accepted.
+    for ok in [
+        format!("{etl}[enrich]\n[async]\n[lookup]\nkind = \"redis\"\n"),
+        format!("{ka}[source]\nkeys = 3\n[generator]\nkeys = 4\nsink_cost_ns = 1\n"),
+        format!("{q0}[generator]\nrate_eps = 10\n[nexmark]\nsink = \"file\"\nout = \"x\"\n"),
+        format!("{lat}[generator]\nkeys = 4\nsink_cost_ns = 1\n"),
+    ] {
+        let cpu = available_cpus()[0];
+        let d = job_dir(&ok, &[(&format!("{cpu}.toml"), "")]);
+        JobSpec::load(d.path()).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+}

@@ -3,12 +3,13 @@
 //! with their byte offset, to the dead-letter file; the job goes on) → keep
 //! `amount_cents > 0` → `key_by(user)` → per-user count and running total in keyed state
 //! → one CSV line per accepted event, `user,count,total_cents`, in `sink.dir`. With an
-//! `[enrich]` table, an async lookup (`[async]`, `[lookup]`: the simulated service)
-//! adds each user's segment between the totals and the sink: `user,count,total,segment`.
+//! `[enrich]` table, an async lookup (`[async]`, `[lookup]`: the simulated service, or
+//! Redis's `GET key:<user>`) adds each user's segment between the totals and the sink:
+//! `user,count,total,segment`.
 
 use serde::Deserialize;
 
-use crate::asyncio::lookup::SimulatedLookup;
+use super::lookup::Service;
 use crate::config::JobSpec;
 use crate::connectors::{DeadLetter, DeadLetterSink, FileLine, FileSink, FileSource};
 use crate::dataflow::{JobGraph, Out, Pipeline};
@@ -151,18 +152,17 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
             let segments = en.segments;
             let opts = spec.job.async_io.clone().unwrap_or_default().options();
             let lookup = spec.job.lookup.clone().unwrap_or_default();
-            let (latency, seed) = (lookup.latency(), lookup.seed);
             totals.async_map("enrich", opts, move |ctx| {
-                let mut service = SimulatedLookup::new(
-                    ctx.timers.clone(),
-                    latency,
-                    seed.wrapping_add(u64::from(ctx.partition)),
-                );
-                move |mut t: UserTotal| {
-                    let fut = service.call(segment_of(&t.user, segments), |s| s);
+                let mut service = Service::new(&lookup, ctx);
+                move |t: UserTotal| {
+                    let fut = service.get(t.user.clone(), t);
                     async move {
-                        let mut v = fut.await?;
-                        t.segment = v.pop();
+                        let (mut t, value) = fut.await?;
+                        // Redis holds the segment; the simulated service computes it.
+                        t.segment = Some(match value {
+                            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+                            None => segment_of(&t.user, segments),
+                        });
                         Ok(t)
                     }
                 }

@@ -4,6 +4,7 @@
 pub mod etl;
 pub mod keyed_async;
 pub mod latency;
+pub mod lookup;
 pub mod nexmark;
 
 use crate::config::{JobSpec, PipelineKind};

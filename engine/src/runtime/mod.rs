@@ -3,6 +3,7 @@
 //! between cores (one per exchange per producing/consuming core pair), starts the
 //! executors, and merges their reports. The per-core loop lives in `shard.rs`.
 
+pub mod lock;
 mod park;
 mod preflight;
 mod shard;
@@ -311,6 +312,7 @@ impl Job {
         }
         let started = Instant::now();
         let mut handles = Vec::with_capacity(self.spec.cores.len());
+        let mut shard_started = Vec::with_capacity(self.spec.cores.len());
         for (i, core) in self.spec.cores.iter().enumerate() {
             let cfg = core.config.clone();
             let args = ShardArgs {
@@ -328,9 +330,20 @@ impl Job {
                 .ring_depth(cfg.io_uring_depth)
                 .io_memory(cfg.io_memory_kib * 1024)
                 .preempt_timer(Duration::from_micros(cfg.preempt_timer_us));
-            let spawned = builder.spawn(move || async move { shard::run(args).await });
+            let guard = CoreGuard {
+                handle: self.handle.clone(),
+                started: Arc::new(AtomicBool::new(false)),
+                returned: std::cell::Cell::new(false),
+            };
+            shard_started.push(guard.started.clone());
+            let spawned = builder.spawn(move || async move {
+                guard.started.store(true, Ordering::SeqCst);
+                let r = shard::run(args).await;
+                guard.returned.set(true);
+                r
+            });
             match spawned {
-                Ok(h) => handles.push((core.cpu, h)),
+                Ok(h) => handles.push((core, h)),
                 Err(e) => {
                     self.handle.abort();
                     for (_, h) in handles {
@@ -345,10 +358,25 @@ impl Job {
         }
         let mut reports = Vec::new();
         let mut first_error: Option<EngineError> = None;
-        for (cpu, h) in handles {
-            let result = h.join().map_err(|e| EngineError::Executor {
-                core: cpu,
-                reason: e.to_string(),
+        for ((core, h), shard_started) in handles.into_iter().zip(shard_started) {
+            let result = h.join().map_err(|e| {
+                if shard_started.load(Ordering::SeqCst) {
+                    EngineError::Executor {
+                        core: core.cpu,
+                        reason: e.to_string(),
+                    }
+                } else {
+                    EngineError::Preflight {
+                        problem: format!(
+                            "the executor for {} ({}) could not start: {e}",
+                            core.cpu,
+                            core.file.display()
+                        ),
+                        fix: "see the panic or error above; check io_uring_depth and \
+                              io_memory_kib of that core file against the machine"
+                            .into(),
+                    }
+                }
             });
             match result.and_then(|r| r) {
                 Ok(report) => reports.push(report),
@@ -406,6 +434,28 @@ impl Job {
             }
         }
         endpoints
+    }
+}
+
+/// Ends the whole job when a core's executor thread ends without its shard returning:
+/// glommio failed to start the executor (an error, or a panic such as the one it raises
+/// when the io_uring memory cannot be allocated) or the shard unwound. It lives in the
+/// closure glommio runs the shard from, so it is dropped on every way out of the thread.
+/// Without it the other cores would wait forever at the start-up rendezvous, or for this
+/// core's end-of-stream.
+struct CoreGuard {
+    handle: StopHandle,
+    /// Set once the executor runs the shard: a failure before is a failure to start.
+    started: Arc<AtomicBool>,
+    /// Set when the shard returned (with its own result; it aborts on its own errors).
+    returned: std::cell::Cell<bool>,
+}
+
+impl Drop for CoreGuard {
+    fn drop(&mut self) {
+        if !self.returned.get() {
+            self.handle.abort();
+        }
     }
 }
 
