@@ -43,13 +43,17 @@ pub(crate) enum Pending<T> {
     Watermark(Watermark),
 }
 
+/// What one partition archived: its inputs, and its watermarks as (number of inputs
+/// before it, watermark).
+pub(crate) type Archive<T> = (Vec<T>, Vec<(u64, u64)>);
+
 /// The sequence to replay from what old partitions archived (their inputs, and their
 /// watermarks as (inputs before it, watermark)). One partition's archive is replayed
 /// exactly. Several (a restore at another parallelism) are replayed input by input,
 /// partition after partition, then the highest of their real watermarks: each was below
 /// every record the sources send after the barrier, but one partition's watermark may be
 /// above another partition's archived inputs, so none may come before them.
-pub(crate) fn replay<T>(parts: Vec<(Vec<T>, Vec<(u64, u64)>)>) -> Vec<Pending<T>> {
+pub(crate) fn replay<T>(parts: Vec<Archive<T>>) -> Vec<Pending<T>> {
     let single = parts.len() == 1;
     let mut out = Vec::new();
     let mut highest: Option<u64> = None;

@@ -13,7 +13,7 @@ use super::graph::NodeKind;
 use super::ops::BoxEmit;
 use super::{Data, Stream};
 use crate::asyncio::op::{
-    async_operator_id, async_watermark_id, replay, AsyncCore, AsyncOp, AsyncParts,
+    async_operator_id, async_watermark_id, replay, Archive, AsyncCore, AsyncOp, AsyncParts,
 };
 use crate::asyncio::{AsyncCtx, AsyncError, AsyncOptions, AsyncResult, BoxFuture, Capacity};
 use crate::checkpoint::codec::Record;
@@ -55,7 +55,7 @@ impl<T: Data + Record> Stream<T> {
                 let opname = inst.node_name(node).to_string();
                 // Per old partition (same index modulo the parallelism): its archived
                 // inputs and the watermarks among them, replayed in order.
-                let mut parts: BTreeMap<u32, (Vec<T>, Vec<(u64, u64)>)> = BTreeMap::new();
+                let mut parts: BTreeMap<u32, Archive<T>> = BTreeMap::new();
                 if let Some(r) = inst.restore() {
                     let par = inst.parallelism(node);
                     let mine = |blob: &&rill_storage::RecordView| {
