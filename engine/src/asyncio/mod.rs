@@ -10,17 +10,28 @@
 //! - [`timer`]: per-core timers on the job clock and the `Sleep` future.
 //! - [`lookup`]: a simulated lookup with a configured latency distribution.
 //!
-//! Checkpoints: at a barrier the operator does not wait. It archives the inputs of every
-//! request whose result has not been emitted yet (in flight, completed but held for
-//! ordering, or still waiting for capacity) and forwards the barrier at once; those
-//! results then follow the barrier downstream, and on restore the inputs are re-issued
-//! before anything else (as Flink does). The one exception is a barrier that reaches the
-//! operator after every source on its core has finished (the final checkpoint of a
-//! bounded or stopped job; a core without sources counts as finished, so there every
-//! barrier waits): it waits until every earlier result has been emitted, which keeps the
-//! last results inside the last checkpoint. Restored inputs go to the partition with the
-//! same index (modulo the parallelism): a restore at another parallelism re-issues every
-//! input once, but not necessarily on the partition that owns its key.
+//! Ordering: ordered mode emits in input order. Unordered mode emits results as they
+//! complete but in Flink's segments: a result leaves after every watermark its input
+//! followed and before every watermark its input preceded (a watermark waits for the
+//! results before it; results after it wait for it).
+//!
+//! Checkpoints: at a barrier the operator does not wait (as Flink's `AsyncWaitOperator`).
+//! It archives its pending sequence — the inputs of every request whose result has not
+//! been emitted yet (in flight, completed but held for ordering, or still waiting for
+//! capacity) and the watermarks not yet forwarded among them, in input order — and
+//! forwards the barrier at once. So a barrier overtakes exactly what it archives: those
+//! results and watermarks follow it downstream, in their segments, and a restore
+//! replays the same sequence before anything else (inputs re-issued, watermarks back in
+//! place), so downstream sees after the barrier what it saw before the failure. Nothing
+//! that came after a barrier is archived with it. The one exception is a barrier that
+//! reaches the operator after every source on its core has finished (the final
+//! checkpoint of a bounded or stopped job; a core without sources counts as finished, so
+//! there every barrier waits): it waits until every earlier result and watermark has
+//! been emitted, which keeps the last results inside the last checkpoint, and archives
+//! nothing. Restored inputs go to the partition with the same index (modulo the
+//! parallelism): a restore at another parallelism re-issues every input once, but not
+//! necessarily on the partition that owns its key; when it merges several old
+//! partitions, their inputs come first and then only the highest of their watermarks.
 
 #[doc(hidden)]
 pub mod bench;

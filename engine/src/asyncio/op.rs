@@ -2,7 +2,9 @@
 //! records and control items; the shard loop calls it as a `Port` (`flush`) every round
 //! to poll the futures that were woken, fire timers, time requests out, retry them and
 //! emit what is ready. It never blocks and never waits for a request at a barrier (see
-//! the module doc of `asyncio` for the one exception).
+//! the module doc of `asyncio` for the one exception): what a barrier archives is the
+//! operator's pending sequence — inputs whose results are not out and the watermarks
+//! queued between them, in order — and a restore replays that sequence first.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -18,12 +20,70 @@ use crate::dataflow::exchange::Port;
 use crate::dataflow::ops::{BoxEmit, Emit, FailureSlot};
 use crate::error::EngineError;
 use crate::ids::CheckpointId;
-use crate::message::Control;
+use crate::message::{Control, Watermark};
 use crate::metrics::MetricsHandle;
 
 /// The storage owner id of the in-flight inputs of async operator `op`.
 pub(crate) fn async_operator_id(op: &str) -> rill_storage::OperatorId {
     crate::checkpoint::core::state_operator_id(op, "\0async")
+}
+
+/// The storage owner id of the watermarks queued among those inputs: per partition, a
+/// list of (number of archived inputs before it, watermark).
+pub(crate) fn async_watermark_id(op: &str) -> rill_storage::OperatorId {
+    crate::checkpoint::core::state_operator_id(op, "\0async-watermarks")
+}
+
+/// One element of the sequence a barrier archives and a restore replays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Pending<T> {
+    /// An input whose result had not been emitted.
+    Input(T),
+    /// A watermark that had not been forwarded (it waited for results before it).
+    Watermark(Watermark),
+}
+
+/// What one partition archived: its inputs, and its watermarks as (number of inputs
+/// before it, watermark).
+pub(crate) type Archive<T> = (Vec<T>, Vec<(u64, u64)>);
+
+/// The sequence to replay from what old partitions archived (their inputs, and their
+/// watermarks as (inputs before it, watermark)). One partition's archive is replayed
+/// exactly. Several (a restore at another parallelism) are replayed input by input,
+/// partition after partition, then the highest of their real watermarks: each was below
+/// every record the sources send after the barrier, but one partition's watermark may be
+/// above another partition's archived inputs, so none may come before them.
+pub(crate) fn replay<T>(parts: Vec<Archive<T>>) -> Vec<Pending<T>> {
+    let single = parts.len() == 1;
+    let mut out = Vec::new();
+    let mut highest: Option<u64> = None;
+    for (inputs, marks) in parts {
+        let mut marks = marks.into_iter().peekable();
+        for (i, t) in inputs.into_iter().enumerate() {
+            while let Some((_, w)) = marks.next_if(|(at, _)| *at <= i as u64) {
+                if single {
+                    out.push(Pending::Watermark(Watermark(w)));
+                }
+                if !Watermark(w).is_idle() {
+                    highest = highest.max(Some(w));
+                }
+            }
+            out.push(Pending::Input(t));
+        }
+        for (_, w) in marks {
+            if single {
+                out.push(Pending::Watermark(Watermark(w)));
+            } else if !Watermark(w).is_idle() {
+                highest = highest.max(Some(w));
+            }
+        }
+    }
+    if !single {
+        if let Some(w) = highest {
+            out.push(Pending::Watermark(Watermark(w)));
+        }
+    }
+    out
 }
 
 /// Woken request sequence numbers, filled by wakers (which must be `Send`).
@@ -109,6 +169,9 @@ pub(crate) struct AsyncCore<T, U> {
     full_since: Option<u64>,
     ended: bool,
     failed: bool,
+    /// What each barrier archived, in order (tests look at it without a checkpoint).
+    #[cfg(test)]
+    pub(crate) archived: Vec<(CheckpointId, Vec<Pending<T>>)>,
 }
 
 impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
@@ -117,7 +180,7 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
         opts: AsyncOptions<T, U>,
         call: Box<dyn FnMut(T) -> BoxFuture<U>>,
         down: BoxEmit<U>,
-        restored: Vec<T>,
+        restored: Vec<Pending<T>>,
     ) -> Self {
         let (limit, auto) = match opts.capacity {
             Capacity::Fixed(n) => (n.max(1), None),
@@ -133,8 +196,11 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
                 }),
             ),
         };
-        p.metrics
-            .add("async_restored_requests", restored.len() as u64);
+        let inputs = restored
+            .iter()
+            .filter(|x| matches!(x, Pending::Input(_)))
+            .count();
+        p.metrics.add("async_restored_requests", inputs as u64);
         // Partitions and their starting bounds, for `rill doctor` (N in model N/t).
         p.metrics.add("async_partitions", 1);
         p.metrics.add("async_capacity_start", limit as u64);
@@ -148,7 +214,13 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
             reqs: HashMap::new(),
             queue: VecDeque::new(),
             marks: VecDeque::new(),
-            waiting: restored.into_iter().map(Item::Data).collect(),
+            waiting: restored
+                .into_iter()
+                .map(|x| match x {
+                    Pending::Input(t) => Item::Data(t),
+                    Pending::Watermark(w) => Item::Control(Control::Watermark(w)),
+                })
+                .collect(),
             next_seq: 0,
             timeouts: BTreeSet::new(),
             retries: BTreeSet::new(),
@@ -159,6 +231,8 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
             full_since: None,
             ended: false,
             failed: false,
+            #[cfg(test)]
+            archived: Vec::new(),
         }
     }
 
@@ -199,9 +273,10 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
         match c {
             Control::Barrier(b) if !(self.p.sources_done)() => {
                 // Emit what is already due in output order, archive every input whose
-                // result is not out yet, forward the barrier at once.
+                // result is not out yet and the watermarks among them (all of it came
+                // before the barrier), forward the barrier at once.
                 self.emit_ready();
-                self.snapshot(b.id);
+                self.snapshot(b.id, self.waiting.len());
                 self.down.control(c);
             }
             _ => {
@@ -211,25 +286,48 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
         }
     }
 
-    fn snapshot(&mut self, id: CheckpointId) {
+    /// Archives the pending sequence for barrier `id`: the queue, then the first
+    /// `waiting` items (those that came before the barrier).
+    fn snapshot(&mut self, id: CheckpointId, waiting: usize) {
+        #[cfg(test)]
+        {
+            let pending = self.pending(waiting);
+            self.archived.push((id, pending));
+        }
         let Some(part) = &self.p.ckpt else { return };
         if !part.wants(id) {
             return;
         }
-        let inputs = self.unemitted_inputs();
+        let mut inputs = Vec::new();
+        let mut marks: Vec<(u64, u64)> = Vec::new();
+        for x in self.pending(waiting) {
+            match x {
+                Pending::Input(t) => inputs.push(t),
+                Pending::Watermark(w) => marks.push((inputs.len() as u64, w.0)),
+            }
+        }
         let count = inputs.len() as u64;
+        let owner = |op| {
+            rill_storage::Owner::new(
+                op,
+                rill_storage::PartitionId(self.p.partition),
+                rill_storage::KeyGroupRange::default(),
+            )
+        };
         let mut blobs = Vec::new();
-        if !inputs.is_empty() {
-            match T::encode(&inputs) {
-                Ok(bytes) => blobs.push((
-                    rill_storage::Owner::new(
-                        async_operator_id(&self.p.name),
-                        rill_storage::PartitionId(self.p.partition),
-                        rill_storage::KeyGroupRange::default(),
-                    ),
-                    bytes,
-                )),
-                Err(e) => {
+        let encoded = [
+            (!inputs.is_empty()).then(|| T::encode(&inputs)),
+            (!marks.is_empty()).then(|| <(u64, u64)>::encode(&marks)),
+        ];
+        let ids = [
+            async_operator_id(&self.p.name),
+            async_watermark_id(&self.p.name),
+        ];
+        for (bytes, op) in encoded.into_iter().zip(ids) {
+            match bytes {
+                None => {}
+                Some(Ok(bytes)) => blobs.push((owner(op), bytes)),
+                Some(Err(e)) => {
                     let reason = format!("archiving in-flight inputs for checkpoint {}: {e}", id.0);
                     self.fail(reason);
                     return;
@@ -241,23 +339,31 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
         part.channel(id, blobs, count, self.now());
     }
 
-    /// The inputs of every request whose result has not been emitted, in input order:
-    /// issued ones (in flight or held for ordering), then those waiting for capacity.
-    pub(crate) fn unemitted_inputs(&self) -> Vec<T> {
-        let mut inputs: Vec<T> = Vec::new();
+    /// The pending sequence in input order: the inputs of issued requests whose result
+    /// has not been emitted (in flight or held for ordering) and the watermarks queued
+    /// among them, then the first `waiting` items (inputs waiting for capacity and the
+    /// watermarks behind them).
+    fn pending(&self, waiting: usize) -> Vec<Pending<T>> {
+        let mut out = Vec::new();
         for s in &self.queue {
-            if let Slot::Req(seq) = s {
-                if let Some(r) = self.reqs.get(seq) {
-                    inputs.push(r.input.clone());
+            match s {
+                Slot::Req(seq) => {
+                    if let Some(r) = self.reqs.get(seq) {
+                        out.push(Pending::Input(r.input.clone()));
+                    }
                 }
+                Slot::Mark(Control::Watermark(w)) => out.push(Pending::Watermark(*w)),
+                Slot::Mark(Control::Barrier(_)) => unreachable!("barriers are never queued"),
             }
         }
-        for i in &self.waiting {
-            if let Item::Data(t) = i {
-                inputs.push(t.clone());
+        for i in self.waiting.iter().take(waiting) {
+            match i {
+                Item::Data(t) => out.push(Pending::Input(t.clone())),
+                Item::Control(Control::Watermark(w)) => out.push(Pending::Watermark(*w)),
+                Item::Control(Control::Barrier(_)) | Item::End => break,
             }
         }
-        inputs
+        out
     }
 
     /// Moves waiting items in while capacity allows (after emitting what is done, so
@@ -280,10 +386,12 @@ impl<T: Clone + Record + 'static, U: 'static> AsyncCore<T, U> {
                     if !self.queue.is_empty() {
                         break;
                     }
+                    // Every result before the barrier is out; what waits behind it came
+                    // after it, so the barrier archives nothing.
                     let id = b.id;
                     let c = Control::Barrier(*b);
                     self.waiting.pop_front();
-                    self.snapshot(id);
+                    self.snapshot(id, 0);
                     self.down.control(c);
                 }
                 Some(Item::Control(c)) => {

@@ -4,6 +4,7 @@
 //! (`async_capacity`). The operator itself lives in `crate::asyncio`.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -11,7 +12,9 @@ use std::sync::Arc;
 use super::graph::NodeKind;
 use super::ops::BoxEmit;
 use super::{Data, Stream};
-use crate::asyncio::op::{async_operator_id, AsyncCore, AsyncOp, AsyncParts};
+use crate::asyncio::op::{
+    async_operator_id, async_watermark_id, replay, Archive, AsyncCore, AsyncOp, AsyncParts,
+};
 use crate::asyncio::{AsyncCtx, AsyncError, AsyncOptions, AsyncResult, BoxFuture, Capacity};
 use crate::checkpoint::codec::Record;
 use crate::error::EngineError;
@@ -50,22 +53,40 @@ impl<T: Data + Record> Stream<T> {
                     Box::new(move |t| Box::pin(f(t)) as BoxFuture<U>);
                 let down: BoxEmit<U> = inst.downstream_noted::<U>(node, p);
                 let opname = inst.node_name(node).to_string();
-                let mut restored = Vec::new();
+                // Per old partition (same index modulo the parallelism): its archived
+                // inputs and the watermarks among them, replayed in order.
+                let mut parts: BTreeMap<u32, Archive<T>> = BTreeMap::new();
                 if let Some(r) = inst.restore() {
                     let par = inst.parallelism(node);
-                    for blob in r.blobs(async_operator_id(&opname)) {
-                        if blob.header().owner.partition.0 % par != p.0 {
-                            continue;
-                        }
+                    let mine = |blob: &&rill_storage::RecordView| {
+                        blob.header().owner.partition.0 % par == p.0
+                    };
+                    for blob in r.blobs(async_operator_id(&opname)).into_iter().filter(mine) {
+                        let old = blob.header().owner.partition.0;
                         match T::decode(blob.payload()) {
-                            Ok(v) => restored.extend(v),
+                            Ok(v) => parts.entry(old).or_default().0.extend(v),
                             Err(e) => inst.fail(EngineError::Restore {
                                 checkpoint: r.id,
                                 reason: format!("in-flight inputs of `{opname}`: {e}"),
                             }),
                         }
                     }
+                    for blob in r
+                        .blobs(async_watermark_id(&opname))
+                        .into_iter()
+                        .filter(mine)
+                    {
+                        let old = blob.header().owner.partition.0;
+                        match <(u64, u64)>::decode(blob.payload()) {
+                            Ok(v) => parts.entry(old).or_default().1.extend(v),
+                            Err(e) => inst.fail(EngineError::Restore {
+                                checkpoint: r.id,
+                                reason: format!("queued watermarks of `{opname}`: {e}"),
+                            }),
+                        }
+                    }
                 }
+                let restored = replay(parts.into_values().collect());
                 let parts = AsyncParts {
                     name: opname,
                     partition: p.0,

@@ -6,8 +6,10 @@
 //! sessions, and the timers) is ordinary keyed state, checkpointed and restored per key
 //! group. Tumbling and sliding windows keep one accumulator per *pane* (the gcd of size
 //! and slide): a record updates one pane, and a firing window merges its `size / pane`
-//! panes; nothing is recomputed from the records. Window starts are multiples of the
-//! slide from 0 (windows starting before time 0 do not exist). A session window is
+//! panes; nothing is recomputed from the records. Window starts are the multiples of
+//! the slide (as Flink's and Beam's assigners): a sliding window may start before time
+//! 0 (size 10 s, slide 2 s: a record at 1 s is in the windows starting at −8, −6, −4,
+//! −2 and 0 s), so `WindowResult::start` is signed. A session window is
 //! `[first, last + gap)`; windows that touch or overlap merge (as Flink's `TimeWindow`).
 //!
 //! Firing rule (Flink's event-time trigger): a window `[start, end)` fires once when the
@@ -184,8 +186,8 @@ impl<V, F: Fn(&V) -> u64 + Send + Sync + 'static> Aggregate<V> for MaxBy<F> {
 pub struct WindowResult<K, R> {
     /// The key.
     pub key: K,
-    /// Window start (ms, inclusive).
-    pub start: u64,
+    /// Window start (ms, inclusive; negative for a sliding window that overlaps time 0).
+    pub start: i64,
     /// Window end (ms, exclusive).
     pub end: u64,
     /// The aggregate.
@@ -245,14 +247,15 @@ where
     fn emit_pane_window(
         &self,
         ctx: &TimerCtx<'_, K>,
-        start: u64,
+        start: i64,
         out: &mut Out<'_, WOut<K, V, A>>,
     ) {
         let (size, _) = self.size_slide();
-        let end = start + size;
+        // A window ends after time 0 (it holds a record at or after 0).
+        let end = (start + size as i64) as u64;
         let mut acc: Option<A::Acc> = None;
         for (p, a) in self.panes.entries(ctx.key_ctx()) {
-            if p >= start && p < end {
+            if p as i64 >= start && p < end {
                 match &mut acc {
                     None => acc = Some(a),
                     Some(x) => self.agg.merge(x, &a),
@@ -285,12 +288,14 @@ where
         let mut acc = self.panes.get(kc, &p).unwrap_or_else(|| self.agg.create());
         self.agg.add(&mut acc, &v);
         self.panes.put(kc, p, acc);
-        let mut s = last_start;
+        // Every window holding `ts`, latest first, down to those that start before 0.
+        let mut s = last_start as i64;
         loop {
-            let end = s + size;
-            if end <= ts {
+            let end = s + size as i64;
+            if end <= ts as i64 {
                 break;
             }
+            let end = end as u64;
             let on_time = !wm.is_some_and(|w| end - 1 + lateness <= w);
             if on_time {
                 if wm.is_some_and(|w| end - 1 <= w) {
@@ -300,10 +305,7 @@ where
                     ctx.register_event_timer(end - 1);
                 }
             }
-            if s < slide {
-                break;
-            }
-            s -= slide;
+            s -= slide as i64;
         }
         if lateness > 0 {
             ctx.register_event_timer(last_end - 1 + lateness);
@@ -312,9 +314,9 @@ where
 
     fn pane_timer(&mut self, ctx: &mut TimerCtx<'_, K>, at: u64, out: &mut Out<'_, WOut<K, V, A>>) {
         let (size, slide) = self.size_slide();
-        let end = at + 1;
-        if end >= size && (end - size) % slide == 0 {
-            self.emit_pane_window(ctx, end - size, out);
+        let start = (at + 1) as i64 - size as i64;
+        if start.rem_euclid(slide as i64) == 0 {
+            self.emit_pane_window(ctx, start, out);
         }
         let lateness = self.spec.allowed_lateness;
         let kc = ctx.key_ctx();
@@ -357,7 +359,7 @@ where
         if wm.is_some_and(|w| end - 1 <= w) {
             out.emit(WindowOutput::Result(WindowResult {
                 key: ctx.key().clone(),
-                start,
+                start: start as i64,
                 end,
                 value: self.agg.result(&acc),
             }));
@@ -385,7 +387,7 @@ where
             if e - 1 == at {
                 out.emit(WindowOutput::Result(WindowResult {
                     key: ctx.key().clone(),
-                    start: *s,
+                    start: *s as i64,
                     end: *e,
                     value: self.agg.result(a),
                 }));

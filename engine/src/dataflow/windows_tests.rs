@@ -38,7 +38,7 @@ fn input(seed: u64, n: usize) -> Vec<Ev> {
     evs
 }
 
-type Res = (u32, u64, u64, i64);
+type Res = (u32, i64, u64, i64);
 
 /// A reference session: start, end, sum and its records.
 type RefSession = (u64, u64, i64, Vec<(u64, i64)>);
@@ -90,19 +90,20 @@ fn reference_panes(
     lateness: u64,
     evs: &[Ev],
 ) -> (Vec<Res>, Vec<(u32, u64, i64)>) {
-    let mut wins: BTreeMap<(u32, u64), Vec<i64>> = BTreeMap::new();
+    let mut wins: BTreeMap<(u32, i64), Vec<i64>> = BTreeMap::new();
     let mut wm: Option<u64> = None;
     let mut res = Vec::new();
     let mut late = Vec::new();
     let sum = |v: &Vec<i64>| v.iter().sum::<i64>();
-    let mut advance = |to: u64, wm: &mut Option<u64>, wins: &BTreeMap<(u32, u64), Vec<i64>>| {
+    let mut advance = |to: u64, wm: &mut Option<u64>, wins: &BTreeMap<(u32, i64), Vec<i64>>| {
         if wm.is_some_and(|w| w >= to) {
             return;
         }
         for ((k, s), v) in wins {
-            let fire_at = s + size - 1;
+            let end = (s + size as i64) as u64;
+            let fire_at = end - 1;
             if fire_at <= to && wm.map_or(true, |w| fire_at > w) {
-                res.push((*k, *s, s + size, sum(v)));
+                res.push((*k, *s, end, sum(v)));
             }
         }
         *wm = Some(to);
@@ -112,14 +113,17 @@ fn reference_panes(
         match *e {
             Ev::Wm(w) => advance(w, &mut wm, &wins),
             Ev::Rec(k, ts, v) => {
-                let starts: Vec<u64> = (0..=ts / slide)
-                    .map(|i| i * slide)
-                    .filter(|s| s + size > ts)
+                // Every multiple of the slide whose window holds `ts`, also before 0.
+                let (ts_i, size_i, slide_i) = (ts as i64, size as i64, slide as i64);
+                let starts: Vec<i64> = (-(size_i / slide_i) - 1..=ts_i / slide_i)
+                    .map(|i| i * slide_i)
+                    .filter(|s| *s <= ts_i && s + size_i > ts_i)
                     .collect();
-                let alive: Vec<u64> = starts
+                let end = |s: i64| (s + size_i) as u64;
+                let alive: Vec<i64> = starts
                     .iter()
                     .copied()
-                    .filter(|s| !wm.is_some_and(|w| s + size - 1 + lateness <= w))
+                    .filter(|s| !wm.is_some_and(|w| end(*s) - 1 + lateness <= w))
                     .collect();
                 if alive.is_empty() {
                     late.push((0, ts, v));
@@ -128,8 +132,8 @@ fn reference_panes(
                 for s in alive {
                     let set = wins.entry((k, s)).or_default();
                     set.push(v);
-                    if wm.is_some_and(|w| s + size - 1 <= w) {
-                        refires.push((k, s, s + size, sum(set)));
+                    if wm.is_some_and(|w| end(s) - 1 <= w) {
+                        refires.push((k, s, end(s), sum(set)));
                     }
                 }
             }
@@ -177,7 +181,7 @@ fn reference_sessions(gap: u64, evs: &[Ev]) -> (Vec<Res>, Vec<(u32, u64, i64)>) 
                 let mut keep = Vec::new();
                 for (s, e, sum, members) in group(recs, gap) {
                     if e - 1 <= to {
-                        res.push((*k, s, e, sum));
+                        res.push((*k, s as i64, e, sum));
                     } else {
                         keep.extend(members);
                     }
@@ -271,4 +275,35 @@ fn a_sliding_window_merges_panes_instead_of_keeping_records() {
     let kc = crate::state::KeyCtx::new(&7u32, crate::keys::key_group_of(&7u32, 4));
     assert_eq!(panes.len(&kc), 10);
     h.end();
+}
+
+#[test]
+fn a_record_near_time_zero_is_in_every_sliding_window_holding_it_also_those_before_zero() {
+    // Size 10 s, slide 2 s: a record at 1 s is in the windows starting at −8, −6, −4, −2
+    // and 0 s (as Flink's and Beam's sliding assigners put it).
+    let spec = WindowSpec::sliding(Duration::from_secs(10), Duration::from_secs(2));
+    let mut h = Harness::new(4, move |init| {
+        WindowProcess::declare(init, spec, Arc::new(Count), Arc::new(|v: &u64| *v), false)
+    });
+    h.record(7u32, 1_000u64);
+    h.end();
+    let windows: Vec<(i64, u64, u64)> = h
+        .out
+        .borrow()
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Data(WindowOutput::Result(r)) => Some((r.start, r.end, r.value)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        windows,
+        vec![
+            (-8_000, 2_000, 1),
+            (-6_000, 4_000, 1),
+            (-4_000, 6_000, 1),
+            (-2_000, 8_000, 1),
+            (0, 10_000, 1)
+        ]
+    );
 }

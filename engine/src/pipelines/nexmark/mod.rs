@@ -3,13 +3,16 @@
 //! partitions, then the query, then a discard, file or latency sink. Window sizes come
 //! from `[nexmark]` (the standard 10 s, slide 2 s by default).
 //!
-//! - q0 pass-through of the bids; q1 prices in euros (× 0.908); q2 bids on auctions
+//! - q0 pass-through of the bids; q1 prices in euros (`0.908 × price`, exact: in
+//!   thousandths of a cent, printed as a decimal number of cents); q2 bids on auctions
 //!   whose id is a multiple of 123;
 //! - q3 local item suggestion (regular join of OR/ID/CA persons with category-10
 //!   auctions); q4 average winning price per category and q6 average winning price of
-//!   a seller's last 10 auctions (winning bid: the highest bid between an auction's
-//!   creation and expiry, applied in expiry order);
+//!   a seller's last 10 auctions (winning bid, as Beam's `WinningBids`: the highest bid
+//!   at or above the auction's reserve with `date_time <= bid time < expires`; auctions
+//!   without one have no winner; applied in expiry order);
 //! - q5 hot items: per sliding window, the auctions with the most bids (ties all kept);
+//!   windows start at every multiple of the slide, also before time 0;
 //! - q7 highest bid: per tumbling window, the bids at the window's highest price;
 //! - q8 monitor new users: persons who opened an auction in the tumbling window they
 //!   registered in.
@@ -36,7 +39,8 @@ const MAX_DEFAULT_EVENT_RATE_EPS: u64 = 1_000_000;
 /// The generator rate `--rate max` sets (every event due at once).
 const FLAT_OUT_RATE_EPS: u64 = 1_000_000_000;
 
-/// q1's dollar → euro rate, in thousandths.
+/// q1's dollar → euro rate (0.908), in thousandths: `price × 908` is the euro price in
+/// thousandths of a cent, exactly.
 const EUR_PER_USD_MILLI: u64 = 908;
 
 /// The generator source with watermarks, from `[generator]` and `[nexmark]`.
@@ -91,16 +95,24 @@ pub fn q0(events: &Stream<Event>) -> Stream<Bid> {
     bids(events).map("q0", |b| b)
 }
 
-/// q1: (auction, bidder, price in euro cents, date_time).
+/// q1: (auction, bidder, euro price, date_time), the euro price `0.908 × price` kept
+/// exactly as an integer number of thousandths of a euro cent (fixed point; see
+/// [`q1_price`] for its decimal form).
 pub fn q1(events: &Stream<Event>) -> Stream<(u64, u64, u64, u64)> {
     bids(events).map("q1", |b| {
         (
             b.auction,
             b.bidder,
-            b.price * EUR_PER_USD_MILLI / 1_000,
+            b.price * EUR_PER_USD_MILLI,
             b.date_time,
         )
     })
+}
+
+/// A q1 price (thousandths of a euro cent) as the exact decimal number of euro cents,
+/// e.g. 1 234 567 → `1234.567`.
+pub fn q1_price(milli_cents: u64) -> String {
+    format!("{}.{:03}", milli_cents / 1_000, milli_cents % 1_000)
 }
 
 /// q2: (auction, price) of bids on auctions whose id is a multiple of 123.
@@ -113,16 +125,16 @@ pub fn q2(events: &Stream<Event>) -> Stream<(u64, u64)> {
 /// Per window (keyed by its start), the records with the highest score; emitted when
 /// the watermark passes the window's end. The second stage of q5 and q7.
 struct TopPerWindow<R> {
-    best: ValueState<u64, (u64, Vec<R>)>,
+    best: ValueState<i64, (u64, Vec<R>)>,
     size: u64,
 }
 
-impl<R: Clone + 'static> KeyedProcess<u64, (u64, (u64, Vec<R>)), (u64, R)> for TopPerWindow<R> {
+impl<R: Clone + 'static> KeyedProcess<i64, (i64, (u64, Vec<R>)), (i64, R)> for TopPerWindow<R> {
     fn process(
         &mut self,
-        ctx: &mut TimerCtx<'_, u64>,
-        (_, (score, recs)): (u64, (u64, Vec<R>)),
-        _out: &mut Out<'_, (u64, R)>,
+        ctx: &mut TimerCtx<'_, i64>,
+        (_, (score, recs)): (i64, (u64, Vec<R>)),
+        _out: &mut Out<'_, (i64, R)>,
     ) {
         let start = *ctx.key();
         self.best.update(
@@ -137,15 +149,16 @@ impl<R: Clone + 'static> KeyedProcess<u64, (u64, (u64, Vec<R>)), (u64, R)> for T
                 }
             },
         );
-        ctx.register_event_timer(start + self.size - 1);
+        // A window ends after time 0, even one that starts before it.
+        ctx.register_event_timer((start + self.size as i64 - 1) as u64);
     }
 
     fn on_timer(
         &mut self,
-        ctx: &mut TimerCtx<'_, u64>,
+        ctx: &mut TimerCtx<'_, i64>,
         _at: u64,
         _d: TimeDomain,
-        out: &mut Out<'_, (u64, R)>,
+        out: &mut Out<'_, (i64, R)>,
     ) {
         let start = *ctx.key();
         if let Some((_, all)) = self.best.get(ctx.key_ctx()) {
@@ -158,29 +171,29 @@ impl<R: Clone + 'static> KeyedProcess<u64, (u64, (u64, Vec<R>)), (u64, R)> for T
 }
 
 fn top_per_window<R>(
-    partials: Stream<(u64, u64, Vec<R>)>,
+    partials: Stream<(i64, u64, Vec<R>)>,
     name: &str,
     size: u64,
-) -> Stream<(u64, R)>
+) -> Stream<(i64, R)>
 where
     R: Data,
-    (u32, crate::dataflow::Keyed<u64, (u64, (u64, Vec<R>))>): crate::checkpoint::codec::Record,
-    (u64, (u64, Vec<R>)): Entry<K = u64, V = (u64, Vec<R>)>,
+    (u32, crate::dataflow::Keyed<i64, (i64, (u64, Vec<R>))>): crate::checkpoint::codec::Record,
+    (i64, (u64, Vec<R>)): Entry<K = i64, V = (u64, Vec<R>)>,
 {
     partials
         .map(&format!("{name}.by-window"), |(start, score, recs)| {
             (start, (score, recs))
         })
-        .key_by(&format!("{name}.window"), |x: &(u64, (u64, Vec<R>))| x.0)
-        .process_with_timers(name, move |init: &mut StateInit<u64>| TopPerWindow {
+        .key_by(&format!("{name}.window"), |x: &(i64, (u64, Vec<R>))| x.0)
+        .process_with_timers(name, move |init: &mut StateInit<i64>| TopPerWindow {
             best: init.value("best"),
             size,
         })
 }
 
 /// q5: (window start, auction, bids) for the auctions with the most bids per sliding
-/// window.
-pub fn q5(events: &Stream<Event>, n: &NexmarkConfig) -> Stream<(u64, u64, u64)> {
+/// window; the first windows start before time 0 (at −size + slide, …, −slide).
+pub fn q5(events: &Stream<Event>, n: &NexmarkConfig) -> Stream<(i64, u64, u64)> {
     let spec = WindowSpec::sliding(
         Duration::from_millis(n.window_ms),
         Duration::from_millis(n.slide_ms),
@@ -227,7 +240,7 @@ impl Aggregate<Bid> for MaxBids {
 
 /// q7: (window start, auction, bidder, price, date_time) of the bids at the highest
 /// price of each tumbling window.
-pub fn q7(events: &Stream<Event>, n: &NexmarkConfig) -> Stream<(u64, u64, u64, u64, u64)> {
+pub fn q7(events: &Stream<Event>, n: &NexmarkConfig) -> Stream<(i64, u64, u64, u64, u64)> {
     let spec = WindowSpec::tumbling(Duration::from_millis(n.window_ms));
     let partial = bids(events)
         .key_by("q7.by-auction", |b: &Bid| b.auction)
@@ -361,7 +374,7 @@ pub fn build(spec: &JobSpec, q: PipelineKind) -> Result<JobGraph> {
         PipelineKind::NexmarkQ1 => finish(
             q1(&events),
             &n,
-            |r| format!("{},{},{},{}", r.0, r.1, r.2, r.3),
+            |r| format!("{},{},{},{}", r.0, r.1, q1_price(r.2), r.3),
             |r| Some(r.3),
             warm,
         ),
@@ -398,14 +411,14 @@ pub fn build(spec: &JobSpec, q: PipelineKind) -> Result<JobGraph> {
             q5(&events, &n),
             &n,
             |r| format!("{},{},{}", r.0, r.1, r.2),
-            move |r| Some(r.0 + w),
+            move |r| Some((r.0 + w as i64) as u64),
             warm,
         ),
         PipelineKind::NexmarkQ7 => finish(
             q7(&events, &n),
             &n,
             |r| format!("{},{},{},{},{}", r.0, r.1, r.2, r.3, r.4),
-            move |r| Some(r.0 + w),
+            move |r| Some((r.0 + w as i64) as u64),
             warm,
         ),
         PipelineKind::NexmarkQ8 => finish(
@@ -482,11 +495,17 @@ pub fn q3(events: &Stream<Event>) -> Stream<(String, String, String, u64)> {
     })
 }
 
-/// An auction's facts for closing it: (seller, category, date_time, expires).
-type AuctionFacts = (u64, u64, u64, u64);
+/// An auction's facts for closing it: (seller, category, date_time, expires, reserve).
+type AuctionFacts = (u64, u64, u64, u64, u64);
 
-/// Per auction: its facts, the best bid in `[date_time, expires]` so far, bids that came
-/// before the auction, and whether it closed.
+/// Whether a bid (time, price) can win an auction (Beam's `WinningBids`): placed while
+/// the auction is open, `date_time <= time < expires`, at or above the reserve.
+fn valid_bid(f: &AuctionFacts, ts: u64, price: u64) -> bool {
+    ts >= f.2 && ts < f.3 && price >= f.4
+}
+
+/// Per auction: its facts, the best valid bid so far, bids that came before the
+/// auction, and whether it closed.
 struct ClosedAuctions {
     auction: ValueState<u64, (AuctionFacts, Option<u64>, bool)>,
     early: ValueState<u64, Vec<(u64, u64)>>,
@@ -507,15 +526,16 @@ impl KeyedProcess<u64, ClosedIn, Closed> for ClosedAuctions {
                 self.early.clear(kc);
                 let best = early
                     .iter()
-                    .filter(|(t, _)| *t >= facts.2 && *t <= facts.3)
+                    .filter(|(t, p)| valid_bid(&facts, *t, *p))
                     .map(|(_, p)| *p)
                     .max();
                 self.auction.set(kc, (facts, best, false));
-                ctx.register_event_timer(facts.3);
+                // Closed once no bid before the expiry can still come (expires > date_time).
+                ctx.register_event_timer(facts.3 - 1);
             }
             Side::Right((ts, price)) => match self.auction.get(kc) {
                 Some((f, best, false)) => {
-                    if ts >= f.2 && ts <= f.3 {
+                    if valid_bid(&f, ts, price) {
                         let best = Some(best.map_or(price, |b| b.max(price)));
                         self.auction.set(kc, (f, best, false));
                     }
@@ -545,16 +565,16 @@ impl KeyedProcess<u64, ClosedIn, Closed> for ClosedAuctions {
     }
 }
 
-/// The winning bid of every auction: the highest bid between its creation and its
-/// expiry, emitted when the watermark passes the expiry (auctions without such a bid
-/// emit nothing).
+/// The winning bid of every auction: the highest bid at or above its reserve placed at or
+/// after its creation and before its expiry, emitted when the watermark reaches the
+/// expiry − 1 (auctions without such a bid emit nothing).
 pub fn closed_auctions(events: &Stream<Event>) -> Stream<Closed> {
     use crate::dataflow::joins::Side;
     events
         .flat_map("closed.split", |e, out| match e {
             Event::Auction(a) => out.emit((
                 a.id,
-                Side::Left((a.seller, a.category, a.date_time, a.expires)),
+                Side::Left((a.seller, a.category, a.date_time, a.expires, a.reserve)),
             )),
             Event::Bid(b) => out.emit((b.auction, Side::Right((b.date_time, b.price)))),
             Event::Person(_) => {}
