@@ -59,6 +59,10 @@ pub struct WindowSection {
     pub per_core_eps: BTreeMap<String, f64>,
     /// CPU seconds of each executor in the window.
     pub cpu_per_core_s: BTreeMap<String, f64>,
+    /// Events per CPU-second of the executors in the window: on a machine shared with
+    /// other work (the executors get only part of their CPUs), the steadier figure.
+    #[serde(default)]
+    pub events_per_cpu_s: f64,
 }
 
 /// A percentile summary in milliseconds.
@@ -355,6 +359,14 @@ impl RunReport {
                 throughput_per_core_eps: eps / o.spec.cores.len().max(1) as f64,
                 per_core_eps: w.count.per_core_eps.clone(),
                 cpu_per_core_s: w.cpu_per_core_s.clone(),
+                events_per_cpu_s: {
+                    let cpu: f64 = w.cpu_per_core_s.values().sum();
+                    if cpu > 0.0 {
+                        w.count.events() as f64 / cpu
+                    } else {
+                        0.0
+                    }
+                },
             }
         });
         // Input events per second over the whole run: the figure of a windowed run whose
@@ -669,13 +681,14 @@ impl RunReport {
                 .collect();
             let _ = writeln!(
                 s,
-                "cpu window {} over the measured {:.2} s",
+                "cpu window {} over the measured {:.2} s; {:.0} events per CPU-second",
                 if cores.is_empty() {
                     "per-core n/a".to_string()
                 } else {
                     cores.join(", ")
                 },
-                w.seconds
+                w.seconds,
+                w.events_per_cpu_s
             );
         }
         let c = &self.checkpoints;
