@@ -381,21 +381,19 @@ impl RunReport {
         };
         let (throughput_eps, end_lag_ms, expected, problems) = if flat_out {
             // Nothing was offered, so nothing to keep up with.
-            let thr = window.as_ref().map_or_else(whole_run_eps, |w| w.throughput_eps);
+            let thr = window
+                .as_ref()
+                .map_or_else(whole_run_eps, |w| w.throughput_eps);
             (thr, None, None, Vec::new())
         } else if o.planned_window.is_some() {
             // An open-loop generator job without latency samples: the source's rate in
             // the window against the offered rate, and whether the run ended on time.
-            let thr = window.as_ref().map_or_else(whole_run_eps, |w| w.throughput_eps);
+            let thr = window
+                .as_ref()
+                .map_or_else(whole_run_eps, |w| w.throughput_eps);
             let lag = (r.elapsed.as_secs_f64() * 1e3 - g.duration_ms as f64).max(0.0);
-            let problems = keep_up_problems(
-                g.rate_eps as f64,
-                thr,
-                0,
-                0,
-                lag,
-                g.duration_ms as f64,
-            );
+            let problems =
+                keep_up_problems(g.rate_eps as f64, thr, 0, 0, lag, g.duration_ms as f64);
             (thr, Some(lag), None, problems)
         } else if is_gen {
             let window_ns = since_start_ns - g.warmup_ms as f64 * 1e6;
@@ -560,8 +558,7 @@ impl RunReport {
                     self.keep_up_problems.join("; ")
                 ),
                 (None, None, _) if self.pipeline.starts_with("nexmark") || self.load.flat_out => {
-                    " (input events over the run's wall time: the metrics endpoint was off)"
-                        .into()
+                    " (input events over the run's wall time: the metrics endpoint was off)".into()
                 }
                 (_, None, _) => " (file source: as fast as it goes)".into(),
             }

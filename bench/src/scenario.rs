@@ -740,7 +740,10 @@ mod tests {
             "pipeline = \"latency\"\n",
             "rate_eps = 1000\nduration_s = 5.0\nwarmup_s = 1.0\n",
         );
-        assert_eq!(schedule(&s.materialise(&one_cpu()).unwrap()), (1_000, 6_000));
+        assert_eq!(
+            schedule(&s.materialise(&one_cpu()).unwrap()),
+            (1_000, 6_000)
+        );
         // The command line beats load.toml, for either part.
         let cli = Settings {
             duration_s: Some(10.0),
@@ -764,10 +767,7 @@ mod tests {
         set.add_set("generator.duration_ms=700").unwrap();
         assert_eq!(schedule(&s.materialise(&set).unwrap()), (500, 700));
         // No warm-up anywhere but job.toml: job.toml's.
-        let (_d, s) = scenario(
-            "pipeline = \"latency\"\n[generator]\nwarmup_ms = 250\n",
-            "",
-        );
+        let (_d, s) = scenario("pipeline = \"latency\"\n[generator]\nwarmup_ms = 250\n", "");
         let cli = Settings {
             duration_s: Some(1.0),
             ..one_cpu()
@@ -838,6 +838,9 @@ mod tests {
             })
             .err()
             .unwrap();
-        assert!(err.to_string().contains("apply to jobs with a generator"), "{err}");
+        assert!(
+            err.to_string().contains("apply to jobs with a generator"),
+            "{err}"
+        );
     }
 }

@@ -167,14 +167,38 @@ mod tests {
         let t = Instant::now();
         let at = |ms| t + Duration::from_millis(ms);
         let a: Reading = [
-            ("cpu0".into(), CoreReading { source_records: 100, at: at(0) }),
-            ("cpu1".into(), CoreReading { source_records: 0, at: at(500) }),
+            (
+                "cpu0".into(),
+                CoreReading {
+                    source_records: 100,
+                    at: at(0),
+                },
+            ),
+            (
+                "cpu1".into(),
+                CoreReading {
+                    source_records: 0,
+                    at: at(500),
+                },
+            ),
         ]
         .into_iter()
         .collect();
         let b: Reading = [
-            ("cpu0".into(), CoreReading { source_records: 2100, at: at(2000) }),
-            ("cpu1".into(), CoreReading { source_records: 1500, at: at(2000) }),
+            (
+                "cpu0".into(),
+                CoreReading {
+                    source_records: 2100,
+                    at: at(2000),
+                },
+            ),
+            (
+                "cpu1".into(),
+                CoreReading {
+                    source_records: 1500,
+                    at: at(2000),
+                },
+            ),
         ]
         .into_iter()
         .collect();

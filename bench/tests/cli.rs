@@ -223,8 +223,14 @@ fn rate_max_runs_flat_out_for_the_duration_and_reports_throughput() {
     assert!(at(&r, "window.events").as_u64().unwrap() > 0, "{stdout}");
     assert!(at(&r, "window.throughput_per_core_eps").as_f64().unwrap() > 0.0);
     let cpus = at(&r, "load.cpus").as_array().unwrap().len();
-    assert_eq!(at(&r, "window.per_core_eps").as_object().unwrap().len(), cpus);
-    assert!(!at(&r, "window.cpu_per_core_s").as_object().unwrap().is_empty());
+    assert_eq!(
+        at(&r, "window.per_core_eps").as_object().unwrap().len(),
+        cpus
+    );
+    assert!(!at(&r, "window.cpu_per_core_s")
+        .as_object()
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
