@@ -132,6 +132,11 @@ fn cmd_run(common: &Common, peer: Option<&str>, no_pin: bool) -> Result<()> {
         if p != "timely" {
             bail!("--peer {p}: the only peer is `timely`");
         }
+        if settings.flat_out {
+            bail!(
+                "--peer timely runs the open-loop schedule; it has no flat-out (--rate max) mode"
+            );
+        }
         if scenario.pipeline()? != PipelineKind::Latency {
             bail!(
                 "--peer timely runs the default latency job; scenario {} is not one",

@@ -323,4 +323,12 @@ fn bad_scenarios_and_overrides_fail_clearly() {
     // A scenario that does not exist.
     fails_with(&["run", "no-such-scenario"], "shipped scenarios");
     fails_with(&["run", "etl", "--peer", "timely"], "not one");
+    fails_with(
+        &["run", "latency", "--rate", "max", "--peer", "timely"],
+        "no flat-out",
+    );
+    fails_with(
+        &["run", "etl", "--rate", "max"],
+        "apply to jobs with a generator",
+    );
 }
