@@ -13,7 +13,9 @@
 //!
 //! The harness never changes how the engine runs; the one thing it adds is a copy of the
 //! default latency pipeline with a sink that also keeps per-second histograms
-//! ([`timeline`]), because the engine's report has no time series.
+//! ([`timeline`]), because the engine's report has no time series. Runs measured over a
+//! window of time (`--rate max`, Nexmark without a latency sink) read the source's
+//! counters from the job's metrics endpoint at the window's edges ([`scrape`]).
 
 pub mod compare;
 pub mod machine;
@@ -23,6 +25,7 @@ pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod scrape;
 pub mod stats;
 pub mod sweep;
 pub mod timeline;

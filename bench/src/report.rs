@@ -27,16 +27,42 @@ pub const KEEP_UP_FRACTION: f64 = 0.95;
 /// The load a run was offered, as resolved from load.toml, the command line and job.toml.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Load {
-    /// Offered rate, events per second (none for file sources).
+    /// Offered rate, events per second (none for file sources and flat-out runs).
     pub offered_eps: Option<u64>,
-    /// Length of the schedule including warm-up, seconds.
+    /// `--rate max`: as fast as the job goes for `duration_s` after the warm-up.
+    #[serde(default)]
+    pub flat_out: bool,
+    /// Measured time after the warm-up, seconds (the run lasts warm-up + this).
     pub duration_s: Option<f64>,
-    /// Warm-up, seconds.
+    /// Warm-up before the measured time, seconds.
     pub warmup_s: Option<f64>,
     /// Distinct keys.
     pub keys: Option<u64>,
     /// The CPUs the executors were pinned to.
     pub cpus: Vec<usize>,
+}
+
+/// The measured window of a run whose throughput is read from the source's counters
+/// (flat out, or a Nexmark query without a latency sink).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowSection {
+    /// Its length as measured (the mean over the cores of the time between the two
+    /// readings), seconds.
+    pub seconds: f64,
+    /// Source events in it, all cores.
+    pub events: u64,
+    /// Events per second, all cores.
+    pub throughput_eps: f64,
+    /// Events per second per core (`throughput_eps` / cores).
+    pub throughput_per_core_eps: f64,
+    /// Each core's own events per second.
+    pub per_core_eps: BTreeMap<String, f64>,
+    /// CPU seconds of each executor in the window.
+    pub cpu_per_core_s: BTreeMap<String, f64>,
+    /// Events per CPU-second of the executors in the window: on a machine shared with
+    /// other work (the executors get only part of their CPUs), the steadier figure.
+    #[serde(default)]
+    pub events_per_cpu_s: f64,
 }
 
 /// A percentile summary in milliseconds.
@@ -220,6 +246,9 @@ pub struct RunReport {
     pub keep_up_problems: Vec<String>,
     /// How long after the end of the schedule the last record reached a sink, ms.
     pub end_lag_ms: Option<f64>,
+    /// The measured window, for runs measured from the source's counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowSection>,
     /// Latency: p50, p90, p99, p999, p9999, max, mean; microseconds.
     pub latency_us: BTreeMap<String, f64>,
     /// How many samples: `total`, and per percentile how many are at or above it.
@@ -320,7 +349,53 @@ impl RunReport {
         let since_start_ns = last_arrival.saturating_sub(r.start_ns) as f64;
         let is_gen = o.spec.job.pipeline.has_generator();
         let g = o.spec.job.generator.clone().unwrap_or_default();
-        let (throughput_eps, end_lag_ms, expected, problems) = if is_gen {
+        let flat_out = o.planned_window.is_some_and(|w| w.flat_out);
+        let window = o.window.as_ref().map(|w| {
+            let eps = w.count.eps();
+            WindowSection {
+                seconds: w.count.seconds,
+                events: w.count.events(),
+                throughput_eps: eps,
+                throughput_per_core_eps: eps / o.spec.cores.len().max(1) as f64,
+                per_core_eps: w.count.per_core_eps.clone(),
+                cpu_per_core_s: w.cpu_per_core_s.clone(),
+                events_per_cpu_s: {
+                    let cpu: f64 = w.cpu_per_core_s.values().sum();
+                    if cpu > 0.0 {
+                        w.count.events() as f64 / cpu
+                    } else {
+                        0.0
+                    }
+                },
+            }
+        });
+        // Input events per second over the whole run: the figure of a windowed run whose
+        // window could not be read (metrics endpoint off).
+        let whole_run_eps = || {
+            let secs = r.elapsed.as_secs_f64();
+            if secs > 0.0 {
+                r.counter("source_records") as f64 / secs
+            } else {
+                0.0
+            }
+        };
+        let (throughput_eps, end_lag_ms, expected, problems) = if flat_out {
+            // Nothing was offered, so nothing to keep up with.
+            let thr = window
+                .as_ref()
+                .map_or_else(whole_run_eps, |w| w.throughput_eps);
+            (thr, None, None, Vec::new())
+        } else if o.planned_window.is_some() {
+            // An open-loop generator job without latency samples: the source's rate in
+            // the window against the offered rate, and whether the run ended on time.
+            let thr = window
+                .as_ref()
+                .map_or_else(whole_run_eps, |w| w.throughput_eps);
+            let lag = (r.elapsed.as_secs_f64() * 1e3 - g.duration_ms as f64).max(0.0);
+            let problems =
+                keep_up_problems(g.rate_eps as f64, thr, 0, 0, lag, g.duration_ms as f64);
+            (thr, Some(lag), None, problems)
+        } else if is_gen {
             let window_ns = since_start_ns - g.warmup_ms as f64 * 1e6;
             let thr = if window_ns > 0.0 {
                 latency.samples as f64 * 1e9 / window_ns
@@ -338,15 +413,6 @@ impl RunReport {
                 g.duration_ms as f64,
             );
             (thr, Some(lag), Some(expected), problems)
-        } else if o.spec.job.pipeline.is_nexmark() {
-            // Input events per second over the whole run (results may be few or none).
-            let secs = r.elapsed.as_secs_f64();
-            let thr = if secs > 0.0 {
-                r.counter("source_records") as f64 / secs
-            } else {
-                0.0
-            };
-            (thr, None, None, Vec::new())
         } else {
             (r.sink_throughput_eps(), None, None, Vec::new())
         };
@@ -383,9 +449,16 @@ impl RunReport {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             load: Load {
-                offered_eps: is_gen.then_some(g.rate_eps),
-                duration_s: is_gen.then_some(g.duration_ms as f64 / 1e3),
-                warmup_s: is_gen.then_some(g.warmup_ms as f64 / 1e3),
+                offered_eps: (is_gen && !flat_out).then_some(g.rate_eps),
+                flat_out,
+                duration_s: match o.planned_window {
+                    Some(w) if flat_out => Some(w.duration_s),
+                    _ => is_gen.then(|| g.duration_ms.saturating_sub(g.warmup_ms) as f64 / 1e3),
+                },
+                warmup_s: match o.planned_window {
+                    Some(w) if flat_out => Some(w.warmup_s),
+                    _ => is_gen.then_some(g.warmup_ms as f64 / 1e3),
+                },
                 keys: is_gen.then_some(g.keys),
                 cpus: o.spec.cores.iter().map(|c| c.cpu.0).collect(),
             },
@@ -394,6 +467,7 @@ impl RunReport {
             kept_up: problems.is_empty(),
             keep_up_problems: problems,
             end_lag_ms,
+            window,
             latency_us,
             latency_samples,
             expected_samples: expected,
@@ -441,30 +515,52 @@ impl RunReport {
             "scenario {} (pipeline {}) on CPUs {:?} — {}",
             self.scenario, self.pipeline, self.load.cpus, self.machine.cpu_model
         );
-        if let (Some(r), Some(d), Some(w)) = (
+        match (
             self.load.offered_eps,
+            self.load.flat_out,
             self.load.duration_s,
             self.load.warmup_s,
         ) {
-            let _ = writeln!(
-                s,
-                "load      {r} events/s offered, open loop, {d:.1} s ({w:.1} s warm-up excluded)"
-            );
+            (Some(r), _, Some(d), Some(w)) => {
+                let _ = writeln!(
+                    s,
+                    "load      {r} events/s offered, open loop, {d:.1} s measured after a \
+                     {w:.1} s warm-up"
+                );
+            }
+            (None, true, Some(d), Some(w)) => {
+                let _ = writeln!(
+                    s,
+                    "load      flat out (as fast as it goes), {d:.1} s measured after a \
+                     {w:.1} s warm-up"
+                );
+            }
+            _ => {}
         }
+        let cores_n = self.load.cpus.len().max(1) as f64;
         let _ = writeln!(
             s,
-            "throughput {:.0} events/s{}",
+            "throughput {:.0} events/s, {:.0} per core{}",
             self.throughput_eps,
-            match (self.load.offered_eps, self.kept_up) {
-                (Some(_), true) => "  (kept up)".to_string(),
-                (Some(_), false) => format!(
+            self.throughput_eps / cores_n,
+            match (&self.window, self.load.offered_eps, self.kept_up) {
+                (Some(w), _, _) if self.load.flat_out => format!(
+                    " (source events: {} in the measured {:.2} s)",
+                    w.events, w.seconds
+                ),
+                (Some(w), Some(_), true) => format!(
+                    " (source events: {} in the measured {:.2} s; kept up)",
+                    w.events, w.seconds
+                ),
+                (_, Some(_), true) => "  (kept up)".to_string(),
+                (_, Some(_), false) => format!(
                     "\n!!! THE ENGINE DID NOT KEEP UP: {}",
                     self.keep_up_problems.join("; ")
                 ),
-                (None, _) if self.pipeline.starts_with("nexmark") => {
-                    " (input events over the run's wall time)".into()
+                (None, None, _) if self.pipeline.starts_with("nexmark") || self.load.flat_out => {
+                    " (input events over the run's wall time: the metrics endpoint was off)".into()
                 }
-                (None, _) => " (file source: as fast as it goes)".into(),
+                (_, None, _) => " (file source: as fast as it goes)".into(),
             }
         );
         let mut head = format!("{:<14}", "latency (us)");
@@ -487,7 +583,13 @@ impl RunReport {
             line
         };
         let total = self.latency_samples.get("total").copied().unwrap_or(0);
-        if total == 0 {
+        if self.load.flat_out {
+            let _ = writeln!(
+                s,
+                "{:<14}(flat out: every event is due at the start, so latency is not measured)",
+                "rill"
+            );
+        } else if total == 0 {
             let _ = writeln!(
                 s,
                 "{:<14}(no latency samples: the pipeline has no latency sink)",
@@ -562,6 +664,30 @@ impl RunReport {
             self.cpu.process_s,
             self.cpu.wall_s
         );
+        if let Some(w) = &self.window {
+            let cores: Vec<String> = w
+                .cpu_per_core_s
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{} {v:.2} s ({:.0}%)",
+                        k.trim_start_matches("rill-"),
+                        100.0 * v / w.seconds.max(1e-9)
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "cpu window {} over the measured {:.2} s; {:.0} events per CPU-second",
+                if cores.is_empty() {
+                    "per-core n/a".to_string()
+                } else {
+                    cores.join(", ")
+                },
+                w.seconds,
+                w.events_per_cpu_s
+            );
+        }
         let c = &self.checkpoints;
         let _ = write!(
             s,

@@ -13,7 +13,8 @@ use rill_engine::pipelines;
 use rill_engine::runtime::Job;
 
 use crate::machine::{process_cpu_s, this_thread_cpu_s, CpuSampler};
-use crate::scenario::{LoadFile, Scenario, Settings};
+use crate::scenario::{LoadFile, Scenario, Settings, Window};
+use crate::scrape::{self, CoreReading, Reading, WindowCount};
 use crate::timeline::{self, Interval};
 
 /// Name prefix of the engine's executor threads (`rill-cpuN`).
@@ -53,6 +54,22 @@ pub struct RunOutcome {
     pub started_unix_ms: f64,
     /// The scenario's load.toml as read.
     pub load_file: LoadFile,
+    /// For runs measured over a window of time (flat out, or without latency samples):
+    /// what the window saw. `None` for the others, and when the endpoint was off.
+    pub window: Option<WindowOutcome>,
+    /// The window the run was to be measured over, whether or not it could be.
+    pub planned_window: Option<Window>,
+}
+
+/// What the measured window of a run saw.
+#[derive(Clone, Debug)]
+pub struct WindowOutcome {
+    /// The window as planned.
+    pub window: Window,
+    /// The source's events in it, per core.
+    pub count: WindowCount,
+    /// CPU seconds of each executor (`rill-cpu0`) in the window.
+    pub cpu_per_core_s: std::collections::BTreeMap<String, f64>,
 }
 
 /// How the progress line is labelled and how long the run is expected to take.
@@ -130,6 +147,7 @@ impl Progress {
 /// Runs `scenario` with `settings`; `progress` prints the progress line.
 pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<RunOutcome> {
     let m = scenario.materialise(settings)?;
+    let window = m.window;
     let spec = m.spec.clone();
     let (graph, collector) = match spec.job.pipeline {
         PipelineKind::Latency => {
@@ -146,14 +164,19 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
             spec.cores.len(),
             if spec.cores.len() == 1 { "" } else { "s" }
         ),
-        spec.job
-            .pipeline
-            .has_generator()
-            .then(|| Duration::from_millis(gen.duration_ms)),
+        match window {
+            Some(w) if w.flat_out => Some(Duration::from_secs_f64(w.warmup_s + w.duration_s)),
+            _ => spec
+                .job
+                .pipeline
+                .has_generator()
+                .then(|| Duration::from_millis(gen.duration_ms)),
+        },
         progress,
     );
     let job = Job::new(spec.clone(), graph);
     let stop = job.stop_handle();
+    let monitor = job.monitor_handle();
     let timeout = settings.timeout_s.map_or_else(
         || match p.expected {
             Some(d) => d * 2 + Duration::from_secs(30),
@@ -174,7 +197,43 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
     let mut sampler = CpuSampler::default();
     let mut last_print = Instant::now() - Duration::from_secs(1);
     let mut aborted_at: Option<Instant> = None;
+    // The measured window: a reading of the source's counters and the executors' CPU
+    // at its start and at its end (flat out: then the sources are stopped).
+    let mut window_start: Option<(Reading, std::collections::BTreeMap<String, f64>)> = None;
+    let mut window_end: Option<(Reading, std::collections::BTreeMap<String, f64>)> = None;
+    let mut window_error: Option<String> = None;
     while !handle.is_finished() {
+        if let (Some(w), Some(addr)) = (window, monitor.metrics_addr()) {
+            let t = started.elapsed().as_secs_f64();
+            if window_start.is_none() && t >= w.warmup_s {
+                if w.warmup_s == 0.0 {
+                    // Nothing before the window: it starts with the job, at zero.
+                    sampler.sample(EXECUTOR_PREFIX);
+                    window_start = Some((Reading::new(), std::collections::BTreeMap::new()));
+                } else {
+                    match scrape::read(addr) {
+                        Ok(r) => {
+                            sampler.sample(EXECUTOR_PREFIX);
+                            window_start = Some((r, sampler.per_thread()));
+                        }
+                        Err(e) => window_error = Some(format!("{e:#}")),
+                    }
+                }
+            }
+            if window_start.is_some() && window_end.is_none() && t >= w.warmup_s + w.duration_s {
+                match scrape::read(addr) {
+                    Ok(r) => {
+                        sampler.sample(EXECUTOR_PREFIX);
+                        window_end = Some((r, sampler.per_thread()));
+                        if w.flat_out {
+                            // As fast as it goes for the measured time, then drain.
+                            stop.stop();
+                        }
+                    }
+                    Err(e) => window_error = Some(format!("{e:#}")),
+                }
+            }
+        }
         if aborted_at.is_none() && started.elapsed() > timeout {
             // A run that does not end is a bug (or a hang) to report, not to wait out.
             let threads = thread_states();
@@ -202,8 +261,19 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
             p.print(started.elapsed());
             last_print = Instant::now();
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Wake at the window's edges, not up to 100 ms after them.
+        let mut nap = Duration::from_millis(100);
+        if let Some(w) = window {
+            for edge in [w.warmup_s, w.warmup_s + w.duration_s] {
+                let left = edge - started.elapsed().as_secs_f64();
+                if left > 0.0 {
+                    nap = nap.min(Duration::from_secs_f64(left));
+                }
+            }
+        }
+        std::thread::sleep(nap);
     }
+    let finished = Instant::now();
     let wall = started.elapsed();
     p.done();
     let result = handle
@@ -227,6 +297,51 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
     let timeline = collector
         .map(|c| timeline::collect(&c, gen.warmup_ms))
         .unwrap_or_default();
+    let window_outcome = match (window, window_start) {
+        (Some(w), Some((a, cpu_a))) => {
+            // A job that ended before the window did (an open-loop schedule done early):
+            // its final counters, at the moment it ended.
+            let (b, cpu_b) = window_end.unwrap_or_else(|| {
+                let end: Reading = report
+                    .shards
+                    .iter()
+                    .zip(&spec.cores)
+                    .map(|(s, c)| {
+                        (
+                            format!("cpu{}", c.cpu.0),
+                            CoreReading {
+                                source_records: s
+                                    .counters
+                                    .get("source_records")
+                                    .copied()
+                                    .unwrap_or(0),
+                                at: finished,
+                            },
+                        )
+                    })
+                    .collect();
+                (end, sampler.per_thread())
+            });
+            let cpu_per_core_s = cpu_b
+                .iter()
+                .map(|(k, v)| (k.clone(), v - cpu_a.get(k).copied().unwrap_or(0.0)))
+                .collect();
+            Some(WindowOutcome {
+                window: w,
+                count: WindowCount::between(&a, &b, started),
+                cpu_per_core_s,
+            })
+        }
+        (Some(_), None) => {
+            eprintln!(
+                "rill-bench: the measured window could not be read from the metrics endpoint \
+                 ({}); throughput is over the whole run",
+                window_error.unwrap_or_else(|| "the endpoint is off".into())
+            );
+            None
+        }
+        _ => None,
+    };
     Ok(RunOutcome {
         scenario: scenario.name.clone(),
         scenario_dir: scenario.dir.clone(),
@@ -239,6 +354,8 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
         wall,
         started_unix_ms,
         load_file: scenario.load.clone(),
+        window: window_outcome,
+        planned_window: window,
     })
 }
 

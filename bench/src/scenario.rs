@@ -33,9 +33,10 @@ pub struct LoadFile {
     /// Target rate of the open-loop generator, events per second
     /// (`generator.rate_eps`; pipelines with a generator only). Unset: job.toml's.
     pub rate_eps: Option<u64>,
-    /// Length of a run including the warm-up, seconds (`generator.duration_ms`).
+    /// Measured time after the warm-up, seconds (the engine's `generator.duration_ms`
+    /// is warm-up + this).
     pub duration_s: Option<f64>,
-    /// Warm-up excluded from the measurements, seconds (`generator.warmup_ms`).
+    /// Warm-up before the measured time, seconds (`generator.warmup_ms`).
     pub warmup_s: Option<f64>,
     /// How many of the available CPUs to use. Unset: all of them.
     pub cores: Option<usize>,
@@ -103,7 +104,10 @@ pub struct Scenario {
 pub struct Settings {
     /// `--rate`.
     pub rate_eps: Option<u64>,
-    /// `--duration`, seconds.
+    /// `--rate max`: flat out, as fast as the job goes for the measured time (the
+    /// harness stops the sources after warm-up + duration).
+    pub flat_out: bool,
+    /// `--duration`: measured time after the warm-up, seconds.
     pub duration_s: Option<f64>,
     /// `--warmup`, seconds.
     pub warmup_s: Option<f64>,
@@ -146,10 +150,12 @@ impl Settings {
 /// their clap arguments).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct LoadArgs {
-    /// Length of a run including warm-up, seconds.
+    /// Measured time AFTER the warm-up, seconds: a run lasts warm-up + duration (as in
+    /// Flink's benchmark harnesses; default: load.toml's `duration_s`, else job.toml's).
     #[arg(long)]
     pub duration: Option<f64>,
-    /// Warm-up excluded from the measurements, seconds.
+    /// Warm-up before the measured time, seconds: events in it are processed, not
+    /// measured.
     #[arg(long)]
     pub warmup: Option<f64>,
     /// Number of CPUs (the first N available), or a list like `[0,1]`.
@@ -366,19 +372,31 @@ impl Scenario {
         let duration = settings.duration_s.or(self.load.duration_s);
         let warmup = settings.warmup_s.or(self.load.warmup_s);
         if has_generator {
-            if let Some(r) = rate {
-                sets.push(format!("generator.rate_eps={r}"));
+            if settings.flat_out {
+                // Every event due at once and more than any run produces: the harness
+                // ends the sources after warm-up + duration and measures the window
+                // between through the metrics endpoint (runner::Window).
+                sets.push(format!("generator.rate_eps={FLAT_OUT_RATE_EPS}"));
+                sets.push(format!("generator.duration_ms={FLAT_OUT_DURATION_MS}"));
+                sets.push("generator.warmup_ms=0".into());
+            } else {
+                if let Some(r) = rate {
+                    sets.push(format!("generator.rate_eps={r}"));
+                }
+                if let Some(w) = warmup {
+                    sets.push(format!("generator.warmup_ms={}", (w * 1e3).round() as u64));
+                }
             }
-            if let Some(d) = duration {
-                sets.push(format!(
-                    "generator.duration_ms={}",
-                    (d * 1e3).round() as u64
-                ));
-            }
-            if let Some(w) = warmup {
-                sets.push(format!("generator.warmup_ms={}", (w * 1e3).round() as u64));
+            let mut with_sets = job.clone();
+            apply_overrides(&job_file, &mut with_sets, &settings.job_sets)?;
+            if settings.flat_out || window_measured(&with_sets) {
+                // The window is read from the endpoint: a free port (parallel runs do
+                // not collide) and fresh figures; a `--set metrics.…` still wins.
+                sets.push("metrics.listen=\"127.0.0.1:0\"".into());
+                sets.push(format!("metrics.publish_ms={WINDOW_PUBLISH_MS}"));
             }
         } else if settings.rate_eps.is_some()
+            || settings.flat_out
             || settings.duration_s.is_some()
             || settings.warmup_s.is_some()
         {
@@ -389,6 +407,35 @@ impl Scenario {
             );
         }
         sets.extend(settings.job_sets.iter().cloned());
+        // `--duration` is the measured time after the warm-up; the engine's
+        // `generator.duration_ms` is the whole schedule, so it is warm-up + duration,
+        // with the warm-up as resolved above (a `--set generator.duration_ms` wins).
+        let sets_duration = settings
+            .job_sets
+            .iter()
+            .any(|x| x.split('=').next().map(str::trim) == Some("generator.duration_ms"));
+        if let (true, false, false, Some(d)) =
+            (has_generator, settings.flat_out, sets_duration, duration)
+        {
+            let mut probe = job.clone();
+            apply_overrides(&job_file, &mut probe, &sets)?;
+            let warmup_ms = probe
+                .get("generator")
+                .and_then(|g| g.get("warmup_ms"))
+                .and_then(toml::Value::as_integer)
+                .map_or(
+                    rill_engine::config::GeneratorConfig::default().warmup_ms,
+                    |w| w.max(0) as u64,
+                );
+            let at = sets.len() - settings.job_sets.len();
+            sets.insert(
+                at,
+                format!(
+                    "generator.duration_ms={}",
+                    warmup_ms + (d * 1e3).round() as u64
+                ),
+            );
+        }
         apply_overrides(&job_file, &mut job, &sets)?;
         for key in &settings.removes {
             remove_key(&mut job, key);
@@ -488,13 +535,50 @@ impl Scenario {
                 anyhow!("{msg}\n  (job.toml with overrides {sets:?})")
             }
         })?;
+        let measured_window = match spec.job.generator.as_ref() {
+            Some(g) if settings.flat_out => Some(Window {
+                warmup_s: warmup.unwrap_or(DEFAULT_FLAT_OUT_WARMUP_S),
+                duration_s: duration.unwrap_or(DEFAULT_FLAT_OUT_DURATION_S),
+                flat_out: true,
+            })
+            .filter(|_| g.rate_eps == FLAT_OUT_RATE_EPS),
+            Some(g) if has_generator && window_measured(&job) => Some(Window {
+                warmup_s: g.warmup_ms as f64 / 1e3,
+                duration_s: g.duration_ms.saturating_sub(g.warmup_ms) as f64 / 1e3,
+                flat_out: false,
+            }),
+            _ => None,
+        };
         Ok(Materialised {
             spec,
+            window: measured_window,
             overrides: sets,
             core_sets: settings.core_sets.clone(),
             _dir: tmp,
         })
     }
+}
+
+/// The generator rate of a flat-out run (the engine's largest: every event due at once).
+pub const FLAT_OUT_RATE_EPS: u64 = 1_000_000_000;
+/// The generator schedule of a flat-out run, ms: far more events than a run produces
+/// (10¹⁵); the harness ends the run.
+const FLAT_OUT_DURATION_MS: u64 = 1_000_000_000;
+/// How often cores publish their counters when the harness measures a window from the
+/// endpoint, ms.
+pub const WINDOW_PUBLISH_MS: u64 = 100;
+
+/// Whether a generator job's throughput is measured from the source's counters over
+/// the measured window (through the metrics endpoint) rather than from latency samples:
+/// the Nexmark queries without a latency sink (their results are few, or discarded).
+pub fn window_measured(job: &toml::Value) -> bool {
+    let pipeline = job.get("pipeline").and_then(|p| p.as_str()).unwrap_or("");
+    let sink = job
+        .get("nexmark")
+        .and_then(|n| n.get("sink"))
+        .and_then(|s| s.as_str())
+        .unwrap_or("discard");
+    pipeline.starts_with("nexmark") && sink != "latency"
 }
 
 /// Removes `a.b.c` from a TOML tree (a no-op when absent).
@@ -512,11 +596,32 @@ fn remove_key(root: &mut toml::Value, key: &str) {
     }
 }
 
+/// The measured window of a run whose throughput the harness reads from the source's
+/// counters: `[warmup_s, warmup_s + duration_s]` after the job's start.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Window {
+    /// Warm-up before the window, seconds.
+    pub warmup_s: f64,
+    /// The window's length, seconds.
+    pub duration_s: f64,
+    /// Flat out: the harness ends the sources at the window's end.
+    pub flat_out: bool,
+}
+
+/// Warm-up of a flat-out run when neither the command line nor load.toml gives one, s.
+pub const DEFAULT_FLAT_OUT_WARMUP_S: f64 = 1.0;
+/// Measured time of a flat-out run when neither the command line nor load.toml gives
+/// one, s.
+pub const DEFAULT_FLAT_OUT_DURATION_S: f64 = 5.0;
+
 /// A run made concrete: the engine's `JobSpec` of a temporary job directory that lives
 /// as long as this value.
 pub struct Materialised {
     /// The loaded, validated spec.
     pub spec: JobSpec,
+    /// The window the harness measures from the source's counters (flat-out runs, and
+    /// generator jobs without latency samples); `None`: latency samples measure it.
+    pub window: Option<Window>,
     /// The job.toml overrides the run applied (load parameters first, then `--set`).
     pub overrides: Vec<String>,
     /// The overrides applied to every core file.
@@ -603,5 +708,139 @@ mod tests {
         let text = std::fs::read_to_string(&a).unwrap();
         assert_eq!(text, std::fs::read_to_string(&b).unwrap());
         assert_eq!(text.lines().count(), 500);
+    }
+
+    /// A scenario directory with `job` and `load` (load.toml, empty: none).
+    fn scenario(job: &str, load: &str) -> (tempfile::TempDir, Scenario) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("job.toml"), job).unwrap();
+        if !load.is_empty() {
+            std::fs::write(dir.path().join("load.toml"), load).unwrap();
+        }
+        let s = Scenario::load(dir.path()).unwrap();
+        (dir, s)
+    }
+
+    fn one_cpu() -> Settings {
+        Settings {
+            cores: Some(CpuChoice::Count(1)),
+            ..Settings::default()
+        }
+    }
+
+    fn schedule(m: &Materialised) -> (u64, u64) {
+        let g = m.spec.job.generator.clone().unwrap();
+        (g.warmup_ms, g.duration_ms)
+    }
+
+    #[test]
+    fn duration_is_the_measured_time_after_the_warm_up() {
+        // load.toml: 5 s measured after 1 s: the engine's schedule is 6 s.
+        let (_d, s) = scenario(
+            "pipeline = \"latency\"\n",
+            "rate_eps = 1000\nduration_s = 5.0\nwarmup_s = 1.0\n",
+        );
+        assert_eq!(
+            schedule(&s.materialise(&one_cpu()).unwrap()),
+            (1_000, 6_000)
+        );
+        // The command line beats load.toml, for either part.
+        let cli = Settings {
+            duration_s: Some(10.0),
+            warmup_s: Some(3.0),
+            ..one_cpu()
+        };
+        assert_eq!(schedule(&s.materialise(&cli).unwrap()), (3_000, 13_000));
+        let cli = Settings {
+            duration_s: Some(2.0),
+            ..one_cpu()
+        };
+        assert_eq!(schedule(&s.materialise(&cli).unwrap()), (1_000, 3_000));
+        // A --set of the warm-up moves the end with it; a --set of the engine's
+        // schedule is taken as it is.
+        let mut set = Settings {
+            duration_s: Some(2.0),
+            ..one_cpu()
+        };
+        set.add_set("generator.warmup_ms=500").unwrap();
+        assert_eq!(schedule(&s.materialise(&set).unwrap()), (500, 2_500));
+        set.add_set("generator.duration_ms=700").unwrap();
+        assert_eq!(schedule(&s.materialise(&set).unwrap()), (500, 700));
+        // No warm-up anywhere but job.toml: job.toml's.
+        let (_d, s) = scenario("pipeline = \"latency\"\n[generator]\nwarmup_ms = 250\n", "");
+        let cli = Settings {
+            duration_s: Some(1.0),
+            ..one_cpu()
+        };
+        assert_eq!(schedule(&s.materialise(&cli).unwrap()), (250, 1_250));
+        assert_eq!(s.materialise(&cli).unwrap().window, None);
+    }
+
+    #[test]
+    fn flat_out_is_a_window_of_the_given_duration_after_the_warm_up() {
+        let (_d, s) = scenario(
+            "pipeline = \"nexmark-q0\"\n",
+            "rate_eps = 1000\nduration_s = 5.0\nwarmup_s = 1.0\n",
+        );
+        let max = Settings {
+            flat_out: true,
+            duration_s: Some(10.0),
+            warmup_s: Some(3.0),
+            ..one_cpu()
+        };
+        let m = s.materialise(&max).unwrap();
+        assert_eq!(
+            m.window,
+            Some(Window {
+                warmup_s: 3.0,
+                duration_s: 10.0,
+                flat_out: true
+            })
+        );
+        let g = m.spec.job.generator.clone().unwrap();
+        assert_eq!(g.rate_eps, FLAT_OUT_RATE_EPS);
+        // The schedule outlasts any run (the harness ends it), not 10 s x 10^9 events.
+        assert_eq!(g.duration_ms, FLAT_OUT_DURATION_MS);
+        let metrics = m.spec.job.metrics.clone().unwrap();
+        assert_eq!(metrics.listen, "127.0.0.1:0");
+        assert_eq!(metrics.publish_ms, WINDOW_PUBLISH_MS);
+        // Without --duration/--warmup: load.toml's.
+        let m = s
+            .materialise(&Settings {
+                flat_out: true,
+                ..one_cpu()
+            })
+            .unwrap();
+        assert_eq!(
+            m.window.map(|w| (w.warmup_s, w.duration_s)),
+            Some((1.0, 5.0))
+        );
+        // Open loop, no latency sink: measured over the schedule after the warm-up.
+        let m = s.materialise(&one_cpu()).unwrap();
+        assert_eq!(
+            m.window,
+            Some(Window {
+                warmup_s: 1.0,
+                duration_s: 5.0,
+                flat_out: false
+            })
+        );
+        // With a latency sink the samples measure it.
+        let mut latency = one_cpu();
+        latency.add_set("nexmark.sink=\"latency\"").unwrap();
+        assert_eq!(s.materialise(&latency).unwrap().window, None);
+        // File-source jobs have no rate, duration or warm-up.
+        let (_d, etl) = scenario("pipeline = \"etl\"\n", "");
+        let err = etl
+            .materialise(&Settings {
+                flat_out: true,
+                ..one_cpu()
+            })
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("apply to jobs with a generator"),
+            "{err}"
+        );
     }
 }

@@ -175,7 +175,11 @@ fn figures(r: &RunReport) -> RunFigures {
         p999_us: r.p999_us(),
         cpu_s: if exec > 0.0 { exec } else { r.cpu.process_s },
         cores: r.load.cpus.len(),
-        duration_s: r.load.duration_s.unwrap_or(r.cpu.wall_s),
+        // CPU is over the whole run, warm-up included: so is the time it is spread over.
+        duration_s: r
+            .load
+            .duration_s
+            .map_or(r.cpu.wall_s, |d| d + r.load.warmup_s.unwrap_or(0.0)),
     }
 }
 
@@ -507,12 +511,14 @@ mod tests {
             unix_time_s: 0,
             load: Load {
                 offered_eps: Some(offered),
-                duration_s: Some(5.0),
+                flat_out: false,
+                duration_s: Some(4.0),
                 warmup_s: Some(1.0),
                 keys: Some(1),
                 cpus: vec![0, 1],
             },
             throughput_eps: thr,
+            window: None,
             sink_throughput_eps: thr,
             kept_up,
             keep_up_problems: Vec::new(),
@@ -607,7 +613,8 @@ mod tests {
         assert_eq!(m[0].model, Some(0.05));
         assert_eq!(m[0].p999_ratio, Some(2.0));
         assert_eq!(m[0].throughput_overhead, Some(0.0));
-        // One extra CPU second over 2 cores x 5 s.
+        // One extra CPU second over 2 cores x 5 s (4 s measured after a 1 s warm-up: CPU
+        // is spread over the whole run).
         assert!((m[0].cpu_overhead.unwrap() - 0.1).abs() < 1e-12);
         // Without the engine's C, the model column stays empty but measured ones fill.
         let runs = vec![

@@ -55,7 +55,7 @@ fn a_short_run_writes_a_report_and_plots_and_compare_reads_it() {
         "--rate",
         "20000",
         "--duration",
-        "1.5",
+        "1",
         "--warmup",
         "0.5",
         "--cores",
@@ -109,8 +109,12 @@ fn a_short_run_writes_a_report_and_plots_and_compare_reads_it() {
     }
     assert_eq!(at(&r, "config.job.generator.rate_eps"), 20_000);
     assert_eq!(at(&r, "config.job.generator.keys"), 500);
-    // 1.5 s at 20k/s with 0.5 s warm-up: exactly 20,000 measured events.
+    // 1 s measured at 20k/s after a 0.5 s warm-up: exactly 20,000 measured events, and
+    // the engine's schedule is warm-up + duration.
     assert_eq!(at(&r, "latency_samples.total"), 20_000);
+    assert_eq!(at(&r, "load.duration_s"), 1.0);
+    assert_eq!(at(&r, "load.warmup_s"), 0.5);
+    assert_eq!(at(&r, "config.job.generator.duration_ms"), 1_500);
     assert_eq!(at(&r, "expected_samples"), 20_000);
     assert!(at(&r, "throughput_eps").as_f64().unwrap() > 0.0);
     for f in [
@@ -158,7 +162,7 @@ fn a_small_sweep_prints_the_table_and_writes_json_and_plots() {
         "--values",
         "5000,10000",
         "--duration",
-        "1",
+        "0.8",
         "--warmup",
         "0.2",
         "--target-p999-us",
@@ -182,6 +186,90 @@ fn a_small_sweep_prints_the_table_and_writes_json_and_plots() {
     assert!(std::fs::read_to_string(plots.join("sweep-latency.svg"))
         .unwrap()
         .starts_with("<svg"));
+}
+
+#[test]
+fn rate_max_runs_flat_out_for_the_duration_and_reports_throughput() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("q0.json");
+    // The old meaning (--duration × 10⁹ events) never ended; now the harness ends the
+    // sources after warm-up + duration. No time is asserted, only that it ends.
+    let o = bench(&[
+        "run",
+        "nexmark-q0",
+        "--rate",
+        "max",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.3",
+        "--cores",
+        &two_or_fewer(),
+        "--json",
+        report.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("flat out"), "{stdout}");
+    assert!(!stdout.contains("DID NOT KEEP UP"), "{stdout}");
+    let r = json(&report);
+    assert_eq!(at(&r, "load.flat_out"), true);
+    assert_eq!(at(&r, "load.duration_s"), 0.5);
+    assert_eq!(at(&r, "load.warmup_s"), 0.3);
+    assert_eq!(at(&r, "kept_up"), true);
+    assert!(at(&r, "throughput_eps").as_f64().unwrap() > 0.0, "{stdout}");
+    assert!(at(&r, "window.events").as_u64().unwrap() > 0, "{stdout}");
+    assert!(at(&r, "window.throughput_per_core_eps").as_f64().unwrap() > 0.0);
+    let cpus = at(&r, "load.cpus").as_array().unwrap().len();
+    assert_eq!(
+        at(&r, "window.per_core_eps").as_object().unwrap().len(),
+        cpus
+    );
+    assert!(!at(&r, "window.cpu_per_core_s")
+        .as_object()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn an_open_loop_nexmark_run_reports_its_source_rate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("q1.json");
+    let o = bench(&[
+        "run",
+        "nexmark-q1",
+        "--rate",
+        "20000",
+        "--duration",
+        "0.6",
+        "--warmup",
+        "0.3",
+        "--cores",
+        &two_or_fewer(),
+        "--json",
+        report.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = json(&report);
+    // Results are discarded: no latency samples, yet the run has a throughput and is
+    // not judged by samples it cannot have.
+    assert_eq!(at(&r, "latency_samples.total"), 0);
+    assert!(at(&r, "throughput_eps").as_f64().unwrap() > 0.0);
+    assert!(at(&r, "window.events").as_u64().unwrap() > 0);
+    let problems = at(&r, "keep_up_problems").to_string();
+    assert!(!problems.contains("reached the sink"), "{problems}");
+}
+
+#[test]
+fn help_says_duration_is_after_the_warm_up() {
+    let o = bench(&["run", "--help"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(help.contains("AFTER the warm-up"), "{help}");
 }
 
 fn fails_with(args: &[&str], needle: &str) {
@@ -235,4 +323,12 @@ fn bad_scenarios_and_overrides_fail_clearly() {
     // A scenario that does not exist.
     fails_with(&["run", "no-such-scenario"], "shipped scenarios");
     fails_with(&["run", "etl", "--peer", "timely"], "not one");
+    fails_with(
+        &["run", "latency", "--rate", "max", "--peer", "timely"],
+        "no flat-out",
+    );
+    fails_with(
+        &["run", "etl", "--rate", "max"],
+        "apply to jobs with a generator",
+    );
 }

@@ -332,7 +332,8 @@ pub struct JobReport {
     pub restored_from: Option<u64>,
     /// How often the job was restarted after a failure before this run.
     pub restarts: u32,
-    /// From the start of the run (restore included) to the first record at a sink.
+    /// From the start of the run (restore included) to the first output: the first record
+    /// at a sink, or for a transactional file sink the first commit that held rows.
     pub first_output: Option<Duration>,
     /// What the job's monitor saw: stalls (loop rounds longer than the threshold, with
     /// their operators), the threshold, and the process's resident memory over the run.
@@ -453,7 +454,8 @@ impl fmt::Display for JobReport {
         if let Some(t) = self.first_output {
             writeln!(
                 f,
-                "first output  {:.1} ms after the run started (restore included)",
+                "first output  {:.1} ms after the run started (restore included; file sinks: \
+                 the first commit of rows)",
                 t.as_secs_f64() * 1e3
             )?;
         }

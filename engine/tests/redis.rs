@@ -58,7 +58,7 @@ fn start_redis() -> Server {
         .unwrap_or_else(|e| {
             panic!(
                 "cannot start redis-server ({e}): install it with `apt-get install -y \
-                 redis-server` (scripts/ci.sh does this when it is missing)"
+                 redis-server`, or run the suite with scripts/test, which does this when it is missing"
             )
         });
     let addr = format!("127.0.0.1:{port}");

@@ -42,7 +42,7 @@ fn scenario(dir: &Path) {
     std::fs::write(dir.join("core.toml"), shipped("core.toml")).unwrap();
     std::fs::write(
         dir.join("load.toml"),
-        format!("# The test's load.\nrate_eps = {RATE}\nduration_s = 2.0\nwarmup_s = 0.5\n"),
+        format!("# The test's load.\nrate_eps = {RATE}\nduration_s = 1.5\nwarmup_s = 0.5\n"),
     )
     .unwrap();
 }
@@ -152,7 +152,7 @@ fn a_dry_run_writes_nothing() {
     let mut opts = options(&dir);
     opts.dry_run = true;
     opts.verify = false;
-    opts.settings.duration_s = Some(1.0);
+    opts.settings.duration_s = Some(0.5);
     let o = tune(&opts).unwrap();
     assert!(o.written.is_empty());
     assert!(!o.plan.settings.is_empty());

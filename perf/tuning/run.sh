@@ -9,15 +9,15 @@ out=${OUT:-/tmp/rill-tuning}; rm -rf "$out"; mkdir -p "$out"
 rm -rf /tmp/tune-ka && cp -r bench/scenarios/keyed-async /tmp/tune-ka
 sed -i 's/^capacity = 100 /capacity = 10  /; s/^delay_us = 1000/delay_us = 2000/' /tmp/tune-ka/job.toml
 for i in 1 2; do
-  { uptime; cargo run -q --release -p rill-perf -- tune /tmp/tune-ka --rate 20000 --duration 4 --warmup 1 -q --json $out/ka-$i.json; } > $out/ka-$i.txt 2>&1
+  { uptime; cargo run -q --release -p rill-perf -- tune /tmp/tune-ka --rate 20000 --duration 3 --warmup 1 -q --json $out/ka-$i.json; } > $out/ka-$i.txt 2>&1
 done
 cp /tmp/tune-ka/core.toml $out/ka-core.toml
 
 # 2. latency, template layout, checkpoints every 50 ms from --set, a 2% overhead target.
 rm -rf /tmp/tune-lat && cp -r bench/scenarios/latency /tmp/tune-lat
-{ uptime; cargo run -q --release -p rill-perf -- tune /tmp/tune-lat --set checkpoint.interval_ms=50 --overhead 0.02 --duration 4 -q --json $out/lat-1.json; } > $out/lat-1.txt 2>&1
+{ uptime; cargo run -q --release -p rill-perf -- tune /tmp/tune-lat --set checkpoint.interval_ms=50 --overhead 0.02 --duration 3 -q --json $out/lat-1.json; } > $out/lat-1.txt 2>&1
 # Round 2: job.toml has the [checkpoint] table now; no --set.
-{ uptime; cargo run -q --release -p rill-perf -- tune /tmp/tune-lat --overhead 0.02 --duration 4 -q --json $out/lat-2.json; } > $out/lat-2.txt 2>&1
+{ uptime; cargo run -q --release -p rill-perf -- tune /tmp/tune-lat --overhead 0.02 --duration 3 -q --json $out/lat-2.json; } > $out/lat-2.txt 2>&1
 cp /tmp/tune-lat/job.toml $out/lat-job.toml
 
 # 3. keyed-async as a job directory with cores/<cpu>.toml and [checkpoint].

@@ -377,8 +377,11 @@ impl<T> SinkPartition<T> for FilePartition<T> {
         self.file.finish()?;
         self.metrics
             .add("sink_records", std::mem::take(&mut self.records));
-        self.metrics
-            .note_arrival(crate::clock::Clock::now_ns(&self.clock));
+        if !self.file.transactional {
+            // Without checkpoints the output appears (is renamed into place) now.
+            self.metrics
+                .note_arrival(crate::clock::Clock::now_ns(&self.clock));
+        }
         Ok(())
     }
 
@@ -390,7 +393,14 @@ impl<T> SinkPartition<T> for FilePartition<T> {
     }
 
     fn commit(&mut self, id: CheckpointId) -> Result<Vec<File>> {
-        self.file.commit(id)
+        let synced = self.file.commit(id)?;
+        if !synced.is_empty() {
+            // Rows became committed output: the report's first output (and last
+            // arrival) is when output is visible, not when the sink finished.
+            self.metrics
+                .note_arrival(crate::clock::Clock::now_ns(&self.clock));
+        }
+        Ok(synced)
     }
 }
 
