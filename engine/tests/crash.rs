@@ -4,7 +4,10 @@
 //! Also: at-least-once loses nothing, a restore on another number of cores gives the same
 //! output, and a corrupt newest checkpoint falls back to the previous one.
 //!
-//! Set `RILL_CRASH_SEED` to replay a run; a failure prints the seed it used.
+//! Every run draws a new seed (so that CI explores new kill schedules) and prints it; set
+//! `RILL_CRASH_SEED` to replay a run. A run is given up on only when it stops making
+//! progress (no checkpoint completes for `STUCK`), never after a fixed wall-clock
+//! budget: a loaded machine makes the work slower, not different.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -25,11 +28,17 @@ fn cpus() -> Vec<usize> {
 }
 
 fn seed() -> u64 {
-    std::env::var("RILL_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_c0de)
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        std::env::var("RILL_CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random)
+    })
 }
+
+/// How long a run may go without completing a checkpoint before it counts as stuck.
+const STUCK: Duration = Duration::from_secs(180);
 
 /// What a user's rows must be: (count, running total) per accepted event, in order.
 type Reference = BTreeMap<String, Vec<(u64, i128)>>;
@@ -99,29 +108,42 @@ fn run_with_kills(dir: &Path, kills: usize, rng: &mut rand::rngs::StdRng) -> usi
         let before = completed_checkpoints(dir);
         let more = rng.gen_range(1..=3);
         let jitter = Duration::from_millis(rng.gen_range(0..40));
+        // stderr goes to a file, not a pipe: on a loaded machine the stall warnings
+        // filled an unread pipe, and the job blocked writing its log (a test that
+        // timed out, not an engine hang).
+        let log = dir.join("rill-stderr.log");
         let mut child = Command::new(rill())
             .arg("run")
             .arg(dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start rill");
-        let give_up = Instant::now() + Duration::from_secs(300);
+        let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
+        let mut progress = (completed_checkpoints(dir), Instant::now());
         let mut kill_at: Option<Instant> = None;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                let out = child.wait_with_output().unwrap();
                 assert!(
                     status.success(),
                     "rill run failed ({status}):\n{}",
-                    String::from_utf8_lossy(&out.stderr)
+                    stderr()
                 );
                 return killed;
             }
-            assert!(
-                Instant::now() < give_up,
-                "rill run did not finish within 300 s"
-            );
+            let done = completed_checkpoints(dir);
+            if done != progress.0 {
+                progress = (done, Instant::now());
+            }
+            if progress.1.elapsed() > STUCK {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "rill run completed no checkpoint for {} s (stuck at {done} complete):\n{}",
+                    STUCK.as_secs(),
+                    stderr()
+                );
+            }
             if attempt < kills {
                 if kill_at.is_none() && completed_checkpoints(dir) >= before + more {
                     kill_at = Some(Instant::now() + jitter);
@@ -327,29 +349,60 @@ fn a_restore_on_another_number_of_cores_gives_the_same_output() {
     let (reference, bad) = write_input(&dir.path().join("input.jsonl"), LINES, seed);
     let extra = "[checkpoint]\ninterval_ms = 50\n";
     // 2 cores, killed; 1 core, killed; 2 cores to the end. Keyed state moves between
-    // the cores' partitions by key group each time.
-    let mut layouts = vec![cpus.clone(), vec![cpus[1]], cpus.clone()];
-    let mut restored_on_other_count = false;
-    for (i, cores) in layouts.drain(..).enumerate() {
-        job_dir(dir.path(), &cores, extra);
+    // the cores' partitions by key group each time. Each kill comes after the run
+    // completed a checkpoint, so the next run restores one taken on the other count.
+    let layouts = [cpus.clone(), vec![cpus[1]], cpus.clone()];
+    let root = dir.path().join("checkpoints");
+    for (i, cores) in layouts.iter().enumerate() {
+        job_dir(dir.path(), cores, extra);
         let last = i == 2;
+        // The checkpoint this run must restore, and how many cores took it.
+        let restores = (i > 0).then(|| {
+            let m = newest_manifest(&root);
+            let meta: rill_engine::checkpoint::restore::Metadata =
+                serde_json::from_slice(&m.metadata).unwrap();
+            (m.checkpoint.0, meta.cores)
+        });
+        let before = completed_checkpoints(dir.path());
+        let out_path = dir.path().join("rill-stderr.log");
         let mut child = Command::new(rill())
             .arg("run")
             .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&out_path).unwrap())
             .spawn()
             .unwrap();
         if !last {
-            std::thread::sleep(Duration::from_millis(rng.gen_range(150..600)));
+            let jitter = Duration::from_millis(rng.gen_range(0..100));
+            while completed_checkpoints(dir.path()) == before {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            std::thread::sleep(jitter);
             let _ = child.kill();
         }
-        let out = child.wait_with_output().unwrap();
-        if String::from_utf8_lossy(&out.stdout).contains("restored from") {
-            restored_on_other_count = true;
+        let status = child.wait().unwrap();
+        let stderr = std::fs::read_to_string(&out_path).unwrap();
+        if let Some((id, took_on)) = restores {
+            let n = cores.len();
+            let want = format!(
+                "restoring checkpoint {id} (taken on {took_on} core{}) onto {n} core{}",
+                if took_on == 1 { "" } else { "s" },
+                if n == 1 { "" } else { "s" }
+            );
+            assert!(
+                stderr.contains(&want),
+                "run {i} says `{want}` (seed {seed}):\n{stderr}"
+            );
+            assert_ne!(
+                took_on, n,
+                "checkpoint {id} was taken on another core count"
+            );
         }
         if last {
-            assert!(out.status.success());
+            assert!(status.success(), "{stderr}");
         }
     }
     let got = committed(dir.path());
@@ -357,11 +410,6 @@ fn a_restore_on_another_number_of_cores_gives_the_same_output() {
         assert_eq!(got.get(user), Some(want), "rows of {user} (seed {seed})");
     }
     assert_eq!(dead_letters(dir.path()), bad);
-    assert!(
-        restored_on_other_count
-            || rill_engine::checkpoint::history::next_id(&dir.path().join("checkpoints")) > 1,
-        "the runs took checkpoints"
-    );
 }
 
 fn newest_manifest(root: &Path) -> rill_storage::Manifest {
@@ -477,4 +525,67 @@ fn etl_with_async_enrichment_killed_repeatedly_counts_each_user_1_to_n() {
     check_counts(&committed_enriched(dir.path(), 5), &reference, true, seed);
     bad.sort_unstable();
     assert_eq!(dead_letters(dir.path()), bad, "dead letters (seed {seed})");
+}
+
+/// Busy threads, unpinned and at normal priority, that keep every CPU crowded until
+/// dropped: the job then shares its CPUs as it does on a loaded machine.
+struct Crowd {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Crowd {
+    fn new(per_cpu: usize) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let n = per_cpu * std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for Crowd {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Regression (issue 13, item 1): unaligned checkpoints with two source partitions lost
+/// records when the CPUs were crowded, and the run exited 0. The final checkpoint's
+/// barrier went ahead unaligned, so the backlog still on the rings was processed after
+/// it, into output no checkpoint commits. Default rings (a real backlog), several seeds,
+/// killed and restarted while three busy threads per CPU compete with the job.
+#[test]
+fn unaligned_checkpoints_on_crowded_cpus_killed_repeatedly_count_each_user_1_to_n() {
+    let _crowd = Crowd::new(3);
+    for round in 0..3u64 {
+        let seed = seed() ^ (0x0c20_d000 + round);
+        eprintln!("RILL_CRASH_SEED={} (round {round})", self::seed());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let (reference, mut bad) = write_input(&dir.path().join("input.jsonl"), LINES, seed);
+        job_dir(
+            dir.path(),
+            &cpus(),
+            "[source]\npartitions = 2\n[checkpoint]\ninterval_ms = 150\nunaligned = true\n\
+             [metrics]\nlisten = \"off\"\n",
+        );
+        run_with_kills(dir.path(), 2, &mut rng);
+        check_counts(&committed(dir.path()), &reference, true, seed);
+        bad.sort_unstable();
+        assert_eq!(dead_letters(dir.path()), bad, "dead letters (seed {seed})");
+        no_leftovers(dir.path());
+    }
 }

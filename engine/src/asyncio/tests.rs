@@ -120,9 +120,7 @@ fn wm(t: u64) -> Control {
 }
 
 fn barrier(id: u64) -> Control {
-    Control::Barrier(Barrier {
-        id: CheckpointId(id),
-    })
+    Control::Barrier(Barrier::new(CheckpointId(id)))
 }
 
 /// What each barrier archived so far, in order.

@@ -189,6 +189,18 @@ impl Job {
             r.check(&self.graph)?;
         }
         let restored = restore.as_ref().map(|r| r.id);
+        if let Some(r) = &restore {
+            // Said at start, so that a run that never reaches its report (killed, or
+            // failing) still tells what it started from.
+            eprintln!(
+                "rill: restoring checkpoint {} (taken on {} core{}) onto {} core{}",
+                r.id.0,
+                r.meta.cores,
+                if r.meta.cores == 1 { "" } else { "s" },
+                self.spec.cores.len(),
+                if self.spec.cores.len() == 1 { "" } else { "s" },
+            );
+        }
         self.graph.recover_sinks(&self.spec.dir, true, restored)?;
         rill_storage::layout::create_dir_durable(&dir)?;
         if let Err(e) = crate::checkpoint::history::compact(&dir) {
