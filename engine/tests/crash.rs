@@ -262,50 +262,59 @@ fn check_counts(got: &Reference, reference: &Reference, exactly_once: bool, seed
     }
 }
 
-#[test]
-fn etl_with_two_source_partitions_killed_repeatedly_counts_each_user_1_to_n() {
-    let seed = seed() ^ 2;
-    eprintln!("RILL_CRASH_SEED={seed}");
+/// The etl job with two source partitions, `extra` in its job.toml and `core` in every
+/// core file, over the input of `seed`: SIGKILLed `kills` times and run to the end. Its
+/// output, read by `read`, must count each user 1..n (exactly-once) or at least to n
+/// without gaps (at-least-once), and its dead letters must be the malformed lines.
+/// Returns the job directory and how many runs were really killed.
+fn two_partitions_killed(
+    seed: u64,
+    extra: &str,
+    core: &str,
+    kills: usize,
+    exactly_once: bool,
+    read: fn(&Path) -> Reference,
+) -> (tempfile::TempDir, usize) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let (reference, mut bad) = write_input(&dir.path().join("input.jsonl"), LINES, seed);
     job_dir(
         dir.path(),
         &cpus(),
-        "[source]\npartitions = 2\n[checkpoint]\ninterval_ms = 50\n",
+        &format!("[source]\npartitions = 2\n{extra}"),
     );
-    let killed = run_with_kills(dir.path(), 4, &mut rng);
-    assert!(killed >= 1, "no run was killed mid-way (seed {seed})");
-    check_counts(&committed(dir.path()), &reference, true, seed);
+    for c in cpus() {
+        std::fs::write(dir.path().join("cores").join(format!("{c}.toml")), core).unwrap();
+    }
+    let killed = run_with_kills(dir.path(), kills, &mut rng);
+    check_counts(&read(dir.path()), &reference, exactly_once, seed);
+    let mut dead = dead_letters(dir.path());
+    if !exactly_once {
+        dead.dedup();
+    }
     bad.sort_unstable();
-    assert_eq!(dead_letters(dir.path()), bad, "dead letters (seed {seed})");
+    assert_eq!(dead, bad, "dead letters (seed {seed})");
+    (dir, killed)
+}
+
+#[test]
+fn etl_with_two_source_partitions_killed_repeatedly_counts_each_user_1_to_n() {
+    let seed = seed() ^ 2;
+    eprintln!("RILL_CRASH_SEED={seed}");
+    let extra = "[checkpoint]\ninterval_ms = 50\n";
+    let (_dir, killed) = two_partitions_killed(seed, extra, "", 4, true, committed);
+    assert!(killed >= 1, "no run was killed mid-way (seed {seed})");
 }
 
 #[test]
 fn unaligned_checkpoints_under_backpressure_killed_repeatedly_count_each_user_1_to_n() {
     let seed = seed() ^ 5;
     eprintln!("RILL_CRASH_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let (reference, mut bad) = write_input(&dir.path().join("input.jsonl"), LINES, seed);
-    job_dir(
-        dir.path(),
-        &cpus(),
-        "[source]\npartitions = 2\n[checkpoint]\ninterval_ms = 30\nunaligned = true\n",
-    );
+    let extra = "[checkpoint]\ninterval_ms = 30\nunaligned = true\n";
     // Small rings: records pile up ahead of the barriers, so channel state is written.
-    for c in cpus() {
-        std::fs::write(
-            dir.path().join("cores").join(format!("{c}.toml")),
-            "ring_capacity = 8\nbatch_max = 16\n",
-        )
-        .unwrap();
-    }
-    let killed = run_with_kills(dir.path(), 4, &mut rng);
+    let core = "ring_capacity = 8\nbatch_max = 16\n";
+    let (dir, killed) = two_partitions_killed(seed, extra, core, 4, true, committed);
     assert!(killed >= 1, "no run was killed mid-way (seed {seed})");
-    check_counts(&committed(dir.path()), &reference, true, seed);
-    bad.sort_unstable();
-    assert_eq!(dead_letters(dir.path()), bad, "dead letters (seed {seed})");
     let history = rill_engine::checkpoint::history::read(&dir.path().join("checkpoints")).unwrap();
     let channel: u64 = history.iter().map(|e| e.channel_records).sum();
     eprintln!("channel records persisted: {channel}");
@@ -319,20 +328,9 @@ fn unaligned_checkpoints_under_backpressure_killed_repeatedly_count_each_user_1_
 fn at_least_once_killed_repeatedly_loses_nothing() {
     let seed = seed() ^ 3;
     eprintln!("RILL_CRASH_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let (reference, bad) = write_input(&dir.path().join("input.jsonl"), LINES, seed);
-    job_dir(
-        dir.path(),
-        &cpus(),
-        "[source]\npartitions = 2\n[checkpoint]\ninterval_ms = 50\nmode = \"at-least-once\"\n",
-    );
-    let killed = run_with_kills(dir.path(), 4, &mut rng);
+    let extra = "[checkpoint]\ninterval_ms = 50\nmode = \"at-least-once\"\n";
+    let (_dir, killed) = two_partitions_killed(seed, extra, "", 4, false, committed);
     assert!(killed >= 1, "no run was killed mid-way (seed {seed})");
-    check_counts(&committed(dir.path()), &reference, false, seed);
-    let mut dead = dead_letters(dir.path());
-    dead.dedup();
-    assert_eq!(dead, bad, "dead letters (seed {seed})");
 }
 
 #[test]
@@ -510,21 +508,12 @@ fn committed_enriched(dir: &Path, segments: u32) -> Reference {
 fn etl_with_async_enrichment_killed_repeatedly_counts_each_user_1_to_n() {
     let seed = seed() ^ 9;
     eprintln!("RILL_CRASH_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let (reference, mut bad) = write_input(&dir.path().join("input.jsonl"), LINES, seed);
-    job_dir(
-        dir.path(),
-        &cpus(),
-        "[source]\npartitions = 2\n[checkpoint]\ninterval_ms = 50\n\
+    let extra = "[checkpoint]\ninterval_ms = 50\n\
          [enrich]\nsegments = 5\n[async]\nmode = \"unordered\"\ncapacity = 64\n\
-         [lookup]\ndelay_us = 300\ndistribution = \"uniform\"\ndelay_max_us = 900\n",
-    );
-    let killed = run_with_kills(dir.path(), 4, &mut rng);
+         [lookup]\ndelay_us = 300\ndistribution = \"uniform\"\ndelay_max_us = 900\n";
+    let read: fn(&Path) -> Reference = |dir| committed_enriched(dir, 5);
+    let (_dir, killed) = two_partitions_killed(seed, extra, "", 4, true, read);
     assert!(killed >= 1, "no run was killed mid-way (seed {seed})");
-    check_counts(&committed_enriched(dir.path(), 5), &reference, true, seed);
-    bad.sort_unstable();
-    assert_eq!(dead_letters(dir.path()), bad, "dead letters (seed {seed})");
 }
 
 /// Busy threads, unpinned and at normal priority, that keep every CPU crowded until
@@ -573,19 +562,9 @@ fn unaligned_checkpoints_on_crowded_cpus_killed_repeatedly_count_each_user_1_to_
     for round in 0..3u64 {
         let seed = seed() ^ (0x0c20_d000 + round);
         eprintln!("RILL_CRASH_SEED={} (round {round})", self::seed());
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let dir = tempfile::tempdir().unwrap();
-        let (reference, mut bad) = write_input(&dir.path().join("input.jsonl"), LINES, seed);
-        job_dir(
-            dir.path(),
-            &cpus(),
-            "[source]\npartitions = 2\n[checkpoint]\ninterval_ms = 150\nunaligned = true\n\
-             [metrics]\nlisten = \"off\"\n",
-        );
-        run_with_kills(dir.path(), 2, &mut rng);
-        check_counts(&committed(dir.path()), &reference, true, seed);
-        bad.sort_unstable();
-        assert_eq!(dead_letters(dir.path()), bad, "dead letters (seed {seed})");
+        let extra = "[checkpoint]\ninterval_ms = 150\nunaligned = true\n\
+             [metrics]\nlisten = \"off\"\n";
+        let (dir, _killed) = two_partitions_killed(seed, extra, "", 2, true, committed);
         no_leftovers(dir.path());
     }
 }
