@@ -7,40 +7,22 @@
 //! decision itself is unit-tested in `checkpoint::restart` (the classification of
 //! ENOSPC, EDQUOT, EROFS, EACCES, EPERM and configuration errors).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn rill() -> &'static str {
-    env!("CARGO_BIN_EXE_rill")
-}
+mod common;
+use common::{cpus, job_dir, rill, text, write_input};
 
 /// An etl job on up to two CPUs over `n` input lines, with `checkpoint` as its
 /// `[checkpoint]` table.
 fn job(dir: &Path, n: usize, checkpoint: &str) {
-    std::fs::create_dir_all(dir.join("cores")).unwrap();
-    let mut cpus = rill_engine::config::available_cpus();
-    cpus.truncate(2);
-    for c in cpus {
-        std::fs::write(dir.join("cores").join(format!("{c}.toml")), "").unwrap();
-    }
-    std::fs::write(
-        dir.join("job.toml"),
-        format!("pipeline = \"etl\"\n[metrics]\nlisten = \"off\"\n[checkpoint]\n{checkpoint}\n"),
-    )
-    .unwrap();
-    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("input.jsonl")).unwrap());
-    for i in 0..n {
-        writeln!(
-            f,
-            "{{\"ts\": {i}, \"user\": \"u{}\", \"amount_cents\": {}}}",
-            i % 300,
-            i % 50 + 1
-        )
-        .unwrap();
-    }
-    f.flush().unwrap();
+    job_dir(
+        dir,
+        &cpus(),
+        &format!("[metrics]\nlisten = \"off\"\n[checkpoint]\n{checkpoint}"),
+    );
+    write_input(&dir.join("input.jsonl"), n, 7);
 }
 
 /// Runs `rill run dir`; a run still going after `guard` is killed (a job restarting
@@ -64,15 +46,6 @@ fn run(dir: &Path, guard: Duration) -> (Output, bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
     (child.wait_with_output().unwrap(), killed)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {}\n--- stderr\n{}\n--- stdout\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    )
 }
 
 fn segments(root: &Path) -> Vec<(PathBuf, u64)> {

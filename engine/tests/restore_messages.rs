@@ -4,64 +4,21 @@
 //! `history.jsonl`), what it found, and what it starts from; a job whose last run left
 //! checkpoints behind refuses to start over silently when the directory is gone.
 
-use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn rill() -> &'static str {
-    env!("CARGO_BIN_EXE_rill")
-}
-
-/// Each user's (count, running total) rows, in order.
-type Rows = BTreeMap<String, Vec<(u64, i64)>>;
+mod common;
+use common::{committed, cpus, job_dir, rill, text, write_input, Reference};
 
 /// A job directory for the etl job on up to two CPUs, checkpointing every 20 ms over an
-/// input of `n` lines; returns the reference output.
-fn job(dir: &Path, n: usize) -> Rows {
-    std::fs::create_dir_all(dir.join("cores")).unwrap();
-    let mut cpus = rill_engine::config::available_cpus();
-    cpus.truncate(2);
-    for c in cpus {
-        std::fs::write(dir.join("cores").join(format!("{c}.toml")), "").unwrap();
-    }
-    std::fs::write(
-        dir.join("job.toml"),
-        "pipeline = \"etl\"\n[checkpoint]\ninterval_ms = 20\nretained = 3\n",
-    )
-    .unwrap();
-    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("input.jsonl")).unwrap());
-    let mut want: Rows = BTreeMap::new();
-    let mut state: BTreeMap<String, (u64, i64)> = BTreeMap::new();
-    for i in 0..n {
-        let user = format!("u{}", (i * 7919) % 500);
-        let amount = (i % 97) as i64 + 1;
-        let s = state.entry(user.clone()).or_default();
-        s.0 += 1;
-        s.1 += amount;
-        want.entry(user.clone()).or_default().push(*s);
-        writeln!(
-            f,
-            "{{\"ts\": {i}, \"user\": \"{user}\", \"amount_cents\": {amount}}}"
-        )
-        .unwrap();
-    }
-    f.flush().unwrap();
-    want
-}
-
-fn committed(dir: &Path) -> Rows {
-    let mut got: Rows = BTreeMap::new();
-    for f in rill_engine::connectors::committed_files(&dir.join("out")).unwrap() {
-        for line in std::fs::read_to_string(&f).unwrap().lines() {
-            let (rest, total) = line.rsplit_once(',').unwrap();
-            let (user, count) = rest.rsplit_once(',').unwrap();
-            got.entry(user.to_string())
-                .or_default()
-                .push((count.parse().unwrap(), total.parse().unwrap()));
-        }
-    }
-    got
+/// input of `n` lines; returns the output it must commit.
+fn job(dir: &Path, n: usize) -> Reference {
+    job_dir(
+        dir,
+        &cpus(),
+        "[checkpoint]\ninterval_ms = 20\nretained = 3\n",
+    );
+    write_input(&dir.join("input.jsonl"), n, 13).0
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
@@ -71,15 +28,6 @@ fn run(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("start rill")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {}\n--- stderr\n{}\n--- stdout\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    )
 }
 
 /// Runs the job to the end once; returns the checkpoint directory and the newest
