@@ -137,7 +137,7 @@ fn cmd_run(common: &Common, peer: Option<&str>, no_pin: bool) -> Result<()> {
                 "--peer timely runs the open-loop schedule; it has no flat-out (--rate max) mode"
             );
         }
-        if scenario.pipeline()? != PipelineKind::Latency {
+        if scenario.pipeline()? != PipelineKind::Latency.name() {
             bail!(
                 "--peer timely runs the default latency job; scenario {} is not one",
                 scenario.name

@@ -347,7 +347,7 @@ impl RunReport {
             .max()
             .unwrap_or(0);
         let since_start_ns = last_arrival.saturating_sub(r.start_ns) as f64;
-        let is_gen = o.spec.job.pipeline.has_generator();
+        let is_gen = o.spec.job.has_generator();
         let g = o.spec.job.generator.clone().unwrap_or_default();
         let flat_out = o.planned_window.is_some_and(|w| w.flat_out);
         let window = o.window.as_ref().map(|w| {
@@ -444,7 +444,7 @@ impl RunReport {
         Self {
             schema: SCHEMA.into(),
             scenario: o.scenario.clone(),
-            pipeline: format!("{:?}", o.spec.job.pipeline).to_lowercase(),
+            pipeline: o.spec.job.pipeline_name().to_string(),
             unix_time_s: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use rill_engine::app::Ctx;
 use rill_engine::config::{JobSpec, PipelineKind};
 use rill_engine::metrics::JobReport;
 use rill_engine::pipelines;
@@ -149,12 +150,17 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
     let m = scenario.materialise(settings)?;
     let window = m.window;
     let spec = m.spec.clone();
-    let (graph, collector) = match spec.job.pipeline {
-        PipelineKind::Latency => {
+    let (graph, collector) = match spec.job.builtin() {
+        Some(PipelineKind::Latency) => {
             let (g, c) = timeline::build_latency(&spec)?;
             (g, Some(c))
         }
-        _ => (pipelines::build(&spec)?, None),
+        Some(_) => (pipelines::build(&spec)?, None),
+        // The example etl job, built as its own binary builds it.
+        None => (
+            etl::build(&Ctx::new(&spec))?.build(spec.default_parallelism())?,
+            None,
+        ),
     };
     let gen = spec.job.generator.clone().unwrap_or_default();
     let p = Progress::new(
@@ -168,7 +174,6 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
             Some(w) if w.flat_out => Some(Duration::from_secs_f64(w.warmup_s + w.duration_s)),
             _ => spec
                 .job
-                .pipeline
                 .has_generator()
                 .then(|| Duration::from_millis(gen.duration_ms)),
         },

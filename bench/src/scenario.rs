@@ -24,6 +24,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rill_engine::config::{apply_overrides, available_cpus, JobSpec, PipelineKind};
+
+/// The example job the harness runs besides the built-ins (`examples/etl`).
+pub const ETL: &str = "etl";
 use serde::{Deserialize, Serialize};
 
 /// `load.toml`: the load a scenario runs under unless the command line says otherwise.
@@ -45,7 +48,7 @@ pub struct LoadFile {
 }
 
 /// `[etl_input]` of `load.toml`: a deterministic JSON-lines input like
-/// `scripts/etl-input.py` makes (about 1.5% malformed lines, some non-positive amounts).
+/// `examples/etl/gen.py` makes (about 1.5% malformed lines, some non-positive amounts).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EtlInput {
@@ -347,17 +350,25 @@ impl Scenario {
         })
     }
 
-    /// The pipeline job.toml names (before overrides).
-    pub fn pipeline(&self) -> Result<PipelineKind> {
+    /// The pipeline job.toml names (before overrides): a built-in, or `etl` (the example
+    /// job, which the harness links).
+    pub fn pipeline(&self) -> Result<String> {
         match self.job.get("pipeline") {
-            None => Ok(PipelineKind::Latency),
-            Some(v) => PipelineKind::deserialize(v.clone()).map_err(|_| {
-                anyhow!(
-                    "{}: pipeline = {v}: valid: {}",
-                    self.dir.join("job.toml").display(),
-                    PipelineKind::NAMES
-                )
-            }),
+            None => Ok(PipelineKind::Latency.name().to_string()),
+            Some(toml::Value::String(name))
+                if name == ETL || PipelineKind::from_name(name).is_some() =>
+            {
+                Ok(name.clone())
+            }
+            Some(v) => Err(anyhow!(
+                "{}: pipeline = {v}: valid: \"{ETL}\", {}",
+                self.dir.join("job.toml").display(),
+                PipelineKind::ALL
+                    .iter()
+                    .map(|p| format!("\"{}\"", p.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
         }
     }
 
@@ -367,7 +378,8 @@ impl Scenario {
         let job_file = self.dir.join("job.toml");
         let mut job = self.job.clone();
         let mut sets: Vec<String> = Vec::new();
-        let has_generator = self.pipeline()?.has_generator();
+        let has_generator =
+            PipelineKind::from_name(&self.pipeline()?).is_some_and(PipelineKind::has_generator);
         let rate = settings.rate_eps.or(self.load.rate_eps);
         let duration = settings.duration_s.or(self.load.duration_s);
         let warmup = settings.warmup_s.or(self.load.warmup_s);
@@ -505,8 +517,8 @@ impl Scenario {
         }
         if let (false, Some(input)) = (has_generator, self.load.etl_input) {
             let path = job
-                .get("source")
-                .and_then(|s| s.get("path"))
+                .get("params")
+                .and_then(|s| s.get("input"))
                 .and_then(|p| p.as_str())
                 .unwrap_or("input.jsonl");
             let path = tmp_dir.join(path);

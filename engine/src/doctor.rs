@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::history::{Entry, State};
-use crate::config::JobConfig;
+use crate::config::{JobConfig, PipelineKind};
 use crate::metrics::JobReport;
 use crate::monitor::stall::{Stall, ThreadState};
 use crate::monitor::{MemoryTrend, MonitorOutcome};
@@ -597,7 +597,7 @@ fn async_io(d: &RunDigest, job: &JobConfig) -> Answer {
 
 /// The rate the job's generator offers, events/s (`None`: the input is not generated).
 fn offered_eps(job: &JobConfig) -> Option<f64> {
-    if !job.pipeline.has_generator() {
+    if !job.builtin().is_some_and(PipelineKind::has_generator) {
         return None;
     }
     let generator = job.generator.clone().unwrap_or_default().rate_eps;

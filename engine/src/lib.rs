@@ -16,10 +16,14 @@
 //! - [`runtime`]: start-up checks, executors, rings, the per-core loop.
 //! - [`asyncio`]: the async IO operator (`async_map`, `async_flat_map`) on per-core
 //!   timers, with timeouts, retries, circuit breaking and checkpointed in-flight inputs.
-//! - [`pipelines`]: the built-in pipelines (`latency`, `etl`).
+//! - [`pipelines`]: the built-in pipelines the benchmark harness drives (`latency`,
+//!   `keyed-async`, Nexmark q0–q8).
+//! - [`app`]: the command line of a job's binary (`run`, `validate`, `checkpoints`,
+//!   `savepoint`, `doctor`), for the built-ins and for a user's own pipelines.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod asyncio;
 pub mod checkpoint;
 pub mod clock;
@@ -40,3 +44,14 @@ pub mod splitmix;
 pub mod state;
 
 pub use error::{ConfigError, EngineError, Result};
+
+/// Makes a struct or enum a record type: adds rkyv's `Archive`, `Serialize` and
+/// `Deserialize` derives through [`rkyv`] (`#[rill_engine::record]` above the item).
+pub use rill_macros::record;
+/// rkyv, at the version the engine archives records with: a record type derives its
+/// traits through this path (or through [`record`]), so a job needs no rkyv dependency of
+/// its own.
+pub use rkyv;
+/// serde, for `[params]` types (`#[derive(rill_engine::serde::Deserialize)]` with
+/// `#[serde(crate = "rill_engine::serde")]`, or a serde dependency of the job's own).
+pub use serde;

@@ -11,7 +11,7 @@ fn bad_config_exits_2_naming_the_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("job.toml"),
-        "pipeline = \"etl\"\nbogus = 1\n",
+        "pipeline = \"latency\"\nbogus = 1\n",
     )
     .unwrap();
     std::fs::create_dir(dir.path().join("cores")).unwrap();
@@ -27,9 +27,70 @@ fn bad_config_exits_2_naming_the_file_and_key() {
     }
 }
 
+/// A job directory in `dir` with `job` as its job.toml and one empty core file.
+fn job_dir(dir: &std::path::Path, job: &str) {
+    std::fs::write(dir.join("job.toml"), job).unwrap();
+    std::fs::create_dir_all(dir.join("cores")).unwrap();
+    let cpu = rill_engine::config::available_cpus()[0];
+    std::fs::write(dir.join(format!("cores/{cpu}.toml")), "").unwrap();
+}
+
+/// Issue 15: a job directory that names no pipeline used to run the latency benchmark,
+/// exit 0. Now it, and a name the binary does not have, exit 2 listing what it has.
+#[test]
+fn a_job_directory_without_a_pipeline_or_with_an_unknown_one_exits_2_listing_them() {
+    for (job, says) in [
+        ("", "not set"),
+        ("[checkpoint]\ninterval_ms = 1000\n", "not set"),
+        (
+            "pipeline = \"etl\"\n",
+            "\"etl\" is not a pipeline of `rill`",
+        ),
+        (
+            "pipeline = \"risk-control\"\n",
+            "\"risk-control\" is not a pipeline of `rill`",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        job_dir(dir.path(), job);
+        for sub in ["run", "validate", "doctor"] {
+            let out = rill().arg(sub).arg(dir.path()).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{sub} {job:?}: {err}");
+            assert!(
+                err.contains("job.toml") && err.contains("`pipeline`") && err.contains(says),
+                "{sub} {job:?}: {err}"
+            );
+            for name in [
+                "\"latency\"",
+                "\"keyed-async\"",
+                "\"nexmark-q0\"",
+                "\"nexmark-q8\"",
+            ] {
+                assert!(err.contains(name), "{sub} {job:?} lists {name}: {err}");
+            }
+            assert!(out.stdout.is_empty(), "{sub} {job:?} ran nothing");
+        }
+    }
+}
+
+/// Built-in pipelines read no `[params]`; a job that sets it is refused, not ignored.
+#[test]
+fn params_for_a_built_in_pipeline_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    job_dir(dir.path(), "pipeline = \"latency\"\n[params]\nx = 1\n");
+    let out = rill().arg("validate").arg(dir.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`params`") && err.contains("does not read it"),
+        "{err}"
+    );
+}
+
 #[test]
 fn validate_accepts_the_shipped_examples() {
-    for example in ["etl", "latency"] {
+    for example in ["latency"] {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../examples")
             .join(example);
@@ -126,7 +187,7 @@ fn savepoint_checkpoints_and_stop_on_a_running_job() {
     // A long latency job with periodic checkpoints; only one complete one is kept.
     std::fs::write(
         dir.path().join("job.toml"),
-        "[generator]\nrate_eps = 20000\nduration_ms = 600000\nwarmup_ms = 0\n\
+        "pipeline = \"latency\"\n[generator]\nrate_eps = 20000\nduration_ms = 600000\nwarmup_ms = 0\n\
          [checkpoint]\ninterval_ms = 50\nretained = 1\n",
     )
     .unwrap();

@@ -3,20 +3,18 @@
 //! with how to install it: they never skip silently.
 
 use std::future::Future;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use rill_engine::asyncio::redis::{encode, RedisClient, Reply};
+use rill_engine::asyncio::redis::{RedisClient, Reply};
 use rill_engine::config::{available_cpus, CoreConfig, JobConfig, JobSpec};
 use rill_engine::pipelines;
 use rill_engine::runtime::Job;
+use rill_testkit::Redis;
 
 fn cpus() -> Vec<usize> {
     available_cpus().into_iter().take(2).collect()
@@ -29,67 +27,6 @@ struct Noop;
 
 impl std::task::Wake for Noop {
     fn wake(self: std::sync::Arc<Self>) {}
-}
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_redis() -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start redis-server ({e}): install it with `apt-get install -y \
-                 redis-server`, or run the suite with scripts/test, which does this when it is missing"
-            )
-        });
-    let addr = format!("127.0.0.1:{port}");
-    let give_up = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&addr).is_err() {
-        assert!(
-            Instant::now() < give_up,
-            "redis-server did not listen on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Server { child, addr }
-}
-
-/// Runs commands over a plain blocking socket (test setup only).
-fn setup(addr: &str, cmds: &[Vec<Vec<u8>>]) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut out = Vec::new();
-    for c in cmds {
-        let args: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
-        encode(&args, &mut out);
-    }
-    out.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
-    s.write_all(&out).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 65536];
-    while !got.ends_with(b"+PONG\r\n") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "redis closed during setup");
-        got.extend_from_slice(&buf[..n]);
-    }
 }
 
 fn b(s: impl Into<String>) -> Vec<u8> {
@@ -123,7 +60,7 @@ fn resp_codec_round_trips_every_reply_kind_and_waits_for_partial_input() {
 #[test]
 fn get_hget_hmget_pipelined_on_the_cores_io_uring() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = start_redis();
+    let server = Redis::start();
     let mut cmds = Vec::new();
     for i in 0..500 {
         cmds.push(vec![b("SET"), b(format!("k{i}")), b(format!("v{i}"))]);
@@ -136,7 +73,7 @@ fn get_hget_hmget_pipelined_on_the_cores_io_uring() {
         b("age"),
         b("42"),
     ]);
-    setup(&server.addr, &cmds);
+    server.run(&cmds);
 
     let uring = Rc::new(rill_storage::Uring::new(64).unwrap());
     let client = RedisClient::connect(&server.addr, uring.clone()).unwrap();
@@ -178,12 +115,12 @@ fn get_hget_hmget_pipelined_on_the_cores_io_uring() {
 #[test]
 fn keyed_async_against_redis_looks_up_every_event() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = start_redis();
+    let server = Redis::start();
     let keys = 200;
     let cmds: Vec<_> = (0..keys)
         .map(|k| vec![b("SET"), b(format!("key:{k}")), b(format!("value-{k}"))])
         .collect();
-    setup(&server.addr, &cmds);
+    server.run(&cmds);
     let job: JobConfig = toml::from_str(&format!(
         "pipeline = \"keyed-async\"\n[generator]\nrate_eps = 20000\nduration_ms = 300\n\
          warmup_ms = 50\n[source]\nkeys = {keys}\n[async]\ncapacity = 50\n\
@@ -199,56 +136,4 @@ fn keyed_async_against_redis_looks_up_every_event() {
     let r = Job::new(spec, graph).run().unwrap();
     assert_eq!(r.counter("sink_records"), 6_000);
     assert_eq!(r.counter("async_attempts"), 6_000);
-}
-
-/// Review finding (issue 13 item 7): an etl job with `[enrich]` and `[lookup] kind =
-/// "redis"` was accepted and still used the simulated lookup. Each user's segment is now
-/// the value of `GET key:<user>`.
-#[test]
-fn etl_enrichment_against_redis_takes_each_segment_from_redis() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = start_redis();
-    let users = 20;
-    let cmds: Vec<_> = (0..users)
-        .map(|u| {
-            vec![
-                b("SET"),
-                b(format!("key:u{u}")),
-                b(format!("tier-{}", u * 7)),
-            ]
-        })
-        .collect();
-    setup(&server.addr, &cmds);
-    let dir = tempfile::tempdir().unwrap();
-    let input: String = (0..400)
-        .map(|i| {
-            format!(
-                "{{\"ts\": {i}, \"user\": \"u{}\", \"amount_cents\": 5}}\n",
-                i % users
-            )
-        })
-        .collect();
-    std::fs::write(dir.path().join("input.jsonl"), input).unwrap();
-    let job: JobConfig = toml::from_str(&format!(
-        "pipeline = \"etl\"\n[enrich]\n[async]\ncapacity = 16\n\
-         [lookup]\nkind = \"redis\"\naddr = \"{}\"\n",
-        server.addr
-    ))
-    .unwrap();
-    job.validate(Path::new("job.toml")).unwrap();
-    let spec = JobSpec::with_cores(dir.path(), job, &cpus(), CoreConfig::default());
-    let graph = pipelines::build(&spec).unwrap();
-    let r = Job::new(spec, graph).run().unwrap();
-    assert_eq!(r.counter("async_attempts"), 400);
-    let mut rows = 0;
-    for entry in std::fs::read_dir(dir.path().join("out")).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        for line in text.lines() {
-            let f: Vec<&str> = line.split(',').collect();
-            let u: u32 = f[0].trim_start_matches('u').parse().unwrap();
-            assert_eq!(f[3], format!("tier-{}", u * 7), "{line}");
-            rows += 1;
-        }
-    }
-    assert_eq!(rows, 400);
 }

@@ -220,7 +220,7 @@ fn bad_directories_and_targets_are_named() {
     std::fs::write(etl.join("cores/0.toml"), "").unwrap();
     let e = tune(&options(&etl)).err().unwrap().to_string();
     assert!(
-        e.contains("input.jsonl") && e.contains("etl-input.py"),
+        e.contains("input.jsonl") && e.contains("examples/etl/gen.py"),
         "{e}"
     );
 }

@@ -9,6 +9,8 @@
 //! - [`policy`]: pure retry and circuit-breaker decisions.
 //! - [`timer`]: per-core timers on the job clock and the `Sleep` future.
 //! - [`lookup`]: a simulated lookup with a configured latency distribution.
+//! - [`service`]: the lookup `[lookup]` configures (simulated, or Redis on the core's
+//!   io_uring).
 //!
 //! Ordering: ordered mode emits in input order. Unordered mode emits results as they
 //! complete but in Flink's segments: a result leaves after every watermark its input
@@ -39,6 +41,7 @@ pub mod lookup;
 pub(crate) mod op;
 pub mod policy;
 pub mod redis;
+pub mod service;
 #[cfg(test)]
 mod tests;
 pub mod timer;

@@ -1,6 +1,7 @@
-//! `job.toml`: what a job runs (pipeline, sources, sinks, parameters). One serde tree
-//! with `deny_unknown_fields`; `Default` is the single source of defaults; `validate`
-//! names the key and what would be valid. Reading files lives in `config/mod.rs`.
+//! `job.toml`: what a job runs (the pipeline's name, the engine's tables, the job's own
+//! `[params]`). One serde tree with `deny_unknown_fields`; `Default` is the single
+//! source of defaults; `validate` names the key and what would be valid. Reading files
+//! lives in `config/mod.rs`.
 
 use std::path::{Path, PathBuf};
 
@@ -11,14 +12,13 @@ use super::checkpoint::{CheckpointConfig, RestartConfig};
 use crate::error::ConfigError;
 use crate::keys::DEFAULT_MAX_KEY_GROUPS;
 
-/// The built-in pipelines a job directory can name.
+/// The pipelines built into the engine (the jobs the benchmark harness drives). A job
+/// directory names one of them, or a pipeline its binary registered (see `app`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PipelineKind {
     /// Generator → key_by → per-key count → latency sink: the default latency job.
     Latency,
-    /// File of JSON lines → parse → filter → key_by(user) → running totals → CSV files.
-    Etl,
     /// Generator → key_by → per-key count → async lookup → latency sink.
     KeyedAsync,
     /// Nexmark q0: pass-through of the bids.
@@ -44,22 +44,54 @@ pub enum PipelineKind {
 impl PipelineKind {
     /// Whether this is one of the Nexmark queries.
     pub fn is_nexmark(self) -> bool {
-        !matches!(
-            self,
-            PipelineKind::Latency | PipelineKind::Etl | PipelineKind::KeyedAsync
-        )
+        !matches!(self, PipelineKind::Latency | PipelineKind::KeyedAsync)
     }
 }
 
 impl PipelineKind {
-    /// Every valid name, for error messages.
-    pub const NAMES: &'static str = "\"latency\", \"etl\", \"keyed-async\", \"nexmark-q0\", \"nexmark-q1\", \"nexmark-q2\", \"nexmark-q3\", \"nexmark-q4\", \"nexmark-q5\", \"nexmark-q6\", \"nexmark-q7\", \"nexmark-q8\"";
+    /// Every built-in pipeline.
+    pub const ALL: [PipelineKind; 11] = [
+        PipelineKind::Latency,
+        PipelineKind::KeyedAsync,
+        PipelineKind::NexmarkQ0,
+        PipelineKind::NexmarkQ1,
+        PipelineKind::NexmarkQ2,
+        PipelineKind::NexmarkQ3,
+        PipelineKind::NexmarkQ4,
+        PipelineKind::NexmarkQ5,
+        PipelineKind::NexmarkQ6,
+        PipelineKind::NexmarkQ7,
+        PipelineKind::NexmarkQ8,
+    ];
+
+    /// The built-in pipeline called `name` in `job.toml`, if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// One line on what it does, for listings.
+    pub fn about(self) -> &'static str {
+        match self {
+            PipelineKind::Latency => "generator → key_by → per-key count → latency sink",
+            PipelineKind::KeyedAsync => {
+                "generator → key_by → per-key count → async lookup → latency sink"
+            }
+            PipelineKind::NexmarkQ0 => "Nexmark q0: pass-through of the bids",
+            PipelineKind::NexmarkQ1 => "Nexmark q1: bid prices in euros",
+            PipelineKind::NexmarkQ2 => "Nexmark q2: bids on selected auctions",
+            PipelineKind::NexmarkQ3 => "Nexmark q3: local item suggestion",
+            PipelineKind::NexmarkQ4 => "Nexmark q4: average winning price per category",
+            PipelineKind::NexmarkQ5 => "Nexmark q5: hot items",
+            PipelineKind::NexmarkQ6 => "Nexmark q6: average selling price per seller",
+            PipelineKind::NexmarkQ7 => "Nexmark q7: highest bid per window",
+            PipelineKind::NexmarkQ8 => "Nexmark q8: new users who opened auctions",
+        }
+    }
 
     /// Its name in `job.toml`.
     pub fn name(self) -> &'static str {
         match self {
             PipelineKind::Latency => "latency",
-            PipelineKind::Etl => "etl",
             PipelineKind::KeyedAsync => "keyed-async",
             PipelineKind::NexmarkQ0 => "nexmark-q0",
             PipelineKind::NexmarkQ1 => "nexmark-q1",
@@ -83,8 +115,10 @@ impl PipelineKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobConfig {
-    /// Which built-in pipeline to run.
-    pub pipeline: PipelineKind,
+    /// The pipeline to run: a built-in (`PipelineKind`) or one the binary registered.
+    /// A job directory must name one; only the built-in default job (`rill run` without
+    /// a directory) goes without.
+    pub pipeline: Option<String>,
     /// Partitions of each operator; unset means one per configured core.
     pub parallelism: Option<u32>,
     /// Number of key groups keyed state is split into (the most partitions a keyed
@@ -93,10 +127,8 @@ pub struct JobConfig {
     /// The CPUs this job runs on; each needs a `cores/<cpu>.toml`. Unset means every
     /// file in `cores/`.
     pub cores: Option<Vec<usize>>,
-    /// The file source (`etl`).
-    pub source: Option<FileSourceConfig>,
-    /// The file sink and dead-letter file (`etl`).
-    pub sink: Option<FileSinkConfig>,
+    /// `keyed-async` only: the keys of the generated events.
+    pub source: Option<SourceConfig>,
     /// The open-loop generator (`latency`, and the load of the `nexmark-*` queries).
     pub generator: Option<GeneratorConfig>,
     /// The Nexmark event generator and query parameters (`nexmark-*`).
@@ -106,13 +138,15 @@ pub struct JobConfig {
     pub checkpoint: Option<CheckpointConfig>,
     /// What to do when the running job fails (see `RestartConfig`).
     pub restart: Option<RestartConfig>,
-    /// The async operator (`keyed-async`).
+    /// The async operator (`keyed-async`, and any pipeline that reads it through
+    /// `app::Ctx::async_options`).
     #[serde(rename = "async")]
     pub async_io: Option<AsyncConfig>,
-    /// The service the async operator calls (`keyed-async`, `etl` with `[enrich]`).
+    /// The service the async operator calls (`keyed-async`, and any pipeline that reads
+    /// it through `app::Ctx::lookup`).
     pub lookup: Option<LookupConfig>,
-    /// `etl` only: add each user's segment through an async lookup.
-    pub enrich: Option<EnrichConfig>,
+    /// The job's own parameters, read typed by its pipeline (`app::Ctx::params`).
+    pub params: Option<toml::Table>,
     /// The Prometheus text endpoint; absent means on, at the default loopback address.
     pub metrics: Option<MetricsConfig>,
     /// The stall detector; absent means on, with the default threshold.
@@ -171,83 +205,33 @@ impl Default for DiagnosticsConfig {
     }
 }
 
-/// `[enrich]` (`etl`): user → segment through the async lookup of `[async]`/`[lookup]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EnrichConfig {
-    /// How many segments the simulated lookup spreads users over.
-    pub segments: u32,
-}
-
-impl Default for EnrichConfig {
-    fn default() -> Self {
-        Self { segments: 4 }
-    }
-}
-
 impl Default for JobConfig {
     fn default() -> Self {
         Self {
-            pipeline: PipelineKind::Latency,
+            pipeline: None,
             parallelism: None,
             max_key_groups: DEFAULT_MAX_KEY_GROUPS,
             cores: None,
             source: None,
-            sink: None,
             generator: None,
             nexmark: None,
             checkpoint: None,
             restart: None,
             async_io: None,
             lookup: None,
-            enrich: None,
+            params: None,
             metrics: None,
             diagnostics: None,
         }
     }
 }
 
-/// `[source]`: newline-delimited records read from one file, split across partitions.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `[source]` (`keyed-async`): the generated events.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct FileSourceConfig {
-    /// The input file; relative paths are relative to the job directory.
-    pub path: PathBuf,
-    /// How many source partitions split the file (by byte range, on line boundaries).
-    pub partitions: u32,
-    /// `keyed-async` only: distinct keys of the generated events (the file keys above do
-    /// not apply there; the rate comes from `[generator]`).
+pub struct SourceConfig {
+    /// Distinct keys of the generated events (unset: `generator.keys`).
     pub keys: Option<u64>,
-}
-
-impl Default for FileSourceConfig {
-    fn default() -> Self {
-        Self {
-            path: PathBuf::from("input.jsonl"),
-            partitions: 1,
-            keys: None,
-        }
-    }
-}
-
-/// `[sink]`: CSV output files and the dead-letter file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FileSinkConfig {
-    /// The output directory; the job writes one `part-<partition>.csv` per sink
-    /// partition there.
-    pub dir: PathBuf,
-    /// Where malformed input lines go, each with its byte offset.
-    pub dead_letter: PathBuf,
-}
-
-impl Default for FileSinkConfig {
-    fn default() -> Self {
-        Self {
-            dir: PathBuf::from("out"),
-            dead_letter: PathBuf::from("dead-letter.jsonl"),
-        }
-    }
 }
 
 /// `[generator]`: an open-loop event generator.
@@ -472,47 +456,45 @@ impl JobConfig {
         if let Some(l) = &self.lookup {
             l.validate(file)?;
         }
-        if self.enrich.as_ref().is_some_and(|e| e.segments == 0) {
-            return Err(invalid(file, "enrich.segments", "0".into(), "1 or more"));
+        if let Some(name) = &self.pipeline {
+            if name.is_empty() {
+                return Err(invalid(
+                    file,
+                    "pipeline",
+                    "an empty name".into(),
+                    "the name of a pipeline (`rill validate` lists them)",
+                ));
+            }
         }
-        match self.pipeline {
-            PipelineKind::KeyedAsync => {
-                if let Some(s) = &self.source {
-                    if s.keys == Some(0) {
-                        return Err(invalid(file, "source.keys", "0".into(), "1 or more"));
-                    }
-                }
-                self.validate_generator(file)?;
-            }
-            PipelineKind::Etl => {
-                let source = self.source.clone().unwrap_or_default();
-                if source.partitions == 0 {
-                    return Err(invalid(file, "source.partitions", "0".into(), "1 or more"));
-                }
-                if source.path.as_os_str().is_empty() {
-                    return Err(invalid(file, "source.path", "empty".into(), "a file path"));
-                }
-                let sink = self.sink.clone().unwrap_or_default();
-                if sink.dir.as_os_str().is_empty() {
-                    return Err(invalid(file, "sink.dir", "empty".into(), "a directory"));
-                }
-                if sink.dead_letter.as_os_str().is_empty() {
-                    return Err(invalid(
-                        file,
-                        "sink.dead_letter",
-                        "empty".into(),
-                        "a file path",
-                    ));
-                }
-            }
-            _ => {
-                if let Some(n) = &self.nexmark {
-                    n.validate(file)?;
-                }
-                self.validate_generator(file)?;
-            }
+        if self.source.as_ref().and_then(|s| s.keys) == Some(0) {
+            return Err(invalid(file, "source.keys", "0".into(), "1 or more"));
+        }
+        if let Some(n) = &self.nexmark {
+            n.validate(file)?;
+        }
+        if self.builtin().is_some_and(PipelineKind::has_generator) || self.generator.is_some() {
+            self.validate_generator(file)?;
         }
         Ok(())
+    }
+
+    /// The built-in pipeline `job.toml` names; `None` for a pipeline of the job's own
+    /// binary. A job without `pipeline` is the built-in default job (latency).
+    pub fn builtin(&self) -> Option<PipelineKind> {
+        match &self.pipeline {
+            None => Some(PipelineKind::Latency),
+            Some(name) => PipelineKind::from_name(name),
+        }
+    }
+
+    /// Whether the pipeline is a built-in driven by the `[generator]`.
+    pub fn has_generator(&self) -> bool {
+        self.builtin().is_some_and(PipelineKind::has_generator)
+    }
+
+    /// The pipeline's name (`"latency"` for the built-in default job).
+    pub fn pipeline_name(&self) -> &str {
+        self.pipeline.as_deref().unwrap_or("latency")
     }
 
     fn validate_generator(&self, file: &Path) -> Result<(), ConfigError> {

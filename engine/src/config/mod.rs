@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 pub use self::checkpoint::{CheckpointConfig, CheckpointMode, RestartConfig, RestartKind};
 pub use self::core::{CoreConfig, MAX_ASYNC_CAPACITY};
 pub use self::job::{
-    DiagnosticsConfig, EnrichConfig, FileSinkConfig, FileSourceConfig, GeneratorConfig, JobConfig,
-    MetricsConfig, NexmarkConfig, NexmarkSink, PipelineKind, DEFAULT_METRICS_LISTEN,
+    DiagnosticsConfig, GeneratorConfig, JobConfig, MetricsConfig, NexmarkConfig, NexmarkSink,
+    PipelineKind, SourceConfig, DEFAULT_METRICS_LISTEN,
 };
 use crate::error::ConfigError;
 use crate::ids::CoreId;
@@ -298,10 +298,10 @@ impl JobSpec {
             },
             self.default_parallelism(),
         )];
-        if let (PipelineKind::Etl, Some(s)) = (self.job.pipeline, &self.job.source) {
-            counts.push(("source.partitions", s.partitions));
-        }
-        if let (true, Some(g)) = (self.job.pipeline.has_generator(), &self.job.generator) {
+        if let (true, Some(g)) = (
+            self.job.builtin().is_some_and(PipelineKind::has_generator),
+            &self.job.generator,
+        ) {
             counts.extend(g.partitions.map(|p| ("generator.partitions", p)));
         }
         counts

@@ -2,7 +2,10 @@
 //! does not read is refused, naming the pipelines that read it: nothing in a job file is
 //! accepted and then ignored. Tables are checked on the parsed `JobConfig` (their
 //! presence survives parsing); keys inside a table are checked on the raw TOML, since
-//! serde fills absent keys with their defaults.
+//! serde fills absent keys with their defaults. For a pipeline of the job's own binary
+//! (not built in), the tables only built-ins read are refused here; whether it reads
+//! `[params]`, `[async]` and `[lookup]` is known once it has been built, and `app`
+//! checks that.
 
 use std::path::Path;
 
@@ -21,23 +24,21 @@ const GENERATED: &[PipelineKind] = &[
     NexmarkQ6, NexmarkQ7, NexmarkQ8,
 ];
 
-/// Tables and keys that only some pipelines read, with those pipelines. Everything not
-/// listed (`pipeline`, `parallelism`, `max_key_groups`, `cores`, `[checkpoint]`,
-/// `[restart]`, `[metrics]`, `[diagnostics]`, and the keys of a listed table not listed
-/// themselves) applies to every pipeline that reads its table.
-const SCOPED: &[(&str, &[PipelineKind])] = &[
-    ("source", &[Etl, KeyedAsync]),
-    ("source.path", &[Etl]),
-    ("source.partitions", &[Etl]),
-    ("source.keys", &[KeyedAsync]),
-    ("sink", &[Etl]),
-    ("generator", GENERATED),
-    ("generator.keys", &[Latency, KeyedAsync]),
-    ("generator.sink_cost_ns", &[Latency, KeyedAsync]),
-    ("nexmark", NEXMARK),
-    ("enrich", &[Etl]),
-    ("async", &[KeyedAsync, Etl]),
-    ("lookup", &[KeyedAsync, Etl]),
+/// Tables and keys that only some pipelines read, with the built-ins that read them.
+/// Everything not listed (`pipeline`, `parallelism`, `max_key_groups`, `cores`,
+/// `[checkpoint]`, `[restart]`, `[metrics]`, `[diagnostics]`, and the keys of a listed
+/// table not listed themselves) applies to every pipeline that reads its table. The
+/// last column: whether a pipeline of the job's own binary may read it.
+const SCOPED: &[(&str, &[PipelineKind], bool)] = &[
+    ("source", &[KeyedAsync], false),
+    ("source.keys", &[KeyedAsync], false),
+    ("generator", GENERATED, false),
+    ("generator.keys", &[Latency, KeyedAsync], false),
+    ("generator.sink_cost_ns", &[Latency, KeyedAsync], false),
+    ("nexmark", NEXMARK, false),
+    ("async", &[KeyedAsync], true),
+    ("lookup", &[KeyedAsync], true),
+    ("params", &[], true),
 ];
 
 /// `"latency", "keyed-async"`, with the Nexmark queries as one range.
@@ -59,32 +60,40 @@ fn names(pipelines: &[PipelineKind]) -> String {
 /// Refuses the first of `present` (dotted keys set in `file`) that `job`'s pipeline
 /// does not read.
 fn check(file: &Path, job: &JobConfig, present: &[String]) -> Result<(), ConfigError> {
-    let p = job.pipeline;
     for key in present {
-        let Some((_, readers)) = SCOPED.iter().find(|(k, _)| k == key) else {
+        let Some((_, readers, own)) = SCOPED.iter().find(|(k, _, _)| k == key) else {
             continue;
         };
-        if !readers.contains(&p) {
-            return Err(invalid(
-                file,
-                key,
-                format!("set for pipeline \"{}\", which does not read it", p.name()),
-                &format!(
-                    "remove it; it applies to pipeline{} {} only",
-                    if readers.len() > 1 { "s" } else { "" },
-                    names(readers)
-                ),
-            ));
+        let read = match job.builtin() {
+            Some(p) => readers.contains(&p),
+            None => *own,
+        };
+        if read {
+            continue;
         }
-        if p == Etl && job.enrich.is_none() && (key == "async" || key == "lookup") {
-            return Err(invalid(
-                file,
-                key,
-                "set for pipeline \"etl\" without an [enrich] table, which does not read it".into(),
-                "remove it, or add [enrich]; it applies to pipeline \"keyed-async\", and to \
-                 \"etl\" with [enrich]",
-            ));
-        }
+        let valid = match (readers.is_empty(), *own) {
+            (true, _) => "remove it; built-in pipelines have no parameters of their own                           (they apply to a pipeline of the job's own binary)"
+                .to_string(),
+            (false, true) => format!(
+                "remove it; it applies to the built-in pipeline{} {}, and to a pipeline of                  the job's own binary that reads it",
+                if readers.len() > 1 { "s" } else { "" },
+                names(readers)
+            ),
+            (false, false) => format!(
+                "remove it; it applies to the built-in pipeline{} {} only",
+                if readers.len() > 1 { "s" } else { "" },
+                names(readers)
+            ),
+        };
+        return Err(invalid(
+            file,
+            key,
+            format!(
+                "set for pipeline \"{}\", which does not read it",
+                job.pipeline_name()
+            ),
+            &valid,
+        ));
     }
     Ok(())
 }
@@ -97,12 +106,11 @@ pub(super) fn check_tables(file: &Path, job: &JobConfig) -> Result<(), ConfigErr
             "source.keys",
             job.source.as_ref().is_some_and(|s| s.keys.is_some()),
         ),
-        ("sink", job.sink.is_some()),
         ("generator", job.generator.is_some()),
         ("nexmark", job.nexmark.is_some()),
-        ("enrich", job.enrich.is_some()),
         ("async", job.async_io.is_some()),
         ("lookup", job.lookup.is_some()),
+        ("params", job.params.is_some()),
     ]
     .into_iter()
     .filter(|(_, set)| *set)
@@ -153,16 +161,19 @@ pub(super) fn check_core(
     core: &CoreConfig,
     job: &JobConfig,
 ) -> Result<(), ConfigError> {
-    let has_async = job.pipeline == KeyedAsync || (job.pipeline == Etl && job.enrich.is_some());
+    // A pipeline of the job's own binary may have async operators; built-ins other
+    // than keyed-async have none.
+    let has_async = job.builtin().map_or(true, |p| p == KeyedAsync);
     if core.async_capacity.is_some() && !has_async {
         return Err(invalid(
             file,
             "async_capacity",
             format!(
                 "set for pipeline \"{}\", which has no async operator",
-                job.pipeline.name()
+                job.pipeline_name()
             ),
-            "remove it; it applies to pipeline \"keyed-async\", and to \"etl\" with [enrich]",
+            "remove it; it applies to pipelines with an async operator (\"keyed-async\", \
+             or a pipeline of the job's own binary)",
         ));
     }
     Ok(())

@@ -21,21 +21,22 @@ fn err(dir: &Path) -> String {
     JobSpec::load(dir).unwrap_err().to_string()
 }
 
+/// A job of the user's own binary, with its own parameters.
 const ETL: &str = r#"
 pipeline = "etl"
-[source]
-path = "input.jsonl"
+[params]
+input = "input.jsonl"
 partitions = 1
-[sink]
-dir = "out"
-dead_letter = "dead-letter.jsonl"
 "#;
 
 #[test]
-fn the_documented_etl_job_loads_with_empty_core_files() {
+fn a_job_of_its_own_binary_loads_with_empty_core_files_and_keeps_its_params() {
     let d = job_dir(ETL, &[("0.toml", "")]);
     let spec = JobSpec::load(d.path()).unwrap();
-    assert_eq!(spec.job.pipeline, PipelineKind::Etl);
+    assert_eq!(spec.job.pipeline.as_deref(), Some("etl"));
+    assert_eq!(spec.job.builtin(), None);
+    let params = spec.job.params.as_ref().unwrap();
+    assert_eq!(params["partitions"].as_integer(), Some(1));
     assert_eq!(spec.cores.len(), 1);
     assert_eq!(spec.cores[0].config, CoreConfig::default());
     assert_eq!(spec.resolve(Path::new("out")), d.path().join("out"));
@@ -69,22 +70,9 @@ fn a_bad_value_names_the_key_and_what_is_valid() {
     let e = err(d.path());
     assert!(e.contains("batch_max") && e.contains("invalid type"), "{e}");
 
-    let d = job_dir(
-        &ETL.replace("partitions = 1", "partitions = 0"),
-        &[("0.toml", "")],
-    );
+    let d = job_dir("pipeline = \"\"\n", &[("0.toml", "")]);
     let e = err(d.path());
-    assert!(
-        e.contains("source.partitions") && e.contains("1 or more"),
-        "{e}"
-    );
-
-    let d = job_dir("pipeline = \"nexmark-q99\"\n", &[("0.toml", "")]);
-    let e = err(d.path());
-    assert!(
-        e.contains("pipeline") && e.contains("latency") && e.contains("etl"),
-        "{e}"
-    );
+    assert!(e.contains("`pipeline`") && e.contains("empty"), "{e}");
 }
 
 #[test]
@@ -175,12 +163,12 @@ fn parallelism_above_the_key_groups_is_a_config_error() {
     let cpu = available_cpus()[0];
     let core = format!("{cpu}.toml");
     let d = job_dir(
-        &ETL.replace("partitions = 1", "partitions = 200"),
+        "pipeline = \"latency\"\n[generator]\npartitions = 200\n",
         &[(&core, "")],
     );
     let e = err(d.path());
     assert!(
-        e.contains("job.toml") && e.contains("source.partitions"),
+        e.contains("job.toml") && e.contains("generator.partitions"),
         "{e}"
     );
     let d = job_dir("max_key_groups = 4\nparallelism = 5\n", &[(&core, "")]);
@@ -355,44 +343,35 @@ fn a_bad_async_capacity_says_what_is_valid() {
 /// ignored. Each is refused, naming the key and the pipelines it applies to.
 #[test]
 fn keys_a_pipeline_ignores_are_refused_naming_the_pipelines_that_read_them() {
-    let etl = "pipeline = \"etl\"\n";
+    let own = "pipeline = \"my-job\"\n";
     let ka = "pipeline = \"keyed-async\"\n";
     let q0 = "pipeline = \"nexmark-q0\"\n";
     let lat = "pipeline = \"latency\"\n";
     for (job, key, applies) in [
         (
-            format!("{etl}[nexmark]\nseed = 1\n"),
+            format!("{own}[nexmark]\nseed = 1\n"),
             "nexmark",
             "nexmark-q0",
         ),
         (
-            format!("{etl}[generator]\nrate_eps = 5\n"),
+            format!("{own}[generator]\nrate_eps = 5\n"),
             "generator",
             "latency",
         ),
-        (format!("{lat}[source]\npath = \"x\"\n"), "source", "etl"),
-        (format!("{lat}[sink]\ndir = \"x\"\n"), "sink", "etl"),
-        (format!("{lat}[enrich]\n"), "enrich", "etl"),
-        (format!("{lat}[async]\n"), "async", "keyed-async"),
-        (format!("{lat}[lookup]\n"), "lookup", "keyed-async"),
         (
-            format!("{ka}[source]\npath = \"x\"\n"),
-            "source.path",
-            "etl",
-        ),
-        (
-            format!("{ka}[source]\npartitions = 2\n"),
-            "source.partitions",
-            "etl",
-        ),
-        (format!("{ka}[sink]\n"), "sink", "etl"),
-        (format!("{ka}[enrich]\n"), "enrich", "etl"),
-        (
-            format!("{etl}[source]\nkeys = 3\n"),
-            "source.keys",
+            format!("{own}[source]\nkeys = 3\n"),
+            "source",
             "keyed-async",
         ),
-        (format!("{etl}[async]\n"), "async", "keyed-async"),
+        (
+            format!("{lat}[source]\nkeys = 3\n"),
+            "source",
+            "keyed-async",
+        ),
+        (format!("{lat}[async]\n"), "async", "keyed-async"),
+        (format!("{lat}[lookup]\n"), "lookup", "keyed-async"),
+        (format!("{lat}[params]\nx = 1\n"), "params", "own binary"),
+        (format!("{q0}[params]\n"), "params", "own binary"),
         (
             format!("{q0}[generator]\nkeys = 3\n"),
             "generator.keys",
@@ -421,7 +400,7 @@ fn keys_a_pipeline_ignores_are_refused_naming_the_pipelines_that_read_them() {
     );
     // What each pipeline reads is still accepted.
     for ok in [
-        format!("{etl}[enrich]\n[async]\n[lookup]\nkind = \"redis\"\n"),
+        format!("{own}[params]\nx = 1\n[async]\n[lookup]\nkind = \"redis\"\n"),
         format!("{ka}[source]\nkeys = 3\n[generator]\nkeys = 4\nsink_cost_ns = 1\n"),
         format!("{q0}[generator]\nrate_eps = 10\n[nexmark]\nsink = \"file\"\nout = \"x\"\n"),
         format!("{lat}[generator]\nkeys = 4\nsink_cost_ns = 1\n"),

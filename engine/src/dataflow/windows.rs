@@ -181,8 +181,20 @@ impl<V, F: Fn(&V) -> u64 + Send + Sync + 'static> Aggregate<V> for MaxBy<F> {
     }
 }
 
-/// One window's result for one key.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// One window's result for one key. A record type like any other: it can cross a
+/// `key_by` or a rebalance, and be channel state of an unaligned checkpoint.
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct WindowResult<K, R> {
     /// The key.
     pub key: K,
@@ -195,7 +207,7 @@ pub struct WindowResult<K, R> {
 }
 
 /// What a window operator emits: results and, on the side, late records.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum WindowOutput<K, R, V> {
     /// A window fired.
     Result(WindowResult<K, R>),

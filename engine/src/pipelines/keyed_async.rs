@@ -6,7 +6,7 @@
 //! The lookup's IO delay is the latency floor; what the sink measures above it is the
 //! engine's overhead.
 
-use super::lookup::Service;
+use crate::asyncio::service::Service;
 use crate::config::JobSpec;
 use crate::connectors::LatencySink;
 use crate::dataflow::{JobGraph, Pipeline};

@@ -109,7 +109,9 @@ pub fn check_targets(t: &Targets) -> Result<()> {
 /// input): the harness runs it in a temporary directory, so the input is named by its
 /// absolute path.
 fn input_override(scenario: &Scenario) -> Result<Option<String>> {
-    if scenario.pipeline()?.has_generator() || scenario.load.etl_input.is_some() {
+    let generated = rill_engine::config::PipelineKind::from_name(&scenario.pipeline()?)
+        .is_some_and(rill_engine::config::PipelineKind::has_generator);
+    if generated || scenario.load.etl_input.is_some() {
         return Ok(None);
     }
     let file = scenario.dir.join("job.toml");
@@ -119,8 +121,8 @@ fn input_override(scenario: &Scenario) -> Result<Option<String>> {
         .parse()
         .with_context(|| format!("{}: not TOML", file.display()))?;
     let path = job
-        .get("source")
-        .and_then(|s| s.get("path"))
+        .get("params")
+        .and_then(|s| s.get("input"))
         .and_then(|p| p.as_str())
         .unwrap_or("input.jsonl");
     let path = Path::new(path);
@@ -131,8 +133,8 @@ fn input_override(scenario: &Scenario) -> Result<Option<String>> {
     };
     if !abs.is_file() {
         bail!(
-            "{}: missing: the job reads it ([source] path in {}); make one with \
-             `python3 scripts/etl-input.py 1000000 > {}`, or give the directory a load.toml \
+            "{}: missing: the job reads it ([params] input in {}); make one with \
+             `python3 examples/etl/gen.py 1000000 > {}`, or give the directory a load.toml \
              with [etl_input] so the harness generates it",
             abs.display(),
             file.display(),
@@ -141,7 +143,7 @@ fn input_override(scenario: &Scenario) -> Result<Option<String>> {
     }
     let abs = abs.canonicalize()?;
     Ok(Some(format!(
-        "source.path={}",
+        "params.input={}",
         toml::Value::String(abs.display().to_string())
     )))
 }

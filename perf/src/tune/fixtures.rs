@@ -20,7 +20,7 @@ pub(crate) fn core(cpu: usize, rate: f64, capacity: Option<CapacityInEffect>) ->
 /// keyed-async on two cores at 10000/s offered, capacity 4 from job.toml, t = 2 ms.
 pub(crate) fn keyed_async() -> Figures {
     Figures {
-        pipeline: PipelineKind::KeyedAsync,
+        pipeline: PipelineKind::KeyedAsync.name().to_string(),
         offered_eps: Some(10_000.0),
         arrival_eps: 10_000.0,
         throughput_eps: 3_000.0,

@@ -113,7 +113,7 @@ pub struct CheckpointFigures {
 pub struct Figures {
     /// The pipeline.
     #[serde(skip)]
-    pub pipeline: PipelineKind,
+    pub pipeline: String,
     /// The offered rate (generator pipelines), events per second.
     pub offered_eps: Option<f64>,
     /// The arrival rate λ the job must sustain: the offered rate, or for a file source
@@ -150,8 +150,14 @@ pub fn mean(v: &[f64]) -> Option<f64> {
 
 /// Whether the job's pipeline has an async operator.
 pub fn has_async(spec: &JobSpec) -> bool {
-    spec.job.pipeline == PipelineKind::KeyedAsync
-        || (spec.job.pipeline == PipelineKind::Etl && spec.job.enrich.is_some())
+    // The example etl job enriches through an async lookup with `[params.enrich]`.
+    spec.job.builtin() == Some(PipelineKind::KeyedAsync)
+        || (spec.job.pipeline.as_deref() == Some("etl")
+            && spec
+                .job
+                .params
+                .as_ref()
+                .is_some_and(|p| p.contains_key("enrich")))
 }
 
 /// Each count's share of the total (equal shares when the total is 0).
@@ -195,7 +201,7 @@ impl Figures {
         let spec = &o.spec;
         let job = &o.report;
         let elapsed_s = job.elapsed.as_secs_f64();
-        let is_gen = spec.job.pipeline.has_generator();
+        let is_gen = spec.job.has_generator();
         let offered_eps = r.load.offered_eps.map(|v| v as f64);
         let arrival_eps = offered_eps.unwrap_or(r.sink_throughput_eps);
         let with_async = has_async(spec);
@@ -305,7 +311,7 @@ impl Figures {
                 .flatten()
         };
         Self {
-            pipeline: spec.job.pipeline,
+            pipeline: spec.job.pipeline_name().to_string(),
             offered_eps,
             arrival_eps,
             throughput_eps: r.throughput_eps,

@@ -172,7 +172,7 @@ fn capacity(f: &Figures, layout: Layout, t: &Targets, p: &mut Plan) {
     let Some(a) = &f.async_io else {
         p.skip(
             WHAT,
-            format!("the {:?} pipeline has no async operator", f.pipeline),
+            format!("the {} pipeline has no async operator", f.pipeline),
         );
         return;
     };

@@ -302,10 +302,7 @@ impl Outcome {
                 super::plan::Layout::Template => "template core.toml",
                 super::plan::Layout::Fixed => "cores/<cpu>.toml",
             },
-            serde_json::to_value(self.before.pipeline)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
+            self.before.pipeline
         );
         let _ = writeln!(
             s,

@@ -428,7 +428,7 @@ pub fn build(spec: &JobSpec, q: PipelineKind) -> Result<JobGraph> {
             move |r| Some(r.0 + w),
             warm,
         ),
-        PipelineKind::Latency | PipelineKind::Etl | PipelineKind::KeyedAsync => {
+        PipelineKind::Latency | PipelineKind::KeyedAsync => {
             unreachable!("not a Nexmark query")
         }
     }

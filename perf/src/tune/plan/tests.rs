@@ -148,7 +148,7 @@ fn without_io_time_or_async_operator_the_capacity_is_skipped_and_named() {
         .iter()
         .any(|s| s.what == "async capacity" && s.why.contains("async_io_time_us_total")));
     f.async_io = None;
-    f.pipeline = PipelineKind::Latency;
+    f.pipeline = PipelineKind::Latency.name().to_string();
     let p = plan(&f, Layout::Fixed, &targets());
     assert!(p
         .skipped
@@ -297,7 +297,7 @@ fn rings_are_only_raised_and_deadlines_need_a_latency_target() {
 #[test]
 fn a_flat_out_file_source_held_back_by_the_lookup_is_forecast_at_the_new_bound() {
     let mut f = keyed_async();
-    f.pipeline = PipelineKind::Etl;
+    f.pipeline = "etl".to_string();
     f.offered_eps = None;
     f.arrival_eps = 4_000.0;
     let p = plan(&f, Layout::Fixed, &targets());

@@ -1,24 +1,69 @@
-//! The `etl` pipeline (the seed's real-time ETL case): JSON lines
-//! `{"ts": <ms>, "user": "<id>", "amount_cents": <int>}` → parse (malformed lines go,
-//! with their byte offset, to the dead-letter file; the job goes on) → keep
+//! The etl job (the seed's real-time ETL case), as a user would write it on rill: JSON
+//! lines `{"ts": <ms>, "user": "<id>", "amount_cents": <int>}` → parse (malformed lines
+//! go, with their byte offset, to the dead-letter file; the job goes on) → keep
 //! `amount_cents > 0` → `key_by(user)` → per-user count and running total in keyed state
-//! → one CSV line per accepted event, `user,count,total_cents`, in `sink.dir`. With an
-//! `[enrich]` table, an async lookup (`[async]`, `[lookup]`: the simulated service, or
-//! Redis's `GET key:<user>`) adds each user's segment between the totals and the sink:
-//! `user,count,total,segment`.
+//! → one CSV line per accepted event, `user,count,total_cents`, under `params.out`. With
+//! `params.enrich`, an async lookup (`[async]`, `[lookup]`: the simulated service, or
+//! Redis's `GET key:<user>`) adds each user's segment: `user,count,total,segment`.
+//!
+//! The library is the pipeline ([`build`]); `src/main.rs` gives it the `rill` command
+//! line through `rill_engine::app`.
 
+use std::path::PathBuf;
+
+use rill_engine::app::Ctx;
+use rill_engine::asyncio::service::Service;
+use rill_engine::connectors::{DeadLetter, DeadLetterSink, FileLine, FileSink, FileSource};
+use rill_engine::dataflow::{Out, Pipeline};
+use rill_engine::Result;
 use serde::Deserialize;
 
-use super::lookup::Service;
-use crate::config::JobSpec;
-use crate::connectors::{DeadLetter, DeadLetterSink, FileLine, FileSink, FileSource};
-use crate::dataflow::{JobGraph, Out, Pipeline};
-use crate::error::Result;
+/// The job's `[params]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// The input file of JSON lines (relative to the job directory).
+    pub input: PathBuf,
+    /// How many source partitions split the input (by byte range, on line boundaries).
+    pub partitions: u32,
+    /// The output directory: one `part-<partition>-<checkpoint>.csv` per sink partition
+    /// and checkpoint.
+    pub out: PathBuf,
+    /// Where malformed input lines go, each with its byte offset.
+    pub dead_letter: PathBuf,
+    /// Add each user's segment through the async lookup of `[async]` and `[lookup]`.
+    pub enrich: Option<Enrich>,
+}
+
+/// `[params.enrich]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Enrich {
+    /// How many segments the simulated lookup spreads users over.
+    pub segments: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            input: PathBuf::from("input.jsonl"),
+            partitions: 1,
+            out: PathBuf::from("out"),
+            dead_letter: PathBuf::from("dead-letter.jsonl"),
+            enrich: None,
+        }
+    }
+}
+
+impl Default for Enrich {
+    fn default() -> Self {
+        Self { segments: 4 }
+    }
+}
 
 /// One input event.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
+#[rill_engine::record]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct EtlEvent {
     /// Event time, ms.
     pub ts: i64,
@@ -29,7 +74,8 @@ pub struct EtlEvent {
 }
 
 /// One output row.
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rill_engine::record]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserTotal {
     /// The user.
     pub user: String,
@@ -37,7 +83,7 @@ pub struct UserTotal {
     pub count: u64,
     /// The sum of their amounts so far, cents.
     pub total_cents: i128,
-    /// The user's segment, when the job enriches (`[enrich]`).
+    /// The user's segment, when the job enriches (`params.enrich`).
     pub segment: Option<String>,
 }
 
@@ -45,7 +91,7 @@ pub struct UserTotal {
 pub fn segment_of(user: &str, segments: u32) -> String {
     format!(
         "SEG-{}",
-        crate::keys::stable_hash(&user) % u64::from(segments.max(1))
+        rill_engine::keys::stable_hash(&user) % u64::from(segments.max(1))
     )
 }
 
@@ -87,14 +133,29 @@ pub fn format_row(t: &UserTotal, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
-/// Builds the etl pipeline from `[source]` and `[sink]`.
-pub fn build(spec: &JobSpec) -> Result<JobGraph> {
-    let source = spec.job.source.clone().unwrap_or_default();
-    let sink = spec.job.sink.clone().unwrap_or_default();
-    let p = Pipeline::new(spec.job.max_key_groups);
+/// Builds the etl pipeline from the job's `[params]` (and `[async]`, `[lookup]` with
+/// `params.enrich`).
+pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
+    let params: Params = ctx.params()?;
+    ctx.check(
+        params.partitions > 0,
+        "partitions",
+        params.partitions,
+        "1 or more",
+    )?;
+    ctx.check(
+        !params.input.as_os_str().is_empty(),
+        "input",
+        "an empty path",
+        "a file path",
+    )?;
+    if let Some(e) = &params.enrich {
+        ctx.check(e.segments > 0, "enrich.segments", e.segments, "1 or more")?;
+    }
+    let p = ctx.pipeline();
     let parsed = p
-        .source("read", FileSource::new(source.path))
-        .parallelism(source.partitions)
+        .source("read", FileSource::new(&params.input))
+        .parallelism(params.partitions)
         .map("parse", |l: FileLine| parse(&l));
     parsed
         .flat_map(
@@ -105,7 +166,7 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
                 }
             },
         )
-        .sink("dead-letter", DeadLetterSink::new(sink.dead_letter))
+        .sink("dead-letter", DeadLetterSink::new(&params.dead_letter))
         .parallelism(1);
     let totals = parsed
         .flat_map(
@@ -146,12 +207,12 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
                 });
             }
         });
-    let rows = match &spec.job.enrich {
+    let rows = match &params.enrich {
         None => totals,
         Some(en) => {
             let segments = en.segments;
-            let opts = spec.job.async_io.clone().unwrap_or_default().options();
-            let lookup = spec.job.lookup.clone().unwrap_or_default();
+            let opts = ctx.async_options();
+            let lookup = ctx.lookup();
             totals.async_map("enrich", opts, move |ctx| {
                 let mut service = Service::new(&lookup, ctx);
                 move |t: UserTotal| {
@@ -169,8 +230,8 @@ pub fn build(spec: &JobSpec) -> Result<JobGraph> {
             })
         }
     };
-    rows.sink("csv", FileSink::new(sink.dir, format_row));
-    p.build(spec.default_parallelism())
+    rows.sink("csv", FileSink::new(&params.out, format_row));
+    Ok(p)
 }
 
 #[cfg(test)]

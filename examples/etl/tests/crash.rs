@@ -208,7 +208,7 @@ fn two_partitions_killed(
     job_dir(
         dir.path(),
         &cpus(),
-        &format!("[source]\npartitions = 2\n{extra}"),
+        &format!("[params]\npartitions = 2\n{extra}"),
     );
     for c in cpus() {
         std::fs::write(dir.path().join("cores").join(format!("{c}.toml")), core).unwrap();
@@ -417,7 +417,7 @@ fn committed_enriched(dir: &Path, segments: u32) -> Reference {
             let (user, count) = rest.rsplit_once(',').unwrap();
             assert_eq!(
                 segment,
-                rill_engine::pipelines::etl::segment_of(user, segments),
+                etl::segment_of(user, segments),
                 "segment of {user}"
             );
             got.entry(user.to_string())
@@ -436,7 +436,7 @@ fn etl_with_async_enrichment_killed_repeatedly_counts_each_user_1_to_n() {
     let seed = seed() ^ 9;
     eprintln!("RILL_CRASH_SEED={seed}");
     let extra = "[checkpoint]\ninterval_ms = 50\n\
-         [enrich]\nsegments = 5\n[async]\nmode = \"unordered\"\ncapacity = 64\n\
+         [params.enrich]\nsegments = 5\n[async]\nmode = \"unordered\"\ncapacity = 64\n\
          [lookup]\ndelay_us = 300\ndistribution = \"uniform\"\ndelay_max_us = 900\n";
     let read: fn(&Path) -> Reference = |dir| committed_enriched(dir, 5);
     let (_dir, killed) = two_partitions_killed(seed, extra, "", 4, true, read);

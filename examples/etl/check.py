@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks an etl job's output against a naive reference computed from its input.
 
-usage: scripts/etl-check.py JOB_DIR [--partitions N]
+usage: examples/etl/check.py JOB_DIR [--unordered]
 With one source partition every user's rows must equal the reference exactly (in input
 order); with more, each user's counts must be exactly 1..n and the final totals right.
 Also checks that every malformed line is in the dead-letter file with its offset.

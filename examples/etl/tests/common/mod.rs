@@ -1,6 +1,6 @@
-//! Fixtures shared by the integration tests that run the `etl` job through the real
-//! `rill` binary: the binary, the CPUs a test may use, a generated input with the output
-//! it must give, the job directory, and the committed output read back.
+//! Fixtures shared by the integration tests that run the etl job through its real
+//! binary: the binary, the CPUs a test may use, a generated input with the output it
+//! must give, the job directory, and the committed output read back.
 // Each test binary uses its own subset of these.
 #![allow(dead_code)]
 
@@ -11,8 +11,9 @@ use std::process::Output;
 
 use rand::{Rng, SeedableRng};
 
+/// The etl job's binary (the command line every job gets from `rill_engine::app`).
 pub fn rill() -> &'static str {
-    env!("CARGO_BIN_EXE_rill")
+    env!("CARGO_BIN_EXE_etl")
 }
 
 pub fn cpus() -> Vec<usize> {

@@ -2,7 +2,7 @@
 """Writes N lines of etl input to stdout: mostly valid events, some malformed lines,
 some non-positive amounts. Deterministic for a given N and seed.
 
-usage: scripts/etl-input.py N [SEED] > input.jsonl
+usage: examples/etl/gen.py N [SEED] > input.jsonl
 """
 import json
 import random

@@ -1,15 +1,16 @@
-//! The service an async operator of a built-in pipeline calls, as `[lookup]` configures
-//! it: the simulated service on the core's timers, the same on a pool of OS threads
+//! The lookup service `[lookup]` configures, for any pipeline's async operator: the
+//! simulated service on the core's timers, the same on a pool of OS threads
 //! (`executor = "thread-pool"`), or Redis on the core's io_uring (`kind = "redis"`:
-//! `GET key:<key>` on one pipelined connection per partition). Shared by `keyed-async`
-//! and the `etl` enrichment step, so that every `[lookup]` key means the same in both.
+//! `GET key:<key>` on one pipelined connection per partition). The built-in
+//! `keyed-async` job and the example jobs use it, so that every `[lookup]` key means the
+//! same in each. A pipeline gets its table from `app::Ctx::lookup`.
 
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::asyncio::lookup::{SimulatedLookup, ThreadPoolLookup};
-use crate::asyncio::redis::{RedisClient, Reply};
-use crate::asyncio::{AsyncCtx, AsyncError};
+use super::lookup::{SimulatedLookup, ThreadPoolLookup};
+use super::redis::{RedisClient, Reply};
+use super::{AsyncCtx, AsyncError};
 use crate::config::asyncio::{ExecutorSetting, LookupConfig, LookupKind};
 
 /// One lookup in flight: the input back, with the value Redis holds for its key (`None`
