@@ -544,7 +544,7 @@ pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
 
     let lookup = ctx.lookup();
     window_alerts
-        .union("alerts", &event_alerts)
+        .union("all-alerts", &event_alerts)
         .async_flat_map("profile", ctx.async_options(), move |actx| {
             let mut service = Service::new(&lookup, actx);
             move |a: Alert| {
