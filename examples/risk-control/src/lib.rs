@@ -492,12 +492,7 @@ pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
 
     let p = ctx.pipeline();
     let parsed = p
-        .source_with_watermarks(
-            "read",
-            FileSource::new(&params.input),
-            event_time,
-            strategy,
-        )
+        .source_with_watermarks("read", FileSource::new(&params.input), event_time, strategy)
         .parallelism(params.partitions)
         .map("parse", |l: FileLine| parse(&l));
     parsed

@@ -39,11 +39,7 @@ fn job_with(from: &str, to: &str) -> tempfile::TempDir {
 }
 
 fn assert_exit_2_naming(args: &[&str], dir: &std::path::Path, key: &str) {
-    let out = Command::new(binary())
-        .args(args)
-        .arg(dir)
-        .output()
-        .unwrap();
+    let out = Command::new(binary()).args(args).arg(dir).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(key), "names {key}: {}", text(&out));

@@ -109,7 +109,12 @@ fn killed_at_random_moments_commits_exactly_the_uninterrupted_alerts() {
 
     // The reference: the same job and input, never killed.
     let reference = tempfile::tempdir().unwrap();
-    generate(&reference.path().join("input.jsonl"), LINES, seed % 1000, &[]);
+    generate(
+        &reference.path().join("input.jsonl"),
+        LINES,
+        seed % 1000,
+        &[],
+    );
     job_dir(reference.path(), &cpus(), JOB);
     let out = Command::new(binary())
         .arg("run")

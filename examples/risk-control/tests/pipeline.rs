@@ -59,7 +59,10 @@ fn one_source_partition_gives_exactly_the_reference_alerts() {
     for r in ["large", "country-change", "velocity", "volume", "geo"] {
         assert!(rules.contains(r), "no {r} alert in {rules:?}");
     }
-    assert!(out.contains("suppressed") && !out.contains("suppressed 0,"), "{out}");
+    assert!(
+        out.contains("suppressed") && !out.contains("suppressed 0,"),
+        "{out}"
+    );
     assert_eq!(report.counter("late_records"), 0);
     assert_eq!(
         report.counter("dead_letters"),
