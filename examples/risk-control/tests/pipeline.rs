@@ -142,3 +142,106 @@ fn the_checker_refuses_an_input_more_out_of_order_than_the_bound() {
         common::text(&out)
     );
 }
+
+/// Window results are records like any other: here they go through an async operator
+/// and across a `key_by` (a repartition, over the rings between the cores) into a keyed
+/// `process`, in a pipeline built outside the engine from public items only.
+#[test]
+fn window_results_cross_an_async_operator_and_a_key_by() {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::Duration;
+
+    use rill_engine::asyncio::service::Service;
+    use rill_engine::connectors::{FileLine, FileSink, FileSource};
+    use rill_engine::dataflow::windows::{WindowResult, WindowSpec};
+    use rill_engine::dataflow::{Out, WatermarkStrategy};
+    use risk_control::{event_time, parse, Stats, Txn, TxnStats};
+
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.jsonl");
+    generate(&input, 8_000, 13, &[]);
+    const W: u64 = 10_000;
+    // The reference: per window start, the accounts with transactions in it and their
+    // number.
+    let mut want: BTreeMap<i64, (BTreeSet<String>, u64)> = BTreeMap::new();
+    for line in std::fs::read_to_string(&input).unwrap().lines() {
+        let l = FileLine {
+            offset: 0,
+            line: line.as_bytes().to_vec(),
+        };
+        if let Ok(t) = parse(&l) {
+            let w = want.entry((t.ts - t.ts % W) as i64).or_default();
+            w.0.insert(t.account);
+            w.1 += 1;
+        }
+    }
+
+    job_dir(dir.path(), &cpus(), "[async]\ncapacity = 16\n");
+    let text = std::fs::read_to_string(dir.path().join("job.toml")).unwrap();
+    let job: JobConfig = toml::from_str(&text).unwrap();
+    let spec = JobSpec::with_cores(dir.path(), job, &cpus(), CoreConfig::default());
+    let ctx = Ctx::new(&spec);
+    let p = ctx.pipeline();
+    let lookup = ctx.lookup();
+    p.source_with_watermarks(
+        "read",
+        FileSource::new("input.jsonl"),
+        event_time,
+        WatermarkStrategy::bounded(Duration::from_millis(5_000)),
+    )
+    .parallelism(1)
+    .flat_map("valid", |l: FileLine, out: &mut Out<'_, Txn>| {
+        if let Ok(t) = parse(&l) {
+            out.emit(t);
+        }
+    })
+    .key_by("by-account", |t: &Txn| t.account.clone())
+    .window(
+        "window",
+        WindowSpec::tumbling(Duration::from_millis(W)),
+        |t: &Txn| t.ts,
+        TxnStats,
+    )
+    .async_map("lookup", ctx.async_options(), move |actx| {
+        let mut service = Service::new(&lookup, actx);
+        move |r: WindowResult<String, Stats>| {
+            let fut = service.get(r.key.clone(), r);
+            async move { fut.await.map(|(r, _)| r) }
+        }
+    })
+    .key_by("by-start", |r: &WindowResult<String, Stats>| r.start)
+    .process("per-start", |init| {
+        let seen = init.value::<(u64, u64)>("seen");
+        move |ctx, r: WindowResult<String, Stats>, out: &mut Out<'_, String>| {
+            let (n, total) = seen.update(
+                ctx,
+                || (0, 0),
+                |s| {
+                    s.0 += 1;
+                    s.1 += r.value.count;
+                    *s
+                },
+            );
+            out.emit(format!("{},{n},{total}", r.start));
+        }
+    })
+    .sink("out", FileSink::lines("out"));
+    let graph = p.build(ctx.parallelism()).unwrap();
+    Job::new(spec, graph).run().unwrap();
+
+    // The last row of each window start has seen every account's result.
+    let mut got: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    for text in rill_testkit::read_csv_parts(&dir.path().join("out")).values() {
+        for line in text.lines() {
+            let f: Vec<u64> = line.split(',').map(|x| x.parse().unwrap()).collect();
+            let e = got.entry(f[0] as i64).or_default();
+            *e = (e.0.max(f[1]), e.1.max(f[2]));
+        }
+    }
+    let want: BTreeMap<i64, (u64, u64)> = want
+        .into_iter()
+        .map(|(s, (accounts, n))| (s, (accounts.len() as u64, n)))
+        .collect();
+    assert_eq!(got, want);
+}
