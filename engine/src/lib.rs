@@ -20,6 +20,14 @@
 //!   `keyed-async`, Nexmark q0–q8).
 //! - [`app`]: the command line of a job's binary (`run`, `validate`, `checkpoints`,
 //!   `savepoint`, `doctor`), for the built-ins and for a user's own pipelines.
+//!
+//! A job of your own is a crate on [`app`]: `fn main() -> ExitCode {
+//! rill_engine::app::main("my-job", |ctx| { … Ok(pipeline) }) }`, reading its parameters
+//! with [`app::Ctx::params`], its records marked [`record`]; the sources and sinks are
+//! the [`dataflow::Source`] and [`dataflow::Sink`] traits. The page below, also
+//! `docs/your-own-job.md` in the repository, builds one from `cargo new` on.
+//!
+#![doc = include_str!("../../docs/your-own-job.md")]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
