@@ -778,3 +778,110 @@ impl AsyncSinkPartition<DeadLetter> for DeadLetterPartition {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::MonotonicClock;
+    use crate::dataflow::io::testing::Standalone;
+    use crate::ids::{CoreId, PartitionId};
+
+    fn ctx(dir: &Path, transactional: bool) -> PartitionContext<'_> {
+        PartitionContext {
+            operator: "out",
+            partition: PartitionId(3),
+            parallelism: 4,
+            core: CoreId(0),
+            job_dir: dir,
+            clock: MonotonicClock::new(std::time::Instant::now()),
+            metrics: MetricsHandle::default(),
+            transactional,
+        }
+    }
+
+    /// Polls `f` until it is ready, reaping the connector ring in between.
+    fn ready<R>(io: &Standalone, mut f: impl FnMut(&mut IoCx<'_>) -> Poll<R>) -> R {
+        loop {
+            if let Poll::Ready(r) = f(&mut io.cx()) {
+                return r;
+            }
+            io.wait();
+        }
+    }
+
+    #[test]
+    fn megabytes_go_out_in_writes_in_flight_and_commit_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Standalone::new();
+        let sink = FileSink::lines("out");
+        let mut part = sink.open_partition(&ctx(dir.path(), true)).unwrap();
+        let mut want = String::new();
+        let mut waited = 0;
+        for i in 0..200_000u32 {
+            // More than WRITES_IN_FLIGHT chunks: `poll_ready` must hold some records back.
+            if part.poll_ready(&mut io.cx()).is_pending() {
+                waited += 1;
+                ready(&io, |cx| part.poll_ready(cx)).unwrap();
+            }
+            let line = format!("record {i:>8} {}", "x".repeat(i as usize % 40));
+            want.push_str(&line);
+            want.push('\n');
+            part.write(line).unwrap();
+        }
+        let files = ready(&io, |cx| part.poll_pre_commit(CheckpointId(1), cx)).unwrap();
+        assert_eq!(files.len(), 2, "the file and its directory to sync");
+        let out = dir.path().join("out");
+        assert!(out.join(".part-3-1.csv.pending").exists());
+        assert!(
+            committed_files(&out).unwrap().is_empty(),
+            "invisible until committed"
+        );
+        ready(&io, |cx| part.poll_commit(CheckpointId(1), cx)).unwrap();
+        let got = std::fs::read_to_string(out.join("part-3-1.csv")).unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the committed file holds every line in order");
+        assert!(
+            waited > 0,
+            "{} bytes never filled the writes in flight",
+            want.len()
+        );
+        ready(&io, |cx| part.poll_finish(cx)).unwrap();
+    }
+
+    #[test]
+    fn without_checkpoints_the_output_appears_when_the_input_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Standalone::new();
+        let sink = FileSink::lines("out");
+        let mut part = sink.open_partition(&ctx(dir.path(), false)).unwrap();
+        ready(&io, |cx| part.poll_ready(cx)).unwrap();
+        part.write("a,1".to_string()).unwrap();
+        let out = dir.path().join("out");
+        assert!(!out.join("part-3.csv").exists());
+        ready(&io, |cx| part.poll_finish(cx)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("part-3.csv")).unwrap(),
+            "a,1\n"
+        );
+        // No records: an empty file.
+        let dir = tempfile::tempdir().unwrap();
+        let mut part = sink.open_partition(&ctx(dir.path(), false)).unwrap();
+        ready(&io, |cx| part.poll_finish(cx)).unwrap();
+        let empty = dir.path().join("out").join("part-3.csv");
+        assert_eq!(std::fs::read_to_string(empty).unwrap(), "");
+    }
+
+    #[test]
+    fn output_after_the_final_barrier_fails_instead_of_vanishing() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Standalone::new();
+        let sink = FileSink::lines("out");
+        let mut part = sink.open_partition(&ctx(dir.path(), true)).unwrap();
+        part.write("late".to_string()).unwrap();
+        let err = ready(&io, |cx| part.poll_finish(cx)).unwrap_err();
+        assert!(
+            matches!(err, EngineError::UncommittedOutput { bytes: 5, .. }),
+            "{err}"
+        );
+    }
+}

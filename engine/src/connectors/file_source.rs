@@ -352,6 +352,32 @@ mod tests {
     }
 
     #[test]
+    fn an_offset_taken_before_the_range_start_was_aligned_resumes_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, "aaaa\nbbbb\ncccc\ndddd\n").unwrap();
+        let ctx = PartitionContext {
+            operator: "src",
+            partition: PartitionId(1),
+            parallelism: 2,
+            core: CoreId(0),
+            job_dir: std::path::Path::new("/"),
+            clock: MonotonicClock::new(std::time::Instant::now()),
+            metrics: MetricsHandle::default(),
+            transactional: false,
+        };
+        // A barrier before the first poll records the unaligned start.
+        let off = FileSource::new(&path)
+            .open_partition(&ctx)
+            .unwrap()
+            .offset();
+        assert_ne!(off & ALIGN, 0);
+        let fresh = read_all(&path, 1, 2, None);
+        assert_eq!(fresh[0].line, b"cccc");
+        assert_eq!(read_all(&path, 1, 2, Some(off)), fresh);
+    }
+
+    #[test]
     fn a_missing_file_names_its_path() {
         let ctx = PartitionContext {
             operator: "src",
