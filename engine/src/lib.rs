@@ -8,8 +8,9 @@
 //! watermarks and end-of-stream in-band. A full ring is backpressure; a core with nothing
 //! to do spins briefly and then parks on its doorbell.
 //!
-//! - [`dataflow`]: the pipeline API (`Pipeline`, `Stream`, `KeyedStream`) and the
-//!   `Source`/`Sink` traits.
+//! - [`dataflow`]: the pipeline API (`Pipeline`, `Stream`, `KeyedStream`), the
+//!   synchronous `Source`/`Sink` traits, and `AsyncSource`/`AsyncSink` for sources and
+//!   sinks that wait for IO on their core without blocking it (`IoCx`).
 //! - [`connectors`]: generator, file source, file and dead-letter sinks, latency sink.
 //! - [`state`]: value, list and map state per key, stored per key group.
 //! - [`config`]: job directories (`job.toml`, `cores/<cpu>.toml`).

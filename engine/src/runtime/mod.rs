@@ -4,7 +4,7 @@
 //! executors, and merges their reports. The per-core loop lives in `shard.rs`.
 
 pub mod lock;
-mod park;
+pub(crate) mod park;
 mod preflight;
 mod shard;
 mod supervise;
