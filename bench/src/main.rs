@@ -215,9 +215,14 @@ fn cmd_run(common: &Common, peer: Option<&str>, no_pin: bool, floor_s: f64) -> R
         let cpu_before = rill_bench::machine::process_cpu_s();
         let g = outcome.spec.job.generator.clone().unwrap_or_default();
         let r: PeerResult = if let Some((load, prepared)) = flink_job.take() {
+            // No expected end: the JVM's and the MiniCluster's start-up come first.
             let progress = runner::Progress::new(
-                format!("rill-bench: flink peer, parallelism {}", cpus.len()),
-                Some(std::time::Duration::from_millis(load.duration_ms)),
+                format!(
+                    "rill-bench: flink peer, parallelism {} ({:.1} s schedule after start-up)",
+                    cpus.len(),
+                    load.duration_ms as f64 / 1e3
+                ),
+                None,
                 !common.quiet,
             );
             progress.around(move || flink::run_flink(&load, &prepared))??

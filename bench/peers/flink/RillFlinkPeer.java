@@ -182,8 +182,14 @@ public class RillFlinkPeer {
     // ---- the open-loop generator ------------------------------------------------------
 
     static final class Generator extends RichParallelSourceFunction<Event> {
-        /** Below this wait the source spins; longer, it parks (as the timely peer does). */
-        static final long SPIN_NS = 200_000;
+        /**
+         * Below this wait the source spins; longer, it parks until the event is due. Short:
+         * the source is a thread of its own beside the task threads that do the work, so
+         * a source spinning between events (20 us apart at 100k/s on 2 subtasks) would take
+         * a CPU from them (rill's and timely's generators run on the worker thread itself).
+         * A park may wake up to the timer slack (50 us) late; that shows as latency.
+         */
+        static final long SPIN_NS = 10_000;
         final Args args;
         volatile boolean running = true;
 
@@ -231,7 +237,7 @@ public class RillFlinkPeer {
                 if (wait < SPIN_NS) {
                     Thread.onSpinWait();
                 } else {
-                    LockSupport.parkNanos(wait - SPIN_NS / 2);
+                    LockSupport.parkNanos(wait);
                 }
             }
         }
