@@ -611,17 +611,21 @@ impl RunReport {
         }
         let _ = write!(head, "{:>10}{:>10}", "max", "samples");
         let _ = writeln!(s, "{head}");
+        // Whole microseconds from 1 s up, so a backlog's figures keep their columns apart.
+        let cell = |v: f64| {
+            if v >= 1e6 {
+                format!("{v:>10.0}")
+            } else {
+                format!("{v:>10.1}")
+            }
+        };
         let row = |name: &str, lat: &BTreeMap<String, f64>, n: u64| {
             let mut line = format!("{name:<14}");
             for (key, _, _) in PERCENTILES {
-                let _ = write!(line, "{:>10.1}", lat.get(key).copied().unwrap_or(0.0));
+                line.push_str(&cell(lat.get(key).copied().unwrap_or(0.0)));
             }
-            let _ = write!(
-                line,
-                "{:>10.1}{:>10}",
-                lat.get("max").copied().unwrap_or(0.0),
-                n
-            );
+            line.push_str(&cell(lat.get("max").copied().unwrap_or(0.0)));
+            let _ = write!(line, "{n:>10}");
             line
         };
         let total = self.latency_samples.get("total").copied().unwrap_or(0);
