@@ -667,6 +667,10 @@ impl RunReport {
                 let mut line = format!("{:<14}", "  rill/peer");
                 for key in PERCENTILES.iter().map(|(k, _, _)| *k).chain(["max"]) {
                     match p.ratios.get(key) {
+                        // Small ratios keep their digits (0.0026x, not 0.00x).
+                        Some(r) if r.is_finite() && *r < 0.1 => {
+                            let _ = write!(line, "{:>9.4}x", r);
+                        }
                         Some(r) if r.is_finite() => {
                             let _ = write!(line, "{:>9.2}x", r);
                         }
