@@ -607,6 +607,62 @@ mod tests {
         assert!(read_latencies(&f, &mut h).is_err());
     }
 
+    /// The shipped scenario `name` resolved with `sets`, as a run would have it.
+    fn spec(name: &str, sets: &[&str]) -> rill_engine::config::JobSpec {
+        let scenario = crate::scenario::Scenario::find(name).unwrap();
+        let settings = crate::scenario::Settings {
+            job_sets: sets.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        scenario.materialise(&settings).unwrap().spec
+    }
+
+    #[test]
+    fn the_flink_job_mirrors_rills_settings_or_says_what_it_cannot() {
+        let l = FlinkLoad::from_spec(&spec("keyed-async", &[]), vec![0], true).unwrap();
+        let a = l.async_io.unwrap();
+        assert!(a.ordered);
+        assert_eq!((a.capacity, a.timeout_ms, a.delay_us), (100, 10_000, 1_000));
+        assert_eq!(l.keys, 1_000, "keyed-async takes [source] keys");
+        assert!(l.checkpoints.is_none());
+        let l = FlinkLoad::from_spec(
+            &spec(
+                "keyed-async",
+                &[
+                    "async.mode=\"unordered\"",
+                    "async.capacity=7",
+                    "lookup.delay_us=0",
+                    "checkpoint.interval_ms=1000",
+                    "generator.rate_eps=1234",
+                ],
+            ),
+            vec![0, 1],
+            false,
+        )
+        .unwrap();
+        let a = l.async_io.unwrap();
+        assert!(!a.ordered);
+        assert_eq!((a.capacity, a.delay_us), (7, 0));
+        let c = l.checkpoints.unwrap();
+        assert_eq!(c.interval_ms, 1_000);
+        assert!(c.exactly_once && !c.unaligned);
+        assert_eq!(l.rate_eps, 1_234);
+        let l = FlinkLoad::from_spec(&spec("latency", &[]), vec![0], true).unwrap();
+        assert!(l.async_io.is_none());
+        assert_eq!(l.keys, 10_000);
+        for (sets, want) in [
+            (&["async.capacity=\"auto\""][..], "auto"),
+            (&["lookup.kind=\"redis\""][..], "simulated"),
+            (&["lookup.distribution=\"uniform\""][..], "fixed"),
+            (&["async.retry=\"fixed\""][..], "retries"),
+        ] {
+            let e = FlinkLoad::from_spec(&spec("keyed-async", sets), vec![0], true)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{sets:?}: {e}");
+        }
+    }
+
     #[test]
     fn job_arguments_follow_the_load() {
         let load = FlinkLoad {
