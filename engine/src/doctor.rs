@@ -513,7 +513,9 @@ fn checkpoints(d: &RunDigest, job: &JobConfig, history: &[Entry]) -> Answer {
         ),
         (Some(t), true) => a.say(
             Verdict::Ok,
-            format!("blocking calls: no operator slept in a call on its core longer than {t:.0} ms"),
+            format!(
+                "blocking calls: no operator slept in a call on its core longer than {t:.0} ms"
+            ),
         ),
         (Some(_), false) => {
             let worst = blocking
@@ -708,14 +710,21 @@ fn blocking(d: &RunDigest) -> Answer {
                  waiting {} for a CPU with {switches} involuntary switches: other processes \
                  took the cores' CPUs; no operator blocked — {CONTENTION_ADVICE}",
                 contention.len(),
-                cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", "),
+                cpus.iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 ms(longest),
                 ms(waited),
             ),
         );
     }
     let mut by_op: BTreeMap<(String, StallCause), (usize, f64)> = BTreeMap::new();
-    for s in d.stalls.iter().filter(|s| s.cause != StallCause::Contention) {
+    for s in d
+        .stalls
+        .iter()
+        .filter(|s| s.cause != StallCause::Contention)
+    {
         let key = s
             .operator
             .clone()
@@ -794,8 +803,8 @@ fn cpu_wait(a: &mut Answer, d: &RunDigest) {
 mod tests {
     use super::*;
     use crate::checkpoint::protocol::TriggerKind;
-    use crate::monitor::stall::ThreadState;
     use crate::config::CheckpointConfig;
+    use crate::monitor::stall::ThreadState;
 
     fn entry(id: u64, state: State, duration_ms: f64) -> Entry {
         Entry {
@@ -958,14 +967,25 @@ mod tests {
         assert!(!a.to_string().contains("blocking call"), "{a}");
         let stalls = find(a, "100 stalls");
         assert!(stalls.1.contains("CPU contention"), "{}", stalls.1);
-        assert!(stalls.1.contains("fewer cores than the machine has"), "{}", stalls.1);
+        assert!(
+            stalls.1.contains("fewer cores than the machine has"),
+            "{}",
+            stalls.1
+        );
         assert!(stalls.1.contains("isolate its cores"), "{}", stalls.1);
         assert!(stalls.1.contains("spin"), "{}", stalls.1);
-        assert!(stalls.1.contains("waiting 2400 ms for a CPU"), "{}", stalls.1);
+        assert!(
+            stalls.1.contains("waiting 2400 ms for a CPU"),
+            "{}",
+            stalls.1
+        );
         let wait = find(a, "CPU 0 waited 30.0%");
         assert_eq!(wait.0, Verdict::Warn);
         assert_eq!(
-            a.findings.iter().filter(|(_, t)| t.contains("CPU contention")).count(),
+            a.findings
+                .iter()
+                .filter(|(_, t)| t.contains("CPU contention"))
+                .count(),
             2,
             "one line for the stalls, one for the run's waiting: {a}"
         );

@@ -201,8 +201,15 @@ mod tests {
         assert!(d.spin_adaptive);
         assert_eq!(d.sched_slice_us, 100);
         let f = Path::new("cores/1.toml");
-        for ok in ["sched_slice_us = 0\n", "sched_slice_us = 100\n", "sched_slice_us = 100000\n"] {
-            toml::from_str::<CoreConfig>(ok).unwrap().validate(f).unwrap();
+        for ok in [
+            "sched_slice_us = 0\n",
+            "sched_slice_us = 100\n",
+            "sched_slice_us = 100000\n",
+        ] {
+            toml::from_str::<CoreConfig>(ok)
+                .unwrap()
+                .validate(f)
+                .unwrap();
         }
         for bad in ["sched_slice_us = 99\n", "sched_slice_us = 100001\n"] {
             let e = toml::from_str::<CoreConfig>(bad)
@@ -210,7 +217,10 @@ mod tests {
                 .validate(f)
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains("cores/1.toml") && e.contains("sched_slice_us"), "{e}");
+            assert!(
+                e.contains("cores/1.toml") && e.contains("sched_slice_us"),
+                "{e}"
+            );
             assert!(e.contains("100 ..= 100000"), "{e}");
         }
         let c: CoreConfig = toml::from_str("spin_adaptive = false\n").unwrap();

@@ -89,6 +89,9 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok()?)
 }
 
+/// Scheduler counters read at a time on the job clock (ns).
+type Reading = (u64, SchedCounters);
+
 /// How the scheduler treated one core's thread over the run (from its first reading after
 /// the start to its last, one a second).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -128,7 +131,7 @@ impl CoreSched {
         }
     }
 
-    fn of(core: usize, cpu: usize, first: (u64, SchedCounters), last: (u64, SchedCounters)) -> Self {
+    fn of(core: usize, cpu: usize, first: Reading, last: Reading) -> Self {
         let d = last.1.since(&first.1);
         Self {
             core,
@@ -258,8 +261,7 @@ fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
     let mut memory = MemoryTrend::default();
     let mut next_memory_ns = 0u64;
     // Each core's scheduler counters: the first reading after the start and the latest.
-    let mut sched: Vec<Option<((u64, SchedCounters), (u64, SchedCounters))>> =
-        vec![None; a.probes.len()];
+    let mut sched: Vec<Option<(Reading, Reading)>> = vec![None; a.probes.len()];
     let mut log = StallLog::default();
     let name = |m: Marker| -> (Option<String>, Option<u32>) {
         match m.decode() {
@@ -276,7 +278,10 @@ fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
             for (i, p) in a.probes.iter().enumerate() {
                 let (round_start, marker) = p.sample();
                 let (thread, counters) = if tracker.wants_thread(i, round_start, now) {
-                    (probe::thread_state(p.tid()), sched::thread_counters(p.tid()))
+                    (
+                        probe::thread_state(p.tid()),
+                        sched::thread_counters(p.tid()),
+                    )
                 } else {
                     (stall::ThreadState::Unknown, None)
                 };
@@ -327,7 +332,10 @@ fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
         log.ended(s);
     }
     stalls.extend(last);
-    for line in stall::summarize(&stalls).iter().filter(|_| log.suppressed > 0) {
+    for line in stall::summarize(&stalls)
+        .iter()
+        .filter(|_| log.suppressed > 0)
+    {
         tracing::warn!("stalls: {line}");
     }
     let sched = sched
@@ -335,7 +343,8 @@ fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
         .enumerate()
         .filter_map(|(i, s)| {
             let (first, last) = (*s)?;
-            (last.0 > first.0).then(|| CoreSched::of(i, a.cpus.get(i).copied().unwrap_or(i), first, last))
+            (last.0 > first.0)
+                .then(|| CoreSched::of(i, a.cpus.get(i).copied().unwrap_or(i), first, last))
         })
         .collect();
     MonitorOutcome {

@@ -112,10 +112,7 @@ mod tests {
 
     #[test]
     fn schedstat_and_status_parse() {
-        assert_eq!(
-            parse_schedstat("123456 7890 42\n"),
-            Some((123_456, 7_890))
-        );
+        assert_eq!(parse_schedstat("123456 7890 42\n"), Some((123_456, 7_890)));
         assert_eq!(parse_schedstat("garbage"), None);
         assert_eq!(parse_schedstat(""), None);
         let status = "Name:\trill-0\nState:\tR (running)\nvoluntary_ctxt_switches:\t17\n\
@@ -165,6 +162,9 @@ mod tests {
         let (r1, _) = own.read().unwrap();
         assert!(after.runtime_ns > before.runtime_ns);
         assert!(r1 > r0);
-        assert!(after.voluntary > before.voluntary, "the sleep is a voluntary switch");
+        assert!(
+            after.voluntary > before.voluntary,
+            "the sleep is a voluntary switch"
+        );
     }
 }

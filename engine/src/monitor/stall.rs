@@ -189,7 +189,9 @@ impl Stall {
             (None, _) => "in the shard loop, outside any operator".to_string(),
         };
         let waited = match (self.run_delay_ms, self.involuntary) {
-            (Some(d), Some(n)) => format!(" (waited {d:.1} ms for a CPU, {n} involuntary switches)"),
+            (Some(d), Some(n)) => {
+                format!(" (waited {d:.1} ms for a CPU, {n} involuntary switches)")
+            }
             _ => String::new(),
         };
         let hint = match (self.cause, self.operator.is_some()) {
@@ -223,7 +225,11 @@ pub fn summarize(stalls: &[Stall]) -> Vec<String> {
         .into_iter()
         .map(|(cause, list)| {
             let cores: std::collections::BTreeSet<usize> = list.iter().map(|s| s.cpu).collect();
-            let cores = cores.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ");
+            let cores = cores
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
             let longest = list.iter().map(|s| s.duration_ms).fold(0.0, f64::max);
             let total: f64 = list.iter().map(|s| s.duration_ms).sum();
             let mut line = format!(
@@ -238,7 +244,8 @@ pub fn summarize(stalls: &[Stall]) -> Vec<String> {
             } else {
                 let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
                 for s in &list {
-                    *ops.entry(s.operator.as_deref().unwrap_or("(the loop)")).or_default() += 1;
+                    *ops.entry(s.operator.as_deref().unwrap_or("(the loop)"))
+                        .or_default() += 1;
                 }
                 let ops: Vec<String> = ops.iter().map(|(o, n)| format!("`{o}` {n}")).collect();
                 line += &format!(" (by operator: {})", ops.join(", "));
@@ -601,20 +608,48 @@ mod tests {
             sched: Some(c),
         };
         // Core 0: runnable, waiting for the CPU between 125 and 150 ms.
-        t.sample(0, sampled(100 * MS, ThreadState::Running, counters(10, 50, 3, 40)), 125 * MS);
-        t.sample(0, sampled(100 * MS, ThreadState::Running, counters(12, 70, 3, 45)), 140 * MS);
-        t.sample(0, sampled(150 * MS, ThreadState::Running, counters(14, 72, 3, 46)), 150 * MS);
+        t.sample(
+            0,
+            sampled(100 * MS, ThreadState::Running, counters(10, 50, 3, 40)),
+            125 * MS,
+        );
+        t.sample(
+            0,
+            sampled(100 * MS, ThreadState::Running, counters(12, 70, 3, 45)),
+            140 * MS,
+        );
+        t.sample(
+            0,
+            sampled(150 * MS, ThreadState::Running, counters(14, 72, 3, 46)),
+            150 * MS,
+        );
         // Core 1: asleep in the operator between 125 and 200 ms.
-        t.sample(1, sampled(100 * MS, ThreadState::Sleeping, counters(10, 1, 5, 0)), 125 * MS);
-        t.sample(1, sampled(100 * MS, ThreadState::Sleeping, counters(10, 1, 5, 0)), 190 * MS);
-        t.sample(1, sampled(201 * MS, ThreadState::Running, counters(11, 1, 6, 0)), 201 * MS);
+        t.sample(
+            1,
+            sampled(100 * MS, ThreadState::Sleeping, counters(10, 1, 5, 0)),
+            125 * MS,
+        );
+        t.sample(
+            1,
+            sampled(100 * MS, ThreadState::Sleeping, counters(10, 1, 5, 0)),
+            190 * MS,
+        );
+        t.sample(
+            1,
+            sampled(201 * MS, ThreadState::Running, counters(11, 1, 6, 0)),
+            201 * MS,
+        );
         let stalls = t.finish(name, &[0, 1], 0);
         assert_eq!(stalls.len(), 2);
         let c0 = stalls.iter().find(|s| s.core == 0).unwrap();
         assert_eq!(c0.cause, StallCause::Contention);
         assert_eq!(c0.run_delay_ms, Some(22.0));
         assert_eq!(c0.involuntary, Some(6));
-        assert!(c0.describe().contains("CPU contention"), "{}", c0.describe());
+        assert!(
+            c0.describe().contains("CPU contention"),
+            "{}",
+            c0.describe()
+        );
         assert!(!c0.describe().contains("blocking"), "{}", c0.describe());
         let c1 = stalls.iter().find(|s| s.core == 1).unwrap();
         assert_eq!(c1.cause, StallCause::Blocking);
@@ -642,9 +677,17 @@ mod tests {
         all.push(stall(1, StallCause::Blocking, Some("enrich")));
         let lines = summarize(&all);
         assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(lines[0].starts_with("100 stalls on CPU 0, 1"), "{}", lines[0]);
+        assert!(
+            lines[0].starts_with("100 stalls on CPU 0, 1"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[0].contains("CPU contention"), "{}", lines[0]);
-        assert!(lines[0].contains("waited 2000 ms for a CPU"), "{}", lines[0]);
+        assert!(
+            lines[0].contains("waited 2000 ms for a CPU"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[1].contains("1 stall on CPU 1"), "{}", lines[1]);
         assert!(lines[1].contains("`enrich` 1"), "{}", lines[1]);
         assert!(summarize(&[]).is_empty());

@@ -85,14 +85,7 @@ pub(crate) fn request_slice(slice_us: u64) -> std::io::Result<()> {
     };
     // SAFETY: `attr` is a valid, initialised sched_attr of the size it declares and
     // outlives the call; pid 0 is the calling thread; flags 0.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_sched_setattr,
-            0,
-            &attr as *const SchedAttr,
-            0u32,
-        )
-    };
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0u32) };
     if r == 0 {
         Ok(())
     } else {
@@ -152,9 +145,19 @@ mod tests {
     fn a_slice_request_leaves_the_thread_at_its_policy_and_nice() {
         std::thread::spawn(|| {
             // SAFETY: getpriority/sched_getscheduler read nothing from memory.
-            let before = unsafe { (libc::sched_getscheduler(0), libc::getpriority(libc::PRIO_PROCESS, 0)) };
+            let before = unsafe {
+                (
+                    libc::sched_getscheduler(0),
+                    libc::getpriority(libc::PRIO_PROCESS, 0),
+                )
+            };
             request_slice(100).expect("sched_setattr");
-            let after = unsafe { (libc::sched_getscheduler(0), libc::getpriority(libc::PRIO_PROCESS, 0)) };
+            let after = unsafe {
+                (
+                    libc::sched_getscheduler(0),
+                    libc::getpriority(libc::PRIO_PROCESS, 0),
+                )
+            };
             assert_eq!(before, after);
             assert_eq!(after.0, libc::SCHED_OTHER);
         })

@@ -116,10 +116,7 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
     } else {
         None
     };
-    let mut spin = SpinGovernor::new(
-        core.config.spin_before_park_us * 1_000,
-        sched.is_some(),
-    );
+    let mut spin = SpinGovernor::new(core.config.spin_before_park_us * 1_000, sched.is_some());
 
     // Start together: the last core to be ready sets the start time.
     if shared.ready.fetch_add(1, Ordering::SeqCst) + 1 == shared.cores {
