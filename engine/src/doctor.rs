@@ -502,7 +502,7 @@ fn checkpoints(d: &RunDigest, job: &JobConfig, history: &[Entry]) -> Answer {
             Verdict::Warn,
             format!(
                 "CPU contention: {contended} stalls where the cores' CPUs were taken by other \
-                 processes delayed barriers behind them (not blocking calls) — {CONTENTION_ADVICE}"
+                 processes delayed barriers behind them; no operator blocked — {CONTENTION_ADVICE}"
             ),
         );
     }

@@ -40,8 +40,11 @@ pub struct CoreConfig {
     pub spin_adaptive: bool,
     /// The scheduler slice the core's thread asks for, microseconds (Linux 6.12+:
     /// `sched_setattr` with `sched_runtime` on `SCHED_OTHER`; 100 ..= 100000, or 0 for
-    /// the kernel's default). A short slice lets a core that wakes with work preempt a
-    /// CPU-bound neighbour at once; it does not raise the core's share of the CPU.
+    /// the kernel's default). A short slice gives a core that wakes with work an earlier
+    /// virtual deadline, so it may preempt a CPU-bound neighbour sooner; it does not
+    /// raise the core's share of the CPU. Off by default: on the 2-vCPU development VM
+    /// (kernel 6.18) 100 us made a spinning core worse under contention and did not
+    /// measurably help a parking one (see the branch's measurements in the README).
     pub sched_slice_us: u64,
     /// io_uring queue depth of this core's executor.
     pub io_uring_depth: usize,
@@ -73,7 +76,7 @@ impl Default for CoreConfig {
             flush_deadline_us: 20,
             spin_before_park_us: 200,
             spin_adaptive: true,
-            sched_slice_us: 100,
+            sched_slice_us: 0,
             io_uring_depth: 128,
             io_memory_kib: 1024,
             preempt_timer_us: 100_000,
@@ -131,7 +134,7 @@ impl CoreConfig {
             return Err(bad(
                 "sched_slice_us",
                 self.sched_slice_us.to_string(),
-                "0 (the kernel's default) or 100 ..= 100000 microseconds (default 100)",
+                "0 (the kernel's default, the default) or 100 ..= 100000 microseconds",
             ));
         }
         if !(4..=32_768).contains(&self.io_uring_depth) || !self.io_uring_depth.is_power_of_two() {
@@ -199,7 +202,7 @@ mod tests {
     fn the_spin_and_slice_keys_have_defaults_and_bounds() {
         let d = CoreConfig::default();
         assert!(d.spin_adaptive);
-        assert_eq!(d.sched_slice_us, 100);
+        assert_eq!(d.sched_slice_us, 0);
         let f = Path::new("cores/1.toml");
         for ok in [
             "sched_slice_us = 0\n",
