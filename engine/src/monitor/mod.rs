@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use self::probe::{CoreProbe, Marker};
 use self::sched::SchedCounters;
-use self::stall::{Sample, Stall, StallCause, StallTracker};
+use self::stall::{Sample, Stall, StallTracker};
 use crate::clock::{Clock, MonotonicClock};
 
 /// How the process's resident memory moved during the run (the FAQ's "memory leak?").
@@ -355,8 +355,9 @@ fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
     }
 }
 
-/// Stalls the job causes logged as they end, the first `SHOWN` of them; contention logged
-/// once. The rest are counted and summarised at the end of the run.
+/// Stalls the job causes logged as they end, the first `SHOWN` of them; the others
+/// (contention, or a cause not seen) logged once. The rest are counted and summarised at
+/// the end of the run.
 #[derive(Default)]
 struct StallLog {
     in_the_job: usize,
@@ -368,11 +369,13 @@ impl StallLog {
     const SHOWN: usize = 5;
 
     fn ended(&mut self, s: &Stall) {
-        if s.cause == StallCause::Contention {
+        if !s.cause.is_in_the_job() {
+            // Contention (or a cause not seen): the same for every stall of the run.
             self.contention += 1;
             if self.contention == 1 {
                 tracing::warn!(
-                    "stall: {}; further stalls from CPU contention are summarised when the run ends",
+                    "stall: {}; further stalls not caused by the job are summarised when the \
+                     run ends",
                     s.describe()
                 );
             } else {

@@ -331,11 +331,13 @@ impl StallTracker {
             self.close(core);
             return;
         }
-        if self.open[core]
-            .as_ref()
-            .is_some_and(|o| o.since_ns != s.round_start_ns)
+        if let Some(o) = self.open[core]
+            .as_mut()
+            .filter(|o| o.since_ns != s.round_start_ns)
         {
-            self.close(core); // a new round, itself already late
+            // A new round, itself already late: the old one ended before this sample.
+            o.note(now_ns, s.sched);
+            self.close(core);
         }
         let o = self.open[core].get_or_insert_with(|| Open {
             since_ns: s.round_start_ns,
@@ -691,6 +693,36 @@ mod tests {
         assert!(lines[1].contains("1 stall on CPU 1"), "{}", lines[1]);
         assert!(lines[1].contains("`enrich` 1"), "{}", lines[1]);
         assert!(summarize(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_late_round_closed_by_another_late_round_keeps_its_counters() {
+        let mut t = StallTracker::new(1, 10 * MS);
+        let c = |delay_ms| Sample {
+            round_start_ns: 0,
+            marker: Marker::LOOP,
+            thread: ThreadState::Running,
+            sched: Some(counters(1, delay_ms, 0, 2)),
+        };
+        t.sample(
+            0,
+            Sample {
+                round_start_ns: MS,
+                ..c(0)
+            },
+            20 * MS,
+        );
+        t.sample(
+            0,
+            Sample {
+                round_start_ns: 25 * MS,
+                ..c(15)
+            },
+            40 * MS,
+        );
+        let st = &t.finish(name, &[0], 0)[0];
+        assert_eq!(st.cause, StallCause::Contention, "{st:?}");
+        assert_eq!(st.run_delay_ms, Some(15.0));
     }
 
     #[test]
