@@ -64,9 +64,10 @@ struct SchedAttr {
 /// Asks the scheduler to run the calling thread in slices of `slice_us` (Linux 6.12+
 /// EEVDF: `sched_runtime` of a `SCHED_OTHER` thread, clamped by the kernel to 100 us ..=
 /// 100 ms). A thread with a shorter slice gets an earlier virtual deadline, so when it
-/// wakes with work (a ring, a timer, a due time) it preempts a CPU-bound neighbour at
-/// once instead of waiting for the neighbour's slice to end. It gets no more CPU than
-/// before: its share is set by its weight (nice), not its slice. The thread stays
+/// wakes with work (a ring, a timer, a due time) it may preempt a CPU-bound neighbour
+/// sooner instead of waiting for the neighbour's slice to end (measured: no gain on the
+/// development VM, see `CoreConfig::sched_slice_us`). It gets no more CPU than before:
+/// its share is set by its weight (nice), not its slice. The thread stays
 /// `SCHED_OTHER` at its nice value; no privilege is needed. Older kernels accept and
 /// ignore it.
 pub(crate) fn request_slice(slice_us: u64) -> std::io::Result<()> {
