@@ -43,8 +43,10 @@ pub struct CoreConfig {
     /// the kernel's default). A short slice gives a core that wakes with work an earlier
     /// virtual deadline, so it may preempt a CPU-bound neighbour sooner; it does not
     /// raise the core's share of the CPU. Off by default: on the 2-vCPU development VM
-    /// (kernel 6.18, keyed-async at 100k events/s beside other processes) 100 us made a
-    /// spinning core fall further behind and did not measurably help a parking one.
+    /// (kernel 6.18, keyed-async beside other processes' builds) 100 us made a core that
+    /// spins (`spin_adaptive = false`) fall further behind, made two rill jobs sharing
+    /// the same CPUs worse (their cores preempt each other: p99 4 → 9 ms), and helped
+    /// one parking job beside other work (p99.9 107 → 46 ms, medians of 3).
     pub sched_slice_us: u64,
     /// io_uring queue depth of this core's executor.
     pub io_uring_depth: usize,

@@ -65,8 +65,8 @@ struct SchedAttr {
 /// EEVDF: `sched_runtime` of a `SCHED_OTHER` thread, clamped by the kernel to 100 us ..=
 /// 100 ms). A thread with a shorter slice gets an earlier virtual deadline, so when it
 /// wakes with work (a ring, a timer, a due time) it may preempt a CPU-bound neighbour
-/// sooner instead of waiting for the neighbour's slice to end (measured: no gain on the
-/// development VM, see `CoreConfig::sched_slice_us`). It gets no more CPU than before:
+/// sooner instead of waiting for the neighbour's slice to end (measured: it depends on
+/// the neighbours, see `CoreConfig::sched_slice_us`). It gets no more CPU than before:
 /// its share is set by its weight (nice), not its slice. The thread stays
 /// `SCHED_OTHER` at its nice value; no privilege is needed. Older kernels accept and
 /// ignore it.
