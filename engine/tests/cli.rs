@@ -346,7 +346,7 @@ fn doctor_answers_the_faq_with_the_numbers_of_the_last_run() {
     for needle in [
         "Checkpoints fail or are slow",
         "Async IO is slow",
-        "Is an operator blocking its core?",
+        "Is an operator blocking its core, or is the CPU taken?",
         "checkpoints completed in the last run",
         "state backend",
         "N = 2 per partition × 2 partitions",

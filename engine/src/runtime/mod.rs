@@ -7,6 +7,7 @@ pub mod lock;
 pub(crate) mod park;
 mod preflight;
 mod shard;
+mod spin;
 mod supervise;
 
 pub use self::supervise::{restart_strategy, supervise, Control};
