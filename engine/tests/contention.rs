@@ -4,7 +4,17 @@
 //! a job whose operator really sleeps is diagnosed as a blocking call. No assertion is
 //! on a timing: only on what the diagnostics conclude.
 
-mod common;
+/// The `rill` binary.
+fn rill() -> &'static str {
+    env!("CARGO_BIN_EXE_rill")
+}
+
+/// The CPUs a test may use: at most two.
+fn cpus() -> Vec<usize> {
+    let mut v = rill_engine::config::available_cpus();
+    v.truncate(2);
+    v
+}
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,7 +98,7 @@ fn answers_of(doctor_json: &str) -> Vec<AnswerText> {
 fn a_job_crowded_by_busy_threads_is_diagnosed_as_contention_not_blocking() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let cpus = common::cpus();
+    let cpus = cpus();
     std::fs::create_dir_all(dir.path().join("cores")).unwrap();
     for c in &cpus {
         // The spin as it was before it adapted: a core that never parks under load is a
@@ -109,7 +119,7 @@ fn a_job_crowded_by_busy_threads_is_diagnosed_as_contention_not_blocking() {
     )
     .unwrap();
     let busy = Busy::start(4 * cpus.len());
-    let run = Command::new(common::rill())
+    let run = Command::new(rill())
         .args(["run", dir.path().to_str().unwrap(), "--fresh"])
         .output()
         .unwrap();
@@ -127,7 +137,7 @@ fn a_job_crowded_by_busy_threads_is_diagnosed_as_contention_not_blocking() {
     );
     assert!(!stderr.contains("blocking call"), "{stderr}");
 
-    let doctor = Command::new(common::rill())
+    let doctor = Command::new(rill())
         .args(["doctor", dir.path().to_str().unwrap(), "--json"])
         .output()
         .unwrap();
@@ -205,12 +215,7 @@ fn a_sleep_in_a_map_is_diagnosed_as_a_blocking_call() {
         })
         .sink("sink", LatencySink::new(|_: &u64| (0, false)));
     let graph = p.build(2).unwrap();
-    let spec = JobSpec::with_cores(
-        dir.path(),
-        job.clone(),
-        &common::cpus(),
-        CoreConfig::default(),
-    );
+    let spec = JobSpec::with_cores(dir.path(), job.clone(), &cpus(), CoreConfig::default());
     let r = Job::new(spec, graph).run().unwrap();
     let planted: Vec<_> = r
         .monitor
