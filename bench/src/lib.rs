@@ -8,7 +8,8 @@
 //! percentiles, throughput, CPU time, checkpoint and async statistics, the resolved
 //! configuration and the machine ([`report`]). On top of single runs it does sweeps over
 //! one parameter ([`sweep`], with the seed's C/T and N/t models in [`models`]), plots
-//! ([`plot`]), a side-by-side run of the same job on timely-dataflow ([`peer`]) and
+//! ([`plot`]), a side-by-side run of the same job on timely-dataflow ([`peer`]) or Apache
+//! Flink ([`flink`]), a noisy neighbour and the machine's floor ([`noise`]) and
 //! comparisons of saved reports ([`compare`]).
 //!
 //! The harness never changes how the engine runs; the one thing it adds is a copy of the
@@ -18,8 +19,10 @@
 //! counters from the job's metrics endpoint at the window's edges ([`scrape`]).
 
 pub mod compare;
+pub mod flink;
 pub mod machine;
 pub mod models;
+pub mod noise;
 pub mod peer;
 pub mod plot;
 pub mod report;

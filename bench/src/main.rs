@@ -6,13 +6,16 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use rill_bench::peer::{run_timely, PeerLoad};
-use rill_bench::report::{latency_maps, Cpu, PeerSection, RunReport};
+use rill_bench::flink::{self, FlinkLoad};
+use rill_bench::noise::{self, Noise};
+use rill_bench::peer::{run_timely, PeerLoad, PeerResult};
+use rill_bench::report::{
+    expected_samples, keep_up_problems, latency_maps, Cpu, PeerSection, RunReport,
+};
 use rill_bench::scenario::{LoadArgs, Scenario, Settings};
 use rill_bench::stats::{spectrum, LatencySummary};
 use rill_bench::sweep::{self, SweepKind, SweepReport, SweepRun};
 use rill_bench::{compare, plot, runner};
-use rill_engine::config::PipelineKind;
 
 #[derive(Parser)]
 #[command(
@@ -30,12 +33,18 @@ enum Command {
     Run {
         #[command(flatten)]
         common: Common,
-        /// Also run the same job on another system under the same load (`timely`).
+        /// Also run the same job on another system under the same load: `timely` (the
+        /// latency job) or `flink` (latency and keyed-async; needs a JDK).
         #[arg(long)]
         peer: Option<String>,
-        /// Do not pin the peer's workers to rill's CPUs.
+        /// Do not pin the peer's workers (Flink: its JVM) to rill's CPUs.
         #[arg(long)]
         no_pin: bool,
+        /// Measure the machine's floor for this many seconds right before the job: a
+        /// thread pinned to each of the job's CPUs reads the clock in a loop and records
+        /// the gaps (p99.9, max); 0: off.
+        #[arg(long, default_value_t = 2.0)]
+        floor: f64,
     },
     /// Run a scenario once per value of one parameter.
     Sweep {
@@ -96,6 +105,27 @@ struct Common {
     /// schedule plus 30 s).
     #[arg(long)]
     timeout: Option<f64>,
+    /// Run N CPU-bound processes beside the job (unpinned, normal priority) for the
+    /// whole run, rill's and the peer's (a sweep: all its runs).
+    #[arg(long, default_value_t = 0)]
+    noise: usize,
+}
+
+/// Starts the `--noise` processes (none for 0).
+fn start_noise(n: usize, quiet: bool) -> Result<Option<Noise>> {
+    if n == 0 {
+        return Ok(None);
+    }
+    let exe = std::env::current_exe().context("find the rill-bench executable")?;
+    let noise = Noise::start(n, &exe)?;
+    if !quiet {
+        eprintln!(
+            "rill-bench: {n} noise process{} running (pids {:?})",
+            if n == 1 { "" } else { "es" },
+            noise.pids()
+        );
+    }
+    Ok(Some(noise))
 }
 
 impl Common {
@@ -125,53 +155,119 @@ fn write_json(path: &PathBuf, v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-fn cmd_run(common: &Common, peer: Option<&str>, no_pin: bool) -> Result<()> {
+fn cmd_run(common: &Common, peer: Option<&str>, no_pin: bool, floor_s: f64) -> Result<()> {
     let scenario = Scenario::find(&common.scenario)?;
     let settings = common.settings()?;
+    let pipeline = scenario.pipeline()?;
+    let pipeline = pipeline.as_str();
+    if !(0.0..=600.0).contains(&floor_s) || floor_s.is_nan() {
+        bail!("--floor {floor_s}: seconds, 0 (off) to 600");
+    }
     if let Some(p) = peer {
-        if p != "timely" {
-            bail!("--peer {p}: the only peer is `timely`");
-        }
         if settings.flat_out {
-            bail!(
-                "--peer timely runs the open-loop schedule; it has no flat-out (--rate max) mode"
-            );
+            bail!("--peer {p} runs the open-loop schedule; it has no flat-out (--rate max) mode");
         }
-        if scenario.pipeline()? != PipelineKind::Latency.name() {
-            bail!(
+        match p {
+            "timely" if pipeline != "latency" => bail!(
                 "--peer timely runs the default latency job; scenario {} is not one",
                 scenario.name
-            );
+            ),
+            "timely" => {}
+            "flink" if !matches!(pipeline, "latency" | "keyed-async") => bail!(
+                "--peer flink runs the latency and keyed-async jobs; scenario {} runs {pipeline}",
+                scenario.name
+            ),
+            "flink" => {
+                if let Some(m) = flink::java_missing() {
+                    bail!("--peer flink: {m}");
+                }
+            }
+            other => bail!("--peer {other}: the peers are `timely` and `flink`"),
         }
     }
-    let outcome = runner::run(&scenario, &settings, !common.quiet)?;
+    let noise = start_noise(common.noise, common.quiet)?;
+    let mut floor = None;
+    let mut flink_job: Option<(FlinkLoad, flink::Prepared)> = None;
+    let outcome = runner::run_with(&scenario, &settings, !common.quiet, |spec| {
+        if peer == Some("flink") {
+            // Before rill runs: a job the Flink side cannot mirror, a missing JDK or jars
+            // that cannot be installed end the command here, not after rill's run.
+            let cpus: Vec<usize> = spec.cores.iter().map(|c| c.cpu.0).collect();
+            let load = FlinkLoad::from_spec(spec, cpus, !no_pin)?;
+            flink_job = Some((load, flink::prepare()?));
+        }
+        if floor_s > 0.0 {
+            let cpus: Vec<usize> = spec.cores.iter().map(|c| c.cpu.0).collect();
+            floor = Some(noise::measure_floor(
+                &cpus,
+                std::time::Duration::from_secs_f64(floor_s),
+                common.noise,
+            )?);
+        }
+        Ok(())
+    })?;
     let mut report = RunReport::new(&outcome);
+    report.noise = common.noise;
+    report.floor = floor;
     let mut spectra = vec![("rill".to_string(), spectrum(&outcome.report.latency))];
-    if peer.is_some() {
-        let g = outcome.spec.job.generator.clone().unwrap_or_default();
-        let load = PeerLoad {
-            rate_eps: g.rate_eps,
-            duration_ms: g.duration_ms,
-            warmup_ms: g.warmup_ms,
-            keys: g.keys,
-            cpus: report.load.cpus.clone(),
-            pin: !no_pin,
-        };
+    if let Some(system) = peer {
+        let cpus = report.load.cpus.clone();
+        let pin = !no_pin;
         let cpu_before = rill_bench::machine::process_cpu_s();
-        let progress = runner::Progress::new(
-            format!("rill-bench: timely peer, {} workers", load.cpus.len()),
-            Some(std::time::Duration::from_millis(load.duration_ms)),
-            !common.quiet,
-        );
-        let peer_load = load.clone();
-        let r = progress.around(move || run_timely(&peer_load))??;
+        let g = outcome.spec.job.generator.clone().unwrap_or_default();
+        let r: PeerResult = if let Some((load, prepared)) = flink_job.take() {
+            // No expected end: the JVM's and the MiniCluster's start-up come first.
+            let progress = runner::Progress::new(
+                format!(
+                    "rill-bench: flink peer, parallelism {} ({:.1} s schedule after start-up)",
+                    cpus.len(),
+                    load.duration_ms as f64 / 1e3
+                ),
+                None,
+                !common.quiet,
+            );
+            progress.around(move || flink::run_flink(&load, &prepared))??
+        } else {
+            let load = PeerLoad {
+                rate_eps: g.rate_eps,
+                duration_ms: g.duration_ms,
+                warmup_ms: g.warmup_ms,
+                keys: g.keys,
+                cpus: cpus.clone(),
+                pin,
+            };
+            let progress = runner::Progress::new(
+                format!("rill-bench: timely peer, {} workers", cpus.len()),
+                Some(std::time::Duration::from_millis(load.duration_ms)),
+                !common.quiet,
+            );
+            progress.around(move || run_timely(&load))??
+        };
         let summary = LatencySummary::of(&r.latency);
         let (latency_us, _) = latency_maps(&summary);
-        spectra.push(("timely".to_string(), spectrum(&r.latency)));
+        spectra.push((system.to_string(), spectrum(&r.latency)));
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+        let ratios = latency_us
+            .iter()
+            .filter(|(k, _)| k.as_str() != "mean")
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    ratio(report.latency_us.get(k).copied().unwrap_or(0.0), *v),
+                )
+            })
+            .collect();
+        let problems = keep_up_problems(
+            g.rate_eps as f64,
+            r.throughput_eps,
+            summary.samples,
+            expected_samples(g.rate_eps, g.duration_ms, g.warmup_ms),
+            r.end_lag_ms.unwrap_or(0.0),
+            g.duration_ms as f64,
+        );
         report.peer = Some(PeerSection {
-            system: "timely".into(),
-            workers: load.cpus.len(),
+            system: system.into(),
+            workers: cpus.len(),
             pinned: r.pinned,
             throughput_eps: r.throughput_eps,
             p999_ratio: ratio(report.p999_us(), summary.p999()),
@@ -179,16 +275,21 @@ fn cmd_run(common: &Common, peer: Option<&str>, no_pin: bool) -> Result<()> {
             latency_samples: summary.samples,
             latency_us,
             cpu: Cpu {
-                per_core_s: r
-                    .cpu_s
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (format!("timely-{i}"), *s))
-                    .collect(),
-                process_s: rill_bench::machine::process_cpu_s() - cpu_before,
+                per_core_s: r.cpu_s.iter().cloned().collect(),
+                process_s: r
+                    .process_cpu_s
+                    .unwrap_or_else(|| rill_bench::machine::process_cpu_s() - cpu_before),
                 wall_s: r.wall.as_secs_f64(),
             },
+            ratios,
+            kept_up: Some(problems.is_empty()),
+            keep_up_problems: problems,
+            end_lag_ms: r.end_lag_ms,
+            details: r.details.clone(),
         });
+    }
+    if let Some(n) = noise {
+        report.noise_cpu_s = n.stop();
     }
     print!("{}", report.summary());
     if let Some(path) = &common.json {
@@ -234,6 +335,7 @@ fn cmd_sweep(
     if repeat == 0 {
         bail!("--repeat 0: each value runs at least once");
     }
+    let noise = start_noise(common.noise, common.quiet)?;
     let mut runs = Vec::new();
     for (i, value) in values.iter().enumerate() {
         let mut settings = base.clone();
@@ -253,7 +355,8 @@ fn cmd_sweep(
                 );
             }
             let outcome = runner::run(&scenario, &settings, !common.quiet)?;
-            let report = RunReport::new(&outcome);
+            let mut report = RunReport::new(&outcome);
+            report.noise = common.noise;
             if !report.kept_up {
                 eprintln!(
                     "rill-bench: {param} = {value}: THE ENGINE DID NOT KEEP UP: {}",
@@ -264,6 +367,7 @@ fn cmd_sweep(
         }
         runs.push(SweepRun::from_repeats(value, reports));
     }
+    drop(noise);
     let best = sweep::best(&runs, target).map(|r| match kind {
         SweepKind::Rate => r
             .report
@@ -296,13 +400,21 @@ fn cmd_sweep(
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == noise::SPIN_ARG)
+    {
+        // A `--noise` process: spin until the harness kills it.
+        noise::spin_forever();
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run {
             common,
             peer,
             no_pin,
-        } => cmd_run(common, peer.as_deref(), *no_pin).map(|_| ExitCode::SUCCESS),
+            floor,
+        } => cmd_run(common, peer.as_deref(), *no_pin, *floor).map(|_| ExitCode::SUCCESS),
         Command::Sweep {
             common,
             param,

@@ -88,12 +88,18 @@ pub struct PeerResult {
     pub sunk: u64,
     /// Throughput over the measured window (warm-up to last arrival), events/s.
     pub throughput_eps: f64,
-    /// CPU seconds per worker (`timely-N`).
-    pub cpu_s: Vec<f64>,
+    /// CPU seconds by thread (`timely-N`) or process (`jvm`).
+    pub cpu_s: Vec<(String, f64)>,
+    /// The peer's own CPU total when it ran in a process of its own (`None`: in ours).
+    pub process_cpu_s: Option<f64>,
     /// Wall time.
     pub wall: Duration,
     /// Whether every worker was pinned.
     pub pinned: bool,
+    /// How long after the end of the schedule the last record reached the sink, ms.
+    pub end_lag_ms: Option<f64>,
+    /// What else the peer reports (version, checkpoints), for the report.
+    pub details: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs the peer under `load`.
@@ -223,8 +229,15 @@ pub fn run_timely(load: &PeerLoad) -> Result<PeerResult> {
             0.0
         },
         sunk: results.iter().map(|r| r.sunk).sum(),
-        cpu_s: results.iter().map(|r| r.cpu_s).collect(),
+        cpu_s: results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("timely-{i}"), r.cpu_s))
+            .collect(),
+        process_cpu_s: None,
         pinned: results.iter().all(|r| r.pinned),
+        end_lag_ms: Some(last.saturating_sub(start_ns) as f64 / 1e6 - load.duration_ms as f64),
+        details: std::collections::BTreeMap::new(),
         latency,
         wall,
     })

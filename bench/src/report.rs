@@ -220,6 +220,21 @@ pub struct PeerSection {
     pub p999_ratio: f64,
     /// rill's throughput / the peer's.
     pub throughput_ratio: f64,
+    /// rill / the peer at each percentile (`p50` … `p9999`, `max`).
+    #[serde(default)]
+    pub ratios: BTreeMap<String, f64>,
+    /// Whether the peer kept up (the same verdict as rill's).
+    #[serde(default)]
+    pub kept_up: Option<bool>,
+    /// Why not, if it did not.
+    #[serde(default)]
+    pub keep_up_problems: Vec<String>,
+    /// How long after the end of the schedule its last record arrived, ms.
+    #[serde(default)]
+    pub end_lag_ms: Option<f64>,
+    /// What else the peer reported (Flink: version, Java, checkpoints completed).
+    #[serde(default)]
+    pub details: BTreeMap<String, String>,
 }
 
 /// The whole run report.
@@ -281,6 +296,15 @@ pub struct RunReport {
     /// The side-by-side peer, when one ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<PeerSection>,
+    /// CPU-bound noise processes that ran beside the job (`--noise`).
+    #[serde(default)]
+    pub noise: usize,
+    /// CPU seconds the noise processes used over the whole run (their rusage).
+    #[serde(default)]
+    pub noise_cpu_s: f64,
+    /// The machine's floor on the job's CPUs, measured right before the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<crate::noise::FloorSection>,
 }
 
 /// Latency maps for the JSON report from a summary.
@@ -499,6 +523,9 @@ impl RunReport {
             },
             machine: Machine::detect(),
             peer: None,
+            noise: 0,
+            noise_cpu_s: 0.0,
+            floor: None,
         }
     }
 
@@ -537,6 +564,21 @@ impl RunReport {
             }
             _ => {}
         }
+        if self.noise > 0 {
+            let _ = writeln!(
+                s,
+                "noise     {} CPU-bound process{} beside the job (unpinned, normal priority), \
+                 for the whole run{}: {:.2} CPU-s",
+                self.noise,
+                if self.noise == 1 { "" } else { "es" },
+                if self.peer.is_some() {
+                    " of rill and the peer"
+                } else {
+                    ""
+                },
+                self.noise_cpu_s
+            );
+        }
         let cores_n = self.load.cpus.len().max(1) as f64;
         let _ = writeln!(
             s,
@@ -569,17 +611,21 @@ impl RunReport {
         }
         let _ = write!(head, "{:>10}{:>10}", "max", "samples");
         let _ = writeln!(s, "{head}");
+        // Whole microseconds from 1 s up, so a backlog's figures keep their columns apart.
+        let cell = |v: f64| {
+            if v >= 1e6 {
+                format!("{v:>10.0}")
+            } else {
+                format!("{v:>10.1}")
+            }
+        };
         let row = |name: &str, lat: &BTreeMap<String, f64>, n: u64| {
             let mut line = format!("{name:<14}");
             for (key, _, _) in PERCENTILES {
-                let _ = write!(line, "{:>10.1}", lat.get(key).copied().unwrap_or(0.0));
+                line.push_str(&cell(lat.get(key).copied().unwrap_or(0.0)));
             }
-            let _ = write!(
-                line,
-                "{:>10.1}{:>10}",
-                lat.get("max").copied().unwrap_or(0.0),
-                n
-            );
+            line.push_str(&cell(lat.get("max").copied().unwrap_or(0.0)));
+            let _ = write!(line, "{n:>10}");
             line
         };
         let total = self.latency_samples.get("total").copied().unwrap_or(0);
@@ -617,16 +663,43 @@ impl RunReport {
                     p.latency_samples
                 )
             );
+            if !p.ratios.is_empty() {
+                let mut line = format!("{:<14}", "  rill/peer");
+                for key in PERCENTILES.iter().map(|(k, _, _)| *k).chain(["max"]) {
+                    match p.ratios.get(key) {
+                        // Small ratios keep their digits (0.0026x, not 0.00x).
+                        Some(r) if r.is_finite() && *r < 0.1 => {
+                            let _ = write!(line, "{:>9.4}x", r);
+                        }
+                        Some(r) if r.is_finite() => {
+                            let _ = write!(line, "{:>9.2}x", r);
+                        }
+                        _ => {
+                            let _ = write!(line, "{:>10}", "-");
+                        }
+                    }
+                }
+                let _ = writeln!(s, "{line}");
+            }
             let _ = writeln!(
                 s,
-                "peer      {} {} workers{}: {:.0} events/s; rill/peer: p99.9 {:.2}x, throughput {:.2}x",
+                "peer      {} {} workers{}: {:.0} events/s{}; rill/peer: p99.9 {:.2}x, throughput {:.2}x",
                 p.system,
                 p.workers,
                 if p.pinned { " pinned" } else { "" },
                 p.throughput_eps,
+                match p.kept_up {
+                    Some(true) => " (kept up)".to_string(),
+                    Some(false) => format!(" (DID NOT KEEP UP: {})", p.keep_up_problems.join("; ")),
+                    None => String::new(),
+                },
                 p.p999_ratio,
                 p.throughput_ratio
             );
+            if !p.details.is_empty() {
+                let d: Vec<String> = p.details.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                let _ = writeln!(s, "peer info {}", d.join(", "));
+            }
             let cpu: Vec<String> = p
                 .cpu
                 .per_core_s
@@ -640,6 +713,9 @@ impl RunReport {
                 p.cpu.process_s,
                 p.cpu.wall_s
             );
+        }
+        if let Some(f) = &self.floor {
+            s.push_str(&f.summary());
         }
         let cores: Vec<String> = self
             .cpu

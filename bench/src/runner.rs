@@ -147,6 +147,17 @@ impl Progress {
 
 /// Runs `scenario` with `settings`; `progress` prints the progress line.
 pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<RunOutcome> {
+    run_with(scenario, settings, progress, |_| Ok(()))
+}
+
+/// [`run`], calling `before_job` with the resolved job right before it starts (the
+/// harness measures the machine's floor on the job's CPUs there).
+pub fn run_with(
+    scenario: &Scenario,
+    settings: &Settings,
+    progress: bool,
+    before_job: impl FnOnce(&JobSpec) -> Result<()>,
+) -> Result<RunOutcome> {
     let m = scenario.materialise(settings)?;
     let window = m.window;
     let spec = m.spec.clone();
@@ -179,6 +190,7 @@ pub fn run(scenario: &Scenario, settings: &Settings, progress: bool) -> Result<R
         },
         progress,
     );
+    before_job(&spec)?;
     let job = Job::new(spec.clone(), graph);
     let stop = job.stop_handle();
     let monitor = job.monitor_handle();

@@ -555,6 +555,9 @@ mod tests {
                 memory_mib: 1,
             },
             peer: None,
+            noise: 0,
+            noise_cpu_s: 0.0,
+            floor: None,
         }
     }
 

@@ -10,7 +10,11 @@
 //!    blocking calls in operators (stalls), plus alignment and the overhead C/T.
 //! 2. Async IO is slow: the capacity (N against λ·t, time spent full), the IO time (t,
 //!    timeouts, retries, the breaker), and memory (resident growth over the run).
-//! 3. Is an operator blocking its core: every stall, by operator.
+//! 3. Is an operator blocking its core, or is the CPU taken: every stall by operator and
+//!    cause, and how long each core's thread waited for its CPU over the run. A stall is
+//!    called a blocking call only when its thread slept in a system call; one whose
+//!    thread was runnable and waited for a CPU is contention, with the advice for that
+//!    (fewer cores than the machine has, isolated cores, less spinning).
 //!
 //! Everything here is pure except `write_digest` / `read_digest`.
 
@@ -23,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::history::{Entry, State};
 use crate::config::{JobConfig, PipelineKind};
 use crate::metrics::JobReport;
-use crate::monitor::stall::{Stall, ThreadState};
-use crate::monitor::{MemoryTrend, MonitorOutcome};
+use crate::monitor::stall::{Stall, StallCause};
+use crate::monitor::{CoreSched, MemoryTrend, MonitorOutcome};
 
 /// The digest's schema name.
 pub const SCHEMA: &str = "rill.run-digest.v1";
@@ -93,6 +97,10 @@ pub struct RunDigest {
     pub stall_threshold_ms: Option<f64>,
     /// Resident memory over the run.
     pub memory: Option<MemoryTrend>,
+    /// Each core's thread as the scheduler saw it over the last attempt (empty: not
+    /// known).
+    #[serde(default)]
+    pub sched: Vec<CoreSched>,
     /// The newest checkpoint complete in the job's checkpoint directory when the run
     /// ended (`None`: no checkpointing, or none complete). A later run that finds the
     /// directory gone refuses to start over without `--fresh`.
@@ -117,6 +125,7 @@ impl RunDigest {
             stalls: r.monitor.stalls.clone(),
             stall_threshold_ms: r.monitor.stall_threshold_ms,
             memory: Some(r.monitor.memory.clone()),
+            sched: r.monitor.sched.clone(),
             newest_checkpoint: None,
         }
     }
@@ -140,6 +149,7 @@ impl RunDigest {
             stall_threshold_ms: seen.stall_threshold_ms,
             stalls: seen.stalls,
             memory: Some(seen.memory),
+            sched: seen.sched,
             ..Self::default()
         }
     }
@@ -266,6 +276,13 @@ const OVERHEAD_WARN: f64 = 0.1;
 const FULL_SHARE_PROBLEM: f64 = 0.2;
 /// Resident growth above this over the run (and over 1 MiB/min) suggests a leak.
 const MEMORY_GROWTH_WARN: f64 = 0.25;
+/// A core whose thread waited for its CPU this share of the run shares the CPU.
+const CPU_WAIT_WARN: f64 = 0.05;
+/// What to do about CPU contention.
+const CONTENTION_ADVICE: &str = "give the job fewer cores than the machine has (leave CPUs \
+     for the rest), isolate its cores (isolcpus=/nohz_full= or a cpuset of their own), and \
+     keep the spin low (spin_adaptive = true, a lower spin_before_park_us in \
+     cores/<cpu>.toml)";
 
 /// Answers the FAQ for the run `d` of `job`, with `history` the job's checkpoint
 /// history (every run).
@@ -469,8 +486,26 @@ fn checkpoints(d: &RunDigest, job: &JobConfig, history: &[Entry]) -> Answer {
             );
         }
     }
-    // Blocking calls delay barriers.
-    let blocking: Vec<&Stall> = d.stalls.iter().filter(|s| s.operator.is_some()).collect();
+    // Blocking calls delay barriers: stalls whose thread slept in an operator.
+    let blocking: Vec<&Stall> = d
+        .stalls
+        .iter()
+        .filter(|s| s.operator.is_some() && is_blocking(s.cause))
+        .collect();
+    let contended = d
+        .stalls
+        .iter()
+        .filter(|s| s.cause == StallCause::Contention)
+        .count();
+    if contended > 0 {
+        a.say(
+            Verdict::Warn,
+            format!(
+                "CPU contention: {contended} stalls where the cores' CPUs were taken by other \
+                 processes delayed barriers behind them; no operator blocked — {CONTENTION_ADVICE}"
+            ),
+        );
+    }
     match (d.stall_threshold_ms, blocking.is_empty()) {
         (None, _) => a.say(
             Verdict::Warn,
@@ -478,7 +513,9 @@ fn checkpoints(d: &RunDigest, job: &JobConfig, history: &[Entry]) -> Answer {
         ),
         (Some(t), true) => a.say(
             Verdict::Ok,
-            format!("blocking calls: no operator kept its core longer than {t:.0} ms"),
+            format!(
+                "blocking calls: no operator slept in a call on its core longer than {t:.0} ms"
+            ),
         ),
         (Some(_), false) => {
             let worst = blocking
@@ -634,8 +671,13 @@ fn memory(a: &mut Answer, d: &RunDigest) {
     );
 }
 
+fn is_blocking(c: StallCause) -> bool {
+    matches!(c, StallCause::Blocking | StallCause::DiskWait)
+}
+
 fn blocking(d: &RunDigest) -> Answer {
-    let mut a = Answer::new("Is an operator blocking its core?");
+    let mut a = Answer::new("Is an operator blocking its core, or is the CPU taken?");
+    cpu_wait(&mut a, d);
     let Some(t) = d.stall_threshold_ms else {
         a.say(
             Verdict::NotApplicable,
@@ -650,40 +692,65 @@ fn blocking(d: &RunDigest) -> Answer {
         );
         return a;
     }
-    let mut by_op: BTreeMap<String, (usize, f64, BTreeMap<ThreadState, usize>)> = BTreeMap::new();
-    for s in &d.stalls {
+    // Contention: one finding for the whole run, whatever operators it hit.
+    let contention: Vec<&Stall> = d
+        .stalls
+        .iter()
+        .filter(|s| s.cause == StallCause::Contention)
+        .collect();
+    if !contention.is_empty() {
+        let longest = contention.iter().map(|s| s.duration_ms).fold(0.0, f64::max);
+        let waited: f64 = contention.iter().filter_map(|s| s.run_delay_ms).sum();
+        let switches: u64 = contention.iter().filter_map(|s| s.involuntary).sum();
+        let cpus: std::collections::BTreeSet<usize> = contention.iter().map(|s| s.cpu).collect();
+        a.say(
+            Verdict::Warn,
+            format!(
+                "CPU contention: {} stalls on CPU {} (longest {}), the threads runnable but \
+                 waiting {} for a CPU with {switches} involuntary switches: other processes \
+                 took the cores' CPUs; no operator blocked — {CONTENTION_ADVICE}",
+                contention.len(),
+                cpus.iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                ms(longest),
+                ms(waited),
+            ),
+        );
+    }
+    let mut by_op: BTreeMap<(String, StallCause), (usize, f64)> = BTreeMap::new();
+    for s in d
+        .stalls
+        .iter()
+        .filter(|s| s.cause != StallCause::Contention)
+    {
         let key = s
             .operator
             .clone()
             .unwrap_or_else(|| "(the loop, outside operators)".into());
-        let e = by_op.entry(key).or_default();
+        let e = by_op.entry((key, s.cause)).or_default();
         e.0 += 1;
         e.1 = e.1.max(s.duration_ms);
-        *e.2.entry(s.thread).or_default() += 1;
     }
-    for (op, (n, longest, states)) in by_op {
-        let thread = states
-            .iter()
-            .max_by_key(|(_, c)| **c)
-            .map_or(ThreadState::Unknown, |(s, _)| *s);
+    for ((op, cause), (n, longest)) in by_op {
         let in_op = !op.starts_with('(');
-        let v = match (in_op, thread) {
-            (true, ThreadState::Sleeping | ThreadState::DiskWait) => Verdict::Problem,
-            (true, _) => Verdict::Warn,
-            (false, _) => Verdict::Warn,
+        let v = match (in_op, cause) {
+            (true, StallCause::Blocking | StallCause::DiskWait) => Verdict::Problem,
+            _ => Verdict::Warn,
         };
         a.say(
             v,
             format!(
-                "{}: {n} stalls, longest {}; thread {}{}",
+                "{}: {n} stalls, longest {}; {}{}",
                 if in_op { format!("operator `{op}`") } else { op.clone() },
                 ms(longest),
-                thread.explain(),
-                match (in_op, thread) {
-                    (true, ThreadState::Sleeping | ThreadState::DiskWait) =>
-                        " — move the call to an async operator (it runs on the core's io_uring)",
-                    (false, ThreadState::Running) =>
-                        " — the core was likely descheduled: is another process running on its CPU?",
+                cause.explain(),
+                match (in_op, cause) {
+                    (true, StallCause::Blocking | StallCause::DiskWait) =>
+                        " — a blocking call: move it to an async operator (it runs on the core's io_uring)",
+                    (true, StallCause::Computation) =>
+                        " — split the work or move it off the record path",
                     _ => "",
                 }
             ),
@@ -692,11 +759,52 @@ fn blocking(d: &RunDigest) -> Answer {
     a
 }
 
+/// How long each core's thread waited for its CPU over the run.
+fn cpu_wait(a: &mut Answer, d: &RunDigest) {
+    if d.sched.is_empty() {
+        return;
+    }
+    let worst = d
+        .sched
+        .iter()
+        .max_by(|x, y| x.wait_share().total_cmp(&y.wait_share()))
+        .expect("not empty");
+    let each = d
+        .sched
+        .iter()
+        .map(|c| {
+            format!(
+                "CPU {} waited {:.1}% (ran {:.0}%)",
+                c.cpu,
+                c.wait_share() * 100.0,
+                c.run_share() * 100.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if worst.wait_share() >= CPU_WAIT_WARN {
+        a.say(
+            Verdict::Warn,
+            format!(
+                "CPU contention: the cores' threads were runnable but waiting for their CPU \
+                 ({each} of the run; run-queue delay from the kernel's schedstat) — \
+                 {CONTENTION_ADVICE}"
+            ),
+        );
+    } else {
+        a.say(
+            Verdict::Ok,
+            format!("the cores had their CPUs: {each} of the run waiting for them"),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::checkpoint::protocol::TriggerKind;
     use crate::config::CheckpointConfig;
+    use crate::monitor::stall::ThreadState;
 
     fn entry(id: u64, state: State, duration_ms: f64) -> Entry {
         Entry {
@@ -785,6 +893,10 @@ mod tests {
             duration_ms: 120.0,
             at_ms: 500.0,
             thread: ThreadState::Sleeping,
+            cause: StallCause::Blocking,
+            run_delay_ms: Some(0.0),
+            involuntary: Some(0),
+            voluntary: Some(1),
         });
         let job = JobConfig {
             checkpoint: Some(CheckpointConfig::default()),
@@ -797,6 +909,119 @@ mod tests {
         assert!(find(&answers[2], "operator `enrich`")
             .1
             .contains("async operator"));
+    }
+
+    fn contended_stall(core: usize, op: &str) -> Stall {
+        Stall {
+            core,
+            cpu: core,
+            operator: Some(op.into()),
+            partition: Some(0),
+            duration_ms: 30.0,
+            at_ms: 100.0 * core as f64,
+            thread: ThreadState::Running,
+            cause: StallCause::Contention,
+            run_delay_ms: Some(24.0),
+            involuntary: Some(7),
+            voluntary: Some(0),
+        }
+    }
+
+    #[test]
+    fn contention_stalls_in_operators_are_contention_with_its_advice_not_blocking_calls() {
+        let mut d = digest();
+        for i in 0..100 {
+            d.stalls.push(contended_stall(i % 2, "count"));
+        }
+        d.sched = vec![
+            CoreSched {
+                core: 0,
+                cpu: 0,
+                span_ms: 5_000.0,
+                runtime_ms: 1_000.0,
+                run_delay_ms: 1_500.0,
+                voluntary: 10,
+                involuntary: 4_000,
+            },
+            CoreSched {
+                core: 1,
+                cpu: 1,
+                span_ms: 5_000.0,
+                runtime_ms: 1_000.0,
+                run_delay_ms: 100.0,
+                voluntary: 10,
+                involuntary: 300,
+            },
+        ];
+        let job = JobConfig {
+            checkpoint: Some(CheckpointConfig::default()),
+            ..JobConfig::default()
+        };
+        let answers = diagnose(&d, &job, &[entry(1, State::Complete, 5.0)]);
+        // Question 1: no blocking call, but contention named.
+        assert_eq!(find(&answers[0], "blocking calls").0, Verdict::Ok);
+        assert!(find(&answers[0], "CPU contention").1.contains("100 stalls"));
+        // Question 3: contention, once, with its advice; nothing to FIX.
+        let a = &answers[2];
+        assert_eq!(a.verdict, Verdict::Warn, "{a}");
+        assert!(!a.to_string().contains("blocking call"), "{a}");
+        let stalls = find(a, "100 stalls");
+        assert!(stalls.1.contains("CPU contention"), "{}", stalls.1);
+        assert!(
+            stalls.1.contains("fewer cores than the machine has"),
+            "{}",
+            stalls.1
+        );
+        assert!(stalls.1.contains("isolate its cores"), "{}", stalls.1);
+        assert!(stalls.1.contains("spin"), "{}", stalls.1);
+        assert!(
+            stalls.1.contains("waiting 2400 ms for a CPU"),
+            "{}",
+            stalls.1
+        );
+        let wait = find(a, "CPU 0 waited 30.0%");
+        assert_eq!(wait.0, Verdict::Warn);
+        assert_eq!(
+            a.findings
+                .iter()
+                .filter(|(_, t)| t.contains("CPU contention"))
+                .count(),
+            2,
+            "one line for the stalls, one for the run's waiting: {a}"
+        );
+    }
+
+    #[test]
+    fn a_quiet_cpu_is_said_to_be_the_cores_own() {
+        let mut d = digest();
+        d.sched = vec![CoreSched {
+            core: 0,
+            cpu: 3,
+            span_ms: 5_000.0,
+            runtime_ms: 4_900.0,
+            run_delay_ms: 5.0,
+            voluntary: 1,
+            involuntary: 20,
+        }];
+        let a = &diagnose(&d, &JobConfig::default(), &[])[2];
+        assert_eq!(a.verdict, Verdict::Ok, "{a}");
+        assert!(find(a, "had their CPUs").1.contains("CPU 3 waited 0.1%"));
+    }
+
+    #[test]
+    fn a_digest_without_the_new_fields_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = serde_json::to_value(digest()).unwrap();
+        v.as_object_mut().unwrap().remove("sched");
+        v["stalls"] = serde_json::json!([{
+            "core": 0, "cpu": 0, "operator": "x", "partition": 0, "duration_ms": 30.0,
+            "at_ms": 1.0, "thread": "Running"
+        }]);
+        std::fs::create_dir_all(dir.path().join(".rill")).unwrap();
+        std::fs::write(digest_path(dir.path()), v.to_string()).unwrap();
+        let d = read_digest(dir.path()).unwrap();
+        assert!(d.sched.is_empty());
+        assert_eq!(d.stalls[0].cause, StallCause::Unknown);
     }
 
     fn async_digest(capacity: u64, io_ms: f64, full_us: u64) -> RunDigest {

@@ -8,8 +8,9 @@
 //! watermarks and end-of-stream in-band. A full ring is backpressure; a core with nothing
 //! to do spins briefly and then parks on its doorbell.
 //!
-//! - [`dataflow`]: the pipeline API (`Pipeline`, `Stream`, `KeyedStream`) and the
-//!   `Source`/`Sink` traits.
+//! - [`dataflow`]: the pipeline API (`Pipeline`, `Stream`, `KeyedStream`), the
+//!   synchronous `Source`/`Sink` traits, and `AsyncSource`/`AsyncSink` for sources and
+//!   sinks that wait for IO on their core without blocking it (`IoCx`).
 //! - [`connectors`]: generator, file source, file and dead-letter sinks, latency sink.
 //! - [`state`]: value, list and map state per key, stored per key group.
 //! - [`config`]: job directories (`job.toml`, `cores/<cpu>.toml`).
@@ -20,6 +21,14 @@
 //!   `keyed-async`, Nexmark q0–q8).
 //! - [`app`]: the command line of a job's binary (`run`, `validate`, `checkpoints`,
 //!   `savepoint`, `doctor`), for the built-ins and for a user's own pipelines.
+//!
+//! A job of your own is a crate on [`app`]: `fn main() -> ExitCode {
+//! rill_engine::app::main("my-job", |ctx| { … Ok(pipeline) }) }`, reading its parameters
+//! with [`app::Ctx::params`], its records marked [`record`]; the sources and sinks are
+//! the [`dataflow::Source`] and [`dataflow::Sink`] traits. The page below, also
+//! `docs/your-own-job.md` in the repository, builds one from `cargo new` on.
+//!
+#![doc = include_str!("../../docs/your-own-job.md")]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -487,15 +487,22 @@ impl fmt::Display for JobReport {
                 done.last().map_or(0, |c| c.bytes_full)
             )?;
         }
-        const SHOWN: usize = 5;
-        for s in self.monitor.stalls.iter().take(SHOWN) {
-            writeln!(f, "stall         {}", s.describe())?;
+        // By cause, summarised: a crowded machine causes hundreds of contention stalls.
+        for line in crate::monitor::stall::summarize(&self.monitor.stalls) {
+            writeln!(f, "stalls        {line} (`rill doctor` has more)")?;
         }
-        if self.monitor.stalls.len() > SHOWN {
+        for c in &self.monitor.sched {
             writeln!(
                 f,
-                "stall         … and {} more (`rill doctor` lists them all)",
-                self.monitor.stalls.len() - SHOWN
+                "cpu wait      core {} (CPU {}) ran {:.0}% and waited {:.1}% of {:.1} s for its CPU; \
+                 {} involuntary, {} voluntary switches",
+                c.core,
+                c.cpu,
+                c.run_share() * 100.0,
+                c.wait_share() * 100.0,
+                c.span_ms / 1e3,
+                c.involuntary,
+                c.voluntary
             )?;
         }
         for (k, v) in &self.counters {

@@ -89,19 +89,15 @@ fn params_for_a_built_in_pipeline_exit_2() {
 }
 
 #[test]
-fn validate_accepts_the_shipped_examples() {
-    for example in ["latency"] {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../examples")
-            .join(example);
-        let out = rill().arg("validate").arg(&dir).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{example}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
-    }
+fn validate_accepts_the_shipped_latency_job() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/latency");
+    let out = rill().arg("validate").arg(&dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
 
 #[test]
@@ -346,7 +342,7 @@ fn doctor_answers_the_faq_with_the_numbers_of_the_last_run() {
     for needle in [
         "Checkpoints fail or are slow",
         "Async IO is slow",
-        "Is an operator blocking its core?",
+        "Is an operator blocking its core, or is the CPU taken?",
         "checkpoints completed in the last run",
         "state backend",
         "N = 2 per partition × 2 partitions",

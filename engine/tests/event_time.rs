@@ -220,3 +220,57 @@ fn an_interval_join_of_two_sources_over_two_cores_matches_a_nested_loop() {
     assert_eq!(report.counter("late_records"), 0);
     assert_eq!(got, want);
 }
+
+/// Issue 15: a window's results are records like any other: they cross a `key_by` to a
+/// keyed operator on another core (before, `WindowResult` had no rkyv derives and a
+/// `key_by` after a window did not compile). Per-key counts re-keyed by window start
+/// and summed there give each window's total.
+#[test]
+fn window_results_flow_through_a_key_by_into_a_further_keyed_operator() {
+    use rill_engine::dataflow::windows::WindowResult;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path(), JobConfig::default());
+    let p = Pipeline::new(spec.job.max_key_groups);
+    p.source_with_watermarks(
+        "gen",
+        Generator::new(100_000, 12_000, 0, |t| t.seq),
+        |s: &u64| *s,
+        strategy(),
+    )
+    .parallelism(2)
+    .key_by("by-key", |s: &u64| s % 5)
+    .window(
+        "count",
+        WindowSpec::tumbling(Duration::from_millis(1_000)),
+        |s: &u64| *s,
+        Count,
+    )
+    .key_by("by-window", |r: &WindowResult<u64, u64>| r.start)
+    .process("total", |init| {
+        let total = init.value::<u64>("total");
+        move |ctx, r: WindowResult<u64, u64>, out: &mut Out<'_, String>| {
+            let t = total.update(
+                ctx,
+                || 0,
+                |t| {
+                    *t += r.value;
+                    *t
+                },
+            );
+            out.emit(format!("{},{t}", r.start));
+        }
+    })
+    .sink("out", FileSink::lines("out"));
+    let graph = p.build(spec.default_parallelism()).unwrap();
+    Job::new(spec, graph).run().unwrap();
+    // The last running total of each window is the window's size: 1000 records each.
+    let mut last: BTreeMap<i64, u64> = BTreeMap::new();
+    for l in lines(&dir.path().join("out")) {
+        let (w, t) = l.split_once(',').unwrap();
+        let e = last.entry(w.parse().unwrap()).or_default();
+        *e = (*e).max(t.parse().unwrap());
+    }
+    let want: BTreeMap<i64, u64> = (0..12).map(|w| (w * 1_000, 1_000)).collect();
+    assert_eq!(last, want);
+}

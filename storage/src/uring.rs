@@ -426,6 +426,65 @@ impl Uring {
         (cvt(res).map(|n| n as usize), buf)
     }
 
+    /// Reads into `buf` (up to its length) from `file` at `pos`; resolves with the count
+    /// read (0: end of file) and the buffer back. The operation keeps `file` open and owns
+    /// the buffer until its completion is reaped, so dropping the future early is safe.
+    pub async fn read_file_at(
+        &self,
+        file: Rc<File>,
+        mut buf: Vec<u8>,
+        pos: u64,
+    ) -> (io::Result<usize>, Vec<u8>) {
+        let len = buf.len().min(u32::MAX as usize) as u32;
+        let entry = opcode::Read::new(types::Fd(file.as_raw_fd()), buf.as_mut_ptr(), len)
+            .offset(pos)
+            .build();
+        let (res, buf) = self.submit(entry, Some(buf), Some(file)).await;
+        let buf = buf.expect("a read's buffer comes back with its completion");
+        (cvt(res).map(|n| n as usize), buf)
+    }
+
+    /// Like [`write_at`](Uring::write_at), keeping `file` open until the completion is
+    /// reaped (dropping the future early is safe).
+    pub async fn write_file_at(
+        &self,
+        file: Rc<File>,
+        buf: Vec<u8>,
+        pos: u64,
+    ) -> (io::Result<usize>, Vec<u8>) {
+        let fd = file.as_raw_fd();
+        self.write_at_keeping(fd, buf, pos, Some(file)).await
+    }
+
+    /// fdatasync (`data_only`) or fsync of `file`, keeping it open until the completion
+    /// is reaped.
+    pub async fn sync_file(&self, file: Rc<File>, data_only: bool) -> io::Result<()> {
+        let flags = if data_only {
+            types::FsyncFlags::DATASYNC
+        } else {
+            types::FsyncFlags::empty()
+        };
+        let fd = file.as_raw_fd();
+        self.fsync_keeping(fd, flags, Some(file)).await
+    }
+
+    /// Makes the kernel signal `eventfd` whenever it posts a completion to this ring
+    /// (`IORING_REGISTER_EVENTFD`), so a thread that sleeps elsewhere can learn of it.
+    pub fn register_eventfd(&self, eventfd: RawFd) -> io::Result<()> {
+        self.inner
+            .borrow()
+            .ring
+            .submitter()
+            .register_eventfd(eventfd)
+    }
+
+    /// Whether [`poll`](Uring::poll) has something to do right now: operations queued
+    /// for submission, or completions posted and not reaped. Never blocks.
+    pub fn has_ready(&self) -> bool {
+        let mut r = self.inner.borrow_mut();
+        !r.queued.is_empty() || !r.ring.completion().is_empty()
+    }
+
     /// Preallocates bytes `0..len` of `fd` (fallocate mode 0: the file grows to `len`).
     pub async fn fallocate(&self, fd: RawFd, len: u64) -> io::Result<()> {
         self.fallocate_keeping(fd, len, None).await

@@ -111,13 +111,14 @@ impl<'a> Ctx<'a> {
             } else {
                 format!("params.{path}")
             };
-            let inner = e.into_inner().to_string();
-            let inner = inner.trim_end();
+            // The first line: toml adds "in `key`", which the key above already says.
+            let message = e.into_inner().to_string();
+            let (problem, valid) = params_problem(message.lines().next().unwrap_or("").trim_end());
             ConfigError::Invalid {
                 file: self.job_file(),
                 key,
-                problem: inner.to_string(),
-                valid: params_hint(inner),
+                problem,
+                valid,
             }
             .into()
         })
@@ -169,18 +170,22 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// What to say is valid, from serde's message.
-fn params_hint(message: &str) -> String {
+/// What is wrong and what would be valid, from serde's message.
+fn params_problem(message: &str) -> (String, String) {
     if let Some(rest) = message.strip_prefix("unknown field") {
-        match rest.split_once("expected ") {
-            Some((_, expected)) => format!("a known parameter: {expected}"),
-            None => "remove it: the pipeline has no such parameter".into(),
-        }
+        let valid = match rest.split_once("expected ") {
+            Some((_, expected)) => expected.to_string(),
+            None => "remove it".into(),
+        };
+        ("the job has no such parameter".into(), valid)
     } else if let Some(field) = message.strip_prefix("missing field ") {
-        format!("set {field} in [params]")
-    } else if let Some((_, expected)) = message.split_once("expected ") {
-        expected.to_string()
+        ("missing".into(), format!("set {field} in [params]"))
+    } else if let Some((problem, expected)) = message.split_once(", expected ") {
+        (problem.to_string(), expected.to_string())
     } else {
-        "see the pipeline's documentation of its [params]".into()
+        (
+            message.to_string(),
+            "see the job's documentation of its [params]".into(),
+        )
     }
 }

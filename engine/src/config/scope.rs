@@ -72,7 +72,8 @@ fn check(file: &Path, job: &JobConfig, present: &[String]) -> Result<(), ConfigE
             continue;
         }
         let valid = match (readers.is_empty(), *own) {
-            (true, _) => "remove it; built-in pipelines have no parameters of their own                           (they apply to a pipeline of the job's own binary)"
+            (true, _) => "remove it; built-in pipelines have no parameters of their own (it applies to a \
+                          pipeline of the job's own binary)"
                 .to_string(),
             (false, true) => format!(
                 "remove it; it applies to the built-in pipeline{} {}, and to a pipeline of                  the job's own binary that reads it",

@@ -12,16 +12,20 @@
 //!   output of a run without the crash, in `<n>` order per partition.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::future::Future;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 
-use crate::dataflow::{PartitionContext, RecoverContext, Sink, SinkPartition};
+use crate::dataflow::{
+    AsyncSink, AsyncSinkPartition, IoCx, PartitionContext, RecoverContext, Uring,
+};
 use crate::error::{EngineError, Result};
 use crate::ids::CheckpointId;
 use crate::metrics::MetricsHandle;
-
-const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
 type Format<T> = Arc<dyn Fn(&T, &mut Vec<u8>) + Send + Sync>;
 
@@ -193,7 +197,47 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| EngineError::io("fsync directory", dir, e))
 }
 
-/// One output file that becomes visible only when committed (see the module doc).
+type IoFuture<R> = Pin<Box<dyn Future<Output = R>>>;
+
+/// One write in flight: the kernel owns the buffer until it completes.
+struct InFlight {
+    fut: IoFuture<(std::io::Result<usize>, Vec<u8>)>,
+    /// Where its bytes go.
+    pos: u64,
+    len: usize,
+}
+
+/// How far a non-transactional `TxFile` got in finishing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    NotStarted,
+    Flushing,
+    SyncingFile,
+    SyncingDir,
+    Done,
+}
+
+/// The file a `TxFile` is writing.
+struct OpenFile {
+    path: PathBuf,
+    file: Rc<File>,
+    /// Bytes handed to the kernel so far: the offset of the next write.
+    submitted: u64,
+}
+
+/// What a `TxFile` waits for before its current step is done.
+enum Step {
+    /// Nothing beyond the writes in flight.
+    None,
+    /// A sync of the sealed file or of the directory.
+    Sync(IoFuture<std::io::Result<()>>, PathBuf),
+}
+
+/// One output file that becomes visible only when committed (see the module doc). Its
+/// bytes are buffered and written through the core's connector io_uring: `WRITE_CHUNK`
+/// bytes per write, at most `WRITES_IN_FLIGHT` at once, beyond which `poll_ready` is
+/// `Pending` (backpressure) until one completes. Creating, renaming and removing files
+/// are plain system calls (metadata, no data).
 struct TxFile {
     dir: PathBuf,
     /// `part-3`, `dead-letter`.
@@ -201,10 +245,19 @@ struct TxFile {
     /// `csv`, `jsonl`.
     ext: String,
     transactional: bool,
-    writer: Option<(BufWriter<File>, PathBuf)>,
+    open: Option<OpenFile>,
+    buf: Vec<u8>,
+    writes: Vec<InFlight>,
+    uring: Option<Rc<Uring>>,
+    step: Step,
+    /// How far `poll_finish` got (without checkpoints).
+    finish: Finish,
     seq: u64,
     pending: Vec<(CheckpointId, PathBuf)>,
 }
+
+const WRITE_CHUNK_BYTES: usize = 256 * 1024;
+const WRITES_IN_FLIGHT: usize = 4;
 
 impl TxFile {
     fn new(dir: PathBuf, name: String, ext: String, transactional: bool) -> Self {
@@ -213,14 +266,28 @@ impl TxFile {
             name,
             ext,
             transactional,
-            writer: None,
+            open: None,
+            buf: Vec::with_capacity(WRITE_CHUNK_BYTES),
+            writes: Vec::new(),
+            uring: None,
+            step: Step::None,
+            finish: Finish::NotStarted,
             seq: 0,
             pending: Vec::new(),
         }
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        if self.writer.is_none() {
+    fn uring(&mut self, cx: &IoCx<'_>) -> Result<Rc<Uring>> {
+        if let Some(u) = &self.uring {
+            return Ok(u.clone());
+        }
+        let u = cx.uring()?;
+        self.uring = Some(u.clone());
+        Ok(u)
+    }
+
+    fn open(&mut self) -> Result<&mut OpenFile> {
+        if self.open.is_none() {
             let path = self.dir.join(format!(
                 ".{}.{}.{}.inprogress",
                 self.name, self.seq, self.ext
@@ -232,39 +299,169 @@ impl TxFile {
                 .truncate(true)
                 .open(&path)
                 .map_err(|e| EngineError::io("create", &path, e))?;
-            self.writer = Some((BufWriter::with_capacity(WRITE_BUFFER_BYTES, f), path));
+            self.open = Some(OpenFile {
+                path,
+                file: Rc::new(f),
+                submitted: 0,
+            });
         }
-        let (w, path) = self.writer.as_mut().expect("opened above");
-        w.write_all(bytes)
-            .map_err(|e| EngineError::io("write", path.as_path(), e))
+        Ok(self.open.as_mut().expect("opened above"))
     }
 
-    /// Flushes the open file and renames it to `to`; returns the file (for a sync).
-    fn seal(&mut self, to: &Path) -> Result<Option<File>> {
-        let Some((w, path)) = self.writer.take() else {
-            return Ok(None);
+    /// Buffers `bytes` for the open file (opening one first if needed).
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.open()?;
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Hands the buffered bytes to the kernel as one write.
+    fn submit(&mut self, cx: &IoCx<'_>) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let uring = self.uring(cx)?;
+        let open = self
+            .open
+            .as_mut()
+            .expect("bytes are buffered for an open file");
+        let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(WRITE_CHUNK_BYTES));
+        let (pos, len, file) = (open.submitted, buf.len(), open.file.clone());
+        open.submitted += len as u64;
+        self.writes.push(InFlight {
+            fut: Box::pin(async move { uring.write_file_at(file, buf, pos).await }),
+            pos,
+            len,
+        });
+        Ok(())
+    }
+
+    /// Polls the writes in flight (re-issuing the rest of a short one). `Ready` once none
+    /// is left.
+    fn poll_writes(&mut self, cx: &mut IoCx<'_>) -> Result<Poll<()>> {
+        let mut i = 0;
+        while i < self.writes.len() {
+            let Poll::Ready((n, buf)) = self.writes[i].fut.as_mut().poll(cx.context()) else {
+                i += 1;
+                continue;
+            };
+            let w = self.writes.swap_remove(i);
+            let open = self.open.as_ref().expect("a write in flight has its file");
+            let n = n.map_err(|e| EngineError::io("write", &open.path, e))?;
+            if n == 0 && w.len > 0 {
+                return Err(EngineError::io(
+                    "write",
+                    &open.path,
+                    std::io::Error::new(std::io::ErrorKind::WriteZero, "wrote 0 bytes"),
+                ));
+            }
+            if n < w.len {
+                let file = open.file.clone();
+                let uring = self.uring(cx)?;
+                let pos = w.pos + n as u64;
+                let rest = buf[n..w.len].to_vec();
+                let len = rest.len();
+                self.writes.push(InFlight {
+                    fut: Box::pin(async move { uring.write_file_at(file, rest, pos).await }),
+                    pos,
+                    len,
+                });
+            }
+            // Swapped in: look at index `i` again.
+        }
+        Ok(if self.writes.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        })
+    }
+
+    /// Polls the current step's sync. `Ready` once it is done.
+    fn poll_step(&mut self, cx: &mut IoCx<'_>) -> Result<Poll<()>> {
+        let Step::Sync(fut, path) = &mut self.step else {
+            return Ok(Poll::Ready(()));
         };
-        let f = w
-            .into_inner()
-            .map_err(|e| EngineError::io("write", &path, e.into_error()))?;
-        std::fs::rename(&path, to).map_err(|e| EngineError::io("rename", &path, e))?;
-        Ok(Some(f))
+        let Poll::Ready(r) = fut.as_mut().poll(cx.context()) else {
+            return Ok(Poll::Pending);
+        };
+        let path = std::mem::take(path);
+        self.step = Step::None;
+        r.map_err(|e| EngineError::io("fsync", &path, e))?;
+        Ok(Poll::Ready(()))
     }
 
-    fn pre_commit(&mut self, id: CheckpointId) -> Result<Vec<File>> {
+    /// Starts a sync of `file` (`data_only`: fdatasync) as the current step.
+    fn start_sync(
+        &mut self,
+        cx: &IoCx<'_>,
+        file: File,
+        path: &Path,
+        data_only: bool,
+    ) -> Result<()> {
+        let uring = self.uring(cx)?;
+        let file = Rc::new(file);
+        self.step = Step::Sync(
+            Box::pin(async move { uring.sync_file(file, data_only).await }),
+            path.to_path_buf(),
+        );
+        Ok(())
+    }
+
+    fn poll_ready(&mut self, cx: &mut IoCx<'_>) -> Result<Poll<()>> {
+        let _ = self.poll_writes(cx)?;
+        if self.buf.len() >= WRITE_CHUNK_BYTES {
+            if self.writes.len() >= WRITES_IN_FLIGHT {
+                return Ok(Poll::Pending);
+            }
+            self.submit(cx)?;
+            let _ = self.poll_writes(cx)?;
+        }
+        Ok(Poll::Ready(()))
+    }
+
+    /// Writes what is buffered and waits for every write in flight.
+    fn poll_flush(&mut self, cx: &mut IoCx<'_>) -> Result<Poll<()>> {
+        self.submit(cx)?;
+        self.poll_writes(cx)
+    }
+
+    /// Barrier `id`: the file written since the previous barrier becomes
+    /// `.<name>-<id>.<ext>.pending` once all its bytes are written; returns it and the
+    /// directory for the checkpoint to sync.
+    fn poll_pre_commit(&mut self, id: CheckpointId, cx: &mut IoCx<'_>) -> Result<Poll<Vec<File>>> {
+        let _ = id;
+        if self.poll_flush(cx)?.is_pending() {
+            return Ok(Poll::Pending);
+        }
+        let Some(open) = self.open.take() else {
+            return Ok(Poll::Ready(Vec::new()));
+        };
         let to = self
             .dir
             .join(format!(".{}-{}.{}.pending", self.name, id.0, self.ext));
-        match self.seal(&to)? {
-            Some(f) => {
-                self.pending.push((id, to));
-                Ok(vec![f, open_dir(&self.dir)?])
-            }
-            None => Ok(Vec::new()),
-        }
+        std::fs::rename(&open.path, &to).map_err(|e| EngineError::io("rename", &open.path, e))?;
+        let file = open
+            .file
+            .try_clone()
+            .map_err(|e| EngineError::io("dup", &to, e))?;
+        self.pending.push((id, to));
+        Ok(Poll::Ready(vec![file, open_dir(&self.dir)?]))
     }
 
-    fn commit(&mut self, id: CheckpointId) -> Result<Vec<File>> {
+    /// Checkpoint `id` completed: renames every pending file of `id` or before into
+    /// place, then syncs the directory.
+    fn poll_commit(&mut self, id: CheckpointId, cx: &mut IoCx<'_>) -> Result<Poll<bool>> {
+        if matches!(self.step, Step::Sync(..)) {
+            return Ok(match self.poll_step(cx) {
+                Ok(p) => p.map(|()| true),
+                Err(e) => {
+                    // As before the move to the ring: the renames are done; a failed
+                    // directory sync is reported, not fatal.
+                    tracing::warn!("syncing a committed sink directory: {e}");
+                    Poll::Ready(true)
+                }
+            });
+        }
         let mut any = false;
         let mut keep = Vec::new();
         for (n, path) in std::mem::take(&mut self.pending) {
@@ -281,43 +478,78 @@ impl TxFile {
             }
         }
         self.pending = keep;
-        Ok(if any {
-            vec![open_dir(&self.dir)?]
-        } else {
-            Vec::new()
-        })
+        if !any {
+            return Ok(Poll::Ready(false));
+        }
+        let dir = self.dir.clone();
+        self.start_sync(cx, open_dir(&dir)?, &dir, false)?;
+        self.poll_commit(id, cx)
     }
 
-    fn finish(&mut self) -> Result<()> {
+    fn poll_finish(&mut self, cx: &mut IoCx<'_>) -> Result<Poll<()>> {
         if self.transactional {
             // Everything was pre-committed at the final barrier, which is aligned: a
             // file opened after it holds output that no checkpoint commits. Say so
             // loudly instead of dropping it (issue 13: unaligned final checkpoints lost
             // the records processed after their barrier here, and the run exited 0).
-            if let Some((w, path)) = self.writer.take() {
-                let f = w
-                    .into_inner()
-                    .map_err(|e| EngineError::io("write", &path, e.into_error()))?;
-                let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
-                drop(f);
-                std::fs::remove_file(&path).map_err(|e| EngineError::io("remove", &path, e))?;
+            if self.poll_flush(cx)?.is_pending() {
+                return Ok(Poll::Pending);
+            }
+            if let Some(open) = self.open.take() {
+                let bytes = open.submitted;
+                drop(open.file);
+                std::fs::remove_file(&open.path)
+                    .map_err(|e| EngineError::io("remove", &open.path, e))?;
                 if bytes > 0 {
-                    return Err(EngineError::UncommittedOutput { path, bytes });
+                    return Err(EngineError::UncommittedOutput {
+                        path: open.path,
+                        bytes,
+                    });
                 }
             }
-            return Ok(());
+            return Ok(Poll::Ready(()));
         }
-        let to = self.dir.join(format!("{}.{}", self.name, self.ext));
-        if self.writer.is_none() {
-            // No records: an empty output file, as a plain sink would leave.
-            self.write(&[])?;
+        // Without checkpoints: write everything, rename into place, fdatasync the file,
+        // sync the directory; each step may wait for the ring.
+        loop {
+            match self.finish {
+                Finish::NotStarted => {
+                    // No records: an empty output file, as a plain sink would leave.
+                    self.open()?;
+                    self.finish = Finish::Flushing;
+                }
+                Finish::Flushing => {
+                    if self.poll_flush(cx)?.is_pending() {
+                        return Ok(Poll::Pending);
+                    }
+                    let open = self.open.take().expect("opened when finishing began");
+                    let to = self.dir.join(format!("{}.{}", self.name, self.ext));
+                    std::fs::rename(&open.path, &to)
+                        .map_err(|e| EngineError::io("rename", &open.path, e))?;
+                    let file = open
+                        .file
+                        .try_clone()
+                        .map_err(|e| EngineError::io("dup", &to, e))?;
+                    self.start_sync(cx, file, &to, true)?;
+                    self.finish = Finish::SyncingFile;
+                }
+                Finish::SyncingFile => {
+                    if self.poll_step(cx)?.is_pending() {
+                        return Ok(Poll::Pending);
+                    }
+                    let dir = self.dir.clone();
+                    self.start_sync(cx, open_dir(&dir)?, &dir, false)?;
+                    self.finish = Finish::SyncingDir;
+                }
+                Finish::SyncingDir => {
+                    if self.poll_step(cx)?.is_pending() {
+                        return Ok(Poll::Pending);
+                    }
+                    self.finish = Finish::Done;
+                }
+                Finish::Done => return Ok(Poll::Ready(())),
+            }
         }
-        if let Some(f) = self.seal(&to)? {
-            f.sync_data()
-                .map_err(|e| EngineError::io("fdatasync", &to, e))?;
-            sync_dir(&self.dir)?;
-        }
-        Ok(())
     }
 }
 
@@ -326,8 +558,8 @@ fn is_part_name(name: &str) -> bool {
         .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-impl<T: 'static> Sink<T> for FileSink<T> {
-    fn partition(&self, ctx: &PartitionContext<'_>) -> Result<Box<dyn SinkPartition<T>>> {
+impl<T: 'static> AsyncSink<T> for FileSink<T> {
+    fn open_partition(&self, ctx: &PartitionContext<'_>) -> Result<Box<dyn AsyncSinkPartition<T>>> {
         let dir = ctx.resolve(&self.dir);
         std::fs::create_dir_all(&dir).map_err(|e| EngineError::io("create directory", &dir, e))?;
         Ok(Box::new(FilePartition {
@@ -345,7 +577,7 @@ impl<T: 'static> Sink<T> for FileSink<T> {
         }))
     }
 
-    fn recover(&self, ctx: &RecoverContext<'_>) -> Result<()> {
+    fn recover_output(&self, ctx: &RecoverContext<'_>) -> Result<()> {
         let dir = if self.dir.is_absolute() {
             self.dir.clone()
         } else {
@@ -364,7 +596,12 @@ struct FilePartition<T> {
     records: u64,
 }
 
-impl<T> SinkPartition<T> for FilePartition<T> {
+impl<T> AsyncSinkPartition<T> for FilePartition<T> {
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut IoCx<'_>) -> Poll<Result<()>> {
+        lift(self.file.poll_ready(cx))
+    }
+
     #[inline]
     fn write(&mut self, rec: T) -> Result<()> {
         self.line.clear();
@@ -373,34 +610,47 @@ impl<T> SinkPartition<T> for FilePartition<T> {
         self.file.write(&self.line)
     }
 
-    fn finish(&mut self) -> Result<()> {
-        self.file.finish()?;
-        self.metrics
-            .add("sink_records", std::mem::take(&mut self.records));
-        if !self.file.transactional {
-            // Without checkpoints the output appears (is renamed into place) now.
+    fn poll_pre_commit(&mut self, id: CheckpointId, cx: &mut IoCx<'_>) -> Poll<Result<Vec<File>>> {
+        let r = lift(self.file.poll_pre_commit(id, cx));
+        if r.is_ready() {
             self.metrics
-                .note_arrival(crate::clock::Clock::now_ns(&self.clock));
+                .add("sink_records", std::mem::take(&mut self.records));
         }
-        Ok(())
-    }
-
-    fn pre_commit(&mut self, id: CheckpointId) -> Result<Vec<File>> {
-        let r = self.file.pre_commit(id);
-        self.metrics
-            .add("sink_records", std::mem::take(&mut self.records));
         r
     }
 
-    fn commit(&mut self, id: CheckpointId) -> Result<Vec<File>> {
-        let synced = self.file.commit(id)?;
-        if !synced.is_empty() {
-            // Rows became committed output: the report's first output (and last
-            // arrival) is when output is visible, not when the sink finished.
+    fn poll_commit(&mut self, id: CheckpointId, cx: &mut IoCx<'_>) -> Poll<Result<()>> {
+        lift(self.file.poll_commit(id, cx)).map_ok(|renamed| {
+            if renamed {
+                // Rows became committed output: the report's first output (and last
+                // arrival) is when output is visible, not when the sink finished.
+                self.metrics
+                    .note_arrival(crate::clock::Clock::now_ns(&self.clock));
+            }
+        })
+    }
+
+    fn poll_finish(&mut self, cx: &mut IoCx<'_>) -> Poll<Result<()>> {
+        let r = lift(self.file.poll_finish(cx));
+        if matches!(r, Poll::Ready(Ok(()))) {
             self.metrics
-                .note_arrival(crate::clock::Clock::now_ns(&self.clock));
+                .add("sink_records", std::mem::take(&mut self.records));
+            if !self.file.transactional {
+                // Without checkpoints the output appears (is renamed into place) now.
+                self.metrics
+                    .note_arrival(crate::clock::Clock::now_ns(&self.clock));
+            }
         }
-        Ok(synced)
+        r
+    }
+}
+
+/// `Result<Poll<R>>` (what `TxFile`'s steps return, for `?`) as `Poll<Result<R>>`.
+fn lift<R>(r: Result<Poll<R>>) -> Poll<Result<R>> {
+    match r {
+        Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(e) => Poll::Ready(Err(e)),
     }
 }
 
@@ -444,8 +694,11 @@ impl DeadLetterSink {
     }
 }
 
-impl Sink<DeadLetter> for DeadLetterSink {
-    fn partition(&self, ctx: &PartitionContext<'_>) -> Result<Box<dyn SinkPartition<DeadLetter>>> {
+impl AsyncSink<DeadLetter> for DeadLetterSink {
+    fn open_partition(
+        &self,
+        ctx: &PartitionContext<'_>,
+    ) -> Result<Box<dyn AsyncSinkPartition<DeadLetter>>> {
         if ctx.parallelism != 1 {
             return Err(EngineError::Graph {
                 operator: ctx.operator.to_string(),
@@ -465,7 +718,7 @@ impl Sink<DeadLetter> for DeadLetterSink {
         }))
     }
 
-    fn recover(&self, ctx: &RecoverContext<'_>) -> Result<()> {
+    fn recover_output(&self, ctx: &RecoverContext<'_>) -> Result<()> {
         let path = if self.path.is_absolute() {
             self.path.clone()
         } else {
@@ -483,7 +736,11 @@ struct DeadLetterPartition {
     line: Vec<u8>,
 }
 
-impl SinkPartition<DeadLetter> for DeadLetterPartition {
+impl AsyncSinkPartition<DeadLetter> for DeadLetterPartition {
+    fn poll_ready(&mut self, cx: &mut IoCx<'_>) -> Poll<Result<()>> {
+        lift(self.file.poll_ready(cx))
+    }
+
     fn write(&mut self, rec: DeadLetter) -> Result<()> {
         let json = serde_json::json!({
             "offset": rec.offset,
@@ -499,20 +756,132 @@ impl SinkPartition<DeadLetter> for DeadLetterPartition {
         r
     }
 
-    fn finish(&mut self) -> Result<()> {
-        self.file.finish()?;
-        self.metrics
-            .add("dead_letters", std::mem::take(&mut self.count));
-        Ok(())
+    fn poll_pre_commit(&mut self, id: CheckpointId, cx: &mut IoCx<'_>) -> Poll<Result<Vec<File>>> {
+        let r = lift(self.file.poll_pre_commit(id, cx));
+        if r.is_ready() {
+            self.metrics
+                .add("dead_letters", std::mem::take(&mut self.count));
+        }
+        r
     }
 
-    fn pre_commit(&mut self, id: CheckpointId) -> Result<Vec<File>> {
-        self.metrics
-            .add("dead_letters", std::mem::take(&mut self.count));
-        self.file.pre_commit(id)
+    fn poll_commit(&mut self, id: CheckpointId, cx: &mut IoCx<'_>) -> Poll<Result<()>> {
+        lift(self.file.poll_commit(id, cx)).map_ok(drop)
     }
 
-    fn commit(&mut self, id: CheckpointId) -> Result<Vec<File>> {
-        self.file.commit(id)
+    fn poll_finish(&mut self, cx: &mut IoCx<'_>) -> Poll<Result<()>> {
+        let r = lift(self.file.poll_finish(cx));
+        if r.is_ready() {
+            self.metrics
+                .add("dead_letters", std::mem::take(&mut self.count));
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::MonotonicClock;
+    use crate::dataflow::io::testing::Standalone;
+    use crate::ids::{CoreId, PartitionId};
+
+    fn ctx(dir: &Path, transactional: bool) -> PartitionContext<'_> {
+        PartitionContext {
+            operator: "out",
+            partition: PartitionId(3),
+            parallelism: 4,
+            core: CoreId(0),
+            job_dir: dir,
+            clock: MonotonicClock::new(std::time::Instant::now()),
+            metrics: MetricsHandle::default(),
+            transactional,
+        }
+    }
+
+    /// Polls `f` until it is ready, reaping the connector ring in between.
+    fn ready<R>(io: &Standalone, mut f: impl FnMut(&mut IoCx<'_>) -> Poll<R>) -> R {
+        loop {
+            if let Poll::Ready(r) = f(&mut io.cx()) {
+                return r;
+            }
+            io.wait();
+        }
+    }
+
+    #[test]
+    fn megabytes_go_out_in_writes_in_flight_and_commit_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Standalone::new();
+        let sink = FileSink::lines("out");
+        let mut part = sink.open_partition(&ctx(dir.path(), true)).unwrap();
+        let mut want = String::new();
+        let mut waited = 0;
+        for i in 0..200_000u32 {
+            // More than WRITES_IN_FLIGHT chunks: `poll_ready` must hold some records back.
+            if part.poll_ready(&mut io.cx()).is_pending() {
+                waited += 1;
+                ready(&io, |cx| part.poll_ready(cx)).unwrap();
+            }
+            let line = format!("record {i:>8} {}", "x".repeat(i as usize % 40));
+            want.push_str(&line);
+            want.push('\n');
+            part.write(line).unwrap();
+        }
+        let files = ready(&io, |cx| part.poll_pre_commit(CheckpointId(1), cx)).unwrap();
+        assert_eq!(files.len(), 2, "the file and its directory to sync");
+        let out = dir.path().join("out");
+        assert!(out.join(".part-3-1.csv.pending").exists());
+        assert!(
+            committed_files(&out).unwrap().is_empty(),
+            "invisible until committed"
+        );
+        ready(&io, |cx| part.poll_commit(CheckpointId(1), cx)).unwrap();
+        let got = std::fs::read_to_string(out.join("part-3-1.csv")).unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the committed file holds every line in order");
+        assert!(
+            waited > 0,
+            "{} bytes never filled the writes in flight",
+            want.len()
+        );
+        ready(&io, |cx| part.poll_finish(cx)).unwrap();
+    }
+
+    #[test]
+    fn without_checkpoints_the_output_appears_when_the_input_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Standalone::new();
+        let sink = FileSink::lines("out");
+        let mut part = sink.open_partition(&ctx(dir.path(), false)).unwrap();
+        ready(&io, |cx| part.poll_ready(cx)).unwrap();
+        part.write("a,1".to_string()).unwrap();
+        let out = dir.path().join("out");
+        assert!(!out.join("part-3.csv").exists());
+        ready(&io, |cx| part.poll_finish(cx)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("part-3.csv")).unwrap(),
+            "a,1\n"
+        );
+        // No records: an empty file.
+        let dir = tempfile::tempdir().unwrap();
+        let mut part = sink.open_partition(&ctx(dir.path(), false)).unwrap();
+        ready(&io, |cx| part.poll_finish(cx)).unwrap();
+        let empty = dir.path().join("out").join("part-3.csv");
+        assert_eq!(std::fs::read_to_string(empty).unwrap(), "");
+    }
+
+    #[test]
+    fn output_after_the_final_barrier_fails_instead_of_vanishing() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Standalone::new();
+        let sink = FileSink::lines("out");
+        let mut part = sink.open_partition(&ctx(dir.path(), true)).unwrap();
+        part.write("late".to_string()).unwrap();
+        let err = ready(&io, |cx| part.poll_finish(cx)).unwrap_err();
+        assert!(
+            matches!(err, EngineError::UncommittedOutput { bytes: 5, .. }),
+            "{err}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::exchange::{ExchangeDef, ExchangeErased, RouteFn};
 use super::instantiate::{Instantiator, SinkOp, SourceDef, SourceErased};
 use super::ops::{BoxEmit, Discard};
-use super::{Data, Keyed, PartitionContext, RecoverContext, Sink, Source};
+use super::{AsyncSink, AsyncSource, Data, Keyed, PartitionContext, RecoverContext};
 use crate::error::{EngineError, Result};
 use crate::ids::PartitionId;
 
@@ -191,7 +191,7 @@ impl Builder {
         self.nodes[node].requested = Some(n);
     }
 
-    pub(crate) fn add_source<T: Data>(&mut self, name: &str, source: impl Source<T>) -> usize {
+    pub(crate) fn add_source<T: Data>(&mut self, name: &str, source: impl AsyncSource<T>) -> usize {
         let id = self.push(name, NodeKind::Source, &[]);
         self.nodes[id].source = Some(Arc::new(SourceDef::new(source)));
         id
@@ -280,7 +280,7 @@ impl Builder {
         &mut self,
         name: &str,
         upstream: usize,
-        sink: impl Sink<T>,
+        sink: impl AsyncSink<T>,
     ) -> usize {
         let sink = Arc::new(sink);
         let recover_sink = sink.clone();
@@ -290,7 +290,7 @@ impl Builder {
             NodeKind::Sink,
             Arc::new(move |inst, node, _from, p| {
                 let ctx: PartitionContext<'_> = inst.partition_context(node, p);
-                match sink.partition(&ctx) {
+                match sink.open_partition(&ctx) {
                     Ok(part) => Box::new(SinkOp::new(inst, node, p, part)),
                     Err(e) => {
                         inst.fail(e);
@@ -300,7 +300,7 @@ impl Builder {
             }),
         );
         self.nodes[id].recover = Some(Arc::new(move |ctx: &RecoverContext<'_>| {
-            recover_sink.recover(ctx)
+            recover_sink.recover_output(ctx)
         }));
         id
     }

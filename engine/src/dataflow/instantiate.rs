@@ -12,14 +12,19 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 
 use super::exchange::{
     Alignment, ChannelCodec, ExchangeDef, ExchangeInput, OutputPort, Port, PortWiring, Receiver,
     RecvInput, RouteState, Routed,
 };
 use super::graph::{AttachFn, JobGraph, NodeKind};
+use super::io::{CoreIo, IoCx, IoPort, WakeFlag};
 use super::ops::{BoxEmit, Discard, Emit, FailureSlot, FanOut, Out, UnionInput, UnionJoin};
-use super::{Data, Keyed, PartitionContext, SinkPartition, Source, SourcePartition, SourcePoll};
+use super::{
+    AsyncSinkPartition, AsyncSource, AsyncSourcePartition, Data, Keyed, PartitionContext,
+    SourcePoll,
+};
 use crate::checkpoint::core::{group_owner, CoreCheckpoints, Participant};
 use crate::checkpoint::protocol::SourceOffset;
 use crate::checkpoint::restore::Restore;
@@ -333,6 +338,33 @@ impl<'a> Instantiator<'a> {
         self.shared
             .insert(TIMERS, (Box::new(t.clone()), Vec::new()));
         t
+    }
+
+    /// This core's connector IO (created on first use, with the port that reaps it).
+    pub(crate) fn core_io(&mut self) -> Rc<CoreIo> {
+        const IO: (usize, u32) = (usize::MAX, u32::MAX - 1);
+        if let Some((any, _)) = self.shared.get(&IO) {
+            return any
+                .downcast_ref::<Rc<CoreIo>>()
+                .expect("core io type")
+                .clone();
+        }
+        let io = Rc::new(CoreIo::new(self.a.doorbells[self.a.core].clone()));
+        let port: PortRef = Rc::new(RefCell::new(IoPort {
+            io: io.clone(),
+            clock: self.a.clock,
+        }));
+        self.ports.push(port);
+        self.port_markers.push(Marker::LOOP);
+        self.shared.insert(IO, (Box::new(io.clone()), Vec::new()));
+        io
+    }
+
+    /// A wake flag (and its waker) that rings this core's doorbell.
+    pub(crate) fn wake_flag(&self) -> (Arc<WakeFlag>, Waker) {
+        let flag = WakeFlag::new(self.a.doorbells[self.a.core].clone());
+        let waker = Waker::from(flag.clone());
+        (flag, waker)
     }
 
     /// The checkpoint the job restores from, if any.
@@ -678,7 +710,7 @@ impl<'a> Instantiator<'a> {
         &mut self,
         node: usize,
         p: PartitionId,
-        mut part: Box<dyn SourcePartition<T>>,
+        mut part: Box<dyn AsyncSourcePartition<T>>,
     ) {
         let name = self.a.graph.nodes[node].name.clone();
         if let Some(r) = self.a.ckpt.as_ref().and_then(|c| c.restore.as_ref()) {
@@ -696,8 +728,16 @@ impl<'a> Instantiator<'a> {
             self.failure.clone(),
             self.a.metrics.clone(),
         );
+        let io = self.core_io();
+        let (wake, waker) = self.wake_flag();
+        let clock = self.a.clock;
         let driver = Box::new(SourceDriver {
             part,
+            io,
+            wake,
+            waker,
+            clock,
+            pending: false,
             chain,
             ports,
             name,
@@ -734,19 +774,26 @@ impl<T, S> SourceDef<T, S> {
     }
 }
 
-impl<T: Data, S: Source<T>> SourceErased for SourceDef<T, S> {
+impl<T: Data, S: AsyncSource<T>> SourceErased for SourceDef<T, S> {
     fn instantiate(&self, inst: &mut Instantiator<'_>, node: usize, p: PartitionId) {
         let ctx = inst.partition_context(node, p);
-        match self.source.partition(&ctx) {
+        match self.source.open_partition(&ctx) {
             Ok(part) => inst.add_source_driver(node, p, part),
             Err(e) => inst.fail(e),
         }
     }
 }
 
-/// Polls one source partition into its chain.
+/// Polls one source partition into its chain. A partition that returned
+/// `SourcePoll::Pending` is polled again only once its waker was called.
 struct SourceDriver<T> {
-    part: Box<dyn SourcePartition<T>>,
+    part: Box<dyn AsyncSourcePartition<T>>,
+    io: Rc<CoreIo>,
+    wake: Arc<WakeFlag>,
+    waker: Waker,
+    clock: MonotonicClock,
+    /// The last poll returned `Pending`.
+    pending: bool,
     chain: BoxEmit<T>,
     ports: Vec<PortRef>,
     name: String,
@@ -803,13 +850,27 @@ impl<T> Driver for SourceDriver<T> {
         if self.ports.iter().any(|p| p.borrow().is_blocked()) {
             return Step::Blocked;
         }
+        // A pending partition is polled only once woken (the flag is cleared before the
+        // poll, so a wake during it is kept for the next round). Others are polled every
+        // round without touching the flag: a stale wake costs one spurious poll later.
+        if self.pending {
+            if !self.wake.take() {
+                return Step::Idle(None);
+            }
+            self.pending = false;
+        }
         let mut out = Out::new(&mut *self.chain);
-        match self.part.poll(now_ns, self.batch, &mut out) {
+        let mut cx = IoCx::new(&self.clock, Some(now_ns), &self.waker, &self.io);
+        match self.part.poll_next(&mut cx, self.batch, &mut out) {
             Ok(SourcePoll::Emitted(n)) => {
                 self.metrics.add("source_records", n as u64);
                 Step::Progress
             }
             Ok(SourcePoll::Idle { next_due_ns }) => Step::Idle(next_due_ns),
+            Ok(SourcePoll::Pending) => {
+                self.pending = true;
+                Step::Idle(None)
+            }
             Ok(SourcePoll::Done) => {
                 // The input is complete: event time reaches its end before the final
                 // checkpoint's barrier, so what it fires (windows, timers) is covered.
@@ -822,6 +883,12 @@ impl<T> Driver for SourceDriver<T> {
                 Step::Done
             }
         }
+    }
+
+    fn has_input(&self) -> bool {
+        // A pending partition whose waker was called has work; others are polled every
+        // round anyway (or by their due time).
+        self.pending && !self.finished && !self.done && self.wake.is_set()
     }
 
     fn trigger(&mut self, barrier: Barrier, now_ns: u64) {
@@ -877,87 +944,296 @@ impl<W: Clone> Driver for ReceiverDriver<W> {
     }
 }
 
-/// A sink partition at the end of a chain. With checkpoints, a barrier pre-commits what
-/// the partition wrote since the previous one, and the core commits it when the
-/// checkpoint completes.
-pub(crate) struct SinkOp<T> {
-    part: Rc<RefCell<Box<dyn SinkPartition<T>>>>,
+/// What waits in front of a sink partition, in input order.
+enum SinkItem<T> {
+    Data(T),
+    Barrier(CheckpointId),
+    End,
+}
+
+/// Most items queued in front of a sink partition that is not ready before the drivers
+/// feeding it stop (one step of a driver may add up to its batch on top).
+const SINK_QUEUE_MAX: usize = 4096;
+
+/// A sink partition at the end of a chain, with the bounded queue of what it could not
+/// take yet. With checkpoints, a barrier pre-commits what the partition wrote before it
+/// (possibly over several rounds, while the partition's IO is in flight: the core goes
+/// on meanwhile) and reports the partition's part of the checkpoint once that is done;
+/// when the checkpoint completes, the core's committer queues the commit here.
+pub(crate) struct SinkOp<T>(Rc<RefCell<SinkState<T>>>);
+
+struct SinkState<T> {
+    part: Box<dyn AsyncSinkPartition<T>>,
+    queue: std::collections::VecDeque<SinkItem<T>>,
+    /// Completed checkpoints to commit, oldest first.
+    commits: std::collections::VecDeque<CheckpointId>,
+    io: Rc<CoreIo>,
+    wake: Arc<WakeFlag>,
+    waker: Waker,
+    clock: MonotonicClock,
     failure: FailureSlot,
     failed: bool,
     ckpt: Option<Participant>,
-    clock: MonotonicClock,
+    /// `poll_pre_commit` was called for the barrier at the head of the queue.
+    sealing: bool,
+    /// The last `drive` stopped at a `Pending`: wait for the waker.
+    stalled: bool,
 }
 
-/// The core's handle on a sink partition, for commits.
-struct SinkCommitter<T>(Rc<RefCell<Box<dyn SinkPartition<T>>>>);
+/// The core's handle on a sink partition, for commits: queues them (the core's
+/// checkpoint state is borrowed while it calls this), the shard loop drives them.
+struct SinkCommitter<T>(Rc<RefCell<SinkState<T>>>);
 
 impl<T> crate::checkpoint::core::Committer for SinkCommitter<T> {
     fn commit(&mut self, id: CheckpointId) -> Result<Vec<std::fs::File>> {
-        self.0.borrow_mut().commit(id)
+        let mut st = self.0.borrow_mut();
+        if !st.failed && !st.commits.contains(&id) {
+            st.commits.push_back(id);
+            st.stalled = false;
+        }
+        Ok(Vec::new())
+    }
+}
+
+impl<T> SinkState<T> {
+    fn fail(&mut self, e: EngineError) {
+        self.failed = true;
+        self.failure.fail(e);
+        self.queue.clear();
+        self.commits.clear();
+    }
+
+    /// Moves commits and the queue forward as far as the partition lets it. Returns
+    /// whether anything moved.
+    fn drive(&mut self) -> bool {
+        if self.failed {
+            return false;
+        }
+        match self.drive_inner() {
+            Ok(moved) => moved,
+            Err(e) => {
+                self.fail(e);
+                true
+            }
+        }
+    }
+
+    fn drive_inner(&mut self) -> Result<bool> {
+        let SinkState {
+            part,
+            queue,
+            commits,
+            io,
+            waker,
+            clock,
+            ckpt,
+            sealing,
+            stalled,
+            ..
+        } = self;
+        let mut cx = IoCx::new(clock, None, waker, io);
+        let mut moved = false;
+        *stalled = false;
+        while let Some(&id) = commits.front() {
+            match part.poll_commit(id, &mut cx) {
+                Poll::Ready(r) => {
+                    r?;
+                    commits.pop_front();
+                    moved = true;
+                }
+                Poll::Pending => {
+                    *stalled = true;
+                    break;
+                }
+            }
+        }
+        loop {
+            let ready = match queue.front() {
+                None => break,
+                Some(SinkItem::Data(_)) => part.poll_ready(&mut cx),
+                Some(SinkItem::Barrier(id)) => {
+                    let id = *id;
+                    let Some(p) = ckpt.as_ref() else {
+                        queue.pop_front();
+                        continue;
+                    };
+                    // A barrier of an aborted checkpoint seals nothing: what came before
+                    // it goes into the next one (unless sealing had begun).
+                    if !*sealing && !p.wants(id) {
+                        queue.pop_front();
+                        moved = true;
+                        continue;
+                    }
+                    *sealing = true;
+                    match part.poll_pre_commit(id, &mut cx) {
+                        Poll::Ready(files) => {
+                            let files = files?;
+                            *sealing = false;
+                            queue.pop_front();
+                            p.sink(id, files, cx.now_ns());
+                            moved = true;
+                            continue;
+                        }
+                        Poll::Pending => Poll::Pending,
+                    }
+                }
+                // The end waits for the commits before it (the final checkpoint's).
+                Some(SinkItem::End) if !commits.is_empty() => break,
+                Some(SinkItem::End) => match part.poll_finish(&mut cx) {
+                    Poll::Ready(r) => {
+                        r?;
+                        queue.pop_front();
+                        moved = true;
+                        continue;
+                    }
+                    Poll::Pending => Poll::Pending,
+                },
+            };
+            match ready {
+                Poll::Ready(r) => {
+                    r?;
+                    let Some(SinkItem::Data(rec)) = queue.pop_front() else {
+                        unreachable!("the head was a record")
+                    };
+                    part.write(rec)?;
+                    moved = true;
+                }
+                Poll::Pending => {
+                    *stalled = true;
+                    break;
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Queues `item` and, when nothing is ahead of it, moves at once.
+    fn push(&mut self, item: SinkItem<T>) {
+        if self.failed {
+            return;
+        }
+        let was_empty = self.queue.is_empty();
+        self.queue.push_back(item);
+        if was_empty {
+            self.drive();
+        }
     }
 }
 
 impl<T: 'static> SinkOp<T> {
     pub(crate) fn new(
-        inst: &Instantiator<'_>,
+        inst: &mut Instantiator<'_>,
         node: usize,
         p: PartitionId,
-        part: Box<dyn SinkPartition<T>>,
+        part: Box<dyn AsyncSinkPartition<T>>,
     ) -> Self {
-        let part = Rc::new(RefCell::new(part));
         let ckpt = inst.participant(node, p, "sink");
+        let io = inst.core_io();
+        let (wake, waker) = inst.wake_flag();
+        let st = Rc::new(RefCell::new(SinkState {
+            part,
+            queue: std::collections::VecDeque::new(),
+            commits: std::collections::VecDeque::new(),
+            io,
+            wake,
+            waker,
+            clock: inst.clock(),
+            failure: inst.failure(),
+            failed: false,
+            ckpt: ckpt.clone(),
+            sealing: false,
+            stalled: false,
+        }));
         if let Some(c) = &ckpt {
             c.core
                 .borrow_mut()
-                .add_committer(Rc::new(RefCell::new(SinkCommitter(part.clone()))));
+                .add_committer(Rc::new(RefCell::new(SinkCommitter(st.clone()))));
         }
-        Self {
-            part,
-            failure: inst.failure(),
-            failed: false,
-            ckpt,
-            clock: inst.clock(),
-        }
-    }
-
-    fn check<R>(&mut self, r: Result<R>) -> Option<R> {
-        match r {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.failed = true;
-                self.failure.fail(e);
-                None
-            }
-        }
+        let port: PortRef = Rc::new(RefCell::new(SinkPort(st.clone())));
+        inst.register_port(port, node, p);
+        Self(st)
     }
 }
 
 impl<T: 'static> Emit<T> for SinkOp<T> {
     #[inline]
     fn data(&mut self, rec: T) {
-        if !self.failed {
-            let r = self.part.borrow_mut().write(rec);
-            self.check(r);
+        let mut st = self.0.borrow_mut();
+        if st.failed {
+            return;
         }
+        if st.queue.is_empty() {
+            let ready = {
+                let SinkState {
+                    part,
+                    io,
+                    waker,
+                    clock,
+                    ..
+                } = &mut *st;
+                part.poll_ready(&mut IoCx::new(clock, None, waker, io))
+            };
+            match ready {
+                Poll::Ready(Ok(())) => {
+                    if let Err(e) = st.part.write(rec) {
+                        st.fail(e);
+                    }
+                    return;
+                }
+                Poll::Ready(Err(e)) => {
+                    st.fail(e);
+                    return;
+                }
+                Poll::Pending => st.stalled = true,
+            }
+        }
+        st.queue.push_back(SinkItem::Data(rec));
     }
     fn control(&mut self, c: Control) {
-        let (Control::Barrier(b), Some(p)) = (c, &self.ckpt) else {
-            return;
-        };
-        if self.failed || !p.wants(b.id) {
-            return;
-        }
-        let p = p.clone();
-        let r = self.part.borrow_mut().pre_commit(b.id);
-        if let Some(files) = self.check(r) {
-            p.sink(b.id, files, self.clock.now_ns());
+        let Control::Barrier(b) = c else { return };
+        let mut st = self.0.borrow_mut();
+        if st.ckpt.is_some() {
+            st.push(SinkItem::Barrier(b.id));
         }
     }
     fn end(&mut self) {
-        if !self.failed {
-            let r = self.part.borrow_mut().finish();
-            self.check(r);
+        self.0.borrow_mut().push(SinkItem::End);
+    }
+}
+
+/// The shard loop's handle on a sink partition: drives its queue and commits when the
+/// partition's waker was called, stops the drivers feeding it while the queue is full,
+/// and keeps the core running until the queue and the commits are done.
+struct SinkPort<T>(Rc<RefCell<SinkState<T>>>);
+
+impl<T> Port for SinkPort<T> {
+    fn flush(&mut self, _now_ns: u64) -> bool {
+        let mut st = self.0.borrow_mut();
+        // Nothing queued (the common case: records went straight in): no atomic touched.
+        // A wake left set meanwhile only means one extra `drive` later.
+        if st.queue.is_empty() && st.commits.is_empty() {
+            return false;
         }
+        let woken = st.wake.take();
+        if st.stalled && !woken {
+            return false;
+        }
+        st.drive()
+    }
+    fn is_blocked(&self) -> bool {
+        self.0.borrow().queue.len() >= SINK_QUEUE_MAX
+    }
+    fn can_progress(&self, _now_ns: u64) -> bool {
+        let st = self.0.borrow();
+        let work = !st.queue.is_empty() || !st.commits.is_empty();
+        work && (!st.stalled || st.wake.is_set())
+    }
+    fn is_drained(&self) -> bool {
+        let st = self.0.borrow();
+        st.queue.is_empty() && st.commits.is_empty()
+    }
+    fn next_deadline(&self) -> Option<u64> {
+        None
     }
 }
 

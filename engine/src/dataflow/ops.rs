@@ -54,6 +54,26 @@ impl<'a, T> Out<'a, T> {
         Self { down }
     }
 
+    /// An output that hands every record to `f`'s function: how code outside the engine
+    /// calls a partition's `poll` (to wrap a built-in source in a source of its own, or
+    /// to test one). Control items (watermarks) a wrapped partition sends are dropped:
+    /// put watermarks on the outer source.
+    ///
+    /// ```
+    /// use rill_engine::dataflow::{EmitFn, Out};
+    /// let mut got = Vec::new();
+    /// let mut f = EmitFn(|x: u32| got.push(x));
+    /// let mut out = Out::from_fn(&mut f);
+    /// out.emit(1);
+    /// out.emit(2);
+    /// drop(out);
+    /// drop(f);
+    /// assert_eq!(got, [1, 2]);
+    /// ```
+    pub fn from_fn<F: FnMut(T)>(f: &'a mut EmitFn<F>) -> Self {
+        Self { down: f }
+    }
+
     /// Sends `rec` downstream.
     #[inline]
     pub fn emit(&mut self, rec: T) {
@@ -70,6 +90,18 @@ impl<'a, T> Out<'a, T> {
     pub(crate) fn link(&mut self) -> &mut dyn Emit<T> {
         &mut *self.down
     }
+}
+
+/// A function that takes the records of an [`Out`] (see [`Out::from_fn`]).
+pub struct EmitFn<F>(pub F);
+
+impl<T, F: FnMut(T)> Emit<T> for EmitFn<F> {
+    #[inline]
+    fn data(&mut self, rec: T) {
+        (self.0)(rec);
+    }
+    fn control(&mut self, _c: Control) {}
+    fn end(&mut self) {}
 }
 
 /// Drops everything: the output of a stream nobody consumes.

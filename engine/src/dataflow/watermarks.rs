@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::ops::{Emit, Out};
-use super::{PartitionContext, Source, SourcePartition, SourcePoll};
+use super::{AsyncSource, AsyncSourcePartition, IoCx, PartitionContext, SourcePoll};
 use crate::error::Result;
 use crate::message::{Control, Watermark};
 
@@ -151,11 +151,14 @@ impl<S, F> Watermarked<S, F> {
     }
 }
 
-impl<T: 'static, S: Source<T>, F: Fn(&T) -> u64 + Send + Sync + 'static> Source<T>
+impl<T: 'static, S: AsyncSource<T>, F: Fn(&T) -> u64 + Send + Sync + 'static> AsyncSource<T>
     for Watermarked<S, F>
 {
-    fn partition(&self, ctx: &PartitionContext<'_>) -> Result<Box<dyn SourcePartition<T>>> {
-        let inner = self.inner.partition(ctx)?;
+    fn open_partition(
+        &self,
+        ctx: &PartitionContext<'_>,
+    ) -> Result<Box<dyn AsyncSourcePartition<T>>> {
+        let inner = self.inner.open_partition(ctx)?;
         Ok(Box::new(WatermarkedPartition {
             inner,
             ts: self.ts.clone(),
@@ -165,7 +168,7 @@ impl<T: 'static, S: Source<T>, F: Fn(&T) -> u64 + Send + Sync + 'static> Source<
 }
 
 struct WatermarkedPartition<T, F> {
-    inner: Box<dyn SourcePartition<T>>,
+    inner: Box<dyn AsyncSourcePartition<T>>,
     ts: Arc<F>,
     gen: WatermarkGen,
 }
@@ -194,7 +197,7 @@ impl<T, F: Fn(&T) -> u64> Emit<T> for Observe<'_, T, F> {
     }
 }
 
-impl<T, F: Fn(&T) -> u64> SourcePartition<T> for WatermarkedPartition<T, F> {
+impl<T, F: Fn(&T) -> u64> AsyncSourcePartition<T> for WatermarkedPartition<T, F> {
     fn start(&mut self, start_ns: u64) {
         self.gen = WatermarkGen {
             last_record_ns: start_ns,
@@ -204,7 +207,13 @@ impl<T, F: Fn(&T) -> u64> SourcePartition<T> for WatermarkedPartition<T, F> {
         self.inner.start(start_ns);
     }
 
-    fn poll(&mut self, now_ns: u64, max: usize, out: &mut Out<'_, T>) -> Result<SourcePoll> {
+    fn poll_next(
+        &mut self,
+        cx: &mut IoCx<'_>,
+        max: usize,
+        out: &mut Out<'_, T>,
+    ) -> Result<SourcePoll> {
+        let now_ns = cx.now_ns();
         let r = {
             let mut obs = Observe {
                 down: out.link(),
@@ -213,7 +222,7 @@ impl<T, F: Fn(&T) -> u64> SourcePartition<T> for WatermarkedPartition<T, F> {
                 now_ns,
             };
             let mut o = Out::new(&mut obs);
-            self.inner.poll(now_ns, max, &mut o)?
+            self.inner.poll_next(cx, max, &mut o)?
         };
         if let Some(w) = self.gen.tick(now_ns) {
             out.control(Control::Watermark(w));
@@ -225,6 +234,11 @@ impl<T, F: Fn(&T) -> u64> SourcePartition<T> for WatermarkedPartition<T, F> {
                     next_due_ns: Some(next_due_ns.map_or(d, |n| n.min(d))),
                 }
             }
+            // The watermark interval and the idleness timeout must tick while the inner
+            // partition waits: poll again by the next one (or when woken).
+            SourcePoll::Pending => SourcePoll::Idle {
+                next_due_ns: Some(self.gen.next_deadline()),
+            },
             other => other,
         })
     }

@@ -1,11 +1,19 @@
 //! The job's monitor: one thread beside the pinned cores (not pinned, asleep between
 //! ticks) that watches each core's probe for stalls — a loop round longer than the
-//! threshold, reported with the operator the core was in and what its thread was doing —
-//! samples the process's memory, and serves the Prometheus text endpoint from what the
-//! cores published. Nothing here runs on a core or makes a core wait.
+//! threshold, reported with the operator the core was in, what its thread was doing and
+//! why (the CPU taken, a blocking call, a computation) — follows how long each core's
+//! thread waited for its CPU over the run, samples the process's memory, and serves the
+//! Prometheus text endpoint from what the cores published. Nothing here runs on a core
+//! or makes a core wait.
+//!
+//! Stalls the job causes (a blocking call, a long computation) are logged as they end,
+//! the first few of them; stalls caused by CPU contention are logged once, when the
+//! first ends, and summarised when the run ends: on a crowded machine there can be
+//! hundreds, and each says the same thing.
 
 pub mod probe;
 pub mod prometheus;
+pub mod sched;
 pub mod stall;
 
 use std::io::{Read, Write};
@@ -18,6 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use self::probe::{CoreProbe, Marker};
+use self::sched::SchedCounters;
 use self::stall::{Sample, Stall, StallTracker};
 use crate::clock::{Clock, MonotonicClock};
 
@@ -80,11 +89,71 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok()?)
 }
 
+/// Scheduler counters read at a time on the job clock (ns).
+type Reading = (u64, SchedCounters);
+
+/// How the scheduler treated one core's thread over the run (from its first reading after
+/// the start to its last, one a second).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CoreSched {
+    /// The core's index in the job.
+    pub core: usize,
+    /// The CPU it is pinned to.
+    pub cpu: usize,
+    /// Wall time between the two readings, ms.
+    pub span_ms: f64,
+    /// Time on the CPU, ms.
+    pub runtime_ms: f64,
+    /// Time runnable but waiting for the CPU (run-queue delay), ms.
+    pub run_delay_ms: f64,
+    /// Voluntary context switches (parks, blocking calls).
+    pub voluntary: u64,
+    /// Involuntary context switches (the CPU given to another thread).
+    pub involuntary: u64,
+}
+
+impl CoreSched {
+    /// The share of the span the thread waited for its CPU.
+    pub fn wait_share(&self) -> f64 {
+        if self.span_ms > 0.0 {
+            self.run_delay_ms / self.span_ms
+        } else {
+            0.0
+        }
+    }
+
+    /// The share of the span the thread ran.
+    pub fn run_share(&self) -> f64 {
+        if self.span_ms > 0.0 {
+            self.runtime_ms / self.span_ms
+        } else {
+            0.0
+        }
+    }
+
+    fn of(core: usize, cpu: usize, first: Reading, last: Reading) -> Self {
+        let d = last.1.since(&first.1);
+        Self {
+            core,
+            cpu,
+            span_ms: last.0.saturating_sub(first.0) as f64 / 1e6,
+            runtime_ms: d.runtime_ns as f64 / 1e6,
+            run_delay_ms: d.run_delay_ns as f64 / 1e6,
+            voluntary: d.voluntary,
+            involuntary: d.involuntary,
+        }
+    }
+}
+
 /// What the monitor saw over a run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MonitorOutcome {
     /// Loop rounds longer than the threshold, in the order they ended.
     pub stalls: Vec<Stall>,
+    /// Each core's thread as the scheduler saw it (empty where the kernel does not
+    /// say).
+    #[serde(default)]
+    pub sched: Vec<CoreSched>,
     /// The stall threshold, ms (`None`: the detector was off).
     pub stall_threshold_ms: Option<f64>,
     /// The process's memory over the run.
@@ -191,6 +260,9 @@ fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
     let mut stalls: Vec<Stall> = Vec::new();
     let mut memory = MemoryTrend::default();
     let mut next_memory_ns = 0u64;
+    // Each core's scheduler counters: the first reading after the start and the latest.
+    let mut sched: Vec<Option<(Reading, Reading)>> = vec![None; a.probes.len()];
+    let mut log = StallLog::default();
     let name = |m: Marker| -> (Option<String>, Option<u32>) {
         match m.decode() {
             Some((node, p)) => (a.names.get(node).cloned(), p),
@@ -205,10 +277,13 @@ fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
         if threshold_ns.is_some() {
             for (i, p) in a.probes.iter().enumerate() {
                 let (round_start, marker) = p.sample();
-                let thread = if tracker.is_late(round_start, now) {
-                    probe::thread_state(p.tid())
+                let (thread, counters) = if tracker.wants_thread(i, round_start, now) {
+                    (
+                        probe::thread_state(p.tid()),
+                        sched::thread_counters(p.tid()),
+                    )
                 } else {
-                    stall::ThreadState::Unknown
+                    (stall::ThreadState::Unknown, None)
                 };
                 tracker.sample(
                     i,
@@ -216,6 +291,7 @@ fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
                         round_start_ns: round_start,
                         marker,
                         thread,
+                        sched: counters,
                     },
                     now,
                 );
@@ -224,7 +300,7 @@ fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
             if tracker.has_closed() {
                 let done = tracker.take_closed(&name, &a.cpus, start);
                 for s in &done {
-                    tracing::warn!("stall: {}", s.describe());
+                    log.ended(s);
                 }
                 stalls.extend(done);
             }
@@ -232,6 +308,14 @@ fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
         if start != 0 && now >= next_memory_ns {
             if let Some(rss) = resident_bytes() {
                 memory.add(now.saturating_sub(start) as f64 / 1e9, rss);
+            }
+            for (slot, p) in sched.iter_mut().zip(&a.probes) {
+                if let Some(c) = sched::thread_counters(p.tid()) {
+                    match slot {
+                        Some((_, last)) => *last = (now, c),
+                        None => *slot = Some(((now, c), (now, c))),
+                    }
+                }
             }
             next_memory_ns = now + 1_000_000_000;
         }
@@ -243,11 +327,68 @@ fn run(a: MonitorArgs, stop: &AtomicBool) -> MonitorOutcome {
         }
         std::thread::sleep(tick);
     }
-    stalls.extend(tracker.finish(name, &a.cpus, a.start_ns.load(Ordering::SeqCst)));
+    let last = tracker.finish(name, &a.cpus, a.start_ns.load(Ordering::SeqCst));
+    for s in &last {
+        log.ended(s);
+    }
+    stalls.extend(last);
+    for line in stall::summarize(&stalls)
+        .iter()
+        .filter(|_| log.suppressed > 0)
+    {
+        tracing::warn!("stalls: {line}");
+    }
+    let sched = sched
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let (first, last) = (*s)?;
+            (last.0 > first.0)
+                .then(|| CoreSched::of(i, a.cpus.get(i).copied().unwrap_or(i), first, last))
+        })
+        .collect();
     MonitorOutcome {
         stalls,
+        sched,
         stall_threshold_ms: a.threshold.map(|t| t.as_secs_f64() * 1e3),
         memory,
+    }
+}
+
+/// Stalls the job causes logged as they end, the first `SHOWN` of them; the others
+/// (contention, or a cause not seen) logged once. The rest are counted and summarised at
+/// the end of the run.
+#[derive(Default)]
+struct StallLog {
+    in_the_job: usize,
+    contention: usize,
+    suppressed: usize,
+}
+
+impl StallLog {
+    const SHOWN: usize = 5;
+
+    fn ended(&mut self, s: &Stall) {
+        if !s.cause.is_in_the_job() {
+            // Contention (or a cause not seen): the same for every stall of the run.
+            self.contention += 1;
+            if self.contention == 1 {
+                tracing::warn!(
+                    "stall: {}; further stalls not caused by the job are summarised when the \
+                     run ends",
+                    s.describe()
+                );
+            } else {
+                self.suppressed += 1;
+            }
+        } else {
+            self.in_the_job += 1;
+            if self.in_the_job <= Self::SHOWN {
+                tracing::warn!("stall: {}", s.describe());
+            } else {
+                self.suppressed += 1;
+            }
+        }
     }
 }
 

@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn a_cores_stall_figures_come_from_its_own_stalls() {
-        use crate::monitor::stall::{Stall, ThreadState};
+        use crate::monitor::stall::{Stall, StallCause, ThreadState};
         let stall = |core, duration_ms| Stall {
             core,
             cpu: core,
@@ -372,6 +372,10 @@ mod tests {
             duration_ms,
             at_ms: 0.0,
             thread: ThreadState::Running,
+            cause: StallCause::Unknown,
+            run_delay_ms: None,
+            involuntary: None,
+            voluntary: None,
         };
         let stalls = [stall(1, 30.0), stall(0, 50.0), stall(1, 70.0)];
         let e = CoreExtra::of(5, 1, &stalls);

@@ -4,9 +4,10 @@
 //! executors, and merges their reports. The per-core loop lives in `shard.rs`.
 
 pub mod lock;
-mod park;
+pub(crate) mod park;
 mod preflight;
 mod shard;
+mod spin;
 mod supervise;
 
 pub use self::supervise::{restart_strategy, supervise, Control};

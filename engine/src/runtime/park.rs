@@ -47,6 +47,53 @@ pub(crate) fn tighten_timer_slack() {
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
 }
 
+/// `struct sched_attr` of `sched_setattr(2)` (its first version, 48 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct SchedAttr {
+    size: u32,
+    sched_policy: u32,
+    sched_flags: u64,
+    sched_nice: i32,
+    sched_priority: u32,
+    sched_runtime: u64,
+    sched_deadline: u64,
+    sched_period: u64,
+}
+
+/// Asks the scheduler to run the calling thread in slices of `slice_us` (Linux 6.12+
+/// EEVDF: `sched_runtime` of a `SCHED_OTHER` thread, clamped by the kernel to 100 us ..=
+/// 100 ms). A thread with a shorter slice gets an earlier virtual deadline, so when it
+/// wakes with work (a ring, a timer, a due time) it may preempt a CPU-bound neighbour
+/// sooner instead of waiting for the neighbour's slice to end (measured: it depends on
+/// the neighbours, see `CoreConfig::sched_slice_us`). It gets no more CPU than before:
+/// its share is set by its weight (nice), not its slice. The thread stays
+/// `SCHED_OTHER` at its nice value; no privilege is needed. Older kernels accept and
+/// ignore it.
+pub(crate) fn request_slice(slice_us: u64) -> std::io::Result<()> {
+    // SAFETY: getpriority takes two integers and reads nothing from memory; errno is
+    // cleared first because -1 is also a valid nice value.
+    let nice = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, 0)
+    };
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        sched_policy: libc::SCHED_OTHER as u32,
+        sched_nice: nice,
+        sched_runtime: slice_us * 1_000,
+        ..SchedAttr::default()
+    };
+    // SAFETY: `attr` is a valid, initialised sched_attr of the size it declares and
+    // outlives the call; pid 0 is the calling thread; flags 0.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0u32) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Blocks until the doorbell is rung or `deadline_ns` (on `clock`) passes. Call only
 /// after `doorbell.arm()` and an empty re-check; `waker` must be this thread's.
 pub(crate) fn park(
@@ -93,6 +140,30 @@ mod tests {
             bell.disarm();
             t.join().unwrap();
         }
+    }
+
+    #[test]
+    fn a_slice_request_leaves_the_thread_at_its_policy_and_nice() {
+        std::thread::spawn(|| {
+            // SAFETY: getpriority/sched_getscheduler read nothing from memory.
+            let before = unsafe {
+                (
+                    libc::sched_getscheduler(0),
+                    libc::getpriority(libc::PRIO_PROCESS, 0),
+                )
+            };
+            request_slice(100).expect("sched_setattr");
+            let after = unsafe {
+                (
+                    libc::sched_getscheduler(0),
+                    libc::getpriority(libc::PRIO_PROCESS, 0),
+                )
+            };
+            assert_eq!(before, after);
+            assert_eq!(after.0, libc::SCHED_OTHER);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The per-core loop. One task on each pinned executor polls that core's drivers
-//! (source partitions, exchange receivers), flushes its ports, and — only when nothing
-//! moved for `spin_before_park` — parks on the core's doorbell until a producer rings,
-//! a port's flush deadline or a source's next due time (see `park.rs` for how). While
-//! busy it never parks and never yields: nothing else runs on the core.
+//! (source partitions, exchange receivers), flushes its ports, and — once nothing moved
+//! for as long as the spin governor allows (`spin.rs`: the full `spin_before_park` on a
+//! CPU of its own, nothing while the CPU is contended) — parks on the core's doorbell
+//! until a producer rings, a port's flush deadline, a timer or a source's next due time
+//! (see `park.rs` for how). While busy it never parks and never yields.
 
+use super::spin::SpinGovernor;
 use super::{park, ShardArgs, StopHandle};
 use crate::clock::Clock;
 use std::cell::RefCell;
@@ -16,6 +18,7 @@ use crate::error::{EngineError, Result};
 use crate::ids::CoreId;
 use crate::metrics::{CheckpointGauges, MetricsHandle, ShardReport};
 use crate::monitor::probe::Marker;
+use crate::monitor::sched::OwnSchedStat;
 use std::sync::atomic::Ordering;
 
 /// Aborts the whole job if this core's shard unwinds (a panic in user code), so that the
@@ -98,6 +101,22 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
     let abort = &shared.handle.abort;
     let waker = park::thread_waker();
     park::tighten_timer_slack();
+    if core.config.sched_slice_us > 0 {
+        if let Err(e) = park::request_slice(core.config.sched_slice_us) {
+            tracing::warn!(
+                "{}: sched_slice_us = {}: the kernel refused the slice ({e}); the core \
+                 runs with the default slice",
+                core.file.display(),
+                core.config.sched_slice_us
+            );
+        }
+    }
+    let mut sched = if core.config.spin_adaptive {
+        OwnSchedStat::open()
+    } else {
+        None
+    };
+    let mut spin = SpinGovernor::new(core.config.spin_before_park_us * 1_000, sched.is_some());
 
     // Start together: the last core to be ready sets the start time.
     if shared.ready.fetch_add(1, Ordering::SeqCst) + 1 == shared.cores {
@@ -118,9 +137,11 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
         d.start(start_ns);
     }
 
-    let spin_ns = core.config.spin_before_park_us * 1_000;
     let mut finished = vec![false; drivers.len()];
+    // Since when the core found no work (an idle gap, parks included), and since when
+    // it has been spinning (reset by a park).
     let mut idle_since: Option<u64> = None;
+    let mut spin_since: Option<u64> = None;
     loop {
         if abort.load(Ordering::Relaxed) {
             return Err(EngineError::Stopped);
@@ -209,15 +230,27 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
         if done {
             break;
         }
+        if spin.wants_sample(now) {
+            if let Some((_, delay)) = sched.as_mut().and_then(|s| s.read()) {
+                if spin.sample(now, delay) {
+                    metrics.add("spin_holds", 1);
+                }
+            }
+        }
         if progress {
-            idle_since = None;
+            if let Some(since) = idle_since.take() {
+                spin.idle_ended(now.saturating_sub(since));
+            }
+            spin_since = None;
             continue;
         }
-        let since = *idle_since.get_or_insert(now);
-        if now - since < spin_ns {
+        idle_since.get_or_insert(now);
+        let since = *spin_since.get_or_insert(now);
+        if now - since < spin.spin_ns(now) {
             std::hint::spin_loop();
             continue;
         }
+        metrics.add("spin_ns", now - since);
         // Park: arm, re-check everything a producer or the clock could have changed,
         // then sleep until rung or until the next deadline.
         doorbell.arm();
@@ -232,10 +265,11 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
             doorbell.disarm();
         } else {
             probe.parked();
+            metrics.add("parks", 1);
             park::park(&doorbell, &waker, &clock, wake_at);
             doorbell.disarm();
         }
-        idle_since = None;
+        spin_since = None;
     }
     probe.parked();
     let mut report = metrics.report(core.cpu);
