@@ -452,9 +452,8 @@ pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
         .process("interest", move |init| {
             let profile = init.value::<Profile>("profile");
             move |ctx, e: Event, out: &mut Out<'_, Request>| {
-                let request = profile.update(ctx, Profile::default, |p| {
-                    observe(p, &e, history, every)
-                });
+                let request =
+                    profile.update(ctx, Profile::default, |p| observe(p, &e, history, every));
                 if let Some(r) = request {
                     out.emit(r);
                 }
@@ -648,7 +647,14 @@ mod tests {
             }
         );
         assert_eq!(parse_features(b"a:b:0").unwrap().category, "a:b");
-        for bad in [&b"cat-3"[..], b"cat-3:", b":5", b"cat:-1", b"cat:1000001", b"\xff:1"] {
+        for bad in [
+            &b"cat-3"[..],
+            b"cat-3:",
+            b":5",
+            b"cat:-1",
+            b"cat:1000001",
+            b"\xff:1",
+        ] {
             assert!(parse_features(bad).is_err(), "{bad:?}");
         }
     }
@@ -691,7 +697,10 @@ mod tests {
             },
             &mut out,
         );
-        assert_eq!(String::from_utf8(out).unwrap(), "\"a,\"\"b\"\"\",2,-3,i1;i2\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a,\"\"b\"\"\",2,-3,i1;i2\n"
+        );
         let mut out = Vec::new();
         format_row(
             &Recommendation {

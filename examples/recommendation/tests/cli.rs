@@ -35,7 +35,15 @@ fn validate_accepts_the_shipped_job_directory_and_prints_the_graph() {
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("pipeline \"recommendation\""), "{stdout}");
-    for op in ["read", "parse", "by-user", "interest", "recommend", "csv", "dead-letter"] {
+    for op in [
+        "read",
+        "parse",
+        "by-user",
+        "interest",
+        "recommend",
+        "csv",
+        "dead-letter",
+    ] {
         assert!(stdout.contains(op), "operator {op} in:\n{stdout}");
     }
 }
@@ -44,7 +52,11 @@ fn validate_accepts_the_shipped_job_directory_and_prints_the_graph() {
 fn a_bad_param_exits_2_naming_params_key() {
     let cases: [(&str, &str, &str); 5] = [
         ("top_n = 3", "top_n = 0", "params.top_n"),
-        ("decay_permille = 800", "decay_permille = 1001", "params.decay_permille"),
+        (
+            "decay_permille = 800",
+            "decay_permille = 1001",
+            "params.decay_permille",
+        ),
         ("history = 10", "history = \"ten\"", "params.history"),
         ("every = 1", "evry = 2", "params.evry"),
         ("partitions = 1", "partitions = 0", "params.partitions"),
@@ -66,7 +78,10 @@ fn a_bad_param_exits_2_naming_params_key() {
         assert_eq!(out.status.code(), Some(2), "{to}: {}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(key), "{to}: names {key}: {stderr}");
-        assert!(stderr.contains("job.toml"), "{to}: names the file: {stderr}");
+        assert!(
+            stderr.contains("job.toml"),
+            "{to}: names the file: {stderr}"
+        );
     }
     // `--set` goes through the same checks, before anything runs.
     let dir = tempfile::tempdir().unwrap();
@@ -116,7 +131,9 @@ fn gen_run_check_on_the_shipped_job_agrees_and_the_checker_sees_a_lost_row() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 
-    let check = python("check.py", &[dir.path().as_os_str()]).output().unwrap();
+    let check = python("check.py", &[dir.path().as_os_str()])
+        .output()
+        .unwrap();
     let report = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{}", text(&check));
     assert!(report.contains("users wrong: 0"), "{report}");
@@ -132,7 +149,9 @@ fn gen_run_check_on_the_shipped_job_agrees_and_the_checker_sees_a_lost_row() {
     let body = std::fs::read_to_string(f).unwrap();
     let (_, rest) = body.split_once('\n').unwrap();
     std::fs::write(f, rest).unwrap();
-    let check = python("check.py", &[dir.path().as_os_str()]).output().unwrap();
+    let check = python("check.py", &[dir.path().as_os_str()])
+        .output()
+        .unwrap();
     assert_eq!(check.status.code(), Some(1), "{}", text(&check));
     assert!(
         String::from_utf8_lossy(&check.stdout).contains("users wrong: 1"),

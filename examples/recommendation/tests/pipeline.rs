@@ -15,7 +15,11 @@ use common::{assert_rows_eq, committed, cpus, dead_letters, reference, simulated
 /// Jobs pin executors to the same CPUs; run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn run(dir: &Path, job: &str, core: CoreConfig) -> rill_engine::Result<rill_engine::metrics::JobReport> {
+fn run(
+    dir: &Path,
+    job: &str,
+    core: CoreConfig,
+) -> rill_engine::Result<rill_engine::metrics::JobReport> {
     let job: JobConfig = toml::from_str(job).unwrap();
     job.validate(Path::new("job.toml")).unwrap();
     let spec = JobSpec::with_cores(dir, job, &cpus(), core);
@@ -23,18 +27,32 @@ fn run(dir: &Path, job: &str, core: CoreConfig) -> rill_engine::Result<rill_engi
     Job::new(spec, graph).run()
 }
 
-fn job(k: &Knobs, extra: &str) -> String {
+/// The job with `k`'s parameters; `async_keys` go into its `[async]` table.
+fn job(k: &Knobs, async_keys: &str) -> String {
     format!(
-        "pipeline = \"recommendation\"\n[params]\n{}\n[lookup]\ndelay_us = 100\n{extra}",
+        "pipeline = \"recommendation\"\n[params]\n{}\n[lookup]\ndelay_us = 100\n\
+         [async]\n{TIMEOUT}{async_keys}",
         k.params()
     )
 }
+
+/// The lookups' timeout: far above any delay (the shared test machine has stalled whole
+/// processes for 8 s), so that no test depends on how fast the machine is.
+const TIMEOUT: &str = "timeout_ms = 120000\n";
 
 #[test]
 fn one_source_partition_gives_every_users_recommendations_in_order() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let input = common::write_input(&dir.path().join("input.jsonl"), 20_000, 7, 300, 400, 3, true);
+    let input = common::write_input(
+        &dir.path().join("input.jsonl"),
+        20_000,
+        7,
+        300,
+        400,
+        3,
+        true,
+    );
     let k = Knobs::default();
     let report = run(dir.path(), &job(&k, ""), CoreConfig::default()).unwrap();
     let want = reference(&input.events, &k, &|i| simulated(i, k.categories));
@@ -47,10 +65,17 @@ fn one_source_partition_gives_every_users_recommendations_in_order() {
     // The reference is not trivial: full lists, empty ones (everything clicked), and
     // rankings that change as a user's interest moves.
     let all: Vec<&Vec<String>> = want.values().flatten().map(|r| &r.2).collect();
-    assert!(all.iter().any(|i| i.len() == k.top_n), "some lists are full");
+    assert!(
+        all.iter().any(|i| i.len() == k.top_n),
+        "some lists are full"
+    );
     assert!(all.iter().any(|i| i.is_empty()), "some lists are empty");
     let distinct: std::collections::BTreeSet<_> = all.iter().collect();
-    assert!(distinct.len() > rows / 4, "{} distinct lists", distinct.len());
+    assert!(
+        distinct.len() > rows / 4,
+        "{} distinct lists",
+        distinct.len()
+    );
     assert!(want.contains_key("name, with \"comma\""));
 }
 
@@ -58,7 +83,15 @@ fn one_source_partition_gives_every_users_recommendations_in_order() {
 fn every_m_events_a_short_history_and_other_weights_with_small_rings() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let input = common::write_input(&dir.path().join("input.jsonl"), 15_000, 11, 200, 300, 1, false);
+    let input = common::write_input(
+        &dir.path().join("input.jsonl"),
+        15_000,
+        11,
+        200,
+        300,
+        1,
+        false,
+    );
     let k = Knobs {
         history: 4,
         top_n: 5,
@@ -74,7 +107,7 @@ fn every_m_events_a_short_history_and_other_weights_with_small_rings() {
         batch_max: 8,
         ..CoreConfig::default()
     };
-    run(dir.path(), &job(&k, "[async]\ncapacity = 4\n"), core).unwrap();
+    run(dir.path(), &job(&k, "capacity = 4\n"), core).unwrap();
     let want = reference(&input.events, &k, &|i| simulated(i, k.categories));
     assert_rows_eq(&committed(dir.path()), &want, "committed output");
     assert!(want.values().flatten().all(|r| r.0 % 3 == 0));
@@ -87,12 +120,20 @@ fn two_source_partitions_recommend_on_each_users_events_1_to_n() {
     // from the input-order reference; each event still triggers exactly one row.
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let input = common::write_input(&dir.path().join("input.jsonl"), 15_000, 13, 200, 300, 1, false);
+    let input = common::write_input(
+        &dir.path().join("input.jsonl"),
+        15_000,
+        13,
+        200,
+        300,
+        1,
+        false,
+    );
     let k = Knobs::default();
     let params = format!("{}partitions = 2\n", k.params());
     run(
         dir.path(),
-        &format!("pipeline = \"recommendation\"\n[params]\n{params}"),
+        &format!("pipeline = \"recommendation\"\n[params]\n{params}[async]\n{TIMEOUT}"),
         CoreConfig::default(),
     )
     .unwrap();
@@ -111,8 +152,12 @@ fn two_source_partitions_recommend_on_each_users_events_1_to_n() {
 fn a_missing_input_file_fails_the_job_with_its_path() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let err = run(dir.path(), &job(&Knobs::default(), ""), CoreConfig::default())
-        .unwrap_err()
-        .to_string();
+    let err = run(
+        dir.path(),
+        &job(&Knobs::default(), ""),
+        CoreConfig::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("input.jsonl"), "{err}");
 }

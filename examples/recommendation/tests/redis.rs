@@ -26,7 +26,7 @@ fn features(n: u32) -> (String, u64) {
 
 fn run(dir: &Path, addr: &str) -> rill_engine::Result<rill_engine::metrics::JobReport> {
     let job: JobConfig = toml::from_str(&format!(
-        "pipeline = \"recommendation\"\n[params]\n{}\n[async]\ncapacity = 32\n\
+        "pipeline = \"recommendation\"\n[params]\n{}\n[async]\ncapacity = 32\ntimeout_ms = 120000\n\
          [lookup]\nkind = \"redis\"\naddr = \"{addr}\"\n",
         Knobs::default().params()
     ))
@@ -57,7 +57,15 @@ fn features_come_from_redis() {
     let server = Redis::start();
     set_features(&server, 0..ITEMS);
     let dir = tempfile::tempdir().unwrap();
-    let input = common::write_input(&dir.path().join("input.jsonl"), 4_000, 3, 100, ITEMS, 1, false);
+    let input = common::write_input(
+        &dir.path().join("input.jsonl"),
+        4_000,
+        3,
+        100,
+        ITEMS,
+        1,
+        false,
+    );
     let r = run(dir.path(), &server.addr).unwrap();
     let k = Knobs::default();
     let from_redis = |item: &str| features(item.trim_start_matches('i').parse().unwrap());

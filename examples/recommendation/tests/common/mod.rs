@@ -166,11 +166,7 @@ pub fn simulated(item: &str, categories: u64) -> (String, u64) {
 /// What the job must write for `events`, with `features` giving each item's
 /// (category, popularity): for each user's every `every`-th event, the user's last
 /// `history` events scored from scratch.
-pub fn reference(
-    events: &[Ev],
-    k: &Knobs,
-    features: &dyn Fn(&str) -> (String, u64),
-) -> Rows {
+pub fn reference(events: &[Ev], k: &Knobs, features: &dyn Fn(&str) -> (String, u64)) -> Rows {
     let mut seen: BTreeMap<&str, Vec<&Ev>> = BTreeMap::new();
     let mut rows = Rows::new();
     for e in events {
@@ -207,11 +203,7 @@ pub fn reference(
             candidates.push((interest[&cat] * u128::from(pop), ev.item.clone()));
         }
         candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.as_bytes().cmp(b.1.as_bytes())));
-        let items = candidates
-            .into_iter()
-            .take(k.top_n)
-            .map(|c| c.1)
-            .collect();
+        let items = candidates.into_iter().take(k.top_n).map(|c| c.1).collect();
         rows.entry(e.user.clone())
             .or_default()
             .push((seq, e.ts, items));
@@ -248,7 +240,10 @@ pub fn fields(line: &str) -> (String, &str) {
                     chars.next();
                 } else {
                     let tail = &rest[i + 1..];
-                    return (user, tail.strip_prefix(',').expect("a comma after the user"));
+                    return (
+                        user,
+                        tail.strip_prefix(',').expect("a comma after the user"),
+                    );
                 }
             } else {
                 user.push(c);
