@@ -15,7 +15,10 @@
 //! line through `rill_engine::app`.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use rill_engine::app::Ctx;
 use rill_engine::asyncio::service::Service;
@@ -387,6 +390,53 @@ pub fn observe(profile: &mut Profile, e: &Event, history: usize, every: u64) -> 
     })
 }
 
+/// Waits for all of `futures`, polling every unfinished one whenever woken (so that
+/// they are in flight together); their outputs in order.
+pub fn join_all<F: Future + Unpin>(futures: Vec<F>) -> JoinAll<F> {
+    JoinAll {
+        outputs: futures.iter().map(|_| None).collect(),
+        futures: futures.into_iter().map(Some).collect(),
+    }
+}
+
+/// The future of [`join_all`].
+pub struct JoinAll<F: Future> {
+    futures: Vec<Option<F>>,
+    outputs: Vec<Option<F::Output>>,
+}
+
+impl<F: Future + Unpin> Future for JoinAll<F>
+where
+    F::Output: Unpin,
+{
+    type Output = Vec<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut pending = false;
+        for (slot, out) in this.futures.iter_mut().zip(&mut this.outputs) {
+            if let Some(f) = slot {
+                match Pin::new(f).poll(cx) {
+                    Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            return Poll::Pending;
+        }
+        Poll::Ready(
+            this.outputs
+                .iter_mut()
+                .map(|o| o.take().expect("JoinAll polled after it completed"))
+                .collect(),
+        )
+    }
+}
+
 /// Builds the recommendation pipeline from the job's `[params]`, `[async]` and
 /// `[lookup]`.
 pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
@@ -413,11 +463,16 @@ pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
     };
     within("history", params.history, 1, MAX_HISTORY)?;
     within("top_n", params.top_n, 1, MAX_TOP_N)?;
-    within("every", params.every, 1, u32::MAX)?;
+    ctx.check(params.every > 0, "every", params.every, "1 or more")?;
     within("click_weight", params.click_weight, 0, MAX_WEIGHT)?;
     within("view_weight", params.view_weight, 0, MAX_WEIGHT)?;
     within("decay_permille", params.decay_permille, 0, 1000)?;
-    within("categories", params.categories, 1, u32::MAX)?;
+    ctx.check(
+        params.categories > 0,
+        "categories",
+        params.categories,
+        "1 or more",
+    )?;
     // Read unconditionally: the job always has its async lookup, so both tables are its.
     let opts = ctx.async_options();
     let lookup = ctx.lookup();
@@ -465,17 +520,16 @@ pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
         .async_map("recommend", opts, move |actx| {
             let mut service = Service::new(&lookup, actx);
             move |r: Request| {
-                // Every lookup is issued now (pipelined on one Redis connection, or
-                // concurrent timers), then awaited in turn.
-                let items = distinct_items(&r.history);
-                let calls: Vec<_> = items
+                // One lookup per distinct item, all in flight at once (pipelined on the
+                // partition's Redis connection, or concurrent timers).
+                let calls: Vec<_> = distinct_items(&r.history)
                     .into_iter()
                     .map(|item| service.get(&item, item.clone()))
                     .collect();
                 async move {
                     let mut features = BTreeMap::new();
-                    for call in calls {
-                        let (item, value) = call.await?;
+                    for answer in join_all(calls).await {
+                        let (item, value) = answer?;
                         // Redis holds the features; the simulated store computes them.
                         let f = match value {
                             Some(v) => parse_features(&v).map_err(|e| {
@@ -612,6 +666,56 @@ mod tests {
         };
         assert_eq!(interest(&h, &f, &zero)["A"], 1_000_000);
         assert_eq!(interest(&h, &f, &zero)["D"], 0);
+    }
+
+    #[test]
+    fn join_all_polls_every_future_until_all_are_done_and_keeps_their_order() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        use std::task::Wake;
+
+        struct Noop;
+        impl Wake for Noop {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        /// Ready once the shared counter reaches `at`; counts its polls.
+        struct Gate {
+            now: Rc<Cell<u32>>,
+            at: u32,
+            polls: Rc<Cell<u32>>,
+        }
+        impl Future for Gate {
+            type Output = u32;
+            fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u32> {
+                self.polls.set(self.polls.get() + 1);
+                if self.now.get() >= self.at {
+                    Poll::Ready(self.at)
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+        let now = Rc::new(Cell::new(0));
+        let polls = Rc::new(Cell::new(0));
+        let gates = [2, 0, 1]
+            .map(|at| Gate {
+                now: now.clone(),
+                at,
+                polls: polls.clone(),
+            })
+            .into_iter()
+            .collect();
+        let mut j = join_all(gates);
+        let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
+        let mut cx = Context::from_waker(&waker);
+        // The first poll starts all three (they are in flight together).
+        assert!(Pin::new(&mut j).poll(&mut cx).is_pending());
+        assert_eq!(polls.get(), 3);
+        now.set(1);
+        assert!(Pin::new(&mut j).poll(&mut cx).is_pending());
+        assert_eq!(polls.get(), 5, "the finished one is not polled again");
+        now.set(2);
+        assert_eq!(Pin::new(&mut j).poll(&mut cx), Poll::Ready(vec![2, 0, 1]));
     }
 
     #[test]
