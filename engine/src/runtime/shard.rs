@@ -215,6 +215,13 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
                 wake_at = earliest(wake_at, p.next_deadline());
             }
         }
+        // A port fails while it flushes (an async request failing or timing out) and then
+        // counts as drained: look at the failure before `done` can end the shard with Ok,
+        // which lost the failure and the request's output with exit 0.
+        if let Some(e) = failure.take() {
+            shared.handle.abort();
+            return Err(e);
+        }
         probe.set(Marker::LOOP);
         if let Some(every) = publish_ns {
             if now >= next_publish_ns {
