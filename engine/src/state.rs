@@ -308,6 +308,65 @@ impl<K> StateInit<K> {
     }
 }
 
+/// Hooks for the criterion benchmarks in `perf/benches/` (hidden from the docs; not an
+/// API): a checkpoint's barrier on a partition's state and the archiving after it, made
+/// with the calls the engine makes (`SnapshotTable::snapshot` at the barrier,
+/// `FrozenGroup::archive` in the core's writer task).
+#[doc(hidden)]
+pub struct BenchBarrier {
+    groups: Vec<GroupSnapshot>,
+}
+
+impl<K> StateInit<K> {
+    /// The barrier of checkpoint `id`: every key group of every table, as a keyed
+    /// partition owning them all does it.
+    #[doc(hidden)]
+    pub fn bench_barrier(&self, id: u64, max_chain: usize) -> BenchBarrier {
+        let mut groups = Vec::new();
+        for (_, t) in &self.tables {
+            let mut t = t.borrow_mut();
+            for g in 0..self.max_key_groups {
+                groups.push(
+                    t.snapshot(KeyGroup(g), CheckpointId(id), max_chain)
+                        .expect("archiving a bench table"),
+                );
+            }
+        }
+        BenchBarrier { groups }
+    }
+}
+
+impl BenchBarrier {
+    /// Key groups the barrier froze (the rest were unchanged or empty).
+    #[doc(hidden)]
+    pub fn frozen(&self) -> usize {
+        self.groups
+            .iter()
+            .filter(|g| matches!(g, GroupSnapshot::Frozen(_)))
+            .count()
+    }
+
+    /// Archives every frozen group (what the writer task does after the barrier);
+    /// returns the archive bytes and the longest single group's archiving (the longest
+    /// slice it needs).
+    #[doc(hidden)]
+    pub fn archive(self) -> (usize, std::time::Duration) {
+        let mut bytes = 0;
+        let mut longest = std::time::Duration::ZERO;
+        for g in self.groups {
+            if let GroupSnapshot::Frozen(job) = g {
+                let t0 = std::time::Instant::now();
+                match job.archive().expect("archiving a bench table") {
+                    Some(GroupSnapshot::Full(b) | GroupSnapshot::Delta(b)) => bytes += b.len(),
+                    other => panic!("a frozen group archived as {other:?}"),
+                }
+                longest = longest.max(t0.elapsed());
+            }
+        }
+        (bytes, longest)
+    }
+}
+
 /// What a snapshot of one key group is.
 pub(crate) enum GroupSnapshot {
     /// Every entry of the group (a new chain base).
