@@ -859,8 +859,10 @@ mod tests {
                     let (ups, dels) =
                         rkyv::from_bytes::<(Vec<(u8, A)>, Vec<u8>), rkyv::rancor::Error>(bytes)
                             .unwrap();
+                    // A key set and cleared between two checkpoints (or cleared while
+                    // unset) is deleted by the delta without being in the chain.
                     for k in dels {
-                        assert!(group.remove(&k).is_some(), "a delta deletes a missing key");
+                        group.remove(&k);
                     }
                     group.extend(ups);
                 }
