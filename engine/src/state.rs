@@ -836,10 +836,7 @@ mod tests {
         Vec<(u8, A)>: rkyv::Archive,
         rkyv::Archived<Vec<(u8, A)>>: for<'a> rkyv::bytecheck::CheckBytes<
                 rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
-            > + rkyv::Deserialize<
-                Vec<(u8, A)>,
-                rkyv::api::high::HighDeserializer<rkyv::rancor::Error>,
-            >,
+            > + rkyv::Deserialize<Vec<(u8, A)>, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
         (Vec<(u8, A)>, Vec<u8>): rkyv::Archive,
         rkyv::Archived<(Vec<(u8, A)>, Vec<u8>)>: for<'a> rkyv::bytecheck::CheckBytes<
                 rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
@@ -1025,7 +1022,10 @@ mod tests {
             count.set(&KeyCtx::new(&k, kg), k);
         }
         let table = init.tables()[0].1.clone();
-        let snap = table.borrow_mut().snapshot(kg, CheckpointId(1), 16).unwrap();
+        let snap = table
+            .borrow_mut()
+            .snapshot(kg, CheckpointId(1), 16)
+            .unwrap();
         let GroupSnapshot::Frozen(job) = snap else {
             panic!("expected a frozen group, got {snap:?}");
         };
@@ -1059,17 +1059,29 @@ mod tests {
         }
         count.set(&ctx(&1), 10);
         let table = init.tables()[0].1.clone();
-        let GroupSnapshot::Frozen(first) = table.borrow_mut().snapshot(kg, CheckpointId(1), 16).unwrap() else {
+        let GroupSnapshot::Frozen(first) = table
+            .borrow_mut()
+            .snapshot(kg, CheckpointId(1), 16)
+            .unwrap()
+        else {
             panic!("frozen");
         };
         count.set(&ctx(&1), 11);
         count.set(&ctx(&2), 20);
-        let GroupSnapshot::Frozen(second) = table.borrow_mut().snapshot(kg, CheckpointId(2), 16).unwrap() else {
+        let GroupSnapshot::Frozen(second) = table
+            .borrow_mut()
+            .snapshot(kg, CheckpointId(2), 16)
+            .unwrap()
+        else {
             panic!("frozen");
         };
         count.clear(&ctx(&1));
-        let Some(GroupSnapshot::Full(a)) = first.archive().unwrap() else { panic!("full") };
-        let Some(GroupSnapshot::Delta(b)) = second.archive().unwrap() else { panic!("delta") };
+        let Some(GroupSnapshot::Full(a)) = first.archive().unwrap() else {
+            panic!("full")
+        };
+        let Some(GroupSnapshot::Delta(b)) = second.archive().unwrap() else {
+            panic!("delta")
+        };
         assert_eq!(
             rkyv::from_bytes::<Vec<(u64, u64)>, rkyv::rancor::Error>(&a).unwrap(),
             vec![(1, 10)]

@@ -72,8 +72,7 @@ impl Case {
         for _ in 0..touched {
             let (k, kg) = &self.keys[self.cursor % n];
             self.cursor = self.cursor.wrapping_add(7919);
-            self.count
-                .update(&KeyCtx::new(k, *kg), || 0, |c| *c += 1);
+            self.count.update(&KeyCtx::new(k, *kg), || 0, |c| *c += 1);
         }
     }
 
@@ -99,29 +98,32 @@ fn checkpoint(c: &mut Criterion) {
                 for (pct, touched) in [("1pct", n as usize / 100), ("100pct", n as usize)] {
                     let mut longest = Duration::ZERO;
                     let mut bytes = 0usize;
-                    g.bench_function(BenchmarkId::from_parameter(format!("{mode}/{size}/{pct}")), |b| {
-                        b.iter_custom(|iters| {
-                            let mut timed = Duration::ZERO;
-                            for _ in 0..iters {
-                                case.touch(touched);
-                                let t0 = Instant::now();
-                                let frozen = black_box(case.barrier());
-                                if archive_at_barrier {
-                                    let (n, l) = frozen.archive();
-                                    timed += t0.elapsed();
-                                    bytes = n;
-                                    longest = longest.max(l);
-                                } else {
-                                    timed += t0.elapsed();
-                                    assert!(frozen.frozen() > 0, "a barrier froze no group");
-                                    let (n, l) = frozen.archive();
-                                    bytes = n;
-                                    longest = longest.max(l);
+                    g.bench_function(
+                        BenchmarkId::from_parameter(format!("{mode}/{size}/{pct}")),
+                        |b| {
+                            b.iter_custom(|iters| {
+                                let mut timed = Duration::ZERO;
+                                for _ in 0..iters {
+                                    case.touch(touched);
+                                    let t0 = Instant::now();
+                                    let frozen = black_box(case.barrier());
+                                    if archive_at_barrier {
+                                        let (n, l) = frozen.archive();
+                                        timed += t0.elapsed();
+                                        bytes = n;
+                                        longest = longest.max(l);
+                                    } else {
+                                        timed += t0.elapsed();
+                                        assert!(frozen.frozen() > 0, "a barrier froze no group");
+                                        let (n, l) = frozen.archive();
+                                        bytes = n;
+                                        longest = longest.max(l);
+                                    }
                                 }
-                            }
-                            timed
-                        });
-                    });
+                                timed
+                            });
+                        },
+                    );
                     let keys = case.count.with_table(|t| t.len());
                     assert_eq!(keys as u64, n, "keys appeared or vanished");
                     assert_eq!(

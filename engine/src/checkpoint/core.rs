@@ -491,7 +491,10 @@ struct NextRound<'a> {
 
 impl std::future::Future for NextRound<'_> {
     type Output = ();
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
         if self.core.borrow().rounds > self.round {
             std::task::Poll::Ready(())
         } else {
@@ -536,8 +539,7 @@ async fn archive_frozen(
             }
             in_slice += 1;
             let t0 = clock();
-            let GroupSnapshot::Frozen(job) = std::mem::replace(g, GroupSnapshot::Unchanged)
-            else {
+            let GroupSnapshot::Frozen(job) = std::mem::replace(g, GroupSnapshot::Unchanged) else {
                 unreachable!("matched above")
             };
             match job.archive() {
