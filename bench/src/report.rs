@@ -93,7 +93,7 @@ pub struct Checkpoints {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_ms: Option<MsSummary>,
     /// Archiving after the barrier, in slices between rounds of a core's loop (longest
-    /// over cores, CPU time).
+    /// over cores; wall-clock time inside the slices).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_ms: Option<MsSummary>,
 }

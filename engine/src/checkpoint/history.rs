@@ -41,8 +41,9 @@ pub struct Entry {
     pub alignment_ms: f64,
     /// Longest synchronous part (freezing key groups at the barrier) on any core, ms.
     pub sync_ms: f64,
-    /// Longest archiving of frozen key groups after the barrier (CPU time, in slices
-    /// between rounds of the core's loop; part of the asynchronous part) on any core, ms.
+    /// Longest archiving of frozen key groups after the barrier (wall-clock time inside
+    /// the slices between rounds of the core's loop; part of the asynchronous part) on
+    /// any core, ms.
     #[serde(default)]
     pub archive_ms: f64,
     /// Longest asynchronous part (archiving, log append and fsync) on any core, ms.

@@ -65,7 +65,8 @@ pub struct PartitionStats {
     /// groups, and archiving any an older checkpoint had not archived yet), µs.
     pub sync_us: u64,
     /// Time spent archiving its frozen key groups after the barrier, in slices between
-    /// rounds of the core's loop (part of the asynchronous part), µs.
+    /// rounds of the core's loop (part of the asynchronous part; wall-clock time inside
+    /// the slices), µs.
     #[serde(default)]
     pub archive_us: u64,
     /// Bytes of snapshot records it wrote for this checkpoint.
@@ -91,7 +92,8 @@ pub struct CoreAck {
     pub alignment_us: u64,
     /// Sum of the synchronous parts on the core, µs.
     pub sync_us: u64,
-    /// Sum of the archiving after the barrier on the core (CPU time in slices), µs.
+    /// Sum of the archiving after the barrier on the core (wall-clock time inside the
+    /// archiving slices, so time the core was descheduled meanwhile counts), µs.
     pub archive_us: u64,
     /// From the last participant's report to durable (the asynchronous part), µs.
     pub async_us: u64,
