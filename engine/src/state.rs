@@ -347,12 +347,11 @@ impl BenchBarrier {
     }
 
     /// Archives every frozen group (what the writer task does after the barrier);
-    /// returns the archive bytes and the longest single group's archiving (the longest
-    /// slice it needs).
+    /// returns the archive bytes and each group's archiving time (the slices it needs).
     #[doc(hidden)]
-    pub fn archive(self) -> (usize, std::time::Duration) {
+    pub fn archive(self) -> (usize, Vec<std::time::Duration>) {
         let mut bytes = 0;
-        let mut longest = std::time::Duration::ZERO;
+        let mut times = Vec::new();
         for g in self.groups {
             if let GroupSnapshot::Frozen(job) = g {
                 let t0 = std::time::Instant::now();
@@ -360,10 +359,10 @@ impl BenchBarrier {
                     Some(GroupSnapshot::Full(b) | GroupSnapshot::Delta(b)) => bytes += b.len(),
                     other => panic!("a frozen group archived as {other:?}"),
                 }
-                longest = longest.max(t0.elapsed());
+                times.push(t0.elapsed());
             }
         }
-        (bytes, longest)
+        (bytes, times)
     }
 }
 
