@@ -115,16 +115,13 @@ fn checkpoint(c: &mut Criterion) {
                                     let t0 = Instant::now();
                                     let frozen = black_box(case.barrier());
                                     if archive_at_barrier {
-                                        let (n, l) = frozen.archive();
+                                        let archived = frozen.archive();
                                         timed += t0.elapsed();
-                                        bytes = n;
-                                        longest = longest.max(l);
+                                        (bytes, groups) = archived;
                                     } else {
                                         timed += t0.elapsed();
                                         assert!(frozen.frozen() > 0, "a barrier froze no group");
-                                        let (n, l) = frozen.archive();
-                                        bytes = n;
-                                        longest = longest.max(l);
+                                        (bytes, groups) = frozen.archive();
                                     }
                                 }
                                 timed
