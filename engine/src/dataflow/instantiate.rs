@@ -978,8 +978,9 @@ impl<K: Clone + std::hash::Hash + Eq + 'static> KeyedPart<K> {
 }
 
 impl<K> KeyedPart<K> {
-    /// Archives every state table for checkpoint `id` (the synchronous part) and hands
-    /// the groups to the core's checkpoint.
+    /// Freezes every state table's key groups for checkpoint `id` (the synchronous part;
+    /// the core archives them after the barrier) and hands the groups to the core's
+    /// checkpoint.
     pub(crate) fn snapshot(&self, id: CheckpointId) {
         let Some(p) = &self.ckpt else { return };
         if !p.wants(id) {
@@ -994,7 +995,7 @@ impl<K> KeyedPart<K> {
             let mut t = table.borrow_mut();
             keys += t.keys() as u64;
             for kg in &self.groups {
-                match t.snapshot(*kg, max_chain) {
+                match t.snapshot(*kg, id, max_chain) {
                     Ok(g) => groups.push((group_owner(op, self.partition, *kg), g)),
                     Err(e) => {
                         self.failure.fail(EngineError::Operator {

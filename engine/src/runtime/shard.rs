@@ -52,6 +52,7 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
             c.config.incremental,
             c.config.max_chain,
         );
+        cc.archive_slice_ns = c.config.archive_slice_us * 1_000;
         cc.unaligned_after_ns = c
             .config
             .unaligned
