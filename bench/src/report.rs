@@ -89,6 +89,13 @@ pub struct Checkpoints {
     /// Barrier alignment time, when the engine reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alignment_ms: Option<MsSummary>,
+    /// The synchronous part (longest over cores): what a barrier held a core up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_ms: Option<MsSummary>,
+    /// Archiving after the barrier, in slices between rounds of a core's loop (longest
+    /// over cores; wall-clock time inside the slices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_ms: Option<MsSummary>,
 }
 
 impl Checkpoints {
@@ -115,6 +122,8 @@ impl Checkpoints {
             bytes: done.last().map_or(0, |c| c.bytes_full),
             duration_ms: summary(done.iter().map(|c| c.duration_ms).collect()),
             alignment_ms: summary(done.iter().map(|c| c.alignment_ms).collect()),
+            sync_ms: summary(done.iter().map(|c| c.sync_ms).collect()),
+            archive_ms: summary(done.iter().map(|c| c.archive_ms).collect()),
         }
     }
 }
@@ -775,6 +784,12 @@ impl RunReport {
         }
         if let Some(a) = c.alignment_ms {
             let _ = write!(s, ", alignment p50 {:.1} ms max {:.1} ms", a.p50, a.max);
+        }
+        if let Some(a) = c.sync_ms {
+            let _ = write!(s, ", sync p50 {:.2} ms max {:.2} ms", a.p50, a.max);
+        }
+        if let Some(a) = c.archive_ms.filter(|a| a.max > 0.0) {
+            let _ = write!(s, ", archive p50 {:.2} ms max {:.2} ms", a.p50, a.max);
         }
         let _ = writeln!(s);
         let a = &self.async_io;

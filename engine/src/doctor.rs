@@ -430,9 +430,11 @@ fn checkpoints(d: &RunDigest, job: &JobConfig, history: &[Entry]) -> Answer {
                 Verdict::Ok
             },
             format!(
-                "synchronous part (state archived on the core, which waits): p50 {} max {}{}",
+                "synchronous part (the barrier freezes the key groups; records wait): p50 {} \
+                 max {}; archiving after the barrier, in slices between records: p50 {}{}",
                 ms(median_by(|e| e.sync_ms)),
                 ms(sync_max),
+                ms(median_by(|e| e.archive_ms)),
                 if job.checkpoint.as_ref().is_some_and(|c| !c.incremental) {
                     " (incremental = true archives only changed keys)"
                 } else {

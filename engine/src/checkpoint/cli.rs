@@ -98,7 +98,7 @@ fn list(job_dir: &Path, partitions: bool, out: &mut impl std::io::Write) -> Resu
     }
     writeln!(
         out,
-        "{:>5}  {:<9}  {:<12}  {:<12}  {:>9}  {:>8}  {:>9}  {:>8}  {:>8}  {:>10}  {:>10}",
+        "{:>5}  {:<9}  {:<12}  {:<12}  {:>9}  {:>8}  {:>9}  {:>8}  {:>8}  {:>8}  {:>10}  {:>10}",
         "id",
         "kind",
         "time (UTC)",
@@ -107,6 +107,7 @@ fn list(job_dir: &Path, partitions: bool, out: &mut impl std::io::Write) -> Resu
         "delay",
         "alignment",
         "sync",
+        "archive",
         "async",
         "full",
         "incr"
@@ -121,7 +122,7 @@ fn list(job_dir: &Path, partitions: bool, out: &mut impl std::io::Write) -> Resu
         };
         writeln!(
             out,
-            "{:>5}  {:<9}  {:<12}  {:<12}  {:>7.1}ms  {:>6.2}ms  {:>7.2}ms  {:>6.2}ms  {:>6.2}ms  {:>10}  {:>10}",
+            "{:>5}  {:<9}  {:<12}  {:<12}  {:>7.1}ms  {:>6.2}ms  {:>7.2}ms  {:>6.2}ms  {:>6.2}ms  {:>6.2}ms  {:>10}  {:>10}",
             e.id,
             kind,
             time(e.triggered_unix_ms),
@@ -130,6 +131,7 @@ fn list(job_dir: &Path, partitions: bool, out: &mut impl std::io::Write) -> Resu
             e.start_delay_ms,
             e.alignment_ms,
             e.sync_ms,
+            e.archive_ms,
             e.async_ms,
             size(e.bytes_full),
             size(e.bytes_incremental),
@@ -141,10 +143,11 @@ fn list(job_dir: &Path, partitions: bool, out: &mut impl std::io::Write) -> Resu
             for (core, p) in &e.partitions {
                 writeln!(
             out,
-                    "         core {core}  {:<32} barrier after {:>8.2} ms  sync {:>7.2} ms  {:>10}  {} keys",
+                    "         core {core}  {:<32} barrier after {:>8.2} ms  sync {:>7.2} ms  archive {:>7.2} ms  {:>10}  {} keys",
                     p.name,
                     p.barrier_us as f64 / 1e3,
                     p.sync_us as f64 / 1e3,
+                    p.archive_us as f64 / 1e3,
                     size(p.bytes),
                     p.keys
                 ).map_err(w)?;

@@ -1,10 +1,12 @@
 //! One core's side of checkpointing: the participants placed on the core (source
 //! partitions, keyed operator partitions, sink partitions) report their part of each
-//! checkpoint here at the barrier (offsets, archived key groups, pre-committed files);
-//! once all have, the core's log writer appends the records and the files are synced
-//! through the core's io_uring (the asynchronous part, while processing goes on), and the
-//! core acks to the coordinator. Also applies what the coordinator says back (complete,
-//! abort). It never blocks and never touches another core's state.
+//! checkpoint here at the barrier (offsets, key groups frozen for archiving,
+//! pre-committed files); once all have, the core's writer task archives the frozen key
+//! groups in slices between rounds of the core's loop (at most `archive_slice_ns` of
+//! work per round), appends the records and syncs the files through the core's io_uring
+//! (the asynchronous part, while processing goes on), and the core acks to the
+//! coordinator. Also applies what the coordinator says back (complete, abort). It never
+//! blocks and never touches another core's state.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -59,9 +61,12 @@ pub(crate) trait Committer {
 enum Part {
     Source(SourceOffset),
     State {
+        /// Frozen groups are archived by the writer task, which replaces them.
         groups: Vec<(Owner, GroupSnapshot)>,
         keys: u64,
         sync_ns: u64,
+        /// Time the writer task spent archiving its frozen groups.
+        archive_ns: u64,
     },
     Sink(Vec<File>),
     Channel(Vec<(Owner, AlignedVec)>, u64),
@@ -102,6 +107,12 @@ pub(crate) struct CoreCheckpoints {
     pub(crate) mode: CheckpointMode,
     pub(crate) max_chain: usize,
     pub(crate) incremental: bool,
+    /// Most time the writer task archives frozen key groups in one round of the core's
+    /// loop before it lets the loop go on (ns; a key group is never split, so a round
+    /// can take one group longer).
+    pub(crate) archive_slice_ns: u64,
+    /// Rounds of the core's loop so far (the archiving slices wait for the next one).
+    pub(crate) rounds: u64,
     /// Unaligned checkpoints: how long alignment may take before it switches (ns).
     pub(crate) unaligned_after_ns: Option<u64>,
     names: Vec<String>,
@@ -145,6 +156,8 @@ impl CoreCheckpoints {
             mode,
             max_chain,
             incremental,
+            archive_slice_ns: crate::config::CheckpointConfig::default().archive_slice_us * 1_000,
+            rounds: 0,
             unaligned_after_ns: None,
             names: Vec::new(),
             tables: Vec::new(),
@@ -444,6 +457,7 @@ impl Participant {
                 groups,
                 keys,
                 sync_ns,
+                archive_ns: 0,
             },
             now_ns,
         );
@@ -466,6 +480,94 @@ impl Participant {
             .borrow_mut()
             .report(self.index, id, Part::Channel(records, count), now_ns);
     }
+}
+
+/// A future that resolves once the core's loop has gone round again (the shard loop
+/// polls the writer task in every round; between two rounds it steps its drivers).
+struct NextRound<'a> {
+    core: &'a Rc<RefCell<CoreCheckpoints>>,
+    round: u64,
+}
+
+impl std::future::Future for NextRound<'_> {
+    type Output = ();
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.core.borrow().rounds > self.round {
+            std::task::Poll::Ready(())
+        } else {
+            // Polled again in the next round: keep the task's flag set.
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+}
+
+/// Archives every key group the barrier of `pending` froze, replacing each with its
+/// archive, in slices of at most the core's `archive_slice_ns` (plus one group) per round
+/// of the core's loop. Archives every group even after an error (so that none stays
+/// frozen), then returns the first error.
+async fn archive_frozen(
+    core: &Rc<RefCell<CoreCheckpoints>>,
+    id: CheckpointId,
+    pending: &mut Pending,
+    clock: &impl Fn() -> u64,
+) -> Result<(), (String, Option<Unfixable>)> {
+    let slice_ns = core.borrow().archive_slice_ns;
+    let mut slice_start = clock();
+    let mut in_slice = 0usize;
+    let mut first_error: Option<String> = None;
+    for (p, part) in &mut pending.parts {
+        let Part::State {
+            groups, archive_ns, ..
+        } = part
+        else {
+            continue;
+        };
+        for (owner, g) in groups.iter_mut() {
+            if !matches!(g, GroupSnapshot::Frozen(_)) {
+                continue;
+            }
+            // Every slice archives at least one group.
+            if in_slice > 0 && clock().saturating_sub(slice_start) >= slice_ns {
+                let round = core.borrow().rounds;
+                NextRound { core, round }.await;
+                slice_start = clock();
+                in_slice = 0;
+            }
+            in_slice += 1;
+            let t0 = clock();
+            let GroupSnapshot::Frozen(job) = std::mem::replace(g, GroupSnapshot::Unchanged) else {
+                unreachable!("matched above")
+            };
+            match job.archive() {
+                Ok(Some(done)) => *g = done,
+                Ok(None) => {
+                    first_error.get_or_insert_with(|| {
+                        format!(
+                            "{}: the frozen state of {owner} was dropped by an abort before \
+                             checkpoint {} archived it",
+                            core.borrow().names[*p],
+                            id.0
+                        )
+                    });
+                }
+                Err(e) => {
+                    first_error.get_or_insert_with(|| {
+                        format!(
+                            "{}: archiving {owner} for checkpoint {}: {e}",
+                            core.borrow().names[*p],
+                            id.0
+                        )
+                    });
+                }
+            }
+            *archive_ns += clock().saturating_sub(t0);
+        }
+    }
+    first_error.map_or(Ok(()), |e| Err((e, None)))
 }
 
 /// A future that resolves with the next checkpoint ready for its asynchronous part.
@@ -522,9 +624,11 @@ async fn write_one(
 ) -> Result<CoreAck, (String, Option<Unfixable>)> {
     let ReadyCheckpoint {
         id,
-        pending,
+        mut pending,
         ready_ns,
     } = ready;
+    archive_frozen(core, id, &mut pending, clock).await?;
+    let mut archive_ns = 0u64;
     let sid = rill_storage::CheckpointId(id.0);
     let mut offsets = Vec::new();
     let mut syncs: Vec<File> = Vec::new();
@@ -551,9 +655,12 @@ async fn write_one(
                     groups,
                     keys,
                     sync_ns: s,
+                    archive_ns: a,
                 } => {
                     sync_ns += s;
+                    archive_ns += a;
                     stats[si].sync_us = s / 1_000;
+                    stats[si].archive_us = a / 1_000;
                     stats[si].keys = keys;
                     for (owner, g) in groups {
                         match g {
@@ -588,6 +695,9 @@ async fn write_one(
                             }
                             GroupSnapshot::Unchanged => {}
                             GroupSnapshot::Empty => removed.push(owner),
+                            GroupSnapshot::Frozen(_) => {
+                                unreachable!("archive_frozen archived every frozen group")
+                            }
                         }
                     }
                 }
@@ -669,6 +779,7 @@ async fn write_one(
         triggered_ns: pending.triggered_ns,
         alignment_us: pending.alignment_ns / 1_000,
         sync_us: sync_ns / 1_000,
+        archive_us: archive_ns / 1_000,
         async_us: now.saturating_sub(ready_ns) / 1_000,
         bytes_written,
         bytes_total,

@@ -39,9 +39,14 @@ pub struct Entry {
     pub start_delay_ms: f64,
     /// Longest barrier alignment at any operator, ms.
     pub alignment_ms: f64,
-    /// Longest synchronous part (archiving at the barrier) on any core, ms.
+    /// Longest synchronous part (freezing key groups at the barrier) on any core, ms.
     pub sync_ms: f64,
-    /// Longest asynchronous part (log append and fsync) on any core, ms.
+    /// Longest archiving of frozen key groups after the barrier (wall-clock time inside
+    /// the slices between rounds of the core's loop; part of the asynchronous part) on
+    /// any core, ms.
+    #[serde(default)]
+    pub archive_ms: f64,
+    /// Longest asynchronous part (archiving, log append and fsync) on any core, ms.
     pub async_ms: f64,
     /// Bytes of every record the checkpoint references (its full size).
     pub bytes_full: u64,
@@ -70,6 +75,7 @@ impl Entry {
             start_delay_ms: 0.0,
             alignment_ms: 0.0,
             sync_ms: 0.0,
+            archive_ms: 0.0,
             async_ms: 0.0,
             bytes_full: 0,
             bytes_incremental: 0,

@@ -61,8 +61,14 @@ pub struct PartitionStats {
     pub name: String,
     /// From the trigger reaching its core to its barrier (start delay + alignment), µs.
     pub barrier_us: u64,
-    /// Time spent archiving its state at the barrier (synchronous part), µs.
+    /// Time spent at the barrier on its state (the synchronous part: freezing its key
+    /// groups, and archiving any an older checkpoint had not archived yet), µs.
     pub sync_us: u64,
+    /// Time spent archiving its frozen key groups after the barrier, in slices between
+    /// rounds of the core's loop (part of the asynchronous part; wall-clock time inside
+    /// the slices), µs.
+    #[serde(default)]
+    pub archive_us: u64,
     /// Bytes of snapshot records it wrote for this checkpoint.
     pub bytes: u64,
     /// Keys in its state.
@@ -86,6 +92,9 @@ pub struct CoreAck {
     pub alignment_us: u64,
     /// Sum of the synchronous parts on the core, µs.
     pub sync_us: u64,
+    /// Sum of the archiving after the barrier on the core (wall-clock time inside the
+    /// archiving slices, so time the core was descheduled meanwhile counts), µs.
+    pub archive_us: u64,
     /// From the last participant's report to durable (the asynchronous part), µs.
     pub async_us: u64,
     /// Bytes written to the log for this checkpoint (the incremental size).

@@ -138,6 +138,8 @@ impl CoreRuntime {
     /// One round. Returns whether anything happened.
     pub(crate) fn step(&mut self, drivers: &mut [Box<dyn Driver>]) -> Result<bool> {
         let mut progress = false;
+        // A new round: the writer task's next archiving slice may run.
+        self.core.borrow_mut().rounds += 1;
         if self.uring.poll() > 0 {
             progress = true;
         }

@@ -379,6 +379,7 @@ impl Shell {
                         .max(ms(a.triggered_ns.saturating_sub(f.trigger_ns)));
                     e.alignment_ms = e.alignment_ms.max(a.alignment_us as f64 / 1e3);
                     e.sync_ms = e.sync_ms.max(a.sync_us as f64 / 1e3);
+                    e.archive_ms = e.archive_ms.max(a.archive_us as f64 / 1e3);
                     e.async_ms = e.async_ms.max(a.async_us as f64 / 1e3);
                     e.bytes_full += a.bytes_total;
                     e.bytes_incremental += a.bytes_written;

@@ -58,6 +58,10 @@ pub struct CheckpointConfig {
     /// With `incremental`: the longest delta chain per key group before a full snapshot
     /// of that key group is written again.
     pub max_chain: usize,
+    /// At a barrier a keyed operator only freezes its key groups; the core archives them
+    /// afterwards, between rounds of its loop, at most this long per round (µs; one key
+    /// group is never split, so a round can take one group's archiving longer).
+    pub archive_slice_us: u64,
     /// Size each core's log segments are preallocated to and rolled at, MiB (a record
     /// larger than this gets a segment of its own). Every core holds one open segment.
     pub segment_preallocate_mib: u64,
@@ -78,6 +82,7 @@ impl Default for CheckpointConfig {
             aligned_timeout_ms: 0,
             incremental: false,
             max_chain: 16,
+            archive_slice_us: 100,
             segment_preallocate_mib: 4,
         }
     }
@@ -222,6 +227,14 @@ impl CheckpointConfig {
                 "checkpoint.segment_preallocate_mib",
                 self.segment_preallocate_mib.to_string(),
                 "1 ..= 1024 MiB (default 4)",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.archive_slice_us) {
+            return Err(invalid(
+                file,
+                "checkpoint.archive_slice_us",
+                self.archive_slice_us.to_string(),
+                "1 ..= 1000000 µs of archiving per round of a core's loop (default 100)",
             ));
         }
         if self.max_chain == 0 {

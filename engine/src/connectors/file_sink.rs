@@ -252,6 +252,8 @@ struct TxFile {
     step: Step,
     /// How far `poll_finish` got (without checkpoints).
     finish: Finish,
+    /// A commit renamed files into place since the last `take_renamed`.
+    renamed: bool,
     seq: u64,
     pending: Vec<(CheckpointId, PathBuf)>,
 }
@@ -272,6 +274,7 @@ impl TxFile {
             uring: None,
             step: Step::None,
             finish: Finish::NotStarted,
+            renamed: false,
             seq: 0,
             pending: Vec::new(),
         }
@@ -481,9 +484,15 @@ impl TxFile {
         if !any {
             return Ok(Poll::Ready(false));
         }
+        self.renamed = true;
         let dir = self.dir.clone();
         self.start_sync(cx, open_dir(&dir)?, &dir, false)?;
         self.poll_commit(id, cx)
+    }
+
+    /// Whether a commit renamed files into place (visible output) since the last call.
+    fn take_renamed(&mut self) -> bool {
+        std::mem::take(&mut self.renamed)
     }
 
     fn poll_finish(&mut self, cx: &mut IoCx<'_>) -> Result<Poll<()>> {
@@ -620,14 +629,15 @@ impl<T> AsyncSinkPartition<T> for FilePartition<T> {
     }
 
     fn poll_commit(&mut self, id: CheckpointId, cx: &mut IoCx<'_>) -> Poll<Result<()>> {
-        lift(self.file.poll_commit(id, cx)).map_ok(|renamed| {
-            if renamed {
-                // Rows became committed output: the report's first output (and last
-                // arrival) is when output is visible, not when the sink finished.
-                self.metrics
-                    .note_arrival(crate::clock::Clock::now_ns(&self.clock));
-            }
-        })
+        let r = lift(self.file.poll_commit(id, cx)).map_ok(drop);
+        if self.file.take_renamed() {
+            // Rows became committed output: the report's first output (and last arrival)
+            // is when output is visible (renamed into place), not when the sink finished
+            // or the directory sync completed.
+            self.metrics
+                .note_arrival(crate::clock::Clock::now_ns(&self.clock));
+        }
+        r
     }
 
     fn poll_finish(&mut self, cx: &mut IoCx<'_>) -> Poll<Result<()>> {

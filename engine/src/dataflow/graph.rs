@@ -7,8 +7,9 @@ use std::any::Any;
 use std::sync::Arc;
 
 use super::exchange::{ExchangeDef, ExchangeErased, RouteFn};
-use super::instantiate::{Instantiator, SinkOp, SourceDef, SourceErased};
+use super::instantiate::{Instantiator, SourceDef, SourceErased};
 use super::ops::{BoxEmit, Discard};
+use super::sink_op::SinkOp;
 use super::{AsyncSink, AsyncSource, Data, Keyed, PartitionContext, RecoverContext};
 use crate::error::{EngineError, Result};
 use crate::ids::PartitionId;

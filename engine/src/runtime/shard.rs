@@ -52,6 +52,7 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
             c.config.incremental,
             c.config.max_chain,
         );
+        cc.archive_slice_ns = c.config.archive_slice_us * 1_000;
         cc.unaligned_after_ns = c
             .config
             .unaligned
@@ -220,6 +221,13 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
                 done = false;
                 wake_at = earliest(wake_at, p.next_deadline());
             }
+        }
+        // A port fails while it flushes (an async request failing or timing out) and then
+        // counts as drained: look at the failure before `done` can end the shard with Ok,
+        // which lost the failure and the request's output with exit 0.
+        if let Some(e) = failure.take() {
+            shared.handle.abort();
+            return Err(e);
         }
         probe.set(Marker::LOOP);
         if let Some(every) = publish_ns {

@@ -252,6 +252,33 @@ fn unaligned_checkpoints_under_backpressure_killed_repeatedly_count_each_user_1_
 }
 
 #[test]
+fn incremental_checkpoints_archived_in_slices_killed_repeatedly_count_each_user_1_to_n() {
+    let seed = seed() ^ 11;
+    eprintln!("RILL_CRASH_SEED={seed}");
+    // Deltas on short chains, retention keeping one checkpoint, two checkpoints in flight
+    // (a barrier can find a key group still frozen by the previous one), and the frozen
+    // key groups archived one per round of the core's loop (1 µs slices).
+    let extra = "[checkpoint]\ninterval_ms = 20\nincremental = true\nmax_chain = 3\n\
+                 retained = 1\nmax_concurrent = 2\narchive_slice_us = 1\n";
+    let (dir, killed) = two_partitions_killed(seed, extra, "", 4, true, committed);
+    assert!(killed >= 1, "no run was killed mid-way (seed {seed})");
+    let history = rill_engine::checkpoint::history::read(&dir.path().join("checkpoints")).unwrap();
+    let done: Vec<_> = history
+        .iter()
+        .filter(|e| e.state == rill_engine::checkpoint::history::State::Complete)
+        .collect();
+    assert!(
+        done.iter().any(|e| e.archive_ms > 0.0),
+        "no checkpoint archived after its barrier (seed {seed})"
+    );
+    assert!(
+        done.iter()
+            .any(|e| e.bytes_incremental > 0 && e.bytes_incremental < e.bytes_full),
+        "no checkpoint wrote only deltas (seed {seed})"
+    );
+}
+
+#[test]
 fn at_least_once_killed_repeatedly_loses_nothing() {
     let seed = seed() ^ 3;
     eprintln!("RILL_CRASH_SEED={seed}");
