@@ -93,12 +93,15 @@ fn run_with_kills(dir: &Path, kills: usize, rng: &mut rand::rngs::StdRng) -> usi
     unreachable!("the last attempt runs to completion")
 }
 
-/// Transactions of the input: enough work that 6 kills after 1–3 checkpoints of 50 ms
-/// each land before the end on a quiet machine, small enough for a short test.
+/// Transactions of the input: about 21,000 alerts, small enough for a short test.
 const LINES: usize = 150_000;
 
+/// The lookup bounds the job's speed whatever the CPUs: 8 requests in flight per
+/// partition, 2 ms each, so the ~21,000 alerts take at least about 2.6 s on any machine,
+/// while 6 kills after 1–3 checkpoints of 50 ms each use well under half of that. (With a
+/// fast lookup a quiet machine finished the job before the fifth kill.)
 const JOB: &str = "[params]\nwindow_ms = 20000\n\
-     [async]\ncapacity = 32\n[lookup]\ndelay_us = 300\n\
+     [async]\ncapacity = 8\n[lookup]\ndelay_us = 2000\n\
      [checkpoint]\ninterval_ms = 50\n";
 
 #[test]
