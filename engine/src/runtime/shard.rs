@@ -209,8 +209,14 @@ pub(crate) async fn run(mut args: ShardArgs) -> Result<ShardReport> {
         let now = clock.now_ns();
         for (p, m) in ports.iter().zip(&port_markers) {
             probe.set(*m);
-            let mut p = p.borrow_mut();
-            progress |= p.flush(now);
+            progress |= p.borrow_mut().flush(now);
+        }
+        // Drained is asked only once every port has flushed: a port's flush can hand
+        // work to a port flushed before it in this round (an async operator's last
+        // results and its end reach a sink port whose file is still being finished),
+        // and ending the shard then lost that sink's output.
+        for p in &ports {
+            let p = p.borrow();
             if !p.is_drained() {
                 done = false;
                 wake_at = earliest(wake_at, p.next_deadline());
