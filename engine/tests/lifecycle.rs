@@ -182,3 +182,56 @@ fn an_executor_that_panics_at_start_fails_the_job_instead_of_hanging() {
         "a core that cannot start does not start on a restart either: {text}"
     );
 }
+
+/// Review finding (issue 15, risk-control): a SIGTERM while a failed job waited to
+/// restart reached no running attempt and was forgotten; the job restarted and kept
+/// running, and a second signal did not end it either. The stop now outlives the
+/// attempt: the delay ends and the run exits with the failure, not restarting.
+#[test]
+fn sigterm_during_a_restart_delay_ends_the_run_instead_of_restarting() {
+    // Every lookup fails (nothing listens on port 1), so the job fails and waits ten
+    // minutes to restart.
+    let dir = job_dir(
+        "pipeline = \"keyed-async\"\n[generator]\nrate_eps = 1000\nduration_ms = 600000\n\
+         warmup_ms = 0\n[lookup]\nkind = \"redis\"\naddr = \"127.0.0.1:1\"\n\
+         [restart]\nstrategy = \"fixed-delay\"\nattempts = 100\ndelay_ms = 600000\n\
+         [metrics]\nlisten = \"off\"\n",
+        &[""],
+    );
+    let mut job = Reaper(
+        rill()
+            .arg("run")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = mpsc::channel();
+    let stderr = job.0.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("restart 1 in 600000 ms") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    assert!(
+        rx.recv_timeout(HANG).is_ok(),
+        "the job did not fail and wait to restart"
+    );
+    let kill = Command::new("kill")
+        .args(["-TERM", &job.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = exit_of(&mut job.0, "the run stopped during its restart delay");
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("stopped during the restart delay"), "{err}");
+    assert!(!err.contains("restart 2 in"), "{err}");
+}

@@ -5,7 +5,7 @@
 //! disk, a read-only or forbidden file, an invalid configuration) is not restarted: the
 //! run says why and fails.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,11 +51,17 @@ pub struct Control {
     pub savepoint: Arc<AtomicBool>,
     /// The running (or last) attempt's monitor: what it saw survives a failed run.
     pub monitor: Arc<Mutex<Option<crate::monitor::MonitorHandle>>>,
+    /// A stop was asked for: it outlives the attempt it reached, so an attempt that
+    /// fails and would restart (or is restarting) stops instead.
+    stop_requested: Arc<AtomicBool>,
+    /// An abort was asked for (a second signal).
+    abort_requested: Arc<AtomicBool>,
 }
 
 impl Control {
     /// Stops the running attempt (sources end, the pipeline drains) and prevents restarts.
     pub fn stop(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
         if let Some(h) = self
             .current
             .lock()
@@ -68,6 +74,8 @@ impl Control {
 
     /// Abandons the running attempt.
     pub fn abort(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        self.abort_requested.store(true, Ordering::SeqCst);
         if let Some(h) = self
             .current
             .lock()
@@ -79,11 +87,25 @@ impl Control {
     }
 
     fn stopped(&self) -> bool {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(StopHandle::is_stopped)
+        self.stop_requested.load(Ordering::SeqCst)
+            || self
+                .current
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(StopHandle::is_stopped)
+    }
+
+    /// Makes `h` the running attempt's handle; a stop or abort asked for before it
+    /// existed (during a restart delay) reaches it at once.
+    fn install(&self, h: StopHandle) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if self.abort_requested.load(Ordering::SeqCst) {
+            h.abort();
+        } else if self.stop_requested.load(Ordering::SeqCst) {
+            h.stop();
+        }
+        *current = Some(h);
     }
 }
 
@@ -107,7 +129,7 @@ pub fn supervise(
         let job = Job::new(spec.clone(), graph)
             .start_from(from)
             .with_savepoint_flag(control.savepoint.clone());
-        *control.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(job.stop_handle());
+        control.install(job.stop_handle());
         *control.monitor.lock().unwrap_or_else(|p| p.into_inner()) = Some(job.monitor_handle());
         let started = origin.elapsed().as_nanos() as u64;
         match job.run() {
@@ -124,7 +146,18 @@ pub fn supervise(
                              complete checkpoint",
                             after.as_millis()
                         ));
-                        std::thread::sleep(after);
+                        // The delay, cut short by a stop: a failed job that was asked to
+                        // stop ends with its failure instead of starting again.
+                        let until = Instant::now() + after;
+                        while !control.stopped() && Instant::now() < until {
+                            std::thread::sleep(
+                                (until - Instant::now()).min(Duration::from_millis(20)),
+                            );
+                        }
+                        if control.stopped() {
+                            note("stopped during the restart delay: not restarting");
+                            return Err(e);
+                        }
                         count += 1;
                         if from != StartFrom::Fresh || spec.job.checkpoint.is_some() {
                             from = StartFrom::Newest;
