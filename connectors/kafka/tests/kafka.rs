@@ -1,0 +1,154 @@
+//! The Kafka source and sink in whole jobs against a real Kafka-protocol broker (Tansu,
+//! started on a free loopback port by `rill_testkit::Kafka`). The exactly-once checks
+//! read the output topic raw and rebuild what was committed from the transaction
+//! markers (see `common`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use rill_engine::checkpoint::restore::StartFrom as Restore;
+use rill_engine::config::{available_cpus, CoreConfig, JobConfig, JobSpec};
+use rill_engine::dataflow::Pipeline;
+use rill_engine::runtime::{supervise, Control, Job};
+use rill_kafka::{Delivery, KafkaRecord, KafkaSink, KafkaSource};
+use rill_testkit::Kafka;
+
+/// Jobs pin executors to the same CPUs; run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn spec(dir: &Path, job: &str) -> JobSpec {
+    let job: JobConfig = toml::from_str(job).unwrap();
+    let cpus: Vec<usize> = available_cpus().into_iter().take(2).collect();
+    JobSpec::with_cores(dir, job, &cpus, CoreConfig::default())
+}
+
+fn value(r: &KafkaRecord) -> u64 {
+    std::str::from_utf8(&r.value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a number: {:?}", r.value))
+}
+
+/// The output topic rebuilt over its partitions: committed values counted.
+fn committed_counts(k: &Kafka, topic: &str, partitions: i32) -> (BTreeMap<u64, u32>, usize, usize) {
+    let mut counts = BTreeMap::new();
+    let (mut commits, mut open) = (0, 0);
+    for p in 0..partitions {
+        let r = common::rebuild(&common::read_raw(&k.addr, topic, p));
+        commits += r.commits;
+        open += r.open.len();
+        for v in r.committed {
+            let n: u64 = String::from_utf8(v).unwrap().parse().unwrap();
+            *counts.entry(n).or_default() += 1;
+        }
+    }
+    (counts, commits, open)
+}
+
+fn assert_exactly(counts: &BTreeMap<u64, u32>, n: u64) {
+    let lost = (0..n).filter(|i| !counts.contains_key(i)).count();
+    let dup: u32 = counts.values().map(|c| c - 1).sum();
+    let extra = counts.keys().filter(|k| **k >= n).count();
+    assert_eq!((lost, dup, extra), (0, 0, 0), "lost, duplicated, unexpected");
+}
+
+#[test]
+fn bounded_source_reads_every_partition_and_stops() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let k = Kafka::start();
+    k.create_topic("in", 4);
+    k.create_topic("out", 2);
+    const N: u64 = 2_000;
+    common::produce(&k.addr, "in", (0..N).map(|i| i.to_string()));
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path(), "");
+    let p = Pipeline::new(spec.job.max_key_groups);
+    p.source("kafka", KafkaSource::new(&k.addr, &["in"]).bounded(true))
+        .parallelism(4)
+        .map("value", |r: KafkaRecord| (value(&r) * 10).to_string())
+        .sink(
+            "out",
+            KafkaSink::new(&k.addr, "out", Delivery::AtLeastOnce, |s: &String| {
+                (None, s.clone().into_bytes())
+            }),
+        );
+    let graph = p.build(spec.default_parallelism()).unwrap();
+    Job::new(spec, graph).run().unwrap();
+    let (counts, commits, open) = committed_counts(&k, "out", 2);
+    assert_eq!((commits, open), (0, 0), "no transactions without exactly-once");
+    let want: BTreeMap<u64, u32> = (0..N).map(|i| (i * 10, 1)).collect();
+    assert_eq!(counts, want);
+}
+
+/// Runs Kafka → map → Kafka exactly-once with checkpoints; `fail_at` injects one failure.
+fn run_exactly_once(k: &Kafka, out: &str, fail_at: Option<u64>) -> (u32, bool) {
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    ARMED.store(fail_at.is_some(), Ordering::SeqCst);
+    let fail_at = fail_at.unwrap_or(u64::MAX);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(
+        dir.path(),
+        "[checkpoint]\ninterval_ms = 20\n[restart]\nstrategy = \"fixed-delay\"\nattempts = 2\ndelay_ms = 10\n",
+    );
+    let (addr, out) = (k.addr.clone(), out.to_string());
+    let build = move |spec: &JobSpec| {
+        let p = Pipeline::new(spec.job.max_key_groups);
+        p.source("kafka", KafkaSource::new(&addr, &["in"]).bounded(true))
+            .parallelism(4)
+            .map("maybe-fail", move |r: KafkaRecord| {
+                let v = value(&r);
+                if fail_at != u64::MAX {
+                    // Slow enough that checkpoints complete before the failure.
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+                if v == fail_at && ARMED.swap(false, Ordering::SeqCst) {
+                    panic!("injected failure at {v}");
+                }
+                v.to_string()
+            })
+            .sink(
+                "out",
+                KafkaSink::new(&addr, &out, Delivery::ExactlyOnce, |s: &String| {
+                    (None, s.clone().into_bytes())
+                }),
+            );
+        p.build(spec.default_parallelism())
+    };
+    let report = supervise(&spec, &build, Restore::Newest, &Control::default(), |_| {}).unwrap();
+    (report.restarts, report.restored_from.is_some())
+}
+
+#[test]
+fn exactly_once_kafka_to_kafka_commits_each_record_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let k = Kafka::start();
+    k.create_topic("in", 4);
+    k.create_topic("out", 2);
+    const N: u64 = 5_000;
+    common::produce(&k.addr, "in", (0..N).map(|i| i.to_string()));
+    let (restarts, _) = run_exactly_once(&k, "out", None);
+    assert_eq!(restarts, 0);
+    let (counts, commits, open) = committed_counts(&k, "out", 2);
+    assert!(commits >= 1, "the output was committed by transaction markers");
+    assert_eq!(open, 0, "no transaction left open");
+    assert_exactly(&counts, N);
+}
+
+#[test]
+fn exactly_once_after_a_failure_and_restore() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let k = Kafka::start();
+    k.create_topic("in", 4);
+    k.create_topic("out", 2);
+    const N: u64 = 5_000;
+    common::produce(&k.addr, "in", (0..N).map(|i| i.to_string()));
+    let (restarts, restored) = run_exactly_once(&k, "out", Some(3_500));
+    assert_eq!(restarts, 1, "the injected failure restarted the job");
+    assert!(restored, "the restart restored a checkpoint");
+    let (counts, _, _) = committed_counts(&k, "out", 2);
+    assert_exactly(&counts, N);
+}
