@@ -16,19 +16,28 @@
 //! delivery report wakes the partition; `init_transactions` and `commit_transaction`
 //! (which block by design) run on a helper thread.
 //!
-//! Known gap (said in the crate's report, not hidden): a crash after checkpoint `n`
-//! completed and before its Kafka commit returns leaves transaction `n` open; the
-//! restarted partition's `init_transactions` aborts it, and the restore does not replay
-//! the records before barrier `n`. librdkafka cannot resume another session's
-//! transaction (Flink does it by reflection on the Java client); closing the gap needs a
-//! sink-side log of the pre-committed records, re-produced on restore.
+//! Resume after a crash: librdkafka cannot resume another session's transaction
+//! (Flink does it by reflection on the Java client), and a restarted partition's
+//! `init_transactions` aborts what the dead one left open, including a transaction whose
+//! checkpoint completed but whose commit had not returned. So at pre-commit the partition
+//! also writes the transaction's records to a file in the job directory (synced by the
+//! core with the checkpoint), and each transaction carries a marker that commits
+//! atomically with it: the offset of partition 0 of the output topic, in the consumer
+//! group named like the `transactional.id`, set to the checkpoint id
+//! (`send_offsets_to_transaction`). On restore, a partition whose file holds checkpoint
+//! `w <= restored` while the group's marker is below `w` produces the file again in a
+//! new transaction with the marker `w`: committed exactly once either way.
 
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use rill_engine::dataflow::{AsyncSink, AsyncSinkPartition, IoCx, PartitionContext};
@@ -66,6 +75,8 @@ pub struct KafkaSink<T> {
     max_in_flight: usize,
     timeout: Duration,
     config: Vec<(String, String)>,
+    /// The checkpoint the job restores (set by `recover_output`).
+    restored: Arc<Mutex<Option<CheckpointId>>>,
 }
 
 /// A value serialised as JSON, without a key.
@@ -91,6 +102,7 @@ impl<T> KafkaSink<T> {
             max_in_flight: 50_000,
             timeout: Duration::from_secs(30),
             config: Vec::new(),
+            restored: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -124,6 +136,9 @@ impl<T> KafkaSink<T> {
 /// Delivery reports, counted, and the waker of the partition waiting for them.
 #[derive(Default)]
 struct Reports {
+    /// Delivery reports received (counted before the waker is woken: librdkafka's own
+    /// in-flight count drops only after the callback returns, too late for the wake).
+    acked: AtomicU64,
     failed: AtomicU64,
     last_error: Mutex<Option<String>>,
     waker: Mutex<Option<Waker>>,
@@ -138,6 +153,7 @@ impl ProducerContext for Ctx {
     type DeliveryOpaque = ();
     fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
         let reports = &self.0;
+        reports.acked.fetch_add(1, Ordering::Release);
         if let Err((e, _)) = r {
             reports.failed.fetch_add(1, Ordering::Relaxed);
             *reports.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
@@ -166,6 +182,11 @@ enum Txn {
 }
 
 impl<T: Send + Sync + 'static> AsyncSink<T> for KafkaSink<T> {
+    fn recover_output(&self, ctx: &rill_engine::dataflow::RecoverContext<'_>) -> rill_engine::Result<()> {
+        *self.restored.lock().unwrap_or_else(|p| p.into_inner()) = ctx.restored;
+        Ok(())
+    }
+
     fn open_partition(
         &self,
         ctx: &PartitionContext<'_>,
@@ -178,7 +199,8 @@ impl<T: Send + Sync + 'static> AsyncSink<T> for KafkaSink<T> {
             cc.set(
                 "transactional.id",
                 format!("{}-{}-{}", self.txn_prefix, ctx.operator, ctx.partition.0),
-            );
+            )
+            .set("transaction.timeout.ms", "60000");
         } else if self.delivery == Delivery::AtLeastOnce {
             cc.set("enable.idempotence", "true");
         }
@@ -191,11 +213,35 @@ impl<T: Send + Sync + 'static> AsyncSink<T> for KafkaSink<T> {
             .map_err(|e| KafkaError::Client { op: "create producer", source: e })
             .map_err(|e| e.into_engine(ctx.operator, ctx.partition.0))?;
         let producer = Arc::new(producer);
+        let txn_id = format!("{}-{}-{}", self.txn_prefix, ctx.operator, ctx.partition.0);
+        let wal = ctx
+            .job_dir
+            .join(".rill-kafka")
+            .join(format!("{}-{}.wal", ctx.operator, ctx.partition.0));
+        let mut marker = None;
         let state = if txn {
-            let (p, timeout) = (producer.clone(), self.timeout);
+            let group: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &self.brokers)
+                .set("group.id", &txn_id)
+                .set("enable.auto.commit", "false")
+                .create()
+                .map_err(|e| KafkaError::Client { op: "create marker consumer", source: e })
+                .map_err(|e| e.into_engine(ctx.operator, ctx.partition.0))?;
+            let m = Arc::new(Marker {
+                cgm: group.group_metadata().ok_or_else(|| {
+                    KafkaError::Config("no consumer group metadata".into())
+                        .into_engine(ctx.operator, ctx.partition.0)
+                })?,
+                group,
+                topic: self.topic.clone(),
+            });
+            marker = Some(m.clone());
+            let restored = *self.restored.lock().unwrap_or_else(|p| p.into_inner());
+            let (p, timeout, wal) = (producer.clone(), self.timeout, wal.clone());
             Txn::Initialising(Blocking::spawn("rill-kafka-txn", move || {
                 p.init_transactions(timeout)
                     .map_err(KafkaError::client("init transactions"))?;
+                resume(&p, &m, &wal, restored, timeout)?;
                 p.begin_transaction()
                     .map_err(KafkaError::client("begin transaction"))
             }))
@@ -211,6 +257,10 @@ impl<T: Send + Sync + 'static> AsyncSink<T> for KafkaSink<T> {
             transactional: ctx.transactional,
             state,
             in_txn: 0,
+            sent: 0,
+            records: Vec::new(),
+            wal,
+            marker,
             max_in_flight: self.max_in_flight,
             timeout: self.timeout,
             operator: ctx.operator.to_string(),
@@ -230,6 +280,14 @@ struct KafkaSinkPartition<T> {
     state: Txn,
     /// Records in the open transaction.
     in_txn: u64,
+    /// Records sent (compared with `Reports::acked`).
+    sent: u64,
+    /// Exactly-once: the open transaction's records, for the file written at pre-commit.
+    records: Vec<Serialized>,
+    /// That file.
+    wal: PathBuf,
+    /// Exactly-once: the consumer group whose offset marks committed checkpoints.
+    marker: Option<Arc<Marker>>,
     max_in_flight: usize,
     timeout: Duration,
     operator: String,
@@ -264,12 +322,13 @@ impl<T> KafkaSinkPartition<T> {
     /// `Ready` once fewer than `limit` records are unacknowledged; else leaves the waker
     /// with the delivery reports.
     fn poll_in_flight_below(&self, limit: usize, waker: &Waker) -> Poll<()> {
-        if (self.producer.in_flight_count().max(0) as usize) < limit {
+        let in_flight = || self.sent - self.reports.acked.load(Ordering::Acquire);
+        if in_flight() < limit as u64 {
             return Poll::Ready(());
         }
         *self.reports.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(waker.clone());
         // A report between the check and storing the waker: check again.
-        if (self.producer.in_flight_count().max(0) as usize) < limit {
+        if in_flight() < limit as u64 {
             return Poll::Ready(());
         }
         Poll::Pending
@@ -284,6 +343,7 @@ impl<T> KafkaSinkPartition<T> {
         r?;
         self.state = Txn::Open;
         self.in_txn = 0;
+        self.records.clear();
         Poll::Ready(Ok(()))
     }
 }
@@ -314,6 +374,10 @@ impl<T> AsyncSinkPartition<T> for KafkaSinkPartition<T> {
             return Err(self.err(KafkaError::Client { op: "send", source: e }));
         }
         self.in_txn += 1;
+        self.sent += 1;
+        if self.marker.is_some() && self.transactional {
+            self.records.push((key, value));
+        }
         Ok(())
     }
 
@@ -345,6 +409,13 @@ impl<T> AsyncSinkPartition<T> for KafkaSinkPartition<T> {
         }
         if self.delivery == Delivery::ExactlyOnce {
             self.state = Txn::Sealed(id);
+            let records = std::mem::take(&mut self.records);
+            // Written here (page cache) and synced by the core with the checkpoint.
+            return Poll::Ready(
+                write_wal(&self.wal, id, &records)
+                    .map(|f| vec![f])
+                    .map_err(|e| rill_engine::EngineError::io("write", &self.wal, e)),
+            );
         }
         Poll::Ready(Ok(Vec::new()))
     }
@@ -353,9 +424,11 @@ impl<T> AsyncSinkPartition<T> for KafkaSinkPartition<T> {
         if let Txn::Sealed(s) = self.state {
             if s <= id {
                 let (p, timeout) = (self.producer.clone(), self.timeout);
+                let m = self.marker.clone().expect("exactly-once has a marker");
                 self.state = Txn::Committing(
                     s,
                     Blocking::spawn("rill-kafka-txn", move || {
+                        m.mark(&p, s, timeout)?;
                         p.commit_transaction(timeout)
                             .map_err(KafkaError::client("commit transaction"))?;
                         p.begin_transaction()
@@ -416,5 +489,169 @@ impl<T> AsyncSinkPartition<T> for KafkaSinkPartition<T> {
             Ok(()) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(self.err(e))),
         }
+    }
+}
+
+/// The consumer group whose committed offset (on partition 0 of the output topic) is the
+/// last checkpoint whose transaction committed.
+struct Marker {
+    group: BaseConsumer,
+    cgm: ConsumerGroupMetadata,
+    topic: String,
+}
+
+impl Marker {
+    /// Adds "checkpoint `id` committed" to the open transaction (blocks: helper thread).
+    fn mark(&self, p: &Prod, id: CheckpointId, timeout: Duration) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, 0, Offset::Offset(id.0 as i64))
+            .map_err(KafkaError::client("marker offsets"))?;
+        p.send_offsets_to_transaction(&tpl, &self.cgm, timeout)
+            .map_err(KafkaError::client("send offsets to transaction"))
+    }
+
+    /// The last checkpoint marked committed, if any (blocks: helper thread).
+    fn committed(&self, timeout: Duration) -> Result<Option<u64>, KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, 0);
+        let got = self
+            .group
+            .committed_offsets(tpl, timeout)
+            .map_err(KafkaError::client("committed offsets"))?;
+        Ok(match got.elements().first().map(|e| e.offset()) {
+            Some(Offset::Offset(o)) if o >= 0 => Some(o as u64),
+            _ => None,
+        })
+    }
+}
+
+/// On (re)start, after `init_transactions`: produces the file's transaction again when
+/// its checkpoint completed (`<= restored`) and the marker says it did not commit.
+fn resume(
+    p: &Prod,
+    m: &Marker,
+    wal: &Path,
+    restored: Option<CheckpointId>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    let Some(restored) = restored else { return Ok(()) };
+    let Some((w, records)) = read_wal(wal)
+        .map_err(|e| KafkaError::Config(format!("{}: {e}", wal.display())))?
+    else {
+        return Ok(());
+    };
+    if w > restored || m.committed(timeout)?.is_some_and(|c| c >= w.0) {
+        return Ok(());
+    }
+    tracing::info!(
+        "kafka sink: checkpoint {} completed but its transaction did not commit;          producing its {} records again",
+        w.0,
+        records.len()
+    );
+    p.begin_transaction()
+        .map_err(KafkaError::client("begin transaction"))?;
+    for (k, v) in &records {
+        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&m.topic).payload(v.as_slice());
+        if let Some(k) = k {
+            r = r.key(k.as_slice());
+        }
+        let mut r = r;
+        loop {
+            match p.send(r) {
+                Ok(()) => break,
+                Err((e, back)) => {
+                    if !matches!(
+                        e,
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull
+                        )
+                    ) {
+                        return Err(KafkaError::Client { op: "send", source: e });
+                    }
+                    r = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    m.mark(p, w, timeout)?;
+    p.commit_transaction(timeout)
+        .map_err(KafkaError::client("commit transaction"))
+}
+
+/// Writes checkpoint `id`'s records: `id` (u64 LE), then per record a key flag, lengths
+/// (u32 LE) and bytes.
+fn write_wal(path: &Path, id: CheckpointId, records: &[Serialized]) -> std::io::Result<std::fs::File> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut buf = Vec::with_capacity(8 + records.iter().map(|(k, v)| 9 + v.len() + k.as_ref().map_or(0, Vec::len)).sum::<usize>());
+    buf.extend_from_slice(&id.0.to_le_bytes());
+    for (k, v) in records {
+        match k {
+            Some(k) => {
+                buf.push(1);
+                buf.extend_from_slice(&(k.len() as u32).to_le_bytes());
+                buf.extend_from_slice(k);
+            }
+            None => buf.push(0),
+        }
+        buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        buf.extend_from_slice(v);
+    }
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(&buf)?;
+    Ok(f)
+}
+
+/// What `write_wal` wrote, if the file exists.
+#[allow(clippy::type_complexity)]
+fn read_wal(path: &Path) -> std::io::Result<Option<(CheckpointId, Vec<Serialized>)>> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut b = Vec::new();
+    f.read_to_end(&mut b)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "truncated kafka sink log");
+    let mut at = 0usize;
+    let mut take = |n: usize| -> std::io::Result<&[u8]> {
+        let s = b.get(at..at + n).ok_or_else(bad)?;
+        at += n;
+        Ok(s)
+    };
+    let id = CheckpointId(u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")));
+    let mut records = Vec::new();
+    loop {
+        let flag = match take(1) {
+            Ok(f) => f[0],
+            Err(_) => break,
+        };
+        let key = if flag == 1 {
+            let n = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+            Some(take(n)?.to_vec())
+        } else {
+            None
+        };
+        let n = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+        records.push((key, take(n)?.to_vec()));
+    }
+    Ok(Some((id, records)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sink_log_round_trips() {
+        let dir = std::env::temp_dir().join(format!("rill-kafka-wal-{}", std::process::id()));
+        let path = dir.join("x.wal");
+        let recs = vec![(Some(b"k".to_vec()), b"v1".to_vec()), (None, Vec::new())];
+        write_wal(&path, CheckpointId(7), &recs).unwrap();
+        assert_eq!(read_wal(&path).unwrap(), Some((CheckpointId(7), recs)));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(read_wal(&path).unwrap(), None);
     }
 }

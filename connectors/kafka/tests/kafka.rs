@@ -103,7 +103,7 @@ fn run_exactly_once(k: &Kafka, out: &str, fail_at: Option<u64>) -> (u32, bool) {
                 let v = value(&r);
                 if fail_at != u64::MAX {
                     // Slow enough that checkpoints complete before the failure.
-                    std::thread::sleep(std::time::Duration::from_micros(100));
+                    std::thread::sleep(std::time::Duration::from_micros(400));
                 }
                 if v == fail_at && ARMED.swap(false, Ordering::SeqCst) {
                     panic!("injected failure at {v}");
@@ -119,6 +119,13 @@ fn run_exactly_once(k: &Kafka, out: &str, fail_at: Option<u64>) -> (u32, bool) {
         p.build(spec.default_parallelism())
     };
     let report = supervise(&spec, &build, Restore::Newest, &Control::default(), |_| {}).unwrap();
+    eprintln!(
+        "restarts {}, restored from {:?}, checkpoints {}, elapsed {:?}",
+        report.restarts,
+        report.restored_from,
+        report.checkpoints.len(),
+        report.elapsed
+    );
     (report.restarts, report.restored_from.is_some())
 }
 
