@@ -9,6 +9,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use rill_engine::checkpoint::restore::StartFrom as Restore;
 use rill_engine::config::{available_cpus, CoreConfig, JobConfig, JobSpec};
@@ -84,11 +89,30 @@ fn bounded_source_reads_every_partition_and_stops() {
     assert_eq!(counts, want);
 }
 
-/// Runs Kafka → map → Kafka exactly-once with checkpoints; `fail_at` injects one failure.
-fn run_exactly_once(k: &Kafka, out: &str, fail_at: Option<u64>) -> (u32, bool) {
+/// The checkpoint committed last by the sink partition with `transactional.id` `group`
+/// (its marker), if any.
+fn marker(addr: &str, group: &str, topic: &str) -> Option<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let got = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
+    let off = got.elements().first().map(|e| e.offset());
+    match off {
+        Some(Offset::Offset(o)) if o > 0 => Some(o),
+        _ => None,
+    }
+}
+
+/// Runs Kafka → map → Kafka exactly-once with checkpoints; with `fail`, the map panics
+/// once after a sink partition committed a checkpoint.
+fn run_exactly_once(k: &Kafka, out: &str, fail: bool) -> (u32, bool) {
     static ARMED: AtomicBool = AtomicBool::new(false);
-    ARMED.store(fail_at.is_some(), Ordering::SeqCst);
-    let fail_at = fail_at.unwrap_or(u64::MAX);
+    ARMED.store(fail, Ordering::SeqCst);
+    let (addr2, out2) = (k.addr.clone(), out.to_string());
     let dir = tempfile::tempdir().unwrap();
     let spec = spec(
         dir.path(),
@@ -97,16 +121,23 @@ fn run_exactly_once(k: &Kafka, out: &str, fail_at: Option<u64>) -> (u32, bool) {
     let (addr, out) = (k.addr.clone(), out.to_string());
     let build = move |spec: &JobSpec| {
         let p = Pipeline::new(spec.job.max_key_groups);
+        let (addr2, out2) = (addr2.clone(), out2.clone());
         p.source("kafka", KafkaSource::new(&addr, &["in"]).bounded(true))
             .parallelism(4)
             .map("maybe-fail", move |r: KafkaRecord| {
                 let v = value(&r);
-                if fail_at != u64::MAX {
-                    // Slow enough that checkpoints complete before the failure.
-                    std::thread::sleep(std::time::Duration::from_micros(400));
-                }
-                if v == fail_at && ARMED.swap(false, Ordering::SeqCst) {
-                    panic!("injected failure at {v}");
+                if fail {
+                    // Slow enough that the input lasts past the failure.
+                    std::thread::sleep(Duration::from_micros(50));
+                    // Fails once the first sink partition committed a checkpoint's
+                    // transaction (its marker: the offset of its consumer group).
+                    if v % 100 == 0
+                        && ARMED.load(Ordering::SeqCst)
+                        && marker(&addr2, "rill-out-0", &out2).is_some()
+                        && ARMED.swap(false, Ordering::SeqCst)
+                    {
+                        panic!("injected failure at {v}");
+                    }
                 }
                 v.to_string()
             })
@@ -137,7 +168,7 @@ fn exactly_once_kafka_to_kafka_commits_each_record_once() {
     k.create_topic("out", 2);
     const N: u64 = 5_000;
     common::produce(&k.addr, "in", (0..N).map(|i| i.to_string()));
-    let (restarts, _) = run_exactly_once(&k, "out", None);
+    let (restarts, _) = run_exactly_once(&k, "out", false);
     assert_eq!(restarts, 0);
     let (counts, commits, open) = committed_counts(&k, "out", 2);
     assert!(commits >= 1, "the output was committed by transaction markers");
@@ -151,9 +182,9 @@ fn exactly_once_after_a_failure_and_restore() {
     let k = Kafka::start();
     k.create_topic("in", 4);
     k.create_topic("out", 2);
-    const N: u64 = 5_000;
+    const N: u64 = 20_000;
     common::produce(&k.addr, "in", (0..N).map(|i| i.to_string()));
-    let (restarts, restored) = run_exactly_once(&k, "out", Some(3_500));
+    let (restarts, restored) = run_exactly_once(&k, "out", true);
     assert_eq!(restarts, 1, "the injected failure restarted the job");
     assert!(restored, "the restart restored a checkpoint");
     let (counts, _, _) = committed_counts(&k, "out", 2);
