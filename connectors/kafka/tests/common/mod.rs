@@ -46,6 +46,7 @@ pub struct Batch {
     pub transactional: bool,
     pub control: bool,
     pub producer_id: i64,
+    pub producer_epoch: i16,
     /// (key, value) of each record.
     pub records: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>,
 }
@@ -66,14 +67,19 @@ pub struct Rebuilt {
 /// Rebuilds committed/aborted/open values from `batches` (one partition, log order).
 pub fn rebuild(batches: &[Batch]) -> Rebuilt {
     let mut out = Rebuilt::default();
-    let mut pending: HashMap<i64, Vec<Vec<u8>>> = HashMap::new();
+    // Per producer session (id and epoch): a marker ends the transaction of its own
+    // session only. A session fenced without an abort marker (Tansu writes none when a
+    // restarted producer's init_transactions fences a dead one) never commits.
+    let mut pending: HashMap<(i64, i16), Vec<Vec<u8>>> = HashMap::new();
     for b in batches {
         if b.control {
             for (key, _) in &b.records {
                 let key = key.as_ref().expect("a control record has a key");
                 assert!(key.len() >= 4, "control record key too short");
                 let kind = i16::from_be_bytes([key[2], key[3]]);
-                let vals = pending.remove(&b.producer_id).unwrap_or_default();
+                let vals = pending
+                    .remove(&(b.producer_id, b.producer_epoch))
+                    .unwrap_or_default();
                 match kind {
                     0 => out.aborted.extend(vals),
                     1 => {
@@ -85,7 +91,7 @@ pub fn rebuild(batches: &[Batch]) -> Rebuilt {
             }
         } else if b.transactional {
             pending
-                .entry(b.producer_id)
+                .entry((b.producer_id, b.producer_epoch))
                 .or_default()
                 .extend(b.records.iter().map(|(_, v)| v.clone().unwrap_or_default()));
         } else {
@@ -233,7 +239,7 @@ fn parse_batches(data: &[u8]) -> Vec<Batch> {
         c.i64();
         c.i64();
         let producer_id = c.i64();
-        c.i16();
+        let producer_epoch = c.i16();
         c.i32();
         let n = c.i32();
         let mut records = Vec::new();
@@ -258,6 +264,7 @@ fn parse_batches(data: &[u8]) -> Vec<Batch> {
             transactional: attrs & 0x10 != 0,
             control: attrs & 0x20 != 0,
             producer_id,
+            producer_epoch,
             records,
         });
     }
