@@ -37,8 +37,8 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use rill_engine::dataflow::{AsyncSink, AsyncSinkPartition, IoCx, PartitionContext};
 use rill_engine::ids::CheckpointId;
@@ -158,7 +158,11 @@ impl ProducerContext for Ctx {
             reports.failed.fetch_add(1, Ordering::Relaxed);
             *reports.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
         }
-        let w = reports.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let w = reports
+            .waker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(w) = w {
             w.wake();
         }
@@ -182,7 +186,10 @@ enum Txn {
 }
 
 impl<T: Send + Sync + 'static> AsyncSink<T> for KafkaSink<T> {
-    fn recover_output(&self, ctx: &rill_engine::dataflow::RecoverContext<'_>) -> rill_engine::Result<()> {
+    fn recover_output(
+        &self,
+        ctx: &rill_engine::dataflow::RecoverContext<'_>,
+    ) -> rill_engine::Result<()> {
         *self.restored.lock().unwrap_or_else(|p| p.into_inner()) = ctx.restored;
         Ok(())
     }
@@ -210,7 +217,10 @@ impl<T: Send + Sync + 'static> AsyncSink<T> for KafkaSink<T> {
         let reports = Arc::new(Reports::default());
         let producer: Prod = cc
             .create_with_context(Ctx(reports.clone()))
-            .map_err(|e| KafkaError::Client { op: "create producer", source: e })
+            .map_err(|e| KafkaError::Client {
+                op: "create producer",
+                source: e,
+            })
             .map_err(|e| e.into_engine(ctx.operator, ctx.partition.0))?;
         let producer = Arc::new(producer);
         let txn_id = format!("{}-{}-{}", self.txn_prefix, ctx.operator, ctx.partition.0);
@@ -225,7 +235,10 @@ impl<T: Send + Sync + 'static> AsyncSink<T> for KafkaSink<T> {
                 .set("group.id", &txn_id)
                 .set("enable.auto.commit", "false")
                 .create()
-                .map_err(|e| KafkaError::Client { op: "create marker consumer", source: e })
+                .map_err(|e| KafkaError::Client {
+                    op: "create marker consumer",
+                    source: e,
+                })
                 .map_err(|e| e.into_engine(ctx.operator, ctx.partition.0))?;
             let m = Arc::new(Marker {
                 cgm: group.group_metadata().ok_or_else(|| {
@@ -313,7 +326,10 @@ impl<T> KafkaSinkPartition<T> {
             .clone()
             .unwrap_or_default();
         if self.delivery == Delivery::None {
-            tracing::warn!("kafka sink {}: {failed} deliveries failed: {last}", self.operator);
+            tracing::warn!(
+                "kafka sink {}: {failed} deliveries failed: {last}",
+                self.operator
+            );
             return Ok(());
         }
         Err(KafkaError::Delivery { failed, last })
@@ -371,7 +387,10 @@ impl<T> AsyncSinkPartition<T> for KafkaSinkPartition<T> {
             r = r.key(k.as_slice());
         }
         if let Err((e, _)) = self.producer.send(r) {
-            return Err(self.err(KafkaError::Client { op: "send", source: e }));
+            return Err(self.err(KafkaError::Client {
+                op: "send",
+                source: e,
+            }));
         }
         self.in_txn += 1;
         self.sent += 1;
@@ -420,7 +439,11 @@ impl<T> AsyncSinkPartition<T> for KafkaSinkPartition<T> {
         Poll::Ready(Ok(Vec::new()))
     }
 
-    fn poll_commit(&mut self, id: CheckpointId, cx: &mut IoCx<'_>) -> Poll<rill_engine::Result<()>> {
+    fn poll_commit(
+        &mut self,
+        id: CheckpointId,
+        cx: &mut IoCx<'_>,
+    ) -> Poll<rill_engine::Result<()>> {
         if let Txn::Sealed(s) = self.state {
             if s <= id {
                 let (p, timeout) = (self.producer.clone(), self.timeout);
@@ -534,9 +557,11 @@ fn resume(
     restored: Option<CheckpointId>,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
-    let Some(restored) = restored else { return Ok(()) };
-    let Some((w, records)) = read_wal(wal)
-        .map_err(|e| KafkaError::Config(format!("{}: {e}", wal.display())))?
+    let Some(restored) = restored else {
+        return Ok(());
+    };
+    let Some((w, records)) =
+        read_wal(wal).map_err(|e| KafkaError::Config(format!("{}: {e}", wal.display())))?
     else {
         return Ok(());
     };
@@ -566,7 +591,10 @@ fn resume(
                             rdkafka::types::RDKafkaErrorCode::QueueFull
                         )
                     ) {
-                        return Err(KafkaError::Client { op: "send", source: e });
+                        return Err(KafkaError::Client {
+                            op: "send",
+                            source: e,
+                        });
                     }
                     r = back;
                     std::thread::sleep(Duration::from_millis(1));
@@ -581,11 +609,20 @@ fn resume(
 
 /// Writes checkpoint `id`'s records: `id` (u64 LE), then per record a key flag, lengths
 /// (u32 LE) and bytes.
-fn write_wal(path: &Path, id: CheckpointId, records: &[Serialized]) -> std::io::Result<std::fs::File> {
+fn write_wal(
+    path: &Path,
+    id: CheckpointId,
+    records: &[Serialized],
+) -> std::io::Result<std::fs::File> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
-    let mut buf = Vec::with_capacity(8 + records.iter().map(|(k, v)| 9 + v.len() + k.as_ref().map_or(0, Vec::len)).sum::<usize>());
+    let mut buf = Vec::with_capacity(
+        8 + records
+            .iter()
+            .map(|(k, v)| 9 + v.len() + k.as_ref().map_or(0, Vec::len))
+            .sum::<usize>(),
+    );
     buf.extend_from_slice(&id.0.to_le_bytes());
     for (k, v) in records {
         match k {
@@ -623,11 +660,8 @@ fn read_wal(path: &Path) -> std::io::Result<Option<(CheckpointId, Vec<Serialized
     };
     let id = CheckpointId(u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")));
     let mut records = Vec::new();
-    loop {
-        let flag = match take(1) {
-            Ok(f) => f[0],
-            Err(_) => break,
-        };
+    while let Ok(flag) = take(1) {
+        let flag = flag[0];
         let key = if flag == 1 {
             let n = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
             Some(take(n)?.to_vec())

@@ -274,7 +274,12 @@ impl KafkaPartition {
                     }
                     break;
                 }
-                Some(Err(e)) => return Err(KafkaError::Client { op: "poll", source: e }),
+                Some(Err(e)) => {
+                    return Err(KafkaError::Client {
+                        op: "poll",
+                        source: e,
+                    })
+                }
                 Some(Ok(m)) => {
                     let off = m.offset();
                     if off < self.next as i64 {

@@ -58,7 +58,11 @@ fn assert_exactly(counts: &BTreeMap<u64, u32>, n: u64) {
     let lost = (0..n).filter(|i| !counts.contains_key(i)).count();
     let dup: u32 = counts.values().map(|c| c - 1).sum();
     let extra = counts.keys().filter(|k| **k >= n).count();
-    assert_eq!((lost, dup, extra), (0, 0, 0), "lost, duplicated, unexpected");
+    assert_eq!(
+        (lost, dup, extra),
+        (0, 0, 0),
+        "lost, duplicated, unexpected"
+    );
 }
 
 #[test]
@@ -84,7 +88,11 @@ fn bounded_source_reads_every_partition_and_stops() {
     let graph = p.build(spec.default_parallelism()).unwrap();
     Job::new(spec, graph).run().unwrap();
     let (counts, commits, open) = committed_counts(&k, "out", 2);
-    assert_eq!((commits, open), (0, 0), "no transactions without exactly-once");
+    assert_eq!(
+        (commits, open),
+        (0, 0),
+        "no transactions without exactly-once"
+    );
     let want: BTreeMap<u64, u32> = (0..N).map(|i| (i * 10, 1)).collect();
     assert_eq!(counts, want);
 }
@@ -171,7 +179,10 @@ fn exactly_once_kafka_to_kafka_commits_each_record_once() {
     let (restarts, _) = run_exactly_once(&k, "out", false);
     assert_eq!(restarts, 0);
     let (counts, commits, open) = committed_counts(&k, "out", 2);
-    assert!(commits >= 1, "the output was committed by transaction markers");
+    assert!(
+        commits >= 1,
+        "the output was committed by transaction markers"
+    );
     assert_eq!(open, 0, "no transaction left open");
     assert_exactly(&counts, N);
 }
@@ -241,7 +252,13 @@ fn exactly_once_under_sigkill() {
     let exe = std::env::current_exe().unwrap();
     let child = || {
         std::process::Command::new(&exe)
-            .args(["--exact", "sigkill_child_job", "--ignored", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "sigkill_child_job",
+                "--ignored",
+                "--test-threads",
+                "1",
+            ])
             .env("RILL_KAFKA_CHILD_DIR", dir.path())
             .env("RILL_KAFKA_CHILD_ADDR", &k.addr)
             .stdout(std::process::Stdio::null())
@@ -266,9 +283,15 @@ fn exactly_once_under_sigkill() {
         killed += 1;
     }
     let status = child().wait().unwrap();
-    assert!(status.success(), "the last run failed: {status} (seed {seed})");
+    assert!(
+        status.success(),
+        "the last run failed: {status} (seed {seed})"
+    );
     eprintln!("killed {killed} times (seed {seed})");
-    assert_eq!(killed, kills, "the job finished before every kill (seed {seed})");
+    assert_eq!(
+        killed, kills,
+        "the job finished before every kill (seed {seed})"
+    );
     let (counts, _, _) = committed_counts(&k, "out", 2);
     assert_exactly(&counts, N);
 }

@@ -23,7 +23,9 @@ pub fn produce(brokers: &str, topic: &str, values: impl IntoIterator<Item = Stri
         .create()
         .expect("creating the test producer");
     for v in values {
-        let mut rec = BaseRecord::to(topic).key(v.as_bytes()).payload(v.as_bytes());
+        let mut rec = BaseRecord::to(topic)
+            .key(v.as_bytes())
+            .payload(v.as_bytes());
         loop {
             match p.send(rec) {
                 Ok(()) => break,
@@ -35,8 +37,12 @@ pub fn produce(brokers: &str, topic: &str, values: impl IntoIterator<Item = Stri
         }
         p.poll(Duration::ZERO);
     }
-    p.flush(Duration::from_secs(30)).expect("flushing the test producer");
+    p.flush(Duration::from_secs(30))
+        .expect("flushing the test producer");
 }
+
+/// A record's key and value as stored.
+pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// One record batch as stored.
 #[derive(Debug)]
@@ -48,7 +54,7 @@ pub struct Batch {
     pub producer_id: i64,
     pub producer_epoch: i16,
     /// (key, value) of each record.
-    pub records: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>,
+    pub records: Vec<KeyValue>,
 }
 
 /// What a topic partition holds, rebuilt from its batches.
@@ -123,7 +129,10 @@ pub fn read_raw(addr: &str, topic: &str, partition: i32) -> Vec<Batch> {
         if offset >= high {
             break;
         }
-        assert!(!empty || corr < 200, "no progress reading {topic}/{partition} raw at {offset} < {high}");
+        assert!(
+            !empty || corr < 200,
+            "no progress reading {topic}/{partition} raw at {offset} < {high}"
+        );
     }
     batches
 }
@@ -175,7 +184,11 @@ fn fetch(s: &mut TcpStream, corr: i32, topic: &str, partition: i32, offset: i64)
         c.i64();
     }
     let n = c.i32();
-    let data = if n > 0 { c.take(n as usize).to_vec() } else { Vec::new() };
+    let data = if n > 0 {
+        c.take(n as usize).to_vec()
+    } else {
+        Vec::new()
+    };
     (high, data)
 }
 
