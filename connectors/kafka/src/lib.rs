@@ -1,0 +1,88 @@
+//! Kafka source and sink for rill, on the `rdkafka` client (librdkafka).
+//!
+//! Owns: [`KafkaSource`] (topics in, offsets in the checkpoint) and [`KafkaSink`]
+//! (records out; exactly-once through Kafka transactions tied to checkpoints,
+//! at-least-once, or none), the JSON helper [`json_value`], and this crate's errors.
+//!
+//! Must not: block a pinned core. librdkafka does its network IO on its own threads; the
+//! core only polls its queues without waiting (`poll(Duration::ZERO)`, in-flight counts).
+//! The few client calls that block by design (a transaction's init and commit, metadata
+//! and offset look-ups at start-up) run on a helper thread that wakes the partition's
+//! waker when done (see `blocking.rs`), except the start-up look-ups of the source, which
+//! run once in `open_partition` (bounded by `KafkaSource::timeout`).
+//!
+//! Why librdkafka's threads and not the core's io_uring: librdkafka is the client with
+//! transactions, idempotence, retries and fencing that real deployments trust; speaking
+//! the protocol over the core's own sockets would mean re-implementing those. The cost is
+//! a few threads per client outside the pinned cores, and a wake-up through the core's
+//! doorbell when a delivery report arrives (the sink) or a short re-poll timer while a
+//! source partition has nothing (the source), so an idle source lets its core park.
+
+mod blocking;
+mod sink;
+mod source;
+
+pub use sink::{json_value, Delivery, KafkaSink, Serialized};
+pub use source::{KafkaRecord, KafkaSource, StartFrom};
+
+/// What can go wrong in the Kafka connector.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// The client reported an error.
+    #[error("kafka {op}: {source}")]
+    Client {
+        /// What was being done.
+        op: &'static str,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A topic the source reads does not exist on the broker.
+    #[error("kafka: topic `{topic}` does not exist (or has no partitions) on {brokers}")]
+    NoSuchTopic {
+        /// The topic.
+        topic: String,
+        /// `bootstrap.servers`.
+        brokers: String,
+    },
+    /// A source partition was given more Kafka partitions than a checkpoint can hold.
+    #[error(
+        "kafka source: source partition {partition} would read {count} Kafka partitions, but \
+         a checkpoint holds one offset per source partition; run the source with parallelism \
+         >= the number of Kafka partitions ({total})"
+    )]
+    TooManyPartitions {
+        /// The source partition.
+        partition: u32,
+        /// How many Kafka partitions map to it.
+        count: usize,
+        /// Kafka partitions over all topics.
+        total: usize,
+    },
+    /// Deliveries to the broker failed (at-least-once and exactly-once cannot go on).
+    #[error("kafka sink: {failed} deliveries failed, the last: {last}")]
+    Delivery {
+        /// How many.
+        failed: u64,
+        /// The last error.
+        last: String,
+    },
+    /// Bad configuration.
+    #[error("kafka: {0}")]
+    Config(String),
+}
+
+impl KafkaError {
+    pub(crate) fn client(op: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
+        move |source| KafkaError::Client { op, source }
+    }
+
+    /// As the engine's error, naming the operator and partition.
+    pub(crate) fn into_engine(self, operator: &str, partition: u32) -> rill_engine::EngineError {
+        rill_engine::EngineError::Operator {
+            operator: operator.to_string(),
+            partition,
+            reason: self.to_string(),
+        }
+    }
+}
