@@ -30,15 +30,20 @@
 //! not enough; see above). Producers that batch call it once per batch. The fence is
 //! measured by `perf/benches/ring.rs` (`ring/throughput/notify_per_batch`).
 //!
-//! The slow path (someone is parked) takes a `std::sync::Mutex` that guards the waker and
-//! a `notified` flag; it runs at most once per park because the first producer to see
-//! `armed` clears it with a swap.
+//! The slow path (someone is parked) is lock-free too: the first producer to see `armed`
+//! clears it with a swap, sets `notified`, and takes the stored waker through a small
+//! state machine (`WAITING`, `REGISTERING`, `WAKING`; the scheme of the `futures` crate's
+//! `AtomicWaker`). A producer never waits for the consumer: if the consumer is in the
+//! middle of storing its waker, the producer only marks `WAKING` and returns, and the
+//! consumer, on finishing, sees the mark and wakes itself. When this path took a mutex, a
+//! producer could sleep on it while the consumer that held it was preempted inside `arm`
+//! or `wait`: on a shared machine one preemption became two.
 //!
 //! Waking from another core: the stored `Waker` belongs to the consumer's glommio
 //! executor; waking it from a foreign thread pushes the task onto that executor's foreign
 //! wake queue and signals its eventfd. `tests.rs` checks this across two executors.
 
-use super::loom::{fence, AtomicBool, Mutex, MutexGuard, Ordering};
+use super::loom::{fence, yield_now, AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -48,37 +53,47 @@ use std::task::{Context, Poll, Waker};
 pub struct Doorbell {
     /// True between `arm()` and the first `notify()` that sees it (or `disarm()`).
     armed: AtomicBool,
-    parked: Mutex<Parked>,
+    /// A producer rang since the last `arm()`.
+    notified: AtomicBool,
+    /// Who may touch `waker`: `WAITING` (nobody), `REGISTERING` (the consumer is storing
+    /// it), the `WAKING` bit (a producer is taking it, or left the wake to the consumer).
+    state: AtomicUsize,
+    /// The parked task's waker.
+    waker: UnsafeCell<Option<Waker>>,
 }
 
-#[derive(Default)]
-struct Parked {
-    /// A producer rang since the last `arm()`.
-    notified: bool,
-    waker: Option<Waker>,
-}
+/// Nobody is touching the waker.
+const WAITING: usize = 0;
+/// The consumer is storing its waker.
+const REGISTERING: usize = 0b01;
+/// A producer is taking the waker (or left the wake to a registering consumer).
+const WAKING: usize = 0b10;
+
+// SAFETY: `waker` is read or written only by the side that moved `state` out of `WAITING`
+// (the consumer to `REGISTERING`, a producer to `WAKING`), and ownership passes through
+// the AcqRel operations on `state`; `Waker` itself is `Send + Sync`.
+#[allow(unsafe_code)]
+unsafe impl Send for Doorbell {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl Sync for Doorbell {}
 
 impl Doorbell {
     /// A doorbell that is not armed.
     pub fn new() -> Self {
         Self {
             armed: AtomicBool::new(false),
-            parked: Mutex::new(Parked::default()),
+            notified: AtomicBool::new(false),
+            state: AtomicUsize::new(WAITING),
+            waker: UnsafeCell::new(None),
         }
-    }
-
-    fn parked(&self) -> MutexGuard<'_, Parked> {
-        // A panic while holding this lock cannot leave `Parked` inconsistent (two plain
-        // fields, each written in one statement), so a poisoned lock is still usable.
-        self.parked
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Consumer: about to park. Clears any earlier notification, arms the bell, and orders
     /// both before the caller's re-check of its rings (which must follow).
     pub fn arm(&self) {
-        self.parked().notified = false;
+        // A swap rather than a store, as for `armed` below.
+        self.notified.swap(false, Ordering::Relaxed);
         // Every write to `armed` is an RMW (`swap`), never a plain store: the C++ model is
         // satisfied either way, but loom orders plain stores to one location only
         // partially and then reports a lost wake-up that real hardware cannot produce
@@ -119,14 +134,72 @@ impl Doorbell {
         if !self.armed.swap(false, Ordering::AcqRel) {
             return;
         }
-        let waker = {
-            let mut parked = self.parked();
-            parked.notified = true;
-            parked.waker.take()
-        };
-        // Woken outside the lock so a waker that runs the task inline cannot deadlock.
-        if let Some(waker) = waker {
-            waker.wake();
+        // AcqRel: a consumer that sees `notified` also sees what this producer published
+        // before ringing.
+        self.notified.swap(true, Ordering::AcqRel);
+        self.wake();
+    }
+
+    /// Producer: takes the stored waker and wakes it, unless the consumer is storing one
+    /// right now; then the consumer wakes itself (see `register`).
+    fn wake(&self) {
+        if self.state.fetch_or(WAKING, Ordering::AcqRel) == WAITING {
+            // SAFETY: this producer moved `state` from `WAITING` to `WAKING`, so it alone
+            // touches `waker` until it clears the bit below.
+            #[allow(unsafe_code)]
+            let waker = self.waker.with_mut(|w| unsafe { (*w).take() });
+            self.state.fetch_and(!WAKING, Ordering::Release);
+            // Woken after giving the slot back, so a waker that polls the task inline
+            // finds the doorbell free.
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Consumer: stores `waker` for the next `wake`, or wakes it at once when a producer
+    /// came by while it was being stored.
+    fn register(&self, waker: &Waker) {
+        match self
+            .state
+            .compare_exchange(WAITING, REGISTERING, Ordering::Acquire, Ordering::Acquire)
+        {
+            Ok(_) => {
+                // SAFETY: the consumer moved `state` to `REGISTERING`; producers do not
+                // touch `waker` until it is `WAITING` again.
+                #[allow(unsafe_code)]
+                self.waker.with_mut(|w| unsafe {
+                    match &*w {
+                        Some(old) if old.will_wake(waker) => {}
+                        _ => *w = Some(waker.clone()),
+                    }
+                });
+                if let Err(now) = self.state.compare_exchange(
+                    REGISTERING,
+                    WAITING,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    // A producer set `WAKING` meanwhile and left the wake to us.
+                    debug_assert_eq!(now, REGISTERING | WAKING);
+                    // SAFETY: still ours: the producer saw `REGISTERING` and backed off.
+                    #[allow(unsafe_code)]
+                    let taken = self.waker.with_mut(|w| unsafe { (*w).take() });
+                    self.state.swap(WAITING, Ordering::AcqRel);
+                    if let Some(w) = taken {
+                        w.wake();
+                    }
+                }
+            }
+            // A producer is between taking the old waker and giving the slot back (this
+            // one's ring, or a late one of an earlier park). Yield first, so that producer
+            // can finish if it was preempted on this CPU, then have the caller poll again:
+            // the old waker may not be this one, and a later ring would find the slot
+            // busy and leave the wake to us.
+            Err(_) => {
+                yield_now();
+                waker.wake_by_ref();
+            }
         }
     }
 
@@ -160,15 +233,15 @@ impl Future for Wait<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut parked = self.bell.parked();
-        if parked.notified {
-            parked.notified = false;
-            parked.waker = None;
+        let bell = self.bell;
+        if bell.notified.swap(false, Ordering::Acquire) {
             return Poll::Ready(());
         }
-        match &mut parked.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
+        bell.register(cx.waker());
+        // A ring between the check above and the registration may have woken the old
+        // waker (or none): look again now that the new one is in place.
+        if bell.notified.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
         }
         Poll::Pending
     }

@@ -1,6 +1,6 @@
 //! The ring's synchronization primitives, swapped for loom's under `cfg(loom)`.
 //!
-//! Owns: the one place that decides whether `Arc`, `Mutex`, the atomics and `UnsafeCell`
+//! Owns: the one place that decides whether `Arc`, the atomics, `UnsafeCell` and `yield_now`
 //! come from `std` or from loom, so the ring and doorbell code is model-checked unchanged
 //! (the same shape as tokio's `src/loom/`). Must not: contain logic of its own.
 //!
@@ -10,7 +10,8 @@
 #[cfg(not(loom))]
 mod imp {
     pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-    pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
+    pub(crate) use std::sync::Arc;
+    pub(crate) use std::thread::yield_now;
 
     /// `std::cell::UnsafeCell` behind loom's closure-based API.
     #[derive(Debug)]
@@ -39,7 +40,8 @@ mod imp {
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
     pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-    pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
+    pub(crate) use loom::sync::Arc;
+    pub(crate) use loom::thread::yield_now;
 }
 
 pub(crate) use imp::*;

@@ -201,3 +201,36 @@ fn doorbell_two_producers() {
         t2.join().unwrap();
     });
 }
+
+/// One producer rings twice, so the consumer may park twice: a ring of the first park
+/// can still be handing over the slot when the consumer registers for the second (the
+/// case where the consumer must wake itself rather than wait).
+#[test]
+fn doorbell_two_parks() {
+    model(|| {
+        let bell = Arc::new(Doorbell::new());
+        let (mut p, mut c) = channel::<u32>(2);
+        let producer_bell = Arc::clone(&bell);
+        let producer = thread::spawn(move || {
+            for v in [1, 2] {
+                p.try_push(v).unwrap();
+                producer_bell.notify();
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            if let Some(v) = c.try_pop() {
+                got.push(v);
+                continue;
+            }
+            bell.arm();
+            if !c.is_empty() {
+                bell.disarm();
+            } else {
+                block_on(bell.wait());
+            }
+        }
+        assert_eq!(got, [1, 2]);
+        producer.join().unwrap();
+    });
+}
