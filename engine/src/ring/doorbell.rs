@@ -160,10 +160,12 @@ impl Doorbell {
     /// Consumer: stores `waker` for the next `wake`, or wakes it at once when a producer
     /// came by while it was being stored.
     fn register(&self, waker: &Waker) {
-        match self
-            .state
-            .compare_exchange(WAITING, REGISTERING, Ordering::Acquire, Ordering::Acquire)
-        {
+        match self.state.compare_exchange(
+            WAITING,
+            REGISTERING,
+            Ordering::Acquire,
+            Ordering::Acquire,
+        ) {
             Ok(_) => {
                 // SAFETY: the consumer moved `state` to `REGISTERING`; producers do not
                 // touch `waker` until it is `WAITING` again.
