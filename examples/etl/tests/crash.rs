@@ -8,100 +8,19 @@
 //! `RILL_CRASH_SEED` to replay a run. A run is given up on only when it stops making
 //! progress (no checkpoint completes for `STUCK`), never after a fixed wall-clock
 //! budget: a loaded machine makes the work slower, not different.
+//!
+//! The kill harness (`run_with_kills`, `STUCK`, the seed) is `rill_testkit::crash`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
+use rill_testkit::crash::{completed_checkpoints, run_with_kills, seed};
 
 mod common;
 use common::{committed, cpus, job_dir, rill, write_input, Reference};
-
-fn seed() -> u64 {
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *SEED.get_or_init(|| {
-        std::env::var("RILL_CRASH_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(rand::random)
-    })
-}
-
-/// How long a run may go without completing a checkpoint before it counts as stuck.
-const STUCK: Duration = Duration::from_secs(180);
-
-fn completed_checkpoints(dir: &Path) -> usize {
-    rill_engine::checkpoint::history::read(&dir.join("checkpoints"))
-        .unwrap_or_default()
-        .iter()
-        .filter(|e| e.state == rill_engine::checkpoint::history::State::Complete)
-        .count()
-}
-
-/// Runs `rill run dir` and SIGKILLs it at a seeded random moment once it has completed
-/// 1–3 more checkpoints (plus 0–40 ms, so kills land in every phase: mid-checkpoint,
-/// mid-commit, between), `kills` times; then lets it finish. Returns how many runs were
-/// really killed (a resumed run may finish first).
-fn run_with_kills(dir: &Path, kills: usize, rng: &mut rand::rngs::StdRng) -> usize {
-    let mut killed = 0;
-    for attempt in 0..=kills {
-        let before = completed_checkpoints(dir);
-        let more = rng.gen_range(1..=3);
-        let jitter = Duration::from_millis(rng.gen_range(0..40));
-        // stderr goes to a file, not a pipe: on a loaded machine the stall warnings
-        // filled an unread pipe, and the job blocked writing its log (a test that
-        // timed out, not an engine hang).
-        let log = dir.join("rill-stderr.log");
-        let mut child = Command::new(rill())
-            .arg("run")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start rill");
-        let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
-        let mut progress = (completed_checkpoints(dir), Instant::now());
-        let mut kill_at: Option<Instant> = None;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "rill run failed ({status}):\n{}",
-                    stderr()
-                );
-                return killed;
-            }
-            let done = completed_checkpoints(dir);
-            if done != progress.0 {
-                progress = (done, Instant::now());
-            }
-            if progress.1.elapsed() > STUCK {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "rill run completed no checkpoint for {} s (stuck at {done} complete):\n{}",
-                    STUCK.as_secs(),
-                    stderr()
-                );
-            }
-            if attempt < kills {
-                if kill_at.is_none() && completed_checkpoints(dir) >= before + more {
-                    kill_at = Some(Instant::now() + jitter);
-                }
-                if kill_at.is_some_and(|t| Instant::now() >= t) {
-                    child.kill().unwrap(); // SIGKILL
-                    child.wait().unwrap();
-                    killed += 1;
-                    break;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-    unreachable!("the last attempt runs to completion")
-}
 
 fn dead_letters(dir: &Path) -> Vec<u64> {
     let mut offsets = Vec::new();
@@ -140,7 +59,7 @@ fn etl_killed_at_random_moments_commits_exactly_the_uninterrupted_output() {
     let dir = tempfile::tempdir().unwrap();
     let (reference, bad) = write_input(&dir.path().join("input.jsonl"), LINES, seed);
     job_dir(dir.path(), &cpus(), "[checkpoint]\ninterval_ms = 50\n");
-    let killed = run_with_kills(dir.path(), 4, &mut rng);
+    let killed = run_with_kills(Path::new(rill()), dir.path(), 4, &mut rng);
     eprintln!("killed {killed} times");
     assert!(
         killed >= 1,
@@ -213,7 +132,7 @@ fn two_partitions_killed(
     for c in cpus() {
         std::fs::write(dir.path().join("cores").join(format!("{c}.toml")), core).unwrap();
     }
-    let killed = run_with_kills(dir.path(), kills, &mut rng);
+    let killed = run_with_kills(Path::new(rill()), dir.path(), kills, &mut rng);
     check_counts(&read(dir.path()), &reference, exactly_once, seed);
     let mut dead = dead_letters(dir.path());
     if !exactly_once {

@@ -9,90 +9,16 @@
 //! is given up on only when it stops making progress (no checkpoint completes for
 //! `STUCK`), never after a fixed wall-clock budget: a loaded machine makes the work
 //! slower, not different.
+//!
+//! The kill harness (`run_with_kills`, `STUCK`, the seed) is `rill_testkit::crash`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
+use rill_testkit::crash::{run_with_kills, seed};
 
 mod common;
 use common::{assert_rows_eq, bin, committed, cpus, dead_letters, job_dir, reference, simulated};
-
-fn seed() -> u64 {
-    std::env::var("RILL_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random)
-}
-
-/// How long a run may go without completing a checkpoint before it counts as stuck.
-const STUCK: Duration = Duration::from_secs(180);
-
-fn completed_checkpoints(dir: &Path) -> usize {
-    rill_engine::checkpoint::history::read(&dir.join("checkpoints"))
-        .unwrap_or_default()
-        .iter()
-        .filter(|e| e.state == rill_engine::checkpoint::history::State::Complete)
-        .count()
-}
-
-/// Runs the job on `dir` and SIGKILLs it at a seeded random moment once it has completed
-/// 1–2 more checkpoints (plus 0–40 ms, so kills land in every phase: mid-checkpoint,
-/// mid-commit, between), `kills` times; then lets it finish. Returns how many runs were
-/// really killed (a resumed run may finish first).
-fn run_with_kills(dir: &Path, kills: usize, rng: &mut rand::rngs::StdRng) -> usize {
-    let mut killed = 0;
-    for attempt in 0..=kills {
-        let before = completed_checkpoints(dir);
-        let more = rng.gen_range(1..=2);
-        let jitter = Duration::from_millis(rng.gen_range(0..40));
-        // stderr to a file, not a pipe: an unread pipe can fill up and block the job.
-        let log = dir.join("stderr.log");
-        let mut child = Command::new(bin())
-            .arg("run")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start the job");
-        let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
-        let mut progress = (before, Instant::now());
-        let mut kill_at: Option<Instant> = None;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "the run failed ({status}):\n{}", stderr());
-                return killed;
-            }
-            let done = completed_checkpoints(dir);
-            if done != progress.0 {
-                progress = (done, Instant::now());
-            }
-            if progress.1.elapsed() > STUCK {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "no checkpoint completed for {} s (stuck at {done} complete):\n{}",
-                    STUCK.as_secs(),
-                    stderr()
-                );
-            }
-            if attempt < kills {
-                if kill_at.is_none() && done >= before + more {
-                    kill_at = Some(Instant::now() + jitter);
-                }
-                if kill_at.is_some_and(|t| Instant::now() >= t) {
-                    child.kill().unwrap(); // SIGKILL
-                    child.wait().unwrap();
-                    killed += 1;
-                    break;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-    unreachable!("the last attempt runs to completion")
-}
 
 fn no_leftovers(dir: &Path) {
     for e in std::fs::read_dir(dir.join("out")).unwrap() {
@@ -135,7 +61,7 @@ fn killed_at_random_moments_the_job_commits_exactly_the_uninterrupted_output() {
         "[checkpoint]\ninterval_ms = 50\n[async]\ncapacity = 128\ntimeout_ms = 120000\n\
          [lookup]\ndelay_us = 100\ndistribution = \"uniform\"\ndelay_max_us = 900\n",
     );
-    let killed = run_with_kills(dir.path(), 6, &mut rng);
+    let killed = run_with_kills(Path::new(bin()), dir.path(), 6, &mut rng);
     eprintln!("killed {killed} times");
     assert!(
         killed >= 5,
