@@ -789,6 +789,24 @@ impl AsyncSinkPartition<DeadLetter> for DeadLetterPartition {
     }
 }
 
+/// Appends `field` to `out` as one CSV field (RFC 4180): quoted, with its quotes
+/// doubled, when it holds a comma, a quote or a line break; as is otherwise. For the
+/// format functions of [`FileSink`].
+pub fn csv_field(field: &str, out: &mut Vec<u8>) {
+    if field.contains([',', '"', '\n', '\r']) {
+        out.push(b'"');
+        for b in field.bytes() {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(field.as_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -893,5 +911,19 @@ mod tests {
             matches!(err, EngineError::UncommittedOutput { bytes: 5, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        let field = |f: &str| {
+            let mut out = Vec::new();
+            csv_field(f, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(field("u1"), "u1");
+        assert_eq!(field(""), "");
+        assert_eq!(field("a,\"b\""), "\"a,\"\"b\"\"\"");
+        assert_eq!(field("two\nlines"), "\"two\nlines\"");
+        assert_eq!(field("cr\r"), "\"cr\r\"");
     }
 }

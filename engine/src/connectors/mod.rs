@@ -8,7 +8,7 @@ mod file_source;
 mod generator;
 mod latency_sink;
 
-pub use file_sink::{committed_files, part_file, DeadLetter, DeadLetterSink, FileSink};
+pub use file_sink::{committed_files, csv_field, part_file, DeadLetter, DeadLetterSink, FileSink};
 pub use file_source::{FileLine, FileSource};
 pub use generator::{GenTick, Generator};
 pub use latency_sink::LatencySink;

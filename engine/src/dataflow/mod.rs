@@ -197,6 +197,31 @@ impl<T> Clone for Stream<T> {
     }
 }
 
+impl<T: Data, E: Data> Stream<std::result::Result<T, E>> {
+    /// Splits the output of a fallible step (a parse, a validation) in two: the values
+    /// (`ok`, an operator of that name) and the errors (`err`), each a stream of its own,
+    /// chained on the same partitions. The usual use routes the errors to a dead-letter
+    /// sink:
+    ///
+    /// ```ignore
+    /// let (events, malformed) = lines.map("parse", parse).split_errors("valid", "malformed");
+    /// malformed.sink("dead-letter", DeadLetterSink::new("dead-letter.jsonl")).parallelism(1);
+    /// ```
+    pub fn split_errors(&self, ok: &str, err: &str) -> (Stream<T>, Stream<E>) {
+        let errors = self.flat_map(err, |r: std::result::Result<T, E>, out: &mut Out<'_, E>| {
+            if let Err(e) = r {
+                out.emit(e);
+            }
+        });
+        let values = self.flat_map(ok, |r: std::result::Result<T, E>, out: &mut Out<'_, T>| {
+            if let Ok(v) = r {
+                out.emit(v);
+            }
+        });
+        (values, errors)
+    }
+}
+
 /// A sink added to a pipeline; lets its parallelism be set.
 pub struct SinkHandle {
     b: Rc<RefCell<Builder>>,

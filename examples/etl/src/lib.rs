@@ -13,7 +13,9 @@ use std::path::PathBuf;
 
 use rill_engine::app::Ctx;
 use rill_engine::asyncio::service::Service;
-use rill_engine::connectors::{DeadLetter, DeadLetterSink, FileLine, FileSink, FileSource};
+use rill_engine::connectors::{
+    csv_field, DeadLetter, DeadLetterSink, FileLine, FileSink, FileSource,
+};
 use rill_engine::dataflow::{Out, Pipeline};
 use rill_engine::Result;
 use serde::Deserialize;
@@ -104,22 +106,6 @@ pub fn parse(line: &FileLine) -> std::result::Result<EtlEvent, DeadLetter> {
     })
 }
 
-/// Appends `field` to `out` as one CSV field (quoted when it must be).
-pub fn csv_field(field: &str, out: &mut Vec<u8>) {
-    if field.contains([',', '"', '\n', '\r']) {
-        out.push(b'"');
-        for b in field.bytes() {
-            if b == b'"' {
-                out.push(b'"');
-            }
-            out.push(b);
-        }
-        out.push(b'"');
-    } else {
-        out.extend_from_slice(field.as_bytes());
-    }
-}
-
 /// Formats one output row, newline included.
 pub fn format_row(t: &UserTotal, out: &mut Vec<u8>) {
     use std::io::Write;
@@ -157,26 +143,11 @@ pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
         .source("read", FileSource::new(&params.input))
         .parallelism(params.partitions)
         .map("parse", |l: FileLine| parse(&l));
-    parsed
-        .flat_map(
-            "malformed",
-            |r: std::result::Result<EtlEvent, DeadLetter>, out: &mut Out<'_, DeadLetter>| {
-                if let Err(d) = r {
-                    out.emit(d);
-                }
-            },
-        )
+    let (valid, malformed) = parsed.split_errors("valid", "malformed");
+    malformed
         .sink("dead-letter", DeadLetterSink::new(&params.dead_letter))
         .parallelism(1);
-    let totals = parsed
-        .flat_map(
-            "valid",
-            |r: std::result::Result<EtlEvent, DeadLetter>, out: &mut Out<'_, EtlEvent>| {
-                if let Ok(e) = r {
-                    out.emit(e);
-                }
-            },
-        )
+    let totals = valid
         .filter("positive", |e: &EtlEvent| e.amount_cents > 0)
         .key_by("by-user", |e: &EtlEvent| e.user.clone())
         .process("totals", |init| {

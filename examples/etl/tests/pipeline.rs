@@ -67,7 +67,7 @@ fn etl_input(path: &Path, n: usize, seed: u64) -> (Vec<(String, u64, i128)>, Vec
 
 fn csv_user(user: &str) -> String {
     let mut v = Vec::new();
-    etl::csv_field(user, &mut v);
+    rill_engine::connectors::csv_field(user, &mut v);
     String::from_utf8(v).unwrap()
 }
 

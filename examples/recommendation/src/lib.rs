@@ -20,7 +20,9 @@ use std::path::PathBuf;
 use rill_engine::app::Ctx;
 use rill_engine::asyncio::service::Service;
 use rill_engine::asyncio::AsyncError;
-use rill_engine::connectors::{DeadLetter, DeadLetterSink, FileLine, FileSink, FileSource};
+use rill_engine::connectors::{
+    csv_field, DeadLetter, DeadLetterSink, FileLine, FileSink, FileSource,
+};
 use rill_engine::dataflow::{Out, Pipeline};
 use rill_engine::Result;
 use serde::Deserialize;
@@ -345,22 +347,6 @@ pub fn parse(line: &FileLine) -> std::result::Result<Event, DeadLetter> {
     Ok(e)
 }
 
-/// Appends `field` to `out` as one CSV field (quoted when it must be).
-pub fn csv_field(field: &str, out: &mut Vec<u8>) {
-    if field.contains([',', '"', '\n', '\r']) {
-        out.push(b'"');
-        for b in field.bytes() {
-            if b == b'"' {
-                out.push(b'"');
-            }
-            out.push(b);
-        }
-        out.push(b'"');
-    } else {
-        out.extend_from_slice(field.as_bytes());
-    }
-}
-
 /// Formats one output row, `user,seq,ts,item1;item2;…`, newline included.
 pub fn format_row(r: &Recommendation, out: &mut Vec<u8>) {
     use std::io::Write;
@@ -435,38 +421,24 @@ pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
         .source("read", FileSource::new(&params.input))
         .parallelism(params.partitions)
         .map("parse", |l: FileLine| parse(&l));
-    parsed
-        .flat_map(
-            "malformed",
-            |r: std::result::Result<Event, DeadLetter>, out: &mut Out<'_, DeadLetter>| {
-                if let Err(d) = r {
-                    out.emit(d);
-                }
-            },
-        )
+    let (valid, malformed) = parsed.split_errors("valid", "malformed");
+    malformed
         .sink("dead-letter", DeadLetterSink::new(&params.dead_letter))
         .parallelism(1);
     let (history, every) = (params.history as usize, u64::from(params.every));
-    let requests = parsed
-        .flat_map(
-            "valid",
-            |r: std::result::Result<Event, DeadLetter>, out: &mut Out<'_, Event>| {
-                if let Ok(e) = r {
-                    out.emit(e);
+    let requests =
+        valid
+            .key_by("by-user", |e: &Event| e.user.clone())
+            .process("interest", move |init| {
+                let profile = init.value::<Profile>("profile");
+                move |ctx, e: Event, out: &mut Out<'_, Request>| {
+                    let request =
+                        profile.update(ctx, Profile::default, |p| observe(p, &e, history, every));
+                    if let Some(r) = request {
+                        out.emit(r);
+                    }
                 }
-            },
-        )
-        .key_by("by-user", |e: &Event| e.user.clone())
-        .process("interest", move |init| {
-            let profile = init.value::<Profile>("profile");
-            move |ctx, e: Event, out: &mut Out<'_, Request>| {
-                let request =
-                    profile.update(ctx, Profile::default, |p| observe(p, &e, history, every));
-                if let Some(r) = request {
-                    out.emit(r);
-                }
-            }
-        });
+            });
     let scoring = Scoring::from(&params);
     let categories = params.categories;
     requests

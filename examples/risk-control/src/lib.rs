@@ -33,7 +33,9 @@ use std::time::Duration;
 use rill_engine::app::Ctx;
 use rill_engine::asyncio::service::Service;
 use rill_engine::asyncio::AsyncError;
-use rill_engine::connectors::{DeadLetter, DeadLetterSink, FileLine, FileSink, FileSource};
+use rill_engine::connectors::{
+    csv_field, DeadLetter, DeadLetterSink, FileLine, FileSink, FileSource,
+};
 use rill_engine::dataflow::windows::{Aggregate, WindowResult, WindowSpec};
 use rill_engine::dataflow::{Out, Pipeline, WatermarkStrategy};
 use rill_engine::Result;
@@ -422,22 +424,6 @@ pub fn event_time(line: &FileLine) -> u64 {
     serde_json::from_slice::<Txn>(&line.line).map_or(0, |t| t.ts)
 }
 
-/// Appends `field` to `out` as one CSV field (quoted when it must be).
-pub fn csv_field(field: &str, out: &mut Vec<u8>) {
-    if field.contains([',', '"', '\n', '\r']) {
-        out.push(b'"');
-        for b in field.bytes() {
-            if b == b'"' {
-                out.push(b'"');
-            }
-            out.push(b);
-        }
-        out.push(b'"');
-    } else {
-        out.extend_from_slice(field.as_bytes());
-    }
-}
-
 /// Formats one output row, newline included:
 /// `account,rule,ts,value,detail,tier,home,severity`.
 pub fn format_alert(s: &Scored, out: &mut Vec<u8>) {
@@ -495,27 +481,11 @@ pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
         .source_with_watermarks("read", FileSource::new(&params.input), event_time, strategy)
         .parallelism(params.partitions)
         .map("parse", |l: FileLine| parse(&l));
-    parsed
-        .flat_map(
-            "malformed",
-            |r: std::result::Result<Txn, DeadLetter>, out: &mut Out<'_, DeadLetter>| {
-                if let Err(d) = r {
-                    out.emit(d);
-                }
-            },
-        )
+    let (valid, malformed) = parsed.split_errors("valid", "malformed");
+    malformed
         .sink("dead-letter", DeadLetterSink::new(&params.dead_letter))
         .parallelism(1);
-    let by_account = parsed
-        .flat_map(
-            "valid",
-            |r: std::result::Result<Txn, DeadLetter>, out: &mut Out<'_, Txn>| {
-                if let Ok(t) = r {
-                    out.emit(t);
-                }
-            },
-        )
-        .key_by("by-account", |t: &Txn| t.account.clone());
+    let by_account = valid.key_by("by-account", |t: &Txn| t.account.clone());
 
     let window = WindowSpec::tumbling(Duration::from_millis(params.window_ms));
     let window_alerts = by_account
