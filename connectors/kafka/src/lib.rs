@@ -45,20 +45,6 @@ pub enum KafkaError {
         /// `bootstrap.servers`.
         brokers: String,
     },
-    /// A source partition was given more Kafka partitions than a checkpoint can hold.
-    #[error(
-        "kafka source: source partition {partition} would read {count} Kafka partitions, but \
-         a checkpoint holds one offset per source partition; run the source with parallelism \
-         >= the number of Kafka partitions ({total})"
-    )]
-    TooManyPartitions {
-        /// The source partition.
-        partition: u32,
-        /// How many Kafka partitions map to it.
-        count: usize,
-        /// Kafka partitions over all topics.
-        total: usize,
-    },
     /// Deliveries to the broker failed (at-least-once and exactly-once cannot go on).
     #[error("kafka sink: {failed} deliveries failed, the last: {last}")]
     Delivery {

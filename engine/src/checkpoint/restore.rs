@@ -15,6 +15,11 @@ use crate::dataflow::JobGraph;
 use crate::error::{EngineError, Result};
 use crate::ids::{CheckpointId, KeyGroup};
 
+/// The format version of [`Metadata`] this build writes. Version 2 added a source
+/// partition's multi-offset `position` next to its `offset`; version 1 (offsets only)
+/// still restores.
+pub const METADATA_VERSION: u32 = 2;
+
 /// What the engine stores in a checkpoint's manifest besides the records.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
@@ -42,6 +47,7 @@ pub struct Restore {
     pub meta: Metadata,
     checkpoint: Checkpoint,
     offsets: HashMap<(String, u32), u64>,
+    positions: HashMap<(String, u32), Vec<u8>>,
 }
 
 impl std::fmt::Debug for Restore {
@@ -58,6 +64,25 @@ impl Restore {
                 checkpoint: id,
                 reason: format!("its manifest's engine metadata does not parse: {e}"),
             })?;
+        if meta.version == 0 || meta.version > METADATA_VERSION {
+            return Err(EngineError::Restore {
+                checkpoint: id,
+                reason: format!(
+                    "its engine metadata has format version {}; this build reads versions 1 \
+                     to {METADATA_VERSION} (restore it with the build that wrote it, or start \
+                     over with --fresh)",
+                    meta.version
+                ),
+            });
+        }
+        let positions = meta
+            .offsets
+            .iter()
+            .filter_map(|o| {
+                let p = o.position.clone()?;
+                Some(((o.operator.clone(), o.partition), p))
+            })
+            .collect();
         let offsets = meta
             .offsets
             .iter()
@@ -68,6 +93,7 @@ impl Restore {
             meta,
             checkpoint,
             offsets,
+            positions,
         })
     }
 
@@ -76,6 +102,14 @@ impl Restore {
         self.offsets
             .get(&(operator.to_string(), partition))
             .copied()
+    }
+
+    /// The multi-offset position source partition `partition` of `operator` resumes
+    /// from, when it reported one (see `AsyncSourcePartition::position`).
+    pub fn position(&self, operator: &str, partition: u32) -> Option<&[u8]> {
+        self.positions
+            .get(&(operator.to_string(), partition))
+            .map(Vec::as_slice)
     }
 
     /// The chain of state `op` for key group `kg`, written by whichever partition owned
