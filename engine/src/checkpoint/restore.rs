@@ -39,6 +39,21 @@ pub struct Metadata {
     pub triggered_unix_ms: u64,
 }
 
+/// Refuses metadata of a format version this build does not read.
+fn check_version(id: CheckpointId, version: u32) -> Result<()> {
+    if version == 0 || version > METADATA_VERSION {
+        return Err(EngineError::Restore {
+            checkpoint: id,
+            reason: format!(
+                "its engine metadata has format version {version}; this build reads versions \
+                 1 to {METADATA_VERSION} (restore it with the build that wrote it, or start \
+                 over with --fresh)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A checkpoint to restore from, loaded and validated.
 pub struct Restore {
     /// Its id.
@@ -64,17 +79,7 @@ impl Restore {
                 checkpoint: id,
                 reason: format!("its manifest's engine metadata does not parse: {e}"),
             })?;
-        if meta.version == 0 || meta.version > METADATA_VERSION {
-            return Err(EngineError::Restore {
-                checkpoint: id,
-                reason: format!(
-                    "its engine metadata has format version {}; this build reads versions 1 \
-                     to {METADATA_VERSION} (restore it with the build that wrote it, or start \
-                     over with --fresh)",
-                    meta.version
-                ),
-            });
-        }
+        check_version(id, meta.version)?;
         let positions = meta
             .offsets
             .iter()
@@ -420,5 +425,39 @@ mod tests {
             explain_of(&[11, 12], &[11, 12], &[12], Some(11)).unwrap(),
             "restoring from checkpoint 11"
         );
+    }
+
+    #[test]
+    fn metadata_of_version_1_still_reads_and_newer_versions_are_refused() {
+        // As version 1 wrote it: offsets without positions.
+        let v1 = r#"{"version":1,"kind":"periodic","max_key_groups":128,
+            "sources":[["read",1]],
+            "offsets":[{"operator":"read","partition":0,"offset":42}],
+            "cores":1,"triggered_unix_ms":5}"#;
+        let meta: Metadata = serde_json::from_str(v1).unwrap();
+        assert_eq!(meta.offsets[0].offset, 42);
+        assert_eq!(meta.offsets[0].position, None);
+        assert!(check_version(CheckpointId(3), meta.version).is_ok());
+        assert!(check_version(CheckpointId(3), METADATA_VERSION).is_ok());
+        let e = check_version(CheckpointId(3), METADATA_VERSION + 1).unwrap_err();
+        assert!(e.to_string().contains("format version 3"), "{e}");
+    }
+
+    #[test]
+    fn a_position_round_trips_and_is_absent_when_none() {
+        let with = SourceOffset {
+            operator: "kafka".into(),
+            partition: 1,
+            offset: 7,
+            position: Some(vec![1, 2, 3]),
+        };
+        let json = serde_json::to_string(&with).unwrap();
+        assert_eq!(serde_json::from_str::<SourceOffset>(&json).unwrap(), with);
+        let without = SourceOffset {
+            position: None,
+            ..with
+        };
+        let json = serde_json::to_string(&without).unwrap();
+        assert!(!json.contains("position"), "{json}");
     }
 }
