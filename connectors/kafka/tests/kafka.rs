@@ -117,12 +117,23 @@ fn marker(addr: &str, group: &str, topic: &str) -> Option<i64> {
     }
 }
 
+/// When the map of `run_exactly_once` fails: once the first sink partition committed
+/// checkpoint `checkpoint` or a later one, and `mapped` records went through the map
+/// (so that the checkpoint restored can be well into the input, not one taken before the
+/// source read anything).
+#[derive(Clone, Copy)]
+struct FailAt {
+    checkpoint: i64,
+    mapped: u64,
+}
+
 /// Runs Kafka → map → Kafka exactly-once with checkpoints, the source with `parallelism`
-/// partitions; with `fail`, the map panics once after a sink partition committed a
-/// checkpoint.
-fn run_exactly_once(k: &Kafka, out: &str, fail: bool, parallelism: u32) -> (u32, bool) {
+/// partitions; with `fail`, the map panics once (see `FailAt`).
+fn run_exactly_once(k: &Kafka, out: &str, fail: Option<FailAt>, parallelism: u32) -> (u32, bool) {
     static ARMED: AtomicBool = AtomicBool::new(false);
-    ARMED.store(fail, Ordering::SeqCst);
+    static MAPPED: AtomicU64 = AtomicU64::new(0);
+    ARMED.store(fail.is_some(), Ordering::SeqCst);
+    MAPPED.store(0, Ordering::SeqCst);
     let (addr2, out2) = (k.addr.clone(), out.to_string());
     let dir = tempfile::tempdir().unwrap();
     let spec = spec(
@@ -137,14 +148,16 @@ fn run_exactly_once(k: &Kafka, out: &str, fail: bool, parallelism: u32) -> (u32,
             .parallelism(parallelism)
             .map("maybe-fail", move |r: KafkaRecord| {
                 let v = value(&r);
-                if fail {
+                if let Some(at) = fail {
                     // Slow enough that the input lasts past the failure.
                     std::thread::sleep(Duration::from_micros(50));
-                    // Fails once the first sink partition committed a checkpoint's
-                    // transaction (its marker: the offset of its consumer group).
+                    // The sink partition's committed checkpoint: the marker (the offset
+                    // of its consumer group).
+                    let mapped = MAPPED.fetch_add(1, Ordering::SeqCst);
                     if v % 100 == 0
+                        && mapped >= at.mapped
                         && ARMED.load(Ordering::SeqCst)
-                        && marker(&addr2, "rill-out-0", &out2).is_some()
+                        && marker(&addr2, "rill-out-0", &out2).is_some_and(|c| c >= at.checkpoint)
                         && ARMED.swap(false, Ordering::SeqCst)
                     {
                         panic!("injected failure at {v}");
@@ -179,7 +192,7 @@ fn exactly_once_kafka_to_kafka_commits_each_record_once() {
     k.create_topic("out", 2);
     const N: u64 = 5_000;
     common::produce(&k.addr, "in", (0..N).map(|i| i.to_string()));
-    let (restarts, _) = run_exactly_once(&k, "out", false, 4);
+    let (restarts, _) = run_exactly_once(&k, "out", None, 4);
     assert_eq!(restarts, 0);
     let (counts, commits, open) = committed_counts(&k, "out", 2);
     assert!(
@@ -198,7 +211,11 @@ fn exactly_once_after_a_failure_and_restore() {
     k.create_topic("out", 2);
     const N: u64 = 20_000;
     common::produce(&k.addr, "in", (0..N).map(|i| i.to_string()));
-    let (restarts, restored) = run_exactly_once(&k, "out", true, 4);
+    let at = FailAt {
+        checkpoint: 1,
+        mapped: 0,
+    };
+    let (restarts, restored) = run_exactly_once(&k, "out", Some(at), 4);
     assert_eq!(restarts, 1, "the injected failure restarted the job");
     assert!(restored, "the restart restored a checkpoint");
     let (counts, _, _) = committed_counts(&k, "out", 2);
@@ -213,9 +230,15 @@ fn eight_kafka_partitions_over_two_source_partitions_exactly_once_after_a_restor
     let k = Kafka::start();
     k.create_topic("in", 8);
     k.create_topic("out", 2);
-    const N: u64 = 20_000;
+    const N: u64 = 40_000;
     common::produce(&k.addr, "in", (0..N).map(|i| i.to_string()));
-    let (restarts, restored) = run_exactly_once(&k, "out", true, 2);
+    // Restored from checkpoint 3 or later, after 5_000 records: positions well into the
+    // input (a restore that did not seek every Kafka partition duplicates thousands).
+    let at = FailAt {
+        checkpoint: 3,
+        mapped: 5_000,
+    };
+    let (restarts, restored) = run_exactly_once(&k, "out", Some(at), 2);
     assert_eq!(restarts, 1, "the injected failure restarted the job");
     assert!(restored, "the restart restored a checkpoint");
     let (counts, _, open) = committed_counts(&k, "out", 2);
