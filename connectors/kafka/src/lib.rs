@@ -1,6 +1,9 @@
 //! Kafka source and sink for rill, on the `rdkafka` client (librdkafka).
 //!
-//! Owns: [`KafkaSource`] (topics in, offsets in the checkpoint) and [`KafkaSink`]
+//! Owns: [`KafkaSource`] (topics in; every Kafka partition's offset in the checkpoint,
+//! many Kafka partitions per source partition; per-Kafka-partition watermarks with
+//! idleness; optional commit of completed checkpoints' offsets to a consumer group, for
+//! lag monitoring) and [`KafkaSink`]
 //! (records out; exactly-once through Kafka transactions tied to checkpoints,
 //! at-least-once, or none), the JSON helper [`json_value`], and this crate's errors.
 //!
