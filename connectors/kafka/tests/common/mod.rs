@@ -17,32 +17,15 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 /// Produces `values` to `topic` (key = value, so they spread over partitions) and waits
 /// until all are acknowledged.
 pub fn produce(brokers: &str, topic: &str, values: impl IntoIterator<Item = String>) {
-    produce_records(brokers, topic, values.into_iter().map(|v| (None, None, v)));
-}
-
-/// Produces `(partition, timestamp ms, value)` records to `topic` (key = value; the
-/// partitioner picks where no partition is given, the producer's clock the timestamp
-/// where none is) and waits until all are acknowledged.
-pub fn produce_records(
-    brokers: &str,
-    topic: &str,
-    records: impl IntoIterator<Item = (Option<i32>, Option<i64>, String)>,
-) {
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         .create()
         .expect("creating the test producer");
-    for (partition, ts, v) in records {
+    for v in values {
         let mut rec = BaseRecord::to(topic)
             .key(v.as_bytes())
             .payload(v.as_bytes());
-        if let Some(p) = partition {
-            rec = rec.partition(p);
-        }
-        if let Some(t) = ts {
-            rec = rec.timestamp(t);
-        }
         loop {
             match p.send(rec) {
                 Ok(()) => break,
