@@ -1,6 +1,9 @@
 //! Kafka source and sink for rill, on the `rdkafka` client (librdkafka).
 //!
-//! Owns: [`KafkaSource`] (topics in, offsets in the checkpoint) and [`KafkaSink`]
+//! Owns: [`KafkaSource`] (topics in; every Kafka partition's offset in the checkpoint,
+//! many Kafka partitions per source partition; per-Kafka-partition watermarks with
+//! idleness; optional commit of completed checkpoints' offsets to a consumer group, for
+//! lag monitoring) and [`KafkaSink`]
 //! (records out; exactly-once through Kafka transactions tied to checkpoints,
 //! at-least-once, or none), the JSON helper [`json_value`], and this crate's errors.
 //!
@@ -44,20 +47,6 @@ pub enum KafkaError {
         topic: String,
         /// `bootstrap.servers`.
         brokers: String,
-    },
-    /// A source partition was given more Kafka partitions than a checkpoint can hold.
-    #[error(
-        "kafka source: source partition {partition} would read {count} Kafka partitions, but \
-         a checkpoint holds one offset per source partition; run the source with parallelism \
-         >= the number of Kafka partitions ({total})"
-    )]
-    TooManyPartitions {
-        /// The source partition.
-        partition: u32,
-        /// How many Kafka partitions map to it.
-        count: usize,
-        /// Kafka partitions over all topics.
-        total: usize,
     },
     /// Deliveries to the broker failed (at-least-once and exactly-once cannot go on).
     #[error("kafka sink: {failed} deliveries failed, the last: {last}")]

@@ -52,6 +52,10 @@ pub struct SourceOffset {
     pub partition: u32,
     /// The offset of the next record it would have emitted.
     pub offset: u64,
+    /// The position when one offset is not enough (`AsyncSourcePartition::position`:
+    /// opaque bytes, e.g. an offset per Kafka partition). Absent in format version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<Vec<u8>>,
 }
 
 /// One partition's share of a checkpoint, for `rill checkpoints --partitions`.

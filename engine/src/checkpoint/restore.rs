@@ -15,6 +15,11 @@ use crate::dataflow::JobGraph;
 use crate::error::{EngineError, Result};
 use crate::ids::{CheckpointId, KeyGroup};
 
+/// The format version of [`Metadata`] this build writes. Version 2 added a source
+/// partition's multi-offset `position` next to its `offset`; version 1 (offsets only)
+/// still restores.
+pub const METADATA_VERSION: u32 = 2;
+
 /// What the engine stores in a checkpoint's manifest besides the records.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
@@ -34,6 +39,21 @@ pub struct Metadata {
     pub triggered_unix_ms: u64,
 }
 
+/// Refuses metadata of a format version this build does not read.
+fn check_version(id: CheckpointId, version: u32) -> Result<()> {
+    if version == 0 || version > METADATA_VERSION {
+        return Err(EngineError::Restore {
+            checkpoint: id,
+            reason: format!(
+                "its engine metadata has format version {version}; this build reads versions \
+                 1 to {METADATA_VERSION} (restore it with the build that wrote it, or start \
+                 over with --fresh)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A checkpoint to restore from, loaded and validated.
 pub struct Restore {
     /// Its id.
@@ -42,6 +62,7 @@ pub struct Restore {
     pub meta: Metadata,
     checkpoint: Checkpoint,
     offsets: HashMap<(String, u32), u64>,
+    positions: HashMap<(String, u32), Vec<u8>>,
 }
 
 impl std::fmt::Debug for Restore {
@@ -58,6 +79,15 @@ impl Restore {
                 checkpoint: id,
                 reason: format!("its manifest's engine metadata does not parse: {e}"),
             })?;
+        check_version(id, meta.version)?;
+        let positions = meta
+            .offsets
+            .iter()
+            .filter_map(|o| {
+                let p = o.position.clone()?;
+                Some(((o.operator.clone(), o.partition), p))
+            })
+            .collect();
         let offsets = meta
             .offsets
             .iter()
@@ -68,6 +98,7 @@ impl Restore {
             meta,
             checkpoint,
             offsets,
+            positions,
         })
     }
 
@@ -76,6 +107,14 @@ impl Restore {
         self.offsets
             .get(&(operator.to_string(), partition))
             .copied()
+    }
+
+    /// The multi-offset position source partition `partition` of `operator` resumes
+    /// from, when it reported one (see `AsyncSourcePartition::position`).
+    pub fn position(&self, operator: &str, partition: u32) -> Option<&[u8]> {
+        self.positions
+            .get(&(operator.to_string(), partition))
+            .map(Vec::as_slice)
     }
 
     /// The chain of state `op` for key group `kg`, written by whichever partition owned
@@ -386,5 +425,39 @@ mod tests {
             explain_of(&[11, 12], &[11, 12], &[12], Some(11)).unwrap(),
             "restoring from checkpoint 11"
         );
+    }
+
+    #[test]
+    fn metadata_of_version_1_still_reads_and_newer_versions_are_refused() {
+        // As version 1 wrote it: offsets without positions.
+        let v1 = r#"{"version":1,"kind":"periodic","max_key_groups":128,
+            "sources":[["read",1]],
+            "offsets":[{"operator":"read","partition":0,"offset":42}],
+            "cores":1,"triggered_unix_ms":5}"#;
+        let meta: Metadata = serde_json::from_str(v1).unwrap();
+        assert_eq!(meta.offsets[0].offset, 42);
+        assert_eq!(meta.offsets[0].position, None);
+        assert!(check_version(CheckpointId(3), meta.version).is_ok());
+        assert!(check_version(CheckpointId(3), METADATA_VERSION).is_ok());
+        let e = check_version(CheckpointId(3), METADATA_VERSION + 1).unwrap_err();
+        assert!(e.to_string().contains("format version 3"), "{e}");
+    }
+
+    #[test]
+    fn a_position_round_trips_and_is_absent_when_none() {
+        let with = SourceOffset {
+            operator: "kafka".into(),
+            partition: 1,
+            offset: 7,
+            position: Some(vec![1, 2, 3]),
+        };
+        let json = serde_json::to_string(&with).unwrap();
+        assert_eq!(serde_json::from_str::<SourceOffset>(&json).unwrap(), with);
+        let without = SourceOffset {
+            position: None,
+            ..with
+        };
+        let json = serde_json::to_string(&without).unwrap();
+        assert!(!json.contains("position"), "{json}");
     }
 }

@@ -190,7 +190,7 @@ impl CoreRuntime {
                     let dirs = self.core.borrow_mut().on_complete(id, last)?;
                     self.spawn_sync(dirs);
                     for d in drivers.iter_mut() {
-                        d.complete(last);
+                        d.complete(id, last);
                     }
                 }
                 ToCore::Abort { id } => self.core.borrow_mut().on_abort(id, now),

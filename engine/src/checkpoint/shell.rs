@@ -388,7 +388,7 @@ impl Shell {
                         .extend(a.partitions.iter().cloned().map(|p| (core, p)));
                 }
                 let meta = Metadata {
-                    version: 1,
+                    version: super::restore::METADATA_VERSION,
                     kind: f.kind,
                     max_key_groups: self.max_key_groups,
                     sources: self.sources.clone(),

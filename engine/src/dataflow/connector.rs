@@ -96,6 +96,25 @@ pub trait SourcePartition<T> {
     fn offset(&self) -> u64;
     /// Moves to `offset` (a value `offset` returned earlier).
     fn seek(&mut self, offset: u64) -> Result<()>;
+    /// The position when one offset is not enough (a partition reading several splits,
+    /// such as Kafka partitions): opaque bytes the checkpoint stores next to `offset`
+    /// and a restore hands to `seek_position` instead of calling `seek`. Default `None`:
+    /// the position is `offset` alone.
+    fn position(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Moves to `position` (bytes `position` returned earlier); called before `start`
+    /// instead of `seek` when the restored checkpoint holds a position for this
+    /// partition. The default refuses (a source that never returns a position).
+    fn seek_position(&mut self, _position: &[u8]) -> Result<()> {
+        Err(no_seek_position())
+    }
+    /// Checkpoint `id` completed (its manifest is published); `offset` and `position`
+    /// are what this partition reported at the checkpoint's barrier. Called on the
+    /// partition's core, in checkpoint order, only for checkpoints it took part in;
+    /// must not block (e.g. committing offsets somewhere for monitoring). Default:
+    /// nothing.
+    fn checkpoint_complete(&mut self, _id: CheckpointId, _offset: u64, _position: Option<&[u8]>) {}
 }
 
 /// A source whose partitions may wait for IO without blocking their core. Partitions
@@ -194,6 +213,25 @@ pub trait AsyncSourcePartition<T> {
     /// Moves to `offset` (a value `offset` returned earlier); called before `start`
     /// when the job restores a checkpoint.
     fn seek(&mut self, offset: u64) -> Result<()>;
+    /// The position when one offset is not enough (a partition reading several splits,
+    /// such as Kafka partitions): opaque bytes the checkpoint stores next to `offset`
+    /// and a restore hands to `seek_position` instead of calling `seek`. Default `None`:
+    /// the position is `offset` alone.
+    fn position(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Moves to `position` (bytes `position` returned earlier); called before `start`
+    /// instead of `seek` when the restored checkpoint holds a position for this
+    /// partition. The default refuses (a source that never returns a position).
+    fn seek_position(&mut self, _position: &[u8]) -> Result<()> {
+        Err(no_seek_position())
+    }
+    /// Checkpoint `id` completed (its manifest is published); `offset` and `position`
+    /// are what this partition reported at the checkpoint's barrier. Called on the
+    /// partition's core, in checkpoint order, only for checkpoints it took part in;
+    /// must not block (e.g. committing offsets somewhere for monitoring). Default:
+    /// nothing.
+    fn checkpoint_complete(&mut self, _id: CheckpointId, _offset: u64, _position: Option<&[u8]>) {}
 }
 
 /// A synchronous source partition seen as an asynchronous one.
@@ -220,6 +258,25 @@ impl<T> AsyncSourcePartition<T> for SyncSource<T> {
     }
     fn seek(&mut self, offset: u64) -> Result<()> {
         self.0.seek(offset)
+    }
+    fn position(&self) -> Option<Vec<u8>> {
+        self.0.position()
+    }
+    fn seek_position(&mut self, position: &[u8]) -> Result<()> {
+        self.0.seek_position(position)
+    }
+    fn checkpoint_complete(&mut self, id: CheckpointId, offset: u64, position: Option<&[u8]>) {
+        self.0.checkpoint_complete(id, offset, position);
+    }
+}
+
+/// What the default `seek_position` returns.
+fn no_seek_position() -> crate::error::EngineError {
+    crate::error::EngineError::Graph {
+        operator: "source".into(),
+        reason: "the checkpoint holds a multi-offset position for this source partition, \
+                 but the source does not implement `seek_position`"
+            .into(),
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::path::Path;
 use std::rc::Rc;
@@ -68,8 +68,8 @@ pub(crate) trait Driver {
     /// Checkpoint `barrier.id` was triggered: a source records its offset and emits the
     /// barrier.
     fn trigger(&mut self, _barrier: Barrier, _now_ns: u64) {}
-    /// A checkpoint completed; after the final one (`last`), a source ends its output.
-    fn complete(&mut self, _last: bool) {}
+    /// Checkpoint `id` completed; after the final one (`last`), a source ends its output.
+    fn complete(&mut self, _id: CheckpointId, _last: bool) {}
 }
 
 /// A core's checkpointing context while it instantiates its partitions.
@@ -711,10 +711,16 @@ impl<'a> Instantiator<'a> {
     ) {
         let name = self.a.graph.nodes[node].name.clone();
         if let Some(r) = self.a.ckpt.as_ref().and_then(|c| c.restore.as_ref()) {
-            if let Some(off) = r.offset(&name, p.0) {
-                if let Err(e) = part.seek(off) {
-                    self.fail(e);
-                }
+            let sought = match (r.position(&name, p.0), r.offset(&name, p.0)) {
+                (Some(pos), _) => Some(part.seek_position(pos)),
+                (None, Some(off)) => Some(part.seek(off)),
+                (None, None) => None,
+            };
+            if let Some(Err(e)) = sought {
+                self.fail(EngineError::Restore {
+                    checkpoint: r.id,
+                    reason: format!("source `{name}` partition {}: {e}", p.0),
+                });
             }
         }
         let ckpt = self.participant(node, p, "source");
@@ -740,6 +746,7 @@ impl<'a> Instantiator<'a> {
             name,
             partition: p,
             ckpt,
+            reported: VecDeque::new(),
             finished: false,
             done: false,
             batch,
@@ -796,6 +803,9 @@ struct SourceDriver<T> {
     name: String,
     partition: PartitionId,
     ckpt: Option<Participant>,
+    /// What the partition reported at the barriers of checkpoints not completed yet
+    /// (id, offset, position), oldest first, for `checkpoint_complete`.
+    reported: VecDeque<(CheckpointId, u64, Option<Vec<u8>>)>,
     /// The input is done but the end is held back until the final checkpoint completes.
     finished: bool,
     done: bool,
@@ -898,12 +908,26 @@ impl<T> Driver for SourceDriver<T> {
             operator: self.name.clone(),
             partition: self.partition.0,
             offset: self.part.offset(),
+            position: self.part.position(),
         };
+        self.reported
+            .push_back((id, offset.offset, offset.position.clone()));
         self.chain.control(Control::Barrier(barrier));
         c.source(id, offset, now_ns);
     }
 
-    fn complete(&mut self, last: bool) {
+    fn complete(&mut self, id: CheckpointId, last: bool) {
+        // Older ones never completed (aborted); the completed one is the newest the
+        // partition reported at or before `id`.
+        let mut done = None;
+        while self.reported.front().is_some_and(|r| r.0 <= id) {
+            done = self.reported.pop_front();
+        }
+        if let Some((cid, off, pos)) = done.filter(|r| r.0 == id) {
+            if !self.done {
+                self.part.checkpoint_complete(cid, off, pos.as_deref());
+            }
+        }
         if last && self.finished && !self.done {
             self.finish();
         }

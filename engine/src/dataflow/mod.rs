@@ -65,7 +65,7 @@ pub use self::io::IoCx;
 use self::ops::BoxEmit;
 pub use self::ops::{EmitFn, Out};
 pub use self::timers::{KeyedProcess, TimeDomain, TimerCtx};
-pub use self::watermarks::{WatermarkStrategy, Watermarked};
+pub use self::watermarks::{SplitWatermarks, WatermarkStrategy, Watermarked};
 use crate::checkpoint::codec::Record;
 use crate::clock::MonotonicClock;
 use crate::error::Result;

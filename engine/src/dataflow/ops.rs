@@ -80,6 +80,15 @@ impl<'a, T> Out<'a, T> {
         self.down.data(rec);
     }
 
+    /// Sends watermark `w` downstream, in order with the records: how a source that
+    /// tracks event time itself (one generator per split, see
+    /// [`SplitWatermarks`](super::watermarks::SplitWatermarks)) emits its watermarks.
+    /// `Watermark::IDLE` marks the partition idle until its next watermark or record.
+    /// Such a source is not also wrapped in `Watermarked` (both would emit).
+    pub fn watermark(&mut self, w: crate::message::Watermark) {
+        self.down.control(Control::Watermark(w));
+    }
+
     /// Sends a control item downstream, in order with the records (engine-internal:
     /// watermark generators).
     pub(crate) fn control(&mut self, c: Control) {

@@ -3,8 +3,10 @@
 //! idle timeout after which the partition sends `Watermark::IDLE` so a quiet partition
 //! does not hold the others back. `WatermarkGen` is the pure rule (unit tested here);
 //! `Watermarked` wraps any `Source` and applies it to every partition in-band, on the
-//! partition's core. Combining watermarks of several inputs is `InputSet`'s job, not this
-//! module's.
+//! partition's core. `SplitWatermarks` runs one `WatermarkGen` per split for a source
+//! partition that reads several (Kafka partitions), combined as the minimum over the
+//! splits not idle; such a source emits the result itself (`Out::watermark`). Combining
+//! watermarks of several inputs of an operator is `InputSet`'s job, not this module's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use super::ops::{Emit, Out};
 use super::{AsyncSource, AsyncSourcePartition, IoCx, PartitionContext, SourcePoll};
 use crate::error::Result;
+use crate::ids::CheckpointId;
 use crate::message::{Control, Watermark};
 
 /// How a source derives watermarks from its records' event times (milliseconds).
@@ -128,6 +131,120 @@ impl WatermarkGen {
     }
 
     /// Whether the partition is currently idle.
+    pub fn is_idle(&self) -> bool {
+        self.idle
+    }
+}
+
+/// The watermark rule of a source partition that reads several splits (Kafka
+/// partitions, shards, files): one [`WatermarkGen`] per split, combined as the minimum
+/// over the splits that are not idle (Flink's per-split watermarks with
+/// `withIdleness`). A split without records yet, and not idle, holds the watermark back
+/// (its records may still come with any event time); with an idle timeout, a split that
+/// stays silent that long (a never-written Kafka partition, too) stops counting until
+/// its next record. When every split is idle the partition sends `Watermark::IDLE`
+/// once. The combined watermark never regresses: a split that wakes with an older event
+/// time does not pull it back (its records may be late). A source owns one, feeds it
+/// with [`on_record`](Self::on_record), calls [`tick`](Self::tick) on every poll and
+/// sends what either returns with [`Out::watermark`].
+#[derive(Clone, Debug)]
+pub struct SplitWatermarks {
+    strategy: WatermarkStrategy,
+    splits: Vec<WatermarkGen>,
+    interval_ns: u64,
+    next_emit_ns: u64,
+    emitted: Option<Watermark>,
+    idle: bool,
+}
+
+impl SplitWatermarks {
+    /// `splits` splits under strategy `s`, started at `now_ns`.
+    pub fn new(s: WatermarkStrategy, splits: usize, now_ns: u64) -> Self {
+        Self {
+            strategy: s,
+            splits: (0..splits).map(|_| WatermarkGen::new(s, now_ns)).collect(),
+            interval_ns: (s.interval.as_nanos() as u64).max(1),
+            next_emit_ns: now_ns,
+            emitted: None,
+            idle: false,
+        }
+    }
+
+    /// Restarts every split's clock at `now_ns` (the job's start: time before it does
+    /// not count towards idleness). Keeps what was seen and emitted.
+    pub fn start(&mut self, now_ns: u64) {
+        let fresh = WatermarkGen::new(self.strategy, now_ns);
+        for g in &mut self.splits {
+            *g = WatermarkGen {
+                max_ts: g.max_ts,
+                emitted: g.emitted,
+                idle: g.idle,
+                ..fresh.clone()
+            };
+        }
+        self.next_emit_ns = now_ns;
+    }
+
+    /// How many splits.
+    pub fn splits(&self) -> usize {
+        self.splits.len()
+    }
+
+    /// A record of split `split` with event time `ts_ms` arrives at `now_ns`. Returns
+    /// the watermark to send before it when the whole partition was idle (it becomes
+    /// active again).
+    pub fn on_record(&mut self, split: usize, ts_ms: u64, now_ns: u64) -> Option<Watermark> {
+        self.splits[split].on_record(ts_ms, now_ns);
+        if std::mem::replace(&mut self.idle, false) {
+            self.emitted
+        } else {
+            None
+        }
+    }
+
+    /// The combined watermark of the splits now: `None` while a split that is not idle
+    /// has no record yet, `Some(IDLE)` when every split is idle.
+    pub fn combined(&self) -> Option<Watermark> {
+        let mut min: Option<Watermark> = None;
+        for g in self.splits.iter().filter(|g| !g.is_idle()) {
+            let w = g.current()?;
+            min = Some(min.map_or(w, |m| m.min(w)));
+        }
+        Some(min.unwrap_or(Watermark::IDLE))
+    }
+
+    /// The clock reads `now_ns`: the watermark to send, if the interval is due and the
+    /// combined watermark advanced (or the partition just became idle).
+    pub fn tick(&mut self, now_ns: u64) -> Option<Watermark> {
+        if now_ns < self.next_emit_ns {
+            return None;
+        }
+        self.next_emit_ns = now_ns.saturating_add(self.interval_ns);
+        for g in &mut self.splits {
+            // Each split's own interval runs with this one: this updates its idleness.
+            g.next_emit_ns = now_ns;
+            g.tick(now_ns);
+        }
+        match self.combined()? {
+            Watermark::IDLE if self.idle => None,
+            Watermark::IDLE => {
+                self.idle = true;
+                Some(Watermark::IDLE)
+            }
+            w if self.emitted.is_some_and(|e| e >= w) => None,
+            w => {
+                self.emitted = Some(w);
+                Some(w)
+            }
+        }
+    }
+
+    /// When `tick` should next be called (ns).
+    pub fn next_deadline(&self) -> u64 {
+        self.next_emit_ns
+    }
+
+    /// Whether every split is idle (and `Watermark::IDLE` was sent).
     pub fn is_idle(&self) -> bool {
         self.idle
     }
@@ -250,6 +367,18 @@ impl<T, F: Fn(&T) -> u64> AsyncSourcePartition<T> for WatermarkedPartition<T, F>
     fn seek(&mut self, offset: u64) -> Result<()> {
         self.inner.seek(offset)
     }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        self.inner.position()
+    }
+
+    fn seek_position(&mut self, position: &[u8]) -> Result<()> {
+        self.inner.seek_position(position)
+    }
+
+    fn checkpoint_complete(&mut self, id: CheckpointId, offset: u64, position: Option<&[u8]>) {
+        self.inner.checkpoint_complete(id, offset, position);
+    }
 }
 
 #[cfg(test)]
@@ -289,6 +418,77 @@ mod tests {
         assert_eq!(g.tick(60 * MS), None, "idle is sent once");
         assert_eq!(g.on_record(120, 61 * MS), Some(Watermark(99)));
         assert_eq!(g.tick(70 * MS), Some(Watermark(119)));
+    }
+
+    fn splits(idle_ms: Option<u64>) -> SplitWatermarks {
+        let mut s =
+            WatermarkStrategy::bounded(Duration::ZERO).with_interval(Duration::from_millis(10));
+        if let Some(i) = idle_ms {
+            s = s.with_idle_timeout(Duration::from_millis(i));
+        }
+        SplitWatermarks::new(s, 3, 0)
+    }
+
+    #[test]
+    fn splits_combine_as_the_minimum_and_a_silent_split_holds_back_without_idleness() {
+        let mut w = splits(None);
+        w.on_record(0, 1_000, MS);
+        w.on_record(1, 500, MS);
+        assert_eq!(w.tick(10 * MS), None, "split 2 has no record yet");
+        // However long split 2 stays silent: no idleness, no watermark.
+        assert_eq!(w.tick(10_000 * MS), None);
+        w.on_record(2, 700, 10_001 * MS);
+        assert_eq!(w.tick(10_010 * MS), Some(Watermark(499)), "the minimum");
+        w.on_record(1, 2_000, 10_011 * MS);
+        assert_eq!(w.tick(10_020 * MS), Some(Watermark(699)));
+        w.on_record(1, 100, 10_021 * MS); // older: no regression
+        assert_eq!(w.tick(10_030 * MS), None);
+    }
+
+    #[test]
+    fn an_idle_split_stops_counting_until_its_next_record_and_never_pulls_back() {
+        let mut w = splits(Some(50));
+        w.on_record(0, 1_000, 0);
+        w.on_record(1, 500, 0);
+        assert_eq!(w.tick(0), None, "split 2 not idle yet");
+        // Splits 0 and 1 keep getting records; split 2 never does.
+        w.on_record(0, 1_100, 45 * MS);
+        w.on_record(1, 600, 45 * MS);
+        assert_eq!(w.tick(50 * MS), Some(Watermark(599)), "split 2 went idle");
+        w.on_record(1, 900, 55 * MS);
+        assert_eq!(w.tick(60 * MS), Some(Watermark(899)));
+        // Split 2 wakes with an older event time: it counts again, but no regression.
+        w.on_record(2, 300, 61 * MS);
+        assert_eq!(w.combined(), Some(Watermark(299)));
+        assert_eq!(w.tick(70 * MS), None);
+        w.on_record(2, 1_050, 71 * MS);
+        w.on_record(0, 1_200, 71 * MS);
+        w.on_record(1, 1_300, 71 * MS);
+        assert_eq!(w.tick(80 * MS), Some(Watermark(1_049)));
+    }
+
+    #[test]
+    fn all_splits_idle_sends_idle_once_and_a_record_reactivates() {
+        let mut w = splits(Some(50));
+        w.on_record(0, 1_000, 0);
+        assert_eq!(w.tick(50 * MS), Some(Watermark::IDLE));
+        assert!(w.is_idle());
+        assert_eq!(w.tick(60 * MS), None, "idle is sent once");
+        assert_eq!(
+            w.on_record(1, 2_000, 61 * MS),
+            None,
+            "nothing emitted before"
+        );
+        // Split 1 alone is active now (0 and 2 stay idle).
+        assert_eq!(w.tick(70 * MS), Some(Watermark(1_999)));
+        assert_eq!(w.tick(130 * MS), Some(Watermark::IDLE));
+        assert_eq!(w.on_record(0, 3_000, 131 * MS), Some(Watermark(1_999)));
+    }
+
+    #[test]
+    fn no_splits_is_idle_at_once() {
+        let mut w = SplitWatermarks::new(WatermarkStrategy::bounded(Duration::ZERO), 0, 0);
+        assert_eq!(w.tick(0), Some(Watermark::IDLE));
     }
 
     #[test]
