@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use rill_engine::asyncio::redis::encode;
 
+#[cfg(feature = "kafka")]
+pub mod kafka_client;
+pub mod kafka_log;
+
 /// A free TCP port on loopback (bound, read, released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
