@@ -560,11 +560,19 @@ fn resume(
     let Some(restored) = restored else {
         return Ok(());
     };
-    let Some((w, records)) =
-        read_wal(wal).map_err(|e| KafkaError::Config(format!("{}: {e}", wal.display())))?
-    else {
-        return Ok(());
-    };
+    let (w, records) =
+        match read_wal(wal).map_err(|e| KafkaError::Config(format!("{}: {e}", wal.display())))? {
+            Wal::Complete(w, records) => (w, records),
+            Wal::Missing => return Ok(()),
+            Wal::Torn => {
+                tracing::info!(
+                    "kafka sink: {} was being written when the process died: its checkpoint \
+                     did not complete, nothing to resume",
+                    wal.display()
+                );
+                return Ok(());
+            }
+        };
     if w > restored || m.committed(timeout)?.is_some_and(|c| c >= w.0) {
         return Ok(());
     }
@@ -607,8 +615,12 @@ fn resume(
         .map_err(KafkaError::client("commit transaction"))
 }
 
+/// The last bytes of a complete sink log.
+const WAL_END: &[u8; 8] = b"RILLKEND";
+
 /// Writes checkpoint `id`'s records: `id` (u64 LE), then per record a key flag, lengths
-/// (u32 LE) and bytes.
+/// (u32 LE) and bytes, then the record count (u64 LE) and [`WAL_END`]. A process killed
+/// while writing leaves a file without that trailer: [`read_wal`] reports it as torn.
 fn write_wal(
     path: &Path,
     id: CheckpointId,
@@ -618,7 +630,7 @@ fn write_wal(
         std::fs::create_dir_all(d)?;
     }
     let mut buf = Vec::with_capacity(
-        8 + records
+        24 + records
             .iter()
             .map(|(k, v)| 9 + v.len() + k.as_ref().map_or(0, Vec::len))
             .sum::<usize>(),
@@ -636,25 +648,47 @@ fn write_wal(
         buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
         buf.extend_from_slice(v);
     }
+    buf.extend_from_slice(&(records.len() as u64).to_le_bytes());
+    buf.extend_from_slice(WAL_END);
     let mut f = std::fs::File::create(path)?;
     f.write_all(&buf)?;
     Ok(f)
 }
 
-/// What `write_wal` wrote, if the file exists.
-#[allow(clippy::type_complexity)]
-fn read_wal(path: &Path) -> std::io::Result<Option<(CheckpointId, Vec<Serialized>)>> {
+/// What a sink log holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Wal {
+    /// No file: nothing was pre-committed yet.
+    Missing,
+    /// The process died while writing it (no trailer). Its checkpoint cannot have
+    /// completed: the core syncs the file, after it was written, before the checkpoint
+    /// counts; so there is nothing to resume.
+    Torn,
+    /// Checkpoint `id`'s records.
+    Complete(CheckpointId, Vec<Serialized>),
+}
+
+/// What `write_wal` wrote, if the file exists and is complete.
+fn read_wal(path: &Path) -> std::io::Result<Wal> {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Wal::Missing),
         Err(e) => return Err(e),
     };
     let mut b = Vec::new();
     f.read_to_end(&mut b)?;
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "truncated kafka sink log");
+    let Some(body) = b
+        .strip_suffix(WAL_END)
+        .filter(|body| body.len() >= 16)
+    else {
+        return Ok(Wal::Torn);
+    };
+    let (body, count) = body.split_at(body.len() - 8);
+    let count = u64::from_le_bytes(count.try_into().expect("8 bytes"));
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt kafka sink log");
     let mut at = 0usize;
     let mut take = |n: usize| -> std::io::Result<&[u8]> {
-        let s = b.get(at..at + n).ok_or_else(bad)?;
+        let s = body.get(at..at + n).ok_or_else(bad)?;
         at += n;
         Ok(s)
     };
@@ -671,7 +705,10 @@ fn read_wal(path: &Path) -> std::io::Result<Option<(CheckpointId, Vec<Serialized
         let n = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
         records.push((key, take(n)?.to_vec()));
     }
-    Ok(Some((id, records)))
+    if records.len() as u64 != count {
+        return Err(bad());
+    }
+    Ok(Wal::Complete(id, records))
 }
 
 #[cfg(test)]
@@ -684,8 +721,18 @@ mod tests {
         let path = dir.join("x.wal");
         let recs = vec![(Some(b"k".to_vec()), b"v1".to_vec()), (None, Vec::new())];
         write_wal(&path, CheckpointId(7), &recs).unwrap();
-        assert_eq!(read_wal(&path).unwrap(), Some((CheckpointId(7), recs)));
+        assert_eq!(
+            read_wal(&path).unwrap(),
+            Wal::Complete(CheckpointId(7), recs.clone())
+        );
+        // Killed while writing: every prefix, even one ending on a record boundary (or
+        // empty: killed between create and write), is torn, never a shorter log.
+        let full = std::fs::read(&path).unwrap();
+        for n in 0..full.len() {
+            std::fs::write(&path, &full[..n]).unwrap();
+            assert_eq!(read_wal(&path).unwrap(), Wal::Torn, "prefix of {n} bytes");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(read_wal(&path).unwrap(), None);
+        assert_eq!(read_wal(&path).unwrap(), Wal::Missing);
     }
 }

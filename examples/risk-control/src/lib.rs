@@ -23,8 +23,9 @@
 //! sets its severity; an alert whose severity falls to 0 is suppressed. The README gives
 //! the exact semantics (the checker, `check.py`, recomputes them independently).
 //!
-//! The library is the pipeline ([`build`]); `src/main.rs` gives it the `rill` command
-//! line through `rill_engine::app`.
+//! The library is the pipeline ([`build`]), and its Kafka variant
+//! ([`kafka::build`]: transactions from a topic, alerts to a topic, exactly-once);
+//! `src/main.rs` gives both the `rill` command line through `rill_engine::app`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -35,9 +36,11 @@ use rill_engine::asyncio::service::Service;
 use rill_engine::asyncio::AsyncError;
 use rill_engine::connectors::{DeadLetter, DeadLetterSink, FileLine, FileSink, FileSource};
 use rill_engine::dataflow::windows::{Aggregate, WindowResult, WindowSpec};
-use rill_engine::dataflow::{Out, Pipeline, WatermarkStrategy};
+use rill_engine::dataflow::{Out, Pipeline, Stream, WatermarkStrategy};
 use rill_engine::Result;
 use serde::Deserialize;
+
+pub mod kafka;
 
 /// The job's `[params]`.
 #[derive(Clone, Debug, Deserialize)]
@@ -70,6 +73,9 @@ pub struct Params {
     /// `country-change`: a transaction in another country than the account's previous
     /// one, at most this far (ms of event time) from it.
     pub country_change_ms: u64,
+    /// `[params.kafka]`: where the `risk-control-kafka` pipeline reads and writes (only
+    /// there; the `risk-control` pipeline refuses it).
+    pub kafka: Option<kafka::KafkaParams>,
 }
 
 impl Default for Params {
@@ -87,6 +93,7 @@ impl Default for Params {
             geo_countries: 3,
             large_cents: 200_000,
             country_change_ms: 60_000,
+            kafka: None,
         }
     }
 }
@@ -453,20 +460,13 @@ pub fn format_alert(s: &Scored, out: &mut Vec<u8>) {
     let _ = writeln!(out, ",{}", s.severity);
 }
 
-/// Builds the risk-control pipeline from the job's `[params]`, `[async]` and `[lookup]`.
-pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
-    let params: Params = ctx.params()?;
+/// Checks the `[params]` both pipelines share (the rules, windows and watermarks).
+pub fn check_rules(ctx: &Ctx<'_>, params: &Params) -> Result<()> {
     ctx.check(
         params.partitions > 0,
         "partitions",
         params.partitions,
         "1 or more",
-    )?;
-    ctx.check(
-        !params.input.as_os_str().is_empty(),
-        "input",
-        "an empty path",
-        "a file path",
     )?;
     ctx.check(
         params.window_ms > 0,
@@ -485,14 +485,40 @@ pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
         "geo_countries",
         params.geo_countries,
         "1 or more",
-    )?;
-    let rules = Rules::from(&params);
-    let strategy = WatermarkStrategy::bounded(Duration::from_millis(params.out_of_orderness_ms))
-        .with_interval(Duration::from_millis(params.watermark_interval_ms));
+    )
+}
 
+/// The watermark strategy of `[params]`: bounded out-of-orderness, emitted every
+/// `watermark_interval_ms`.
+pub fn watermarks(params: &Params) -> WatermarkStrategy {
+    WatermarkStrategy::bounded(Duration::from_millis(params.out_of_orderness_ms))
+        .with_interval(Duration::from_millis(params.watermark_interval_ms))
+}
+
+/// Builds the risk-control pipeline from the job's `[params]`, `[async]` and `[lookup]`.
+pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
+    let params: Params = ctx.params()?;
+    ctx.check(
+        params.kafka.is_none(),
+        "kafka",
+        "a [params.kafka] table",
+        "none in the `risk-control` pipeline (it reads `input`; `pipeline = \"risk-control-kafka\"` reads Kafka)",
+    )?;
+    check_rules(ctx, &params)?;
+    ctx.check(
+        !params.input.as_os_str().is_empty(),
+        "input",
+        "an empty path",
+        "a file path",
+    )?;
     let p = ctx.pipeline();
     let parsed = p
-        .source_with_watermarks("read", FileSource::new(&params.input), event_time, strategy)
+        .source_with_watermarks(
+            "read",
+            FileSource::new(&params.input),
+            event_time,
+            watermarks(&params),
+        )
         .parallelism(params.partitions)
         .map("parse", |l: FileLine| parse(&l));
     parsed
@@ -506,16 +532,23 @@ pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
         )
         .sink("dead-letter", DeadLetterSink::new(&params.dead_letter))
         .parallelism(1);
-    let by_account = parsed
-        .flat_map(
-            "valid",
-            |r: std::result::Result<Txn, DeadLetter>, out: &mut Out<'_, Txn>| {
-                if let Ok(t) = r {
-                    out.emit(t);
-                }
-            },
-        )
-        .key_by("by-account", |t: &Txn| t.account.clone());
+    let valid = parsed.flat_map(
+        "valid",
+        |r: std::result::Result<Txn, DeadLetter>, out: &mut Out<'_, Txn>| {
+            if let Ok(t) = r {
+                out.emit(t);
+            }
+        },
+    );
+    alerts(ctx, &params, &valid).sink("alerts", FileSink::new(&params.out, format_alert));
+    Ok(p)
+}
+
+/// The job after its source, for both pipelines: valid transactions -> key_by(account)
+/// -> window rules and per-event rules -> the profile lookup -> scored alerts.
+pub fn alerts(ctx: &Ctx<'_>, params: &Params, valid: &Stream<Txn>) -> Stream<Scored> {
+    let rules = Rules::from(params);
+    let by_account = valid.key_by("by-account", |t: &Txn| t.account.clone());
 
     let window = WindowSpec::tumbling(Duration::from_millis(params.window_ms));
     let window_alerts = by_account
@@ -569,8 +602,6 @@ pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
                 }
             }
         })
-        .sink("alerts", FileSink::new(&params.out, format_alert));
-    Ok(p)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-pub use rill_testkit::kafka_log::{read_raw, rebuild, Batch, KeyValue, Rebuilt};
+pub use rill_testkit::kafka_log::{read_raw, rebuild};
 
 /// Produces `values` to `topic` (key = value, so they spread over partitions) and waits
 /// until all are acknowledged.

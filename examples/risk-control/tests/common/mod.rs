@@ -5,7 +5,10 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
 
 /// The job's binary (the command line every job gets from `rill_engine::app`).
 pub fn binary() -> &'static str {
@@ -40,6 +43,12 @@ pub fn generate(path: &Path, n: usize, seed: u64, options: &[&str]) {
 /// A job directory for the risk-control job on `cores` (empty core files), with `extra`
 /// after `pipeline = "risk-control"` in its job.toml.
 pub fn job_dir(dir: &Path, cores: &[usize], extra: &str) {
+    job_dir_for("risk-control", dir, cores, extra)
+}
+
+/// A job directory for `pipeline` on `cores` (empty core files), with `extra` after
+/// `pipeline = "<pipeline>"` in its job.toml.
+pub fn job_dir_for(pipeline: &str, dir: &Path, cores: &[usize], extra: &str) {
     std::fs::create_dir_all(dir.join("cores")).unwrap();
     for e in std::fs::read_dir(dir.join("cores")).unwrap() {
         std::fs::remove_file(e.unwrap().path()).unwrap();
@@ -49,7 +58,7 @@ pub fn job_dir(dir: &Path, cores: &[usize], extra: &str) {
     }
     std::fs::write(
         dir.join("job.toml"),
-        format!("pipeline = \"risk-control\"\n{extra}\n"),
+        format!("pipeline = \"{pipeline}\"\n{extra}\n"),
     )
     .unwrap();
 }
@@ -114,3 +123,73 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout)
     )
 }
+
+/// How long a run may go without completing a checkpoint before it counts as stuck.
+pub const STUCK: Duration = Duration::from_secs(180);
+
+/// Checkpoints of the job in `dir` that completed.
+pub fn completed_checkpoints(dir: &Path) -> usize {
+    rill_engine::checkpoint::history::read(&dir.join("checkpoints"))
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e.state == rill_engine::checkpoint::history::State::Complete)
+        .count()
+}
+
+/// Runs the job in `dir` and SIGKILLs it at a seeded random moment once it has completed
+/// 1–3 more checkpoints (plus 0–40 ms, so kills land in every phase: mid-checkpoint,
+/// mid-commit, between), `kills` times; then lets it finish. Returns how many runs were
+/// really killed (a resumed run may finish first).
+pub fn run_with_kills(dir: &Path, kills: usize, rng: &mut rand::rngs::StdRng) -> usize {
+    let mut killed = 0;
+    for attempt in 0..=kills {
+        let before = completed_checkpoints(dir);
+        let more = rng.gen_range(1..=3);
+        let jitter = Duration::from_millis(rng.gen_range(0..40));
+        // stderr to a file: an unread pipe can fill up with warnings and block the job.
+        let log = dir.join("stderr.log");
+        let mut child = Command::new(binary())
+            .arg("run")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start risk-control");
+        let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
+        let mut progress = (completed_checkpoints(dir), Instant::now());
+        let mut kill_at: Option<Instant> = None;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "run failed ({status}):\n{}", stderr());
+                return killed;
+            }
+            let done = completed_checkpoints(dir);
+            if done != progress.0 {
+                progress = (done, Instant::now());
+            }
+            if progress.1.elapsed() > STUCK {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "no checkpoint completed for {} s (stuck at {done} complete):\n{}",
+                    STUCK.as_secs(),
+                    stderr()
+                );
+            }
+            if attempt < kills {
+                if kill_at.is_none() && done >= before + more {
+                    kill_at = Some(Instant::now() + jitter);
+                }
+                if kill_at.is_some_and(|t| Instant::now() >= t) {
+                    child.kill().unwrap(); // SIGKILL
+                    child.wait().unwrap();
+                    killed += 1;
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    unreachable!("the last attempt runs to completion")
+}
+
