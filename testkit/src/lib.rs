@@ -190,6 +190,11 @@ impl Kafka {
         server
     }
 
+    /// The broker's process id (for its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Creates `topic` with `partitions` partitions (through the broker's own CLI).
     pub fn create_topic(&self, topic: &str, partitions: u32) {
         let out = Command::new(&self.bin)

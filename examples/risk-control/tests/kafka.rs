@@ -90,6 +90,40 @@ fn committed(k: &Kafka) -> (Vec<String>, Vec<i64>, usize) {
     (rows, dead, commits)
 }
 
+/// Prints, for alert rows committed more than once, each copy's producer session and
+/// offset and the markers of those sessions (what to look at when exactly-once fails).
+fn explain_copies(k: &Kafka, rows: &[String]) {
+    let mut dups: Vec<&String> = rows.windows(2).filter(|w| w[0] == w[1]).map(|w| &w[0]).collect();
+    dups.dedup();
+    if dups.is_empty() {
+        return;
+    }
+    eprintln!("{} alert rows committed more than once; the first:", dups.len());
+    for p in 0..ALERT_PARTITIONS {
+        let batches = read_raw(&k.addr, ALERTS, p);
+        for d in dups.iter().take(3) {
+            for b in &batches {
+                if b.records.iter().any(|(_, v)| v.as_deref() == Some(d.as_bytes())) {
+                    eprintln!(
+                        "  partition {p} offset {}: pid {} epoch {} txn {}: {d}",
+                        b.base_offset, b.producer_id, b.producer_epoch, b.transactional
+                    );
+                }
+            }
+        }
+        for b in batches.iter().filter(|b| b.control) {
+            let kind = b.records[0].0.as_ref().map_or(-1, |k| i16::from(k[3]));
+            eprintln!(
+                "  partition {p} offset {}: marker {} of pid {} epoch {}",
+                b.base_offset,
+                if kind == 1 { "commit" } else { "abort" },
+                b.producer_id,
+                b.producer_epoch
+            );
+        }
+    }
+}
+
 /// Runs `check.py` on the committed output: a file job directory `dir/check` with the
 /// same rule `params`, the input, the rows as one output file and the dead letters at
 /// their lines' byte offsets (record offset i is line i: one input partition).
@@ -172,6 +206,7 @@ fn kafka_variant_killed_at_random_moments_commits_exactly_the_reference_alerts()
         "only {killed} runs were killed mid-way (seed {seed}): make the input larger"
     );
     let (rows, dead, _) = committed(&k);
+    explain_copies(&k, &rows);
     // check.py compares as a multiset: a lost or duplicated alert or dead letter fails.
     eprintln!("{}", check(dir, params, &rows, &dead, &offsets));
 }
