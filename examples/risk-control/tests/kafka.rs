@@ -177,8 +177,8 @@ const LINES: usize = 150_000;
 const JOB: &str = "[async]\ncapacity = 8\n[lookup]\ndelay_us = 2000\n\
      [checkpoint]\ninterval_ms = 50\n";
 
-/// Known to fail: in 3 of 5 runs on the development VM some alerts were committed 2 or
-/// 3 times (127 to 2574 extra rows, none lost). The copies are in transactions of
+/// Known to fail: in 3 of 6 runs on the development VM some alerts were committed 2 or
+/// 3 times (254, 360 and 721 extra rows; none lost). The copies are in transactions of
 /// successive producer sessions (epochs) of one `transactional.id`, each ended by its
 /// own commit marker (the test prints them), so a restarted sink partition produced
 /// again records that an earlier session had committed. The cause in the Kafka
