@@ -139,6 +139,9 @@ struct Reports {
     /// Delivery reports received (counted before the waker is woken: librdkafka's own
     /// in-flight count drops only after the callback returns, too late for the wake).
     acked: AtomicU64,
+    /// Records a restarted partition produced again on its helper thread (`resume`),
+    /// before the core sends any: their reports are counted in `acked` too.
+    resent: AtomicU64,
     failed: AtomicU64,
     last_error: Mutex<Option<String>>,
     waker: Mutex<Option<Waker>>,
@@ -338,7 +341,12 @@ impl<T> KafkaSinkPartition<T> {
     /// `Ready` once fewer than `limit` records are unacknowledged; else leaves the waker
     /// with the delivery reports.
     fn poll_in_flight_below(&self, limit: usize, waker: &Waker) -> Poll<()> {
-        let in_flight = || self.sent - self.reports.acked.load(Ordering::Acquire);
+        let in_flight = || {
+            // `resent` first: it only grows before the core sends anything, and each of
+            // its increments precedes that record's report.
+            let resent = self.reports.resent.load(Ordering::Acquire);
+            (self.sent + resent) - self.reports.acked.load(Ordering::Acquire)
+        };
         if in_flight() < limit as u64 {
             return Poll::Ready(());
         }
@@ -589,6 +597,8 @@ fn resume(
             r = r.key(k.as_slice());
         }
         let mut r = r;
+        // Counted before it can be acknowledged (see `Reports::resent`).
+        p.context().0.resent.fetch_add(1, Ordering::Release);
         loop {
             match p.send(r) {
                 Ok(()) => break,

@@ -146,8 +146,9 @@ pub fn run_with_kills(dir: &Path, kills: usize, rng: &mut rand::rngs::StdRng) ->
         let before = completed_checkpoints(dir);
         let more = rng.gen_range(1..=3);
         let jitter = Duration::from_millis(rng.gen_range(0..40));
-        // stderr to a file: an unread pipe can fill up with warnings and block the job.
-        let log = dir.join("stderr.log");
+        // stderr to a file (one per attempt, kept for a look after a failure): an unread
+        // pipe can fill up with warnings and block the job.
+        let log = dir.join(format!("stderr-{attempt}.log"));
         let mut child = Command::new(binary())
             .arg("run")
             .arg(dir)
