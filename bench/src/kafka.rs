@@ -101,8 +101,11 @@ pub struct Load {
     pub value_bytes: usize,
     /// Distinct keys (the job counts per key).
     pub keys: u64,
-    /// How long a consumer fetch waits at the broker when there is nothing (ms).
+    /// How long the measuring consumer's fetch waits at the broker for data (ms).
     pub fetch_wait_ms: u64,
+    /// librdkafka's `fetch.wait.max.ms` for the consumers under test (the rill source
+    /// and the floor's), when set; librdkafka's default (500 ms) otherwise.
+    pub client_fetch_wait_ms: Option<u64>,
 }
 
 /// One run's results.
@@ -203,7 +206,10 @@ fn job_spec(dir: &std::path::Path, load: &Load) -> Result<JobSpec> {
 /// per key in keyed state -> Kafka sink with `delivery`.
 fn build(addr: &str, load: &Load, delivery: Delivery, spec: &JobSpec) -> rill_engine::Result<rill_engine::dataflow::JobGraph> {
     let p = Pipeline::new(spec.job.max_key_groups);
-    let source = KafkaSource::new(addr, &[IN]).start_from(StartFrom::Earliest);
+    let mut source = KafkaSource::new(addr, &[IN]).start_from(StartFrom::Earliest);
+    if let Some(w) = load.client_fetch_wait_ms {
+        source = source.set("fetch.wait.max.ms", &w.to_string());
+    }
     p.source("kafka-in", source)
         .parallelism(load.in_partitions)
         .map("decode", |r: KafkaRecord| Event {
@@ -240,12 +246,15 @@ fn build(addr: &str, load: &Load, delivery: Delivery, spec: &JobSpec) -> rill_en
 /// consume -> produce, with the connector's client settings (read_committed, linger 1 ms,
 /// idempotence).
 fn floor_loop(addr: String, load: Load, stop: Arc<AtomicBool>) -> Result<f64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &addr)
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &addr)
         .set("group.id", "rill-bench-floor")
         .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()?;
+        .set("isolation.level", "read_committed");
+    if let Some(w) = load.client_fetch_wait_ms {
+        cc.set("fetch.wait.max.ms", w.to_string());
+    }
+    let consumer: BaseConsumer = cc.create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..load.in_partitions as i32 {
         tpl.add_partition_offset(IN, p, Offset::Beginning)?;
@@ -356,7 +365,8 @@ fn consume(
         last_ns: 0,
     };
     while !stop.load(Ordering::Relaxed) {
-        let (_, batches) = r.fetch(fetch_wait, 1);
+        let min_bytes = i32::from(!fetch_wait.is_zero());
+        let (_, batches) = r.fetch(fetch_wait, min_bytes);
         let now = origin.elapsed().as_nanos() as u64;
         for b in &batches {
             for v in m.push(b).committed {

@@ -56,10 +56,14 @@ pub struct KafkaArgs {
     /// Distinct keys.
     #[arg(long, default_value_t = 10_000)]
     pub keys: u64,
-    /// How long a consumer's fetch may wait at the broker for data, ms (0: poll every
-    /// millisecond).
-    #[arg(long, default_value_t = 0)]
+    /// How long the measuring consumer's fetch may wait at the broker for data, ms
+    /// (Tansu answers a fetch with no wait with nothing).
+    #[arg(long, default_value_t = 1)]
     pub fetch_wait_ms: u64,
+    /// librdkafka's `fetch.wait.max.ms` for the consumers under test (the rill source and
+    /// the floor's consumer); librdkafka's default (500) when not given.
+    #[arg(long)]
+    pub client_fetch_wait_ms: Option<u64>,
     /// Transactions of the broker's commit probe (0: skip it).
     #[arg(long, default_value_t = 10)]
     pub probe: usize,
@@ -167,7 +171,8 @@ pub fn main(a: &KafkaArgs) -> Result<()> {
                     out_partitions: a.out_partitions,
                     value_bytes: a.value_bytes,
                     keys: a.keys.max(1),
-                    fetch_wait_ms: a.fetch_wait_ms,
+                    fetch_wait_ms: a.fetch_wait_ms.max(1),
+                    client_fetch_wait_ms: a.client_fetch_wait_ms,
                 };
                 let r = kafka::run(mode, &load, a.quiet)?;
                 println!(
