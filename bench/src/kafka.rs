@@ -292,9 +292,10 @@ fn floor_loop(addr: String, load: Load, stop: Arc<AtomicBool>) -> Result<f64> {
 /// The producer: `rate` records per second for `total` records, each stamped with its
 /// due time (ns since `origin`). Returns how many it sent.
 fn produce(addr: &str, load: &Load, origin: Instant, start: Instant, total: u64) -> Result<u64> {
+    // librdkafka's default linger (5 ms): fewer, larger batches for the broker.
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", addr)
-        .set("linger.ms", "1")
+        .set("linger.ms", "5")
         .create()?;
     let period_ns = 1e9 / load.rate as f64;
     let start_ns = (start - origin).as_nanos() as u64;
@@ -503,6 +504,21 @@ pub fn run(mode: Mode, load: &Load, quiet: bool) -> Result<KafkaRun> {
     let all = seqs.len() as u64;
     seqs.dedup();
     let distinct = seqs.len() as u64;
+    let warm_first = (load.warmup_s * load.rate as f64).ceil() as u64;
+    let missing: Vec<u64> = (warm_first..warm_first + expected)
+        .filter(|s| seqs.binary_search(s).is_err())
+        .take(10)
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "rill-bench kafka: {} at {}/s: {} measured records never became visible, the first: {missing:?} (of {}..{})",
+            mode.name(),
+            load.rate,
+            expected - distinct,
+            warm_first,
+            warm_first + expected
+        );
+    }
     let last_ns = seen.iter().map(|s| s.last_ns).max().unwrap_or(0);
     let end_ns = (schedule_end - origin).as_nanos() as u64;
     let end_lag = Duration::from_nanos(last_ns.saturating_sub(end_ns));
