@@ -10,7 +10,8 @@
 //! one parameter ([`sweep`], with the seed's C/T and N/t models in [`models`]), plots
 //! ([`plot`]), a side-by-side run of the same job on timely-dataflow ([`peer`]) or Apache
 //! Flink ([`flink`]), a noisy neighbour and the machine's floor ([`noise`]) and
-//! comparisons of saved reports ([`compare`]).
+//! comparisons of saved reports ([`compare`]). The Kafka scenario ([`kafka`],
+//! [`kafka_cmd`]) drives a Kafka -> rill -> Kafka job open-loop through a real broker.
 //!
 //! The harness never changes how the engine runs; the one thing it adds is a copy of the
 //! default latency pipeline with a sink that also keeps per-second histograms
@@ -20,6 +21,8 @@
 
 pub mod compare;
 pub mod flink;
+pub mod kafka;
+pub mod kafka_cmd;
 pub mod machine;
 pub mod models;
 pub mod noise;

@@ -78,6 +78,9 @@ enum Command {
     },
     /// List the shipped scenarios.
     List,
+    /// Kafka -> rill -> Kafka open loop on a Tansu broker it starts (exactly-once,
+    /// at-least-once), next to a plain consume-produce loop (see bench/README.md).
+    Kafka(rill_bench::kafka_cmd::KafkaArgs),
 }
 
 #[derive(Args)]
@@ -433,6 +436,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         })(),
+        Command::Kafka(a) => rill_bench::kafka_cmd::main(a).map(|_| ExitCode::SUCCESS),
         Command::List => {
             for s in rill_bench::scenario::shipped() {
                 println!("{s}");

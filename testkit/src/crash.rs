@@ -52,8 +52,8 @@ pub fn run_with_kills(bin: &Path, dir: &Path, kills: usize, rng: &mut StdRng) ->
         let jitter = Duration::from_millis(rng.gen_range(0..40));
         // stderr goes to a file, not a pipe: on a loaded machine the stall warnings
         // filled an unread pipe, and the job blocked writing its log (a test that timed
-        // out, not an engine hang).
-        let log = dir.join("stderr.log");
+        // out, not an engine hang). One file per attempt, kept for a look after a failure.
+        let log = dir.join(format!("stderr-{attempt}.log"));
         let mut child = Command::new(bin)
             .arg("run")
             .arg(dir)

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use rill_engine::asyncio::redis::encode;
 
 pub mod crash;
+#[cfg(feature = "kafka")]
+pub mod kafka_client;
+pub mod kafka_log;
 
 /// A free TCP port on loopback (bound, read, released).
 pub fn free_port() -> u16 {
@@ -186,6 +189,11 @@ impl Kafka {
             std::thread::sleep(Duration::from_millis(20));
         }
         server
+    }
+
+    /// The broker's process id (for its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Creates `topic` with `partitions` partitions (through the broker's own CLI).

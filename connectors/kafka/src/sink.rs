@@ -139,6 +139,9 @@ struct Reports {
     /// Delivery reports received (counted before the waker is woken: librdkafka's own
     /// in-flight count drops only after the callback returns, too late for the wake).
     acked: AtomicU64,
+    /// Records a restarted partition produced again on its helper thread (`resume`),
+    /// before the core sends any: their reports are counted in `acked` too.
+    resent: AtomicU64,
     failed: AtomicU64,
     last_error: Mutex<Option<String>>,
     waker: Mutex<Option<Waker>>,
@@ -338,7 +341,12 @@ impl<T> KafkaSinkPartition<T> {
     /// `Ready` once fewer than `limit` records are unacknowledged; else leaves the waker
     /// with the delivery reports.
     fn poll_in_flight_below(&self, limit: usize, waker: &Waker) -> Poll<()> {
-        let in_flight = || self.sent - self.reports.acked.load(Ordering::Acquire);
+        let in_flight = || {
+            // `resent` first: it only grows before the core sends anything, and each of
+            // its increments precedes that record's report.
+            let resent = self.reports.resent.load(Ordering::Acquire);
+            (self.sent + resent) - self.reports.acked.load(Ordering::Acquire)
+        };
         if in_flight() < limit as u64 {
             return Poll::Ready(());
         }
@@ -560,11 +568,19 @@ fn resume(
     let Some(restored) = restored else {
         return Ok(());
     };
-    let Some((w, records)) =
-        read_wal(wal).map_err(|e| KafkaError::Config(format!("{}: {e}", wal.display())))?
-    else {
-        return Ok(());
-    };
+    let (w, records) =
+        match read_wal(wal).map_err(|e| KafkaError::Config(format!("{}: {e}", wal.display())))? {
+            Wal::Complete(w, records) => (w, records),
+            Wal::Missing => return Ok(()),
+            Wal::Torn => {
+                tracing::info!(
+                    "kafka sink: {} was being written when the process died: its checkpoint \
+                     did not complete, nothing to resume",
+                    wal.display()
+                );
+                return Ok(());
+            }
+        };
     if w > restored || m.committed(timeout)?.is_some_and(|c| c >= w.0) {
         return Ok(());
     }
@@ -581,6 +597,8 @@ fn resume(
             r = r.key(k.as_slice());
         }
         let mut r = r;
+        // Counted before it can be acknowledged (see `Reports::resent`).
+        p.context().0.resent.fetch_add(1, Ordering::Release);
         loop {
             match p.send(r) {
                 Ok(()) => break,
@@ -607,8 +625,12 @@ fn resume(
         .map_err(KafkaError::client("commit transaction"))
 }
 
+/// The last bytes of a complete sink log.
+const WAL_END: &[u8; 8] = b"RILLKEND";
+
 /// Writes checkpoint `id`'s records: `id` (u64 LE), then per record a key flag, lengths
-/// (u32 LE) and bytes.
+/// (u32 LE) and bytes, then the record count (u64 LE) and [`WAL_END`]. A process killed
+/// while writing leaves a file without that trailer: [`read_wal`] reports it as torn.
 fn write_wal(
     path: &Path,
     id: CheckpointId,
@@ -618,7 +640,7 @@ fn write_wal(
         std::fs::create_dir_all(d)?;
     }
     let mut buf = Vec::with_capacity(
-        8 + records
+        24 + records
             .iter()
             .map(|(k, v)| 9 + v.len() + k.as_ref().map_or(0, Vec::len))
             .sum::<usize>(),
@@ -636,25 +658,44 @@ fn write_wal(
         buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
         buf.extend_from_slice(v);
     }
+    buf.extend_from_slice(&(records.len() as u64).to_le_bytes());
+    buf.extend_from_slice(WAL_END);
     let mut f = std::fs::File::create(path)?;
     f.write_all(&buf)?;
     Ok(f)
 }
 
-/// What `write_wal` wrote, if the file exists.
-#[allow(clippy::type_complexity)]
-fn read_wal(path: &Path) -> std::io::Result<Option<(CheckpointId, Vec<Serialized>)>> {
+/// What a sink log holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Wal {
+    /// No file: nothing was pre-committed yet.
+    Missing,
+    /// The process died while writing it (no trailer). Its checkpoint cannot have
+    /// completed: the core syncs the file, after it was written, before the checkpoint
+    /// counts; so there is nothing to resume.
+    Torn,
+    /// Checkpoint `id`'s records.
+    Complete(CheckpointId, Vec<Serialized>),
+}
+
+/// What `write_wal` wrote, if the file exists and is complete.
+fn read_wal(path: &Path) -> std::io::Result<Wal> {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Wal::Missing),
         Err(e) => return Err(e),
     };
     let mut b = Vec::new();
     f.read_to_end(&mut b)?;
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "truncated kafka sink log");
+    let Some(body) = b.strip_suffix(WAL_END).filter(|body| body.len() >= 16) else {
+        return Ok(Wal::Torn);
+    };
+    let (body, count) = body.split_at(body.len() - 8);
+    let count = u64::from_le_bytes(count.try_into().expect("8 bytes"));
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt kafka sink log");
     let mut at = 0usize;
     let mut take = |n: usize| -> std::io::Result<&[u8]> {
-        let s = b.get(at..at + n).ok_or_else(bad)?;
+        let s = body.get(at..at + n).ok_or_else(bad)?;
         at += n;
         Ok(s)
     };
@@ -671,7 +712,10 @@ fn read_wal(path: &Path) -> std::io::Result<Option<(CheckpointId, Vec<Serialized
         let n = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
         records.push((key, take(n)?.to_vec()));
     }
-    Ok(Some((id, records)))
+    if records.len() as u64 != count {
+        return Err(bad());
+    }
+    Ok(Wal::Complete(id, records))
 }
 
 #[cfg(test)]
@@ -684,8 +728,18 @@ mod tests {
         let path = dir.join("x.wal");
         let recs = vec![(Some(b"k".to_vec()), b"v1".to_vec()), (None, Vec::new())];
         write_wal(&path, CheckpointId(7), &recs).unwrap();
-        assert_eq!(read_wal(&path).unwrap(), Some((CheckpointId(7), recs)));
+        assert_eq!(
+            read_wal(&path).unwrap(),
+            Wal::Complete(CheckpointId(7), recs.clone())
+        );
+        // Killed while writing: every prefix, even one ending on a record boundary (or
+        // empty: killed between create and write), is torn, never a shorter log.
+        let full = std::fs::read(&path).unwrap();
+        for n in 0..full.len() {
+            std::fs::write(&path, &full[..n]).unwrap();
+            assert_eq!(read_wal(&path).unwrap(), Wal::Torn, "prefix of {n} bytes");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(read_wal(&path).unwrap(), None);
+        assert_eq!(read_wal(&path).unwrap(), Wal::Missing);
     }
 }

@@ -23,8 +23,9 @@
 //! sets its severity; an alert whose severity falls to 0 is suppressed. The README gives
 //! the exact semantics (the checker, `check.py`, recomputes them independently).
 //!
-//! The library is the pipeline ([`build`]); `src/main.rs` gives it the `rill` command
-//! line through `rill_engine::app`.
+//! The library is the pipeline ([`build`]), and its Kafka variant
+//! ([`kafka::build`]: transactions from a topic, alerts to a topic, exactly-once);
+//! `src/main.rs` gives both the `rill` command line through `rill_engine::app`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -37,9 +38,11 @@ use rill_engine::connectors::{
     csv_field, DeadLetter, DeadLetterSink, FileLine, FileSink, FileSource,
 };
 use rill_engine::dataflow::windows::{Aggregate, WindowResult, WindowSpec};
-use rill_engine::dataflow::{Out, Pipeline, WatermarkStrategy};
+use rill_engine::dataflow::{Out, Pipeline, Stream, WatermarkStrategy};
 use rill_engine::Result;
 use serde::Deserialize;
+
+pub mod kafka;
 
 /// The job's `[params]`.
 #[derive(Clone, Debug, Deserialize)]
@@ -72,6 +75,9 @@ pub struct Params {
     /// `country-change`: a transaction in another country than the account's previous
     /// one, at most this far (ms of event time) from it.
     pub country_change_ms: u64,
+    /// `[params.kafka]`: where the `risk-control-kafka` pipeline reads and writes (only
+    /// there; the `risk-control` pipeline refuses it).
+    pub kafka: Option<kafka::KafkaParams>,
 }
 
 impl Default for Params {
@@ -89,6 +95,7 @@ impl Default for Params {
             geo_countries: 3,
             large_cents: 200_000,
             country_change_ms: 60_000,
+            kafka: None,
         }
     }
 }
@@ -439,20 +446,13 @@ pub fn format_alert(s: &Scored, out: &mut Vec<u8>) {
     let _ = writeln!(out, ",{}", s.severity);
 }
 
-/// Builds the risk-control pipeline from the job's `[params]`, `[async]` and `[lookup]`.
-pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
-    let params: Params = ctx.params()?;
+/// Checks the `[params]` both pipelines share (the rules, windows and watermarks).
+pub fn check_rules(ctx: &Ctx<'_>, params: &Params) -> Result<()> {
     ctx.check(
         params.partitions > 0,
         "partitions",
         params.partitions,
         "1 or more",
-    )?;
-    ctx.check(
-        !params.input.as_os_str().is_empty(),
-        "input",
-        "an empty path",
-        "a file path",
     )?;
     ctx.check(
         params.window_ms > 0,
@@ -471,20 +471,54 @@ pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
         "geo_countries",
         params.geo_countries,
         "1 or more",
-    )?;
-    let rules = Rules::from(&params);
-    let strategy = WatermarkStrategy::bounded(Duration::from_millis(params.out_of_orderness_ms))
-        .with_interval(Duration::from_millis(params.watermark_interval_ms));
+    )
+}
 
+/// The watermark strategy of `[params]`: bounded out-of-orderness, emitted every
+/// `watermark_interval_ms`.
+pub fn watermarks(params: &Params) -> WatermarkStrategy {
+    WatermarkStrategy::bounded(Duration::from_millis(params.out_of_orderness_ms))
+        .with_interval(Duration::from_millis(params.watermark_interval_ms))
+}
+
+/// Builds the risk-control pipeline from the job's `[params]`, `[async]` and `[lookup]`.
+pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
+    let params: Params = ctx.params()?;
+    ctx.check(
+        params.kafka.is_none(),
+        "kafka",
+        "a [params.kafka] table",
+        "none in the `risk-control` pipeline (it reads `input`; `pipeline = \"risk-control-kafka\"` reads Kafka)",
+    )?;
+    check_rules(ctx, &params)?;
+    ctx.check(
+        !params.input.as_os_str().is_empty(),
+        "input",
+        "an empty path",
+        "a file path",
+    )?;
     let p = ctx.pipeline();
     let parsed = p
-        .source_with_watermarks("read", FileSource::new(&params.input), event_time, strategy)
+        .source_with_watermarks(
+            "read",
+            FileSource::new(&params.input),
+            event_time,
+            watermarks(&params),
+        )
         .parallelism(params.partitions)
         .map("parse", |l: FileLine| parse(&l));
     let (valid, malformed) = parsed.split_errors("valid", "malformed");
     malformed
         .sink("dead-letter", DeadLetterSink::new(&params.dead_letter))
         .parallelism(1);
+    alerts(ctx, &params, &valid).sink("alerts", FileSink::new(&params.out, format_alert));
+    Ok(p)
+}
+
+/// The job after its source, for both pipelines: valid transactions -> key_by(account)
+/// -> window rules and per-event rules -> the profile lookup -> scored alerts.
+pub fn alerts(ctx: &Ctx<'_>, params: &Params, valid: &Stream<Txn>) -> Stream<Scored> {
+    let rules = Rules::from(params);
     let by_account = valid.key_by("by-account", |t: &Txn| t.account.clone());
 
     let window = WindowSpec::tumbling(Duration::from_millis(params.window_ms));
@@ -539,8 +573,6 @@ pub fn build(ctx: &Ctx<'_>) -> Result<Pipeline> {
                 }
             }
         })
-        .sink("alerts", FileSink::new(&params.out, format_alert));
-    Ok(p)
 }
 
 #[cfg(test)]

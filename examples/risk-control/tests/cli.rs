@@ -27,8 +27,13 @@ fn validate_accepts_the_example_job_and_prints_its_graph() {
 
 /// A copy of the example's job.toml with `from` replaced by `to`, in a new directory.
 fn job_with(from: &str, to: &str) -> tempfile::TempDir {
+    job_of("job", from, to)
+}
+
+/// A copy of the job.toml of the example's directory `job` with `from` replaced by `to`.
+fn job_of(job: &str, from: &str, to: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let toml = std::fs::read_to_string(example().join("job/job.toml")).unwrap();
+    let toml = std::fs::read_to_string(example().join(job).join("job.toml")).unwrap();
     assert!(toml.contains(from), "job.toml has `{from}`");
     std::fs::write(dir.path().join("job.toml"), toml.replace(from, to)).unwrap();
     std::fs::create_dir(dir.path().join("cores")).unwrap();
@@ -64,4 +69,46 @@ fn a_bad_params_value_exits_2_naming_the_key() {
         "params.partitions",
     );
     assert!(!dir.path().join("out").exists(), "nothing ran");
+}
+
+#[test]
+fn the_kafka_job_validates_and_its_bad_kafka_params_exit_2_naming_the_key() {
+    let out = Command::new(binary())
+        .arg("validate")
+        .arg(example().join("job-kafka"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("risk-control-kafka"),
+        "{}",
+        text(&out)
+    );
+    let dir = job_of(
+        "job-kafka",
+        "delivery = \"exactly-once\"",
+        "delivery = \"twice\"",
+    );
+    assert_exit_2_naming(&["validate"], dir.path(), "params.kafka.delivery");
+    let dir = job_of("job-kafka", "start = \"earliest\"", "start = \"soon\"");
+    assert_exit_2_naming(&["validate"], dir.path(), "params.kafka.start");
+    let dir = job_of(
+        "job-kafka",
+        "brokers = \"127.0.0.1:9092\"",
+        "brokers = \"\"",
+    );
+    assert_exit_2_naming(&["validate"], dir.path(), "params.kafka.brokers");
+    // The file job refuses a [params.kafka] table, the Kafka job needs one.
+    let dir = job_of(
+        "job-kafka",
+        "pipeline = \"risk-control-kafka\"",
+        "pipeline = \"risk-control\"",
+    );
+    assert_exit_2_naming(&["validate"], dir.path(), "params.kafka");
+    let dir = job_of(
+        "job",
+        "pipeline = \"risk-control\"",
+        "pipeline = \"risk-control-kafka\"",
+    );
+    assert_exit_2_naming(&["validate"], dir.path(), "params.kafka");
 }

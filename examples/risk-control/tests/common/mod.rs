@@ -40,6 +40,12 @@ pub fn generate(path: &Path, n: usize, seed: u64, options: &[&str]) {
 /// A job directory for the risk-control job on `cores` (empty core files), with `extra`
 /// after `pipeline = "risk-control"` in its job.toml.
 pub fn job_dir(dir: &Path, cores: &[usize], extra: &str) {
+    job_dir_for("risk-control", dir, cores, extra)
+}
+
+/// A job directory for `pipeline` on `cores` (empty core files), with `extra` after
+/// `pipeline = "<pipeline>"` in its job.toml.
+pub fn job_dir_for(pipeline: &str, dir: &Path, cores: &[usize], extra: &str) {
     std::fs::create_dir_all(dir.join("cores")).unwrap();
     for e in std::fs::read_dir(dir.join("cores")).unwrap() {
         std::fs::remove_file(e.unwrap().path()).unwrap();
@@ -49,7 +55,7 @@ pub fn job_dir(dir: &Path, cores: &[usize], extra: &str) {
     }
     std::fs::write(
         dir.join("job.toml"),
-        format!("pipeline = \"risk-control\"\n{extra}\n"),
+        format!("pipeline = \"{pipeline}\"\n{extra}\n"),
     )
     .unwrap();
 }

@@ -1,0 +1,423 @@
+//! Reading a Kafka topic partition RAW over the Kafka protocol (Fetch v4,
+//! read_uncommitted, record batches v2 with their control batches) and rebuilding what
+//! was committed from the transaction markers per producer session, as a
+//! `read_committed` client would. The broker's own `read_committed` is not relied on:
+//! Tansu hides neither aborted nor still-open transactional records.
+//!
+//! Owns: the Fetch request and response codec (just what a reader needs), the record
+//! batch parser, and [`Markers`], the per-producer bookkeeping that releases a
+//! transaction's records at its commit marker. Used by the Kafka tests (whole-log
+//! checks: [`read_raw`] then [`rebuild`]) and by the benchmark harness (a tailing
+//! [`RawReader`] whose [`Markers`] tell when records became visible).
+//!
+//! Must not: depend on a Kafka client library; it speaks the protocol over a plain
+//! `TcpStream` so that what it reports is what the broker stored.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// A record's key and value as stored.
+pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// One record batch as stored.
+#[derive(Debug)]
+pub struct Batch {
+    /// Offset of its first record.
+    pub base_offset: i64,
+    /// Offset of its last record.
+    pub last_offset: i64,
+    /// Written inside a transaction.
+    pub transactional: bool,
+    /// A control batch (a transaction marker).
+    pub control: bool,
+    /// The producer id.
+    pub producer_id: i64,
+    /// The producer epoch.
+    pub producer_epoch: i16,
+    /// (key, value) of each record.
+    pub records: Vec<KeyValue>,
+}
+
+/// What a batch did to the committed view, as [`Markers::push`] reports it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// Values that became visible to a read_committed reader (a commit marker's
+    /// transaction, or a non-transactional batch), in log order.
+    pub committed: Vec<Vec<u8>>,
+    /// Values of a transaction that an abort marker ended.
+    pub aborted: Vec<Vec<u8>>,
+    /// Commit markers in this batch.
+    pub commits: usize,
+}
+
+/// The open transactions of one partition, per producer session (id, epoch): a marker
+/// ends the transaction of its own session only. A session fenced without an abort
+/// marker (Tansu writes none when a restarted producer's `init_transactions` fences a
+/// dead one) never commits: its records stay in [`Markers::open`].
+#[derive(Debug, Default)]
+pub struct Markers {
+    pending: HashMap<(i64, i16), Vec<Vec<u8>>>,
+}
+
+impl Markers {
+    /// Takes the next batch of the partition (log order).
+    pub fn push(&mut self, b: &Batch) -> Pushed {
+        let mut out = Pushed::default();
+        let values = |b: &Batch| {
+            b.records
+                .iter()
+                .map(|(_, v)| v.clone().unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        if b.control {
+            for (key, _) in &b.records {
+                let key = key.as_ref().expect("a control record has a key");
+                assert!(key.len() >= 4, "control record key too short");
+                let kind = i16::from_be_bytes([key[2], key[3]]);
+                let vals = self
+                    .pending
+                    .remove(&(b.producer_id, b.producer_epoch))
+                    .unwrap_or_default();
+                match kind {
+                    0 => out.aborted.extend(vals),
+                    1 => {
+                        out.committed.extend(vals);
+                        out.commits += 1;
+                    }
+                    k => panic!("unknown control record type {k}"),
+                }
+            }
+        } else if b.transactional {
+            self.pending
+                .entry((b.producer_id, b.producer_epoch))
+                .or_default()
+                .extend(values(b));
+        } else {
+            out.committed.extend(values(b));
+        }
+        out
+    }
+
+    /// Values of transactions without a marker so far.
+    pub fn open(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.pending.values().flatten()
+    }
+}
+
+/// What a topic partition holds, rebuilt from its batches.
+#[derive(Debug, Default)]
+pub struct Rebuilt {
+    /// Values visible to a read_committed reader, in log order.
+    pub committed: Vec<Vec<u8>>,
+    /// Values of aborted transactions.
+    pub aborted: Vec<Vec<u8>>,
+    /// Values of transactions still open (no marker yet).
+    pub open: Vec<Vec<u8>>,
+    /// Commit markers seen.
+    pub commits: usize,
+}
+
+/// Rebuilds committed/aborted/open values from `batches` (one partition, log order).
+pub fn rebuild(batches: &[Batch]) -> Rebuilt {
+    let mut out = Rebuilt::default();
+    let mut m = Markers::default();
+    for b in batches {
+        let p = m.push(b);
+        out.committed.extend(p.committed);
+        out.aborted.extend(p.aborted);
+        out.commits += p.commits;
+    }
+    out.open = m.open().cloned().collect();
+    out
+}
+
+/// Every batch of `topic`/`partition`, read raw (read_uncommitted) from offset 0 to the
+/// high watermark.
+pub fn read_raw(addr: &str, topic: &str, partition: i32) -> Vec<Batch> {
+    let mut r = RawReader::connect(addr, topic, partition);
+    let mut batches = Vec::new();
+    for round in 1.. {
+        let (high, got) = r.fetch(Duration::from_millis(100), 0);
+        let empty = got.is_empty();
+        batches.extend(got);
+        if r.offset >= high {
+            break;
+        }
+        assert!(
+            !empty || round < 200,
+            "no progress reading {topic}/{partition} raw at {} < {high}",
+            r.offset
+        );
+    }
+    batches
+}
+
+/// Tails one topic partition raw from an offset (read_uncommitted, control batches
+/// included).
+pub struct RawReader {
+    stream: TcpStream,
+    topic: String,
+    partition: i32,
+    correlation: i32,
+    /// The next offset to fetch.
+    pub offset: i64,
+}
+
+impl RawReader {
+    /// Connects to the broker at `addr`; reads from offset 0.
+    pub fn connect(addr: &str, topic: &str, partition: i32) -> Self {
+        let stream = TcpStream::connect(addr).expect("connecting to the broker");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Self {
+            stream,
+            topic: topic.to_string(),
+            partition,
+            correlation: 0,
+            offset: 0,
+        }
+    }
+
+    /// One Fetch from the current offset, waiting up to `max_wait` at the broker for
+    /// `min_bytes`: the high watermark and the complete batches, after which the offset
+    /// is advanced past them.
+    pub fn fetch(&mut self, max_wait: Duration, min_bytes: i32) -> (i64, Vec<Batch>) {
+        self.correlation += 1;
+        let (high, data) = fetch(
+            &mut self.stream,
+            self.correlation,
+            &self.topic,
+            self.partition,
+            self.offset,
+            max_wait,
+            min_bytes,
+        );
+        let got = parse_batches(&data);
+        if let Some(last) = got.last() {
+            self.offset = last.last_offset + 1;
+        }
+        (high, got)
+    }
+}
+
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    b.extend_from_slice(&(s.len() as i16).to_be_bytes());
+    b.extend_from_slice(s.as_bytes());
+}
+
+/// One Fetch v4 of `topic`/`partition` from `offset`: (high watermark, records bytes).
+fn fetch(
+    s: &mut TcpStream,
+    corr: i32,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_wait: Duration,
+    min_bytes: i32,
+) -> (i64, Vec<u8>) {
+    let mut b = Vec::new();
+    b.extend_from_slice(&1i16.to_be_bytes()); // Fetch
+    b.extend_from_slice(&4i16.to_be_bytes()); // v4
+    b.extend_from_slice(&corr.to_be_bytes());
+    put_str(&mut b, "rill-raw-reader");
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // replica_id
+    let wait_ms = i32::try_from(max_wait.as_millis()).unwrap_or(i32::MAX);
+    b.extend_from_slice(&wait_ms.to_be_bytes()); // max_wait_ms
+    b.extend_from_slice(&min_bytes.to_be_bytes()); // min_bytes
+    b.extend_from_slice(&(16i32 << 20).to_be_bytes()); // max_bytes
+    b.push(0); // isolation_level: read_uncommitted
+    b.extend_from_slice(&1i32.to_be_bytes());
+    put_str(&mut b, topic);
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.extend_from_slice(&partition.to_be_bytes());
+    b.extend_from_slice(&offset.to_be_bytes());
+    b.extend_from_slice(&(8i32 << 20).to_be_bytes()); // partition_max_bytes
+    let mut frame = (b.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&b);
+    s.write_all(&frame).expect("sending a fetch");
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).expect("reading a fetch response");
+    let mut r = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut r).expect("reading a fetch response");
+    let mut c = Cur(&r, 0);
+    assert_eq!(c.i32(), corr, "correlation id");
+    c.i32(); // throttle
+    let topics = c.i32();
+    if topics == 0 {
+        // Tansu answers a fetch that waited (min_bytes > 0) for nothing with no topics.
+        return (offset, Vec::new());
+    }
+    assert_eq!(topics, 1, "one topic");
+    c.str();
+    assert_eq!(c.i32(), 1, "one partition");
+    assert_eq!(c.i32(), partition);
+    let err = c.i16();
+    assert_eq!(err, 0, "fetch error code {err} for {topic}/{partition}");
+    let high = c.i64();
+    c.i64(); // last stable offset
+    let aborted = c.i32();
+    for _ in 0..aborted.max(0) {
+        c.i64();
+        c.i64();
+    }
+    let n = c.i32();
+    let data = if n > 0 {
+        c.take(n as usize).to_vec()
+    } else {
+        Vec::new()
+    };
+    (high, data)
+}
+
+struct Cur<'a>(&'a [u8], usize);
+
+impl<'a> Cur<'a> {
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let s = &self.0[self.1..self.1 + n];
+        self.1 += n;
+        s
+    }
+    fn i16(&mut self) -> i16 {
+        i16::from_be_bytes(self.take(2).try_into().unwrap())
+    }
+    fn i32(&mut self) -> i32 {
+        i32::from_be_bytes(self.take(4).try_into().unwrap())
+    }
+    fn i64(&mut self) -> i64 {
+        i64::from_be_bytes(self.take(8).try_into().unwrap())
+    }
+    fn str(&mut self) -> String {
+        let n = self.i16();
+        String::from_utf8(self.take(n as usize).to_vec()).unwrap()
+    }
+    fn varint(&mut self) -> i64 {
+        let (mut v, mut shift) = (0u64, 0);
+        loop {
+            let b = self.take(1)[0];
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        ((v >> 1) as i64) ^ -((v & 1) as i64)
+    }
+    fn bytes_varint(&mut self) -> Option<Vec<u8>> {
+        let n = self.varint();
+        (n >= 0).then(|| self.take(n as usize).to_vec())
+    }
+}
+
+/// The complete record batches (v2, uncompressed) in a fetch's records bytes.
+fn parse_batches(data: &[u8]) -> Vec<Batch> {
+    let mut out = Vec::new();
+    let mut c = Cur(data, 0);
+    while data.len() - c.1 >= 12 {
+        let start = c.1;
+        let base_offset = c.i64();
+        let len = c.i32() as usize;
+        if data.len() - c.1 < len {
+            break; // a partial batch at the end of the response
+        }
+        c.i32(); // partition leader epoch
+        let magic = c.take(1)[0];
+        assert_eq!(magic, 2, "record batch v2");
+        c.take(4); // crc
+        let attrs = c.i16();
+        assert_eq!(attrs & 0x7, 0, "uncompressed batches only");
+        let last_delta = c.i32();
+        c.i64();
+        c.i64();
+        let producer_id = c.i64();
+        let producer_epoch = c.i16();
+        c.i32();
+        let n = c.i32();
+        let mut records = Vec::new();
+        for _ in 0..n {
+            c.varint(); // length
+            c.take(1);
+            c.varint();
+            c.varint();
+            let key = c.bytes_varint();
+            let value = c.bytes_varint();
+            let headers = c.varint();
+            for _ in 0..headers {
+                c.bytes_varint();
+                c.bytes_varint();
+            }
+            records.push((key, value));
+        }
+        assert_eq!(c.1, start + 12 + len, "batch length");
+        out.push(Batch {
+            base_offset,
+            last_offset: base_offset + i64::from(last_delta),
+            transactional: attrs & 0x10 != 0,
+            control: attrs & 0x20 != 0,
+            producer_id,
+            producer_epoch,
+            records,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(pid: i64, epoch: i16, txn: bool, values: &[&str]) -> Batch {
+        Batch {
+            base_offset: 0,
+            last_offset: 0,
+            transactional: txn,
+            control: false,
+            producer_id: pid,
+            producer_epoch: epoch,
+            records: values
+                .iter()
+                .map(|v| (None, Some(v.as_bytes().to_vec())))
+                .collect(),
+        }
+    }
+
+    fn marker(pid: i64, epoch: i16, commit: bool) -> Batch {
+        Batch {
+            control: true,
+            transactional: true,
+            records: vec![(Some(vec![0, 0, 0, u8::from(commit)]), None)],
+            ..batch(pid, epoch, true, &[])
+        }
+    }
+
+    #[test]
+    fn markers_release_a_session_at_its_own_commit_only() {
+        let mut m = Markers::default();
+        assert!(m.push(&batch(1, 0, true, &["a"])).committed.is_empty());
+        assert!(m.push(&batch(2, 0, true, &["b"])).committed.is_empty());
+        assert_eq!(
+            m.push(&batch(3, 0, false, &["c"])).committed,
+            [b"c".to_vec()]
+        );
+        // A marker of another epoch of producer 1 does not end epoch 0's transaction.
+        let p = m.push(&marker(1, 1, true));
+        assert!(p.committed.is_empty());
+        assert_eq!(p.commits, 1);
+        let p = m.push(&marker(2, 0, true));
+        assert_eq!(p.committed, [b"b".to_vec()]);
+        let p = m.push(&marker(1, 0, false));
+        assert_eq!(p.aborted, [b"a".to_vec()]);
+        assert_eq!(m.open().count(), 0);
+        let r = rebuild(&[
+            batch(5, 0, true, &["x"]),
+            batch(6, 0, true, &["y"]),
+            marker(6, 0, true),
+        ]);
+        assert_eq!(r.committed, [b"y".to_vec()]);
+        assert_eq!(r.open, [b"x".to_vec()]);
+        assert_eq!(r.commits, 1);
+    }
+}
