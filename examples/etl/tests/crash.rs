@@ -12,12 +12,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
 mod common;
-use common::{committed, cpus, job_dir, rill, write_input, Reference};
+use common::{
+    committed, completed_checkpoints, cpus, dead_letters, job_dir, rill, run_with_kills,
+    write_input, Reference,
+};
 
 fn seed() -> u64 {
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
@@ -27,96 +30,6 @@ fn seed() -> u64 {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(rand::random)
     })
-}
-
-/// How long a run may go without completing a checkpoint before it counts as stuck.
-const STUCK: Duration = Duration::from_secs(180);
-
-fn completed_checkpoints(dir: &Path) -> usize {
-    rill_engine::checkpoint::history::read(&dir.join("checkpoints"))
-        .unwrap_or_default()
-        .iter()
-        .filter(|e| e.state == rill_engine::checkpoint::history::State::Complete)
-        .count()
-}
-
-/// Runs `rill run dir` and SIGKILLs it at a seeded random moment once it has completed
-/// 1–3 more checkpoints (plus 0–40 ms, so kills land in every phase: mid-checkpoint,
-/// mid-commit, between), `kills` times; then lets it finish. Returns how many runs were
-/// really killed (a resumed run may finish first).
-fn run_with_kills(dir: &Path, kills: usize, rng: &mut rand::rngs::StdRng) -> usize {
-    let mut killed = 0;
-    for attempt in 0..=kills {
-        let before = completed_checkpoints(dir);
-        let more = rng.gen_range(1..=3);
-        let jitter = Duration::from_millis(rng.gen_range(0..40));
-        // stderr goes to a file, not a pipe: on a loaded machine the stall warnings
-        // filled an unread pipe, and the job blocked writing its log (a test that
-        // timed out, not an engine hang).
-        let log = dir.join("rill-stderr.log");
-        let mut child = Command::new(rill())
-            .arg("run")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start rill");
-        let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
-        let mut progress = (completed_checkpoints(dir), Instant::now());
-        let mut kill_at: Option<Instant> = None;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "rill run failed ({status}):\n{}",
-                    stderr()
-                );
-                return killed;
-            }
-            let done = completed_checkpoints(dir);
-            if done != progress.0 {
-                progress = (done, Instant::now());
-            }
-            if progress.1.elapsed() > STUCK {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "rill run completed no checkpoint for {} s (stuck at {done} complete):\n{}",
-                    STUCK.as_secs(),
-                    stderr()
-                );
-            }
-            if attempt < kills {
-                if kill_at.is_none() && completed_checkpoints(dir) >= before + more {
-                    kill_at = Some(Instant::now() + jitter);
-                }
-                if kill_at.is_some_and(|t| Instant::now() >= t) {
-                    child.kill().unwrap(); // SIGKILL
-                    child.wait().unwrap();
-                    killed += 1;
-                    break;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-    unreachable!("the last attempt runs to completion")
-}
-
-fn dead_letters(dir: &Path) -> Vec<u64> {
-    let mut offsets = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().to_string();
-        if name.starts_with("dead-letter") && name.ends_with(".jsonl") {
-            for l in std::fs::read_to_string(&p).unwrap().lines() {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                offsets.push(v["offset"].as_u64().unwrap());
-            }
-        }
-    }
-    offsets.sort_unstable();
-    offsets
 }
 
 fn no_leftovers(dir: &Path) {

@@ -6,8 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
-use std::process::Output;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
@@ -96,4 +97,135 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     )
+}
+
+/// How long a run may go without completing a checkpoint before it counts as stuck.
+const STUCK: Duration = Duration::from_secs(180);
+
+/// Checkpoints `history.jsonl` in `log_dir` lists as complete.
+pub fn completed_in(log_dir: &Path) -> usize {
+    rill_engine::checkpoint::history::read(log_dir)
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e.state == rill_engine::checkpoint::history::State::Complete)
+        .count()
+}
+
+/// Complete checkpoints of the job in `dir` (its log in `dir/checkpoints`).
+pub fn completed_checkpoints(dir: &Path) -> usize {
+    completed_in(&dir.join("checkpoints"))
+}
+
+/// How [`run_with_kills_in`] runs the job.
+pub struct KillRuns<'a> {
+    /// The directory of the job's checkpoint log and `history.jsonl`.
+    pub log_dir: PathBuf,
+    /// Environment variables of every run.
+    pub env: Vec<(&'static str, String)>,
+    /// Called after each kill, before the next run.
+    pub after_kill: &'a dyn Fn(),
+}
+
+/// [`run_with_kills_in`] for a job whose log is in `dir/checkpoints`.
+pub fn run_with_kills(dir: &Path, kills: usize, rng: &mut rand::rngs::StdRng) -> usize {
+    let runs = KillRuns {
+        log_dir: dir.join("checkpoints"),
+        env: Vec::new(),
+        after_kill: &|| {},
+    };
+    run_with_kills_in(dir, kills, rng, &runs)
+}
+
+/// Runs `rill run dir` and SIGKILLs it at a seeded random moment once it has completed
+/// 1–3 more checkpoints (plus 0–40 ms, so kills land in every phase: mid-checkpoint,
+/// mid-commit, between), `kills` times; then lets it finish. Returns how many runs were
+/// really killed (a resumed run may finish first). Run i's stderr is in
+/// `dir/rill-stderr.log` while it runs, then in `dir/rill-stderr-<i>.log`.
+pub fn run_with_kills_in(
+    dir: &Path,
+    kills: usize,
+    rng: &mut rand::rngs::StdRng,
+    runs: &KillRuns,
+) -> usize {
+    let completed = || completed_in(&runs.log_dir);
+    let mut killed = 0;
+    for attempt in 0..=kills {
+        let before = completed();
+        let more = rng.gen_range(1..=3);
+        let jitter = Duration::from_millis(rng.gen_range(0..40));
+        // stderr goes to a file, not a pipe: on a loaded machine the stall warnings
+        // filled an unread pipe, and the job blocked writing its log (a test that
+        // timed out, not an engine hang).
+        let log = dir.join("rill-stderr.log");
+        let keep = || {
+            let _ = std::fs::copy(&log, dir.join(format!("rill-stderr-{attempt}.log")));
+        };
+        let mut child = Command::new(rill())
+            .arg("run")
+            .arg(dir)
+            .envs(runs.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start rill");
+        let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
+        let mut progress = (completed(), Instant::now());
+        let mut kill_at: Option<Instant> = None;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                keep();
+                assert!(
+                    status.success(),
+                    "rill run failed ({status}):\n{}",
+                    stderr()
+                );
+                return killed;
+            }
+            let done = completed();
+            if done != progress.0 {
+                progress = (done, Instant::now());
+            }
+            if progress.1.elapsed() > STUCK {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "rill run completed no checkpoint for {} s (stuck at {done} complete):\n{}",
+                    STUCK.as_secs(),
+                    stderr()
+                );
+            }
+            if attempt < kills {
+                if kill_at.is_none() && completed() >= before + more {
+                    kill_at = Some(Instant::now() + jitter);
+                }
+                if kill_at.is_some_and(|t| Instant::now() >= t) {
+                    child.kill().unwrap(); // SIGKILL
+                    child.wait().unwrap();
+                    keep();
+                    killed += 1;
+                    (runs.after_kill)();
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    unreachable!("the last attempt runs to completion")
+}
+
+/// The byte offsets of the input lines in the dead-letter files, sorted.
+pub fn dead_letters(dir: &Path) -> Vec<u64> {
+    let mut offsets = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("dead-letter") && name.ends_with(".jsonl") {
+            for l in std::fs::read_to_string(&p).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                offsets.push(v["offset"].as_u64().unwrap());
+            }
+        }
+    }
+    offsets.sort_unstable();
+    offsets
 }

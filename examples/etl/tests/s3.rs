@@ -1,0 +1,91 @@
+//! Checkpoints in S3 (`[checkpoint] dir = "s3://..."`), against a real SeaweedFS on
+//! loopback: the etl job, run by its real binary, SIGKILLed at seeded random moments with
+//! its local log directory deleted after every kill, restores each time from what is in
+//! the store and commits exactly the uninterrupted output. `RILL_CRASH_SEED` replays a run.
+
+use std::path::Path;
+
+use rand::SeedableRng;
+
+mod common;
+use common::{
+    committed, cpus, dead_letters, job_dir, rill, run_with_kills_in, text, write_input, KillRuns,
+};
+use rill_testkit::S3;
+
+const LINES: usize = 300_000;
+
+fn seed() -> u64 {
+    std::env::var("RILL_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random)
+}
+
+fn log_dir(dir: &Path) -> std::path::PathBuf {
+    dir.join(".rill").join("checkpoint-log")
+}
+
+#[test]
+fn killed_with_its_local_log_deleted_the_job_restores_from_s3_exactly_once() {
+    let seed = seed();
+    eprintln!("RILL_CRASH_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, bad) = write_input(&dir.path().join("input.jsonl"), LINES, seed);
+    job_dir(
+        dir.path(),
+        &cpus(),
+        &format!(
+            "[checkpoint]\ninterval_ms = 50\ndir = \"{}\"\n",
+            s3.url("jobs/etl")
+        ),
+    );
+    let local = log_dir(dir.path());
+    let runs = KillRuns {
+        log_dir: local.clone(),
+        env: s3.env(),
+        after_kill: &|| {
+            // The machine is gone: only the store is left.
+            std::fs::remove_dir_all(&local).unwrap();
+        },
+    };
+    let kills = 3;
+    let killed = run_with_kills_in(dir.path(), kills, &mut rng, &runs);
+    eprintln!("killed {killed} times");
+    assert!(killed >= 1, "no run was killed mid-way (seed {seed})");
+    // Every run after a kill started from a checkpoint it downloaded.
+    for attempt in 1..=killed {
+        let log =
+            std::fs::read_to_string(dir.path().join(format!("rill-stderr-{attempt}.log"))).unwrap();
+        assert!(
+            log.contains("downloaded checkpoint") && log.contains("restoring checkpoint"),
+            "run {attempt} did not restore from S3 (seed {seed}):\n{log}"
+        );
+    }
+    let got = committed(dir.path());
+    assert_eq!(got.len(), reference.len(), "users (seed {seed})");
+    for (user, want) in &reference {
+        assert_eq!(got.get(user), Some(want), "rows of {user} (seed {seed})");
+    }
+    let dead = dead_letters(dir.path());
+    assert_eq!(dead, bad, "dead letters (seed {seed})");
+
+    // `checkpoints` lists what is in the store as complete.
+    let out = std::process::Command::new(rill())
+        .arg("checkpoints")
+        .arg(dir.path())
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains(&format!("checkpoints in {}", s3.url("jobs/etl")))
+            && listing.contains(" complete "),
+        "{listing}"
+    );
+    let in_store = s3.remote("jobs/etl").unwrap().list_manifests().unwrap();
+    assert!(!in_store.is_empty());
+}
