@@ -165,6 +165,18 @@ impl Remote {
         {
             b = b.with_region("us-east-1");
         }
+        // A store that does not answer fails the checkpoint within about 20 s (5 retries,
+        // backoff 0.1 s doubling to 2 s) instead of object_store's 3 minutes: the
+        // checkpoint's own timeout and the restart strategy take it from there.
+        b = b.with_retry(object_store::RetryConfig {
+            backoff: object_store::BackoffConfig {
+                init_backoff: std::time::Duration::from_millis(100),
+                max_backoff: std::time::Duration::from_secs(2),
+                base: 2.0,
+            },
+            max_retries: 5,
+            retry_timeout: std::time::Duration::from_secs(20),
+        });
         let store = b.build().map_err(|e| Error::RemoteConfig {
             url: url.to_string(),
             problem: format!(

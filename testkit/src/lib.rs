@@ -371,3 +371,24 @@ impl S3 {
         )
     }
 }
+
+impl S3 {
+    /// Stops the server (SIGSTOP): connections are still accepted by the kernel, but
+    /// nothing answers, as with a store that hangs.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {sig} of SeaweedFS failed");
+    }
+}

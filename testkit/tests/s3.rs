@@ -223,3 +223,47 @@ fn of_two_concurrent_global_publishers_exactly_one_wins() {
         assert_eq!(job.publish_global(n, &procs).unwrap(), GlobalOutcome::Lost);
     }
 }
+
+#[test]
+fn at_start_a_local_manifest_missing_from_the_store_is_dropped() {
+    use rill_engine::checkpoint::remote::prepare;
+    use rill_engine::checkpoint::restore::StartFrom;
+    let s3 = S3::start();
+    let local = tempfile::tempdir().unwrap();
+    let (m1, m2) = write_two_checkpoints(local.path(), 1000);
+    let store = CheckpointStore::new(local.path());
+    store.publish(&m1).unwrap();
+    store.publish(&m2).unwrap();
+    // Checkpoint 2 was published locally, then the process died before its upload.
+    s3.remote("p")
+        .unwrap()
+        .upload_checkpoint(local.path(), &m1)
+        .unwrap();
+
+    let mut r = s3.remote("p").unwrap();
+    let p = prepare(&mut r, local.path(), StartFrom::Newest, |w| panic!("{w}")).unwrap();
+    assert_eq!(p.dropped_local, vec![rill_engine::ids::CheckpointId(2)]);
+    assert_eq!(p.newest_in_store, Some(rill_engine::ids::CheckpointId(1)));
+    assert!(p.downloaded.is_none(), "checkpoint 1 is local already");
+    let recovered = recover(local.path()).unwrap();
+    assert_eq!(recovered.checkpoint.unwrap().id(), CheckpointId(1));
+    // Asked for by id, it is not there either.
+    let asked = rill_engine::ids::CheckpointId(2);
+    let e = prepare(&mut r, local.path(), StartFrom::Id(asked), |_| {}).unwrap_err();
+    assert!(
+        e.to_string().contains("not in s3://rill/p/manifests/"),
+        "{e}"
+    );
+
+    // The same with the local directory gone: checkpoint 1 comes down.
+    let empty = tempfile::tempdir().unwrap();
+    let p = prepare(&mut r, empty.path(), StartFrom::Newest, |w| panic!("{w}")).unwrap();
+    assert_eq!(
+        p.downloaded.map(|d| d.0),
+        Some(rill_engine::ids::CheckpointId(1))
+    );
+    assert_eq!(
+        recover(empty.path()).unwrap().checkpoint.unwrap().id(),
+        CheckpointId(1)
+    );
+}

@@ -28,19 +28,18 @@ pub struct Prepared {
     pub dropped_local: Vec<CheckpointId>,
 }
 
-/// Brings the local directory `dir` in line with the store at `url` before recovery:
+/// Brings the local directory `dir` in line with the store `remote` before recovery:
 /// removes local manifests the store does not have, then downloads the checkpoint to start
 /// from (`from`: the newest one in the store that validates, or the one named) unless its
 /// manifest is already local. A downloaded checkpoint that does not validate is reported
 /// through `warn` and the next older one is tried. Recovery and the usual validation run
 /// afterwards, on the local directory.
 pub fn prepare(
-    url: &str,
+    remote: &mut Remote,
     dir: &Path,
     from: StartFrom,
     mut warn: impl FnMut(String),
 ) -> Result<Prepared> {
-    let mut remote = Remote::open(url)?;
     let in_store = remote.list_manifests()?;
     let mut out = Prepared {
         newest_in_store: in_store.last().map(|c| CheckpointId(c.0)),

@@ -186,7 +186,8 @@ impl Job {
         let remote_url = cfg.remote_url().map(str::to_string);
         let mut newest_in_store = None;
         if let Some(url) = &remote_url {
-            let p = crate::checkpoint::remote::prepare(url, &dir, self.start_from, |w| {
+            let mut store = rill_storage::Remote::open(url)?;
+            let p = crate::checkpoint::remote::prepare(&mut store, &dir, self.start_from, |w| {
                 eprintln!("rill: warning: {w}")
             })?;
             if !p.dropped_local.is_empty() {

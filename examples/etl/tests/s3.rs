@@ -89,3 +89,99 @@ fn killed_with_its_local_log_deleted_the_job_restores_from_s3_exactly_once() {
     let in_store = s3.remote("jobs/etl").unwrap().list_manifests().unwrap();
     assert!(!in_store.is_empty());
 }
+
+/// The checkpoint ids of the committed output files (`part-<p>-<n>.csv`).
+fn committed_ids(dir: &Path) -> std::collections::BTreeSet<u64> {
+    rill_engine::connectors::committed_files(&dir.join("out"))
+        .unwrap()
+        .iter()
+        .filter_map(|f| {
+            let name = f.file_stem()?.to_str()?;
+            name.rsplit_once('-')?.1.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn a_checkpoint_not_in_the_store_is_not_complete_and_commits_nothing() {
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    write_input(&dir.path().join("input.jsonl"), LINES, 7);
+    let url = s3.url("jobs/hung");
+    job_dir(
+        dir.path(),
+        &cpus(),
+        &format!(
+            "[checkpoint]\ninterval_ms = 50\ndir = \"{url}\"\n[restart]\nstrategy = \"none\"\n"
+        ),
+    );
+    let local = log_dir(dir.path());
+    let log = dir.path().join("rill-stderr.log");
+    let mut child = std::process::Command::new(rill())
+        .arg("run")
+        .arg(dir.path())
+        .envs(s3.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    while common::completed_in(&local) == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before its first checkpoint:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // The store stops answering: the next upload times out and its checkpoint fails.
+    s3.pause();
+    let status = child.wait().unwrap();
+    s3.resume();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !status.success(),
+        "the job should fail (no restarts):\n{stderr}"
+    );
+    let in_store: std::collections::BTreeSet<u64> = s3
+        .remote("jobs/hung")
+        .unwrap()
+        .list_manifests()
+        .unwrap()
+        .iter()
+        .map(|c| c.0)
+        .collect();
+    let history = rill_engine::checkpoint::history::read(&local).unwrap();
+    let failed: Vec<_> = history
+        .iter()
+        .filter(|e| e.state == rill_engine::checkpoint::history::State::Failed)
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .any(|e| e.failure.as_deref().is_some_and(|f| f.contains(&url))),
+        "no checkpoint failed naming {url}: {history:?}\n{stderr}"
+    );
+    for e in &history {
+        if e.state == rill_engine::checkpoint::history::State::Complete {
+            assert!(
+                in_store.contains(&e.id),
+                "checkpoint {} complete but not in the store",
+                e.id
+            );
+        }
+    }
+    for e in &failed {
+        assert!(!in_store.contains(&e.id));
+        assert!(
+            !rill_storage::layout::manifest_path(&local, rill_storage::CheckpointId(e.id)).exists(),
+            "failed checkpoint {} left its local manifest",
+            e.id
+        );
+    }
+    let committed = committed_ids(dir.path());
+    assert!(!committed.is_empty());
+    assert!(
+        committed.is_subset(&in_store),
+        "output committed for checkpoints {committed:?}, in the store: {in_store:?}"
+    );
+}
