@@ -202,8 +202,6 @@ impl Remote {
         })
     }
 
-    /// The same store under `sub` (a process's prefix under the job's).
-
     fn key(&self, rel: &str) -> String {
         if self.prefix.is_empty() || rel.is_empty() {
             format!("{}{rel}", self.prefix)
