@@ -86,8 +86,23 @@ fn killed_with_its_local_log_deleted_the_job_restores_from_s3_exactly_once() {
             && listing.contains(" complete "),
         "{listing}"
     );
+    // Retention (3 kept) reaches the store for what the last run uploaded: its
+    // checkpoints are the ones after the one it restored.
+    let last =
+        std::fs::read_to_string(dir.path().join(format!("rill-stderr-{killed}.log"))).unwrap();
+    let restored: u64 = last
+        .split("restoring checkpoint ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the last run says which checkpoint it restored");
     let in_store = s3.remote("jobs/etl").unwrap().list_manifests().unwrap();
-    assert!(!in_store.is_empty());
+    let of_last_run = in_store.iter().filter(|c| c.0 > restored).count();
+    assert!(
+        (1..=3).contains(&of_last_run),
+        "{of_last_run} checkpoints of the last run in the store (restored {restored}): \
+         {in_store:?}\n{listing}"
+    );
 }
 
 /// The checkpoint ids of the committed output files (`part-<p>-<n>.csv`).
