@@ -16,6 +16,10 @@
 //! ([`CheckpointStore::retain`]) keeps the newest N complete checkpoints, every savepoint and
 //! whatever the checkpoints still in flight may need.
 //!
+//! [`Remote`] keeps checkpoints in S3-compatible object storage: it uploads the log bytes a
+//! manifest needs and the manifest, downloads a checkpoint into an empty directory before
+//! [`recover`], and publishes a multi-process job's global manifest create-if-absent.
+//!
 //! The crate knows nothing of operators: owners are plain ids ([`Owner`]).
 //!
 //! ```

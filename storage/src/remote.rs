@@ -362,7 +362,10 @@ impl Remote {
             self.put_if_absent(&rel, buf)?;
             sent += end - have;
             self.ends.insert((core, base), end);
-            self.mine_segments.insert((core, base));
+            if have == 0 {
+                // This process put the segment into the store.
+                self.mine_segments.insert((core, base));
+            }
         }
         let rel = Self::manifest_rel(m.checkpoint);
         let path = ObjPath::from(self.key(&rel));
