@@ -84,12 +84,15 @@ impl Janitor {
                             in_flight,
                         } => {
                             let id = CheckpointId(manifest.checkpoint.0);
+                            let started = std::time::Instant::now();
                             let published = store.publish(&manifest).and_then(|()| {
                                 let Some(r) = remote.as_mut() else {
                                     return Ok(());
                                 };
                                 let uploaded = match r {
-                                    Ok(r) => r.upload_checkpoint(&dir, &manifest).map(|_| ()),
+                                    Ok(r) => r
+                                        .upload_checkpoint(&dir, &manifest)
+                                        .map(|sent| entry.uploaded_bytes = sent),
                                     Err((url, problem)) => Err(rill_storage::Error::RemoteConfig {
                                         url: url.clone(),
                                         problem: problem.clone(),
@@ -107,6 +110,7 @@ impl Janitor {
                                 }
                                 uploaded
                             });
+                            entry.publish_ms = started.elapsed().as_secs_f64() * 1e3;
                             let msg = match published {
                                 Ok(()) => {
                                     complete.insert(manifest.checkpoint, true);
