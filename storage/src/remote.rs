@@ -406,7 +406,38 @@ impl Remote {
             let e = oldest.entry(core).or_insert(base);
             *e = (*e).min(base);
         }
-        // Every core in the store, named by the manifest or not.
+        let segs = self.segments_in_store()?;
+        let mut got = 0;
+        for (core, bases) in &segs {
+            let newest = bases.iter().next_back().copied();
+            for &base in bases {
+                let wanted = oldest.get(core).is_some_and(|&o| base >= o) || Some(base) == newest;
+                if wanted {
+                    got += self.download_segment(root, *core, base)?;
+                }
+            }
+        }
+        manifest::publish(root, &m)?;
+        Ok(Some(got))
+    }
+
+    /// Downloads, per core, the newest segment in the store into `root` (kept when the
+    /// local one is at least as long). A log writer opened on `root` then starts a new
+    /// segment past every segment in the store: a run that starts without downloading a
+    /// checkpoint (`--fresh`, or a checkpoint that is local already) never writes a
+    /// segment under a name the store has. Returns the bytes downloaded.
+    pub fn download_newest_segments(&mut self, root: &Path) -> Result<u64> {
+        let mut got = 0;
+        for (core, bases) in self.segments_in_store()? {
+            if let Some(&newest) = bases.iter().next_back() {
+                got += self.download_segment(root, core, newest)?;
+            }
+        }
+        Ok(got)
+    }
+
+    /// The segments in the store, per core.
+    fn segments_in_store(&self) -> Result<BTreeMap<CoreId, BTreeSet<Lsn>>> {
         let mut segs: BTreeMap<CoreId, BTreeSet<Lsn>> = BTreeMap::new();
         for (name, _) in self.list("")? {
             let mut parts = name.split('/');
@@ -425,18 +456,7 @@ impl Remote {
             };
             segs.entry(CoreId(core)).or_default().insert(Lsn(base));
         }
-        let mut got = 0;
-        for (core, bases) in &segs {
-            let newest = bases.iter().next_back().copied();
-            for &base in bases {
-                let wanted = oldest.get(core).is_some_and(|&o| base >= o) || Some(base) == newest;
-                if wanted {
-                    got += self.download_segment(root, *core, base)?;
-                }
-            }
-        }
-        manifest::publish(root, &m)?;
-        Ok(Some(got))
+        Ok(segs)
     }
 
     fn download_segment(&mut self, root: &Path, core: CoreId, base: Lsn) -> Result<u64> {

@@ -68,8 +68,13 @@ fn owner() -> Owner {
 }
 
 /// Writes checkpoint 1 (a full snapshot of 0..n) and checkpoint 2 (a delta: key 7 -> 70,
-/// key 8 deleted) into the log under `root` and publishes both manifests locally.
+/// key 8 deleted) into the log under `root`; returns their manifests.
 fn write_two_checkpoints(root: &std::path::Path, n: u64) -> (Manifest, Manifest) {
+    write_checkpoints(root, n, 1)
+}
+
+/// [`write_two_checkpoints`] as checkpoints `first` and `first + 1`.
+fn write_checkpoints(root: &std::path::Path, n: u64, first: u64) -> (Manifest, Manifest) {
     let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
     let root = root.to_path_buf();
     let (r1, r2) = ex.run(async move {
@@ -81,19 +86,24 @@ fn write_two_checkpoints(root: &std::path::Path, n: u64) -> (Manifest, Manifest)
         let mut state: Vec<(u64, u64)> = (0..n).map(|k| (k, k * 2)).collect();
         let full = archive_full(&mut state).unwrap();
         let r1 = log
-            .append_full(CheckpointId(1), owner(), &full)
+            .append_full(CheckpointId(first), owner(), &full)
             .await
             .unwrap();
         let delta = archive_delta(&mut vec![(7u64, 70u64)], &mut vec![8u64]).unwrap();
         let r2 = log
-            .append_delta(CheckpointId(2), CheckpointId(1), owner(), &delta)
+            .append_delta(
+                CheckpointId(first + 1),
+                CheckpointId(first),
+                owner(),
+                &delta,
+            )
             .await
             .unwrap();
         log.close().await.unwrap();
         (r1, r2)
     });
-    let m1 = Manifest::new(CheckpointId(1), vec![r1], b"one".to_vec());
-    let m2 = Manifest::new(CheckpointId(2), vec![r1, r2], b"two".to_vec());
+    let m1 = Manifest::new(CheckpointId(first), vec![r1], b"one".to_vec());
+    let m2 = Manifest::new(CheckpointId(first + 1), vec![r1, r2], b"two".to_vec());
     (m1, m2)
 }
 
@@ -266,4 +276,55 @@ fn at_start_a_local_manifest_missing_from_the_store_is_dropped() {
         recover(empty.path()).unwrap().checkpoint.unwrap().id(),
         CheckpointId(1)
     );
+}
+
+#[test]
+fn a_fresh_start_never_writes_a_segment_under_a_name_the_store_has() {
+    use rill_engine::checkpoint::remote::prepare;
+    use rill_engine::checkpoint::restore::StartFrom;
+    let s3 = S3::start();
+    let a = tempfile::tempdir().unwrap();
+    let (m1, m2) = write_checkpoints(a.path(), 1000, 1);
+    let mut up = s3.remote("f").unwrap();
+    for m in [&m1, &m2] {
+        CheckpointStore::new(a.path()).publish(m).unwrap();
+        up.upload_checkpoint(a.path(), m).unwrap();
+    }
+    // Another machine, an empty local directory, `--fresh`: a new log.
+    let b = tempfile::tempdir().unwrap();
+    prepare(
+        &mut s3.remote("f").unwrap(),
+        b.path(),
+        StartFrom::Fresh,
+        |w| panic!("{w}"),
+    )
+    .unwrap();
+    let (m3, m4) = write_checkpoints(b.path(), 500, 3);
+    assert!(
+        m3.records[0].segment > m2.records.last().unwrap().segment,
+        "the new log reuses a segment name of the store's"
+    );
+    let mut up = s3.remote("f").unwrap();
+    for m in [&m3, &m4] {
+        CheckpointStore::new(b.path()).publish(m).unwrap();
+        up.upload_checkpoint(b.path(), m).unwrap();
+    }
+    // A third machine restores the newest: the second log's checkpoint, intact.
+    let c = tempfile::tempdir().unwrap();
+    let p = prepare(
+        &mut s3.remote("f").unwrap(),
+        c.path(),
+        StartFrom::Newest,
+        |w| panic!("{w}"),
+    )
+    .unwrap();
+    assert_eq!(
+        p.downloaded.map(|d| d.0),
+        Some(rill_engine::ids::CheckpointId(4))
+    );
+    let cp = recover(c.path()).unwrap().checkpoint.unwrap();
+    assert_eq!(cp.id(), CheckpointId(4));
+    let chain = ChainView::<u64, u64>::open(cp.chain(&owner()).unwrap()).unwrap();
+    assert_eq!(chain.get(&499u64).map(|v| v.to_native()), Some(998));
+    assert_eq!(chain.get(&500u64), None);
 }

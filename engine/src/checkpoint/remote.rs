@@ -32,8 +32,10 @@ pub struct Prepared {
 /// removes local manifests the store does not have, then downloads the checkpoint to start
 /// from (`from`: the newest one in the store that validates, or the one named) unless its
 /// manifest is already local. A downloaded checkpoint that does not validate is reported
-/// through `warn` and the next older one is tried. Recovery and the usual validation run
-/// afterwards, on the local directory.
+/// through `warn` and the next older one is tried. In every case (`--fresh` too) the
+/// newest segment of each core in the store is brought down, so that the local log
+/// writers start past them. Recovery and the usual validation run afterwards, on the
+/// local directory.
 pub fn prepare(
     remote: &mut Remote,
     dir: &Path,
@@ -94,6 +96,10 @@ pub fn prepare(
             }
         }
     }
+    // Whatever was or was not downloaded: the local log must start past every segment
+    // in the store, or a new segment could take the name of one there (whose pieces
+    // would then be taken for this one's).
+    remote.download_newest_segments(dir)?;
     Ok(out)
 }
 
