@@ -266,6 +266,36 @@ pub enum Error {
         /// What is wrong.
         problem: ChainProblem,
     },
+    /// A request to the object store (S3) failed.
+    #[error("{op} of {url} failed: {source}")]
+    Remote {
+        /// What was being done (`put`, `get`, `list`, `delete`, `head`).
+        op: &'static str,
+        /// The object (or prefix), as `s3://bucket/key`.
+        url: String,
+        /// The object store's error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// A checkpoint location is not a usable `s3://bucket/prefix` URL, or the object
+    /// store cannot be set up from the environment.
+    #[error("{url}: {problem}")]
+    RemoteConfig {
+        /// The location as configured.
+        url: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The pieces of a segment in the object store do not join up (a gap or an overlap).
+    #[error("{url}: the segment's pieces do not join at byte {at} (next piece starts at {next})")]
+    RemoteGap {
+        /// The segment's prefix in the store.
+        url: String,
+        /// Where the bytes so far end.
+        at: u64,
+        /// Where the next piece starts.
+        next: u64,
+    },
     /// A checkpoint that does not exist (or whose manifest is unreadable) was named.
     #[error("{checkpoint} has no manifest in {dir}")]
     NoSuchCheckpoint {

@@ -16,6 +16,10 @@
 //! ([`CheckpointStore::retain`]) keeps the newest N complete checkpoints, every savepoint and
 //! whatever the checkpoints still in flight may need.
 //!
+//! [`Remote`] keeps checkpoints in S3-compatible object storage: it uploads the log bytes a
+//! manifest needs and the manifest, downloads a checkpoint into an empty directory before
+//! [`recover`], and publishes a multi-process job's global manifest create-if-absent.
+//!
 //! The crate knows nothing of operators: owners are plain ids ([`Owner`]).
 //!
 //! ```
@@ -66,6 +70,7 @@ pub mod manifest;
 mod mmap;
 pub mod reader;
 pub mod recovery;
+pub mod remote;
 pub mod retention;
 pub mod snapshot;
 pub mod testing;
@@ -80,6 +85,7 @@ pub use io::{DmaFs, LogFile, LogFs, StdFs};
 pub use manifest::Manifest;
 pub use reader::{LogReader, RecordView};
 pub use recovery::{recover, Recovered, RecoveryReport};
+pub use remote::{GlobalManifest, GlobalOutcome, Remote};
 pub use retention::RetentionReport;
 pub use snapshot::{archive_delta, archive_full, ChainView, DeltaView, FullView};
 pub use uring::{Uring, UringFs, UringSegment};

@@ -6,7 +6,7 @@
 //! stops making progress (no checkpoint completes for [`STUCK`]), never after a fixed
 //! wall-clock budget: a loaded machine makes the work slower, not different.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,27 +27,63 @@ pub fn seed() -> u64 {
 /// How long a run may go without completing a checkpoint before it counts as stuck.
 pub const STUCK: Duration = Duration::from_secs(180);
 
-/// Checkpoints completed so far in the job directory `dir` (its `checkpoints/` history).
-pub fn completed_checkpoints(dir: &Path) -> usize {
-    rill_engine::checkpoint::history::read(&dir.join("checkpoints"))
+/// Checkpoints that `history.jsonl` in the checkpoint log directory `log_dir` lists as
+/// complete.
+pub fn completed_in(log_dir: &Path) -> usize {
+    rill_engine::checkpoint::history::read(log_dir)
         .unwrap_or_default()
         .iter()
         .filter(|e| e.state == rill_engine::checkpoint::history::State::Complete)
         .count()
 }
 
+/// Checkpoints completed so far in the job directory `dir` (its log in `dir/checkpoints`).
+pub fn completed_checkpoints(dir: &Path) -> usize {
+    completed_in(&dir.join("checkpoints"))
+}
+
+/// How [`run_with_kills_in`] runs the job, beyond `bin run dir`.
+pub struct Runs<'a> {
+    /// The directory of the job's checkpoint log and `history.jsonl` (progress is read
+    /// there).
+    pub log_dir: PathBuf,
+    /// Environment variables of every run.
+    pub env: Vec<(&'static str, String)>,
+    /// Called after each kill, before the next run (e.g. to delete the local log).
+    pub after_kill: &'a dyn Fn(),
+}
+
+/// [`run_with_kills_in`] for a job whose log is in `dir/checkpoints`, with no extra
+/// environment and nothing done between runs.
+pub fn run_with_kills(bin: &Path, dir: &Path, kills: usize, rng: &mut StdRng) -> usize {
+    let runs = Runs {
+        log_dir: dir.join("checkpoints"),
+        env: Vec::new(),
+        after_kill: &|| {},
+    };
+    run_with_kills_in(bin, dir, kills, rng, &runs)
+}
+
 /// Runs `bin run dir` and SIGKILLs it at a seeded random moment once it has completed
 /// 1–2 more checkpoints (plus 0–40 ms, so kills land in every phase: mid-checkpoint,
 /// mid-commit, between), `kills` times; then lets it finish. Returns how many runs were
 /// really killed (a resumed run may finish first). Panics when a run fails or is stuck.
-pub fn run_with_kills(bin: &Path, dir: &Path, kills: usize, rng: &mut StdRng) -> usize {
+/// Run i's stderr is kept in `dir/stderr-<i>.log`.
+pub fn run_with_kills_in(
+    bin: &Path,
+    dir: &Path,
+    kills: usize,
+    rng: &mut StdRng,
+    runs: &Runs<'_>,
+) -> usize {
+    let completed = || completed_in(&runs.log_dir);
     let name = bin.file_name().map_or_else(
         || bin.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
     let mut killed = 0;
     for attempt in 0..=kills {
-        let before = completed_checkpoints(dir);
+        let before = completed();
         let more = rng.gen_range(1..=2);
         let jitter = Duration::from_millis(rng.gen_range(0..40));
         // stderr goes to a file, not a pipe: on a loaded machine the stall warnings
@@ -57,12 +93,13 @@ pub fn run_with_kills(bin: &Path, dir: &Path, kills: usize, rng: &mut StdRng) ->
         let mut child = Command::new(bin)
             .arg("run")
             .arg(dir)
+            .envs(runs.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("creating the job's stderr log"))
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
         let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
-        let mut progress = (completed_checkpoints(dir), Instant::now());
+        let mut progress = (completed(), Instant::now());
         let mut kill_at: Option<Instant> = None;
         loop {
             if let Some(status) = child.try_wait().expect("waiting for the job") {
@@ -73,7 +110,7 @@ pub fn run_with_kills(bin: &Path, dir: &Path, kills: usize, rng: &mut StdRng) ->
                 );
                 return killed;
             }
-            let done = completed_checkpoints(dir);
+            let done = completed();
             if done != progress.0 {
                 progress = (done, Instant::now());
             }
@@ -94,6 +131,7 @@ pub fn run_with_kills(bin: &Path, dir: &Path, kills: usize, rng: &mut StdRng) ->
                     child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL
                     child.wait().expect("reaping the killed job");
                     killed += 1;
+                    (runs.after_kill)();
                     break;
                 }
             }

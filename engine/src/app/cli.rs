@@ -368,7 +368,7 @@ fn checkpoint_history(spec: &JobSpec) -> Vec<crate::checkpoint::history::Entry> 
     spec.job
         .checkpoint
         .as_ref()
-        .and_then(|c| crate::checkpoint::history::read(&spec.resolve(&c.dir)).ok())
+        .and_then(|c| crate::checkpoint::history::read(&spec.resolve(&c.local_path())).ok())
         .unwrap_or_default()
 }
 

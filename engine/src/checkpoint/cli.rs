@@ -19,7 +19,7 @@ fn checkpoint_dir(spec: &JobSpec) -> Result<PathBuf> {
             valid: "a [checkpoint] table (e.g. interval_ms = 1000) to take checkpoints".into(),
         })
     })?;
-    Ok(spec.resolve(&cfg.dir))
+    Ok(spec.resolve(&cfg.local_path()))
 }
 
 fn pid_path(dir: &Path) -> PathBuf {
@@ -90,11 +90,32 @@ fn list(job_dir: &Path, partitions: bool, out: &mut impl std::io::Write) -> Resu
     let dir = checkpoint_dir(&spec)?;
     let entries =
         history::read(&dir).map_err(|e| EngineError::io("read", history::path(&dir), e))?;
-    let manifests = rill_storage::layout::list_manifests(&dir).unwrap_or_default();
+    // Complete means the manifest is in the store: with an s3:// dir, in the bucket.
+    let remote = spec
+        .job
+        .checkpoint
+        .as_ref()
+        .and_then(|c| c.remote_url().map(str::to_string));
+    let manifests: Vec<u64> = match &remote {
+        Some(url) => super::remote::complete_in_store(url)?,
+        None => rill_storage::layout::list_manifests(&dir)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.0)
+            .collect(),
+    };
     let running = running_pid(&dir).is_some();
     if entries.is_empty() {
         writeln!(out, "{}: no checkpoints yet", dir.display()).map_err(w)?;
         return Ok(());
+    }
+    if let Some(url) = &remote {
+        writeln!(
+            out,
+            "checkpoints in {url} (log and history in {})",
+            dir.display()
+        )
+        .map_err(w)?;
     }
     writeln!(
         out,
@@ -114,7 +135,7 @@ fn list(job_dir: &Path, partitions: bool, out: &mut impl std::io::Write) -> Resu
     )
     .map_err(w)?;
     for e in &entries {
-        let on_disk = manifests.iter().any(|m| m.0 == e.id);
+        let on_disk = manifests.contains(&e.id);
         let kind = match e.kind {
             TriggerKind::Periodic => "periodic",
             TriggerKind::Savepoint => "savepoint",

@@ -54,6 +54,14 @@ pub struct Entry {
     pub bytes_incremental: u64,
     /// Records persisted as channel state.
     pub channel_records: u64,
+    /// Publishing after the last ack, ms: the local manifest (its fsyncs) and, with an
+    /// `s3://` dir, the upload of the log bytes and the manifest. The checkpoint counts
+    /// as complete after it (`duration_ms` ends at the last ack).
+    #[serde(default)]
+    pub publish_ms: f64,
+    /// Log bytes sent to the object store for it (0 with a local dir).
+    #[serde(default)]
+    pub uploaded_bytes: u64,
     /// Why it failed.
     pub failure: Option<String>,
     /// Per participant (core index, stats).
@@ -77,6 +85,8 @@ impl Entry {
             sync_ms: 0.0,
             archive_ms: 0.0,
             async_ms: 0.0,
+            publish_ms: 0.0,
+            uploaded_bytes: 0,
             bytes_full: 0,
             bytes_incremental: 0,
             channel_records: 0,

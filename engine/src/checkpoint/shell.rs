@@ -49,13 +49,23 @@ pub(crate) struct Janitor {
 }
 
 impl Janitor {
-    pub(crate) fn start(dir: PathBuf, doorbell: Arc<Doorbell>) -> Self {
+    /// With `remote` (an `s3://bucket/prefix`), each manifest published locally is
+    /// uploaded with the log bytes it needs before the checkpoint counts as complete;
+    /// a failed upload fails the checkpoint and removes the local manifest.
+    pub(crate) fn start(dir: PathBuf, doorbell: Arc<Doorbell>, remote: Option<String>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let (mut done_tx, done) = crate::ring::channel::<Done>(256);
         let thread = std::thread::Builder::new()
             .name("rill-janitor".into())
             .spawn(move || {
                 let store = CheckpointStore::new(&dir);
+                // The client, or why it could not be set up (then every upload fails).
+                let mut remote = remote.map(|url| {
+                    rill_storage::Remote::open(&url).map_err(|e| match e {
+                        rill_storage::Error::RemoteConfig { problem, .. } => (url, problem),
+                        e => (url, e.to_string()),
+                    })
+                });
                 // Whether each checkpoint loads with every record intact, checked once:
                 // the ones published here are (their records were acked durable).
                 let mut complete: std::collections::HashMap<rill_storage::CheckpointId, bool> =
@@ -74,7 +84,34 @@ impl Janitor {
                             in_flight,
                         } => {
                             let id = CheckpointId(manifest.checkpoint.0);
-                            let msg = match store.publish(&manifest) {
+                            let started = std::time::Instant::now();
+                            let published = store.publish(&manifest).and_then(|()| {
+                                let Some(r) = remote.as_mut() else {
+                                    return Ok(());
+                                };
+                                let uploaded = match r {
+                                    Ok(r) => r
+                                        .upload_checkpoint(&dir, &manifest)
+                                        .map(|sent| entry.uploaded_bytes = sent),
+                                    Err((url, problem)) => Err(rill_storage::Error::RemoteConfig {
+                                        url: url.clone(),
+                                        problem: problem.clone(),
+                                    }),
+                                };
+                                if uploaded.is_err() {
+                                    // Not in the store: not complete, here either.
+                                    let p = rill_storage::layout::manifest_path(
+                                        &dir,
+                                        manifest.checkpoint,
+                                    );
+                                    if let Err(e) = std::fs::remove_file(&p) {
+                                        tracing::warn!("removing {}: {e}", p.display());
+                                    }
+                                }
+                                uploaded
+                            });
+                            entry.publish_ms = started.elapsed().as_secs_f64() * 1e3;
+                            let msg = match published {
                                 Ok(()) => {
                                     complete.insert(manifest.checkpoint, true);
                                     let memo = std::cell::RefCell::new(&mut complete);
@@ -99,6 +136,11 @@ impl Janitor {
                                     }
                                     if let Err(e) = r {
                                         tracing::warn!("checkpoint retention: {e}");
+                                    }
+                                    if let Some(Ok(r)) = remote.as_mut() {
+                                        if let Err(e) = r.mirror_retention(&dir) {
+                                            tracing::warn!("checkpoint retention in S3: {e}");
+                                        }
                                     }
                                     Done::Published(id)
                                 }
@@ -185,6 +227,8 @@ pub(crate) struct ShellArgs {
     pub(crate) max_key_groups: u16,
     pub(crate) sources: Vec<(String, u32)>,
     pub(crate) retained: usize,
+    /// `s3://bucket/prefix` when checkpoints go to object storage.
+    pub(crate) remote: Option<String>,
 }
 
 fn ms(ns: u64) -> f64 {
@@ -199,7 +243,7 @@ impl Shell {
             to: a.to,
             backlog: (0..cores).map(|_| VecDeque::new()).collect(),
             from: a.from,
-            janitor: Janitor::start(a.dir, a.doorbell),
+            janitor: Janitor::start(a.dir, a.doorbell, a.remote),
             inflight: BTreeMap::new(),
             finished: vec![false; cores],
             final_requested: false,

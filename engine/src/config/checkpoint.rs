@@ -43,8 +43,14 @@ pub struct CheckpointConfig {
     pub tolerable_failures: u32,
     /// Complete checkpoints kept on disk (savepoints are never deleted).
     pub retained: usize,
-    /// Where the logs, manifests and history live; relative to the job directory.
+    /// Where the logs, manifests and history live; relative to the job directory. Or
+    /// `s3://bucket/prefix`: checkpoints go to S3-compatible object storage (endpoint,
+    /// region and credentials from the standard AWS environment variables), with the log
+    /// written first to `local_dir`.
     pub dir: PathBuf,
+    /// With an `s3://` `dir`: the local directory of the write-ahead log, manifests and
+    /// history (relative to the job directory). Default `.rill/checkpoint-log`.
+    pub local_dir: Option<PathBuf>,
     /// Start aligned, and switch to unaligned (forward the barrier at once, persist the
     /// records still arriving on inputs without it as channel state) when alignment
     /// takes longer than `aligned_timeout_ms`. Exactly-once only.
@@ -78,6 +84,7 @@ impl Default for CheckpointConfig {
             tolerable_failures: 0,
             retained: 3,
             dir: PathBuf::from("checkpoints"),
+            local_dir: None,
             unaligned: false,
             aligned_timeout_ms: 0,
             incremental: false,
@@ -148,6 +155,22 @@ impl CheckpointConfig {
         }
     }
 
+    /// The `s3://bucket/prefix` checkpoints go to, when `dir` is one.
+    pub fn remote_url(&self) -> Option<&str> {
+        self.dir.to_str().filter(|d| d.starts_with("s3://"))
+    }
+
+    /// The local directory of the log, the manifests and the history, as configured
+    /// (relative to the job directory): `dir`, or with an `s3://` `dir` `local_dir` (by
+    /// default `.rill/checkpoint-log`).
+    pub fn local_path(&self) -> PathBuf {
+        match (self.remote_url(), &self.local_dir) {
+            (None, _) => self.dir.clone(),
+            (Some(_), Some(l)) => l.clone(),
+            (Some(_), None) => PathBuf::from(".rill").join("checkpoint-log"),
+        }
+    }
+
     /// The periodic interval, if any.
     pub fn interval(&self) -> Option<Duration> {
         self.interval_ms.map(Duration::from_millis)
@@ -211,6 +234,43 @@ impl CheckpointConfig {
                 "checkpoint.dir",
                 "empty".into(),
                 "a directory path",
+            ));
+        }
+        if let Some(url) = self.remote_url() {
+            if let Some(Err(e)) = rill_storage::remote::parse_s3_url(url) {
+                return Err(invalid(
+                    file,
+                    "checkpoint.dir",
+                    url.to_string(),
+                    &format!("a local directory, or s3://bucket/prefix ({e})"),
+                ));
+            }
+            if self
+                .local_dir
+                .as_ref()
+                .is_some_and(|l| l.as_os_str().is_empty())
+            {
+                return Err(invalid(
+                    file,
+                    "checkpoint.local_dir",
+                    "empty".into(),
+                    "a directory path (default .rill/checkpoint-log)",
+                ));
+            }
+        } else if let Some(l) = &self.local_dir {
+            return Err(invalid(
+                file,
+                "checkpoint.local_dir",
+                l.display().to_string(),
+                "unset: local_dir is the write-ahead directory of an s3:// dir; with a local \
+                 dir the log is written there",
+            ));
+        } else if self.dir.to_str().is_some_and(|d| d.contains("://")) {
+            return Err(invalid(
+                file,
+                "checkpoint.dir",
+                self.dir.display().to_string(),
+                "a local directory, or s3://bucket/prefix (no other object store is supported)",
             ));
         }
         if self.unaligned && self.mode == CheckpointMode::AtLeastOnce {

@@ -209,6 +209,51 @@ fn segment_preallocation_is_a_checkpoint_key_within_its_range() {
     }
 }
 
+#[test]
+fn an_s3_checkpoint_dir_has_a_local_log_dir_and_bad_locations_are_named() {
+    let ok = job_dir(
+        "[checkpoint]\ndir = \"s3://my-bucket/jobs/a\"\n",
+        &[("0.toml", "")],
+    );
+    let cfg = JobSpec::load(ok.path()).unwrap().job.checkpoint.unwrap();
+    assert_eq!(cfg.remote_url(), Some("s3://my-bucket/jobs/a"));
+    assert_eq!(cfg.local_path(), Path::new(".rill/checkpoint-log"));
+    let ok = job_dir(
+        "[checkpoint]\ndir = \"s3://my-bucket\"\nlocal_dir = \"/var/lib/rill/log\"\n",
+        &[("0.toml", "")],
+    );
+    let cfg = JobSpec::load(ok.path()).unwrap().job.checkpoint.unwrap();
+    assert_eq!(cfg.local_path(), Path::new("/var/lib/rill/log"));
+    let local = CheckpointConfig::default();
+    assert_eq!(
+        (local.remote_url(), local.local_path()),
+        (None, "checkpoints".into())
+    );
+    for (job, key, says) in [
+        ("dir = \"s3://B/x\"", "checkpoint.dir", "bucket name"),
+        ("dir = \"s3://bkt/a/../b\"", "checkpoint.dir", "'..'"),
+        (
+            "dir = \"gs://bkt/x\"",
+            "checkpoint.dir",
+            "no other object store",
+        ),
+        (
+            "local_dir = \"log\"",
+            "checkpoint.local_dir",
+            "write-ahead directory of an s3://",
+        ),
+        (
+            "dir = \"s3://bkt\"\nlocal_dir = \"\"",
+            "checkpoint.local_dir",
+            "a directory path",
+        ),
+    ] {
+        let dir = job_dir(&format!("[checkpoint]\n{job}\n"), &[("0.toml", "")]);
+        let e = err(dir.path());
+        assert!(e.contains(key) && e.contains(says), "{job}: {e}");
+    }
+}
+
 /// The error of loading `job` (with one empty core file) or of `core` as that core file.
 fn job_err(job: &str) -> String {
     let cpu = available_cpus()[0];

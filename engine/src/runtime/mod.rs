@@ -175,7 +175,7 @@ impl Job {
             self.graph.recover_sinks(&self.spec.dir, false, None)?;
             return Ok(((0..n).map(|_| None).collect(), None));
         };
-        let dir = self.spec.resolve(&cfg.dir);
+        let dir = self.spec.resolve(&cfg.local_path());
         let earlier = crate::doctor::read_digest(&self.spec.dir)
             .ok()
             .and_then(|d| d.newest_checkpoint)
@@ -183,6 +183,29 @@ impl Job {
                 digest: crate::doctor::digest_path(&self.spec.dir),
                 newest_checkpoint: CheckpointId(id),
             });
+        let remote_url = cfg.remote_url().map(str::to_string);
+        let mut newest_in_store = None;
+        if let Some(url) = &remote_url {
+            let mut store = rill_storage::Remote::open(url)?;
+            let p = crate::checkpoint::remote::prepare(&mut store, &dir, self.start_from, |w| {
+                eprintln!("rill: warning: {w}")
+            })?;
+            if !p.dropped_local.is_empty() {
+                eprintln!(
+                    "rill: local checkpoint manifests {:?} are not in {url} (they never \
+                     completed); removed",
+                    p.dropped_local.iter().map(|c| c.0).collect::<Vec<_>>()
+                );
+            }
+            if let Some((id, bytes)) = p.downloaded {
+                eprintln!(
+                    "rill: downloaded checkpoint {} from {url} into {} ({bytes} bytes of log)",
+                    id.0,
+                    dir.display()
+                );
+            }
+            newest_in_store = p.newest_in_store;
+        }
         let restore = restore::load(&dir, self.start_from, earlier.as_ref(), |w| {
             eprintln!("rill: warning: {w}")
         })?;
@@ -208,7 +231,9 @@ impl Job {
             tracing::warn!("compacting the checkpoint history: {e}");
         }
         let restore = restore.map(Arc::new);
-        let first_id = CheckpointId(crate::checkpoint::history::next_id(&dir));
+        let first_id = CheckpointId(
+            crate::checkpoint::history::next_id(&dir).max(newest_in_store.map_or(0, |c| c.0 + 1)),
+        );
         let coord = Coordinator::new(
             CoordinatorConfig {
                 interval: cfg.interval(),
@@ -252,6 +277,7 @@ impl Job {
             max_key_groups: self.graph.max_key_groups(),
             sources: self.graph.sources(),
             retained: cfg.retained,
+            remote: remote_url,
         });
         links[0] = Some(Link::Coordinator(Box::new(shell)));
         let shards = links

@@ -20,23 +20,7 @@ use rand::{Rng, SeedableRng};
 use rill_testkit::crash::{completed_checkpoints, run_with_kills, seed};
 
 mod common;
-use common::{committed, cpus, job_dir, rill, write_input, Reference};
-
-fn dead_letters(dir: &Path) -> Vec<u64> {
-    let mut offsets = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().to_string();
-        if name.starts_with("dead-letter") && name.ends_with(".jsonl") {
-            for l in std::fs::read_to_string(&p).unwrap().lines() {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                offsets.push(v["offset"].as_u64().unwrap());
-            }
-        }
-    }
-    offsets.sort_unstable();
-    offsets
-}
+use common::{committed, cpus, dead_letters, job_dir, rill, write_input, Reference};
 
 fn no_leftovers(dir: &Path) {
     for e in std::fs::read_dir(dir.join("out")).unwrap() {
