@@ -24,6 +24,7 @@
 mod blocking;
 mod sink;
 mod source;
+mod txnlog;
 
 pub use sink::{json_value, Delivery, KafkaSink, Serialized};
 pub use source::{KafkaRecord, KafkaSource, StartFrom};
@@ -55,6 +56,16 @@ pub enum KafkaError {
         failed: u64,
         /// The last error.
         last: String,
+    },
+    /// Reading a topic partition's log raw (to see how a transaction ended) failed.
+    #[error("kafka: reading the log of {topic}/{partition}: {reason}")]
+    Log {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// What went wrong.
+        reason: String,
     },
     /// Bad configuration.
     #[error("kafka: {0}")]
