@@ -51,9 +51,6 @@ pub struct Runs<'a> {
     pub env: Vec<(&'static str, String)>,
     /// Called after each kill, before the next run (e.g. to delete the local log).
     pub after_kill: &'a dyn Fn(),
-    /// How many more checkpoints a run completes before its kill (drawn per run; `1..=2`
-    /// in [`run_with_kills`]). Wider spreads the kills over more of the input.
-    pub checkpoints_per_run: std::ops::RangeInclusive<usize>,
 }
 
 /// [`run_with_kills_in`] for a job whose log is in `dir/checkpoints`, with no extra
@@ -63,14 +60,13 @@ pub fn run_with_kills(bin: &Path, dir: &Path, kills: usize, rng: &mut StdRng) ->
         log_dir: dir.join("checkpoints"),
         env: Vec::new(),
         after_kill: &|| {},
-        checkpoints_per_run: 1..=2,
     };
     run_with_kills_in(bin, dir, kills, rng, &runs)
 }
 
 /// Runs `bin run dir` and SIGKILLs it at a seeded random moment once it has completed
-/// `runs.checkpoints_per_run` more checkpoints (plus 0–40 ms, so kills land in every
-/// phase: mid-checkpoint, mid-commit, between), `kills` times; then lets it finish. Returns how many runs were
+/// 1–2 more checkpoints (plus 0–40 ms, so kills land in every phase: mid-checkpoint,
+/// mid-commit, between), `kills` times; then lets it finish. Returns how many runs were
 /// really killed (a resumed run may finish first). Panics when a run fails or is stuck.
 /// Run i's stderr is kept in `dir/stderr-<i>.log`.
 pub fn run_with_kills_in(
@@ -88,7 +84,7 @@ pub fn run_with_kills_in(
     let mut killed = 0;
     for attempt in 0..=kills {
         let before = completed();
-        let more = rng.gen_range(runs.checkpoints_per_run.clone());
+        let more = rng.gen_range(1..=2);
         let jitter = Duration::from_millis(rng.gen_range(0..40));
         // stderr goes to a file, not a pipe: on a loaded machine the stall warnings
         // filled an unread pipe, and the job blocked writing its log (a test that timed

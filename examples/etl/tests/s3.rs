@@ -42,7 +42,6 @@ fn killed_with_its_local_log_deleted_the_job_restores_from_s3_exactly_once() {
             // The machine is gone: only the store is left.
             std::fs::remove_dir_all(&local).unwrap();
         },
-        checkpoints_per_run: 1..=2,
     };
     let kills = 3;
     let killed = run_with_kills_in(Path::new(rill()), dir.path(), kills, &mut rng, &runs);
