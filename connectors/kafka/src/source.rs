@@ -154,8 +154,10 @@ impl KafkaSource {
     /// Emits watermarks by `strategy`: one generator per Kafka partition, combined per
     /// source partition as the minimum over its Kafka partitions that are not idle
     /// (Flink's per-split watermarks). With `strategy.idle_timeout`, a Kafka partition
-    /// without records for that long (one never written, too) stops holding the
-    /// watermark back until its next record; without it, one silent Kafka partition
+    /// silent for that long (caught up with the broker's end offset and no new record;
+    /// one never written, too) stops holding the watermark back until its next record
+    /// (a partition that is only behind, its records still being fetched, never counts
+    /// as idle); without it, one silent Kafka partition
     /// holds back the whole source partition. Event time is the record's timestamp
     /// unless [`event_time`](Self::event_time) says otherwise. Do not also wrap the
     /// source in `Watermarked` / `source_with_watermarks` (both would emit).
@@ -257,6 +259,7 @@ impl KafkaSource {
                 next: next.max(0) as u64,
                 end: self.bounded.then_some(high.max(0) as u64),
                 finished: false,
+                caught_up: false,
                 queue: None,
             });
         }
@@ -269,6 +272,7 @@ impl KafkaSource {
             assigned_yet: false,
             repoll: self.repoll,
             rr: 0,
+            idleness: self.watermarks.is_some_and(|s| s.idle_timeout.is_some()),
             watermarks,
             event_time: self.event_time.clone(),
             commit: self.commit_group.is_some(),
@@ -307,6 +311,9 @@ struct Split {
     end: Option<u64>,
     /// Bounded and at its end.
     finished: bool,
+    /// The client reported the end of the partition (librdkafka's partition EOF: the
+    /// broker's high watermark reached) and no record came since: silent, not behind.
+    caught_up: bool,
     /// Its own queue of the consumer (after the assignment).
     queue: Option<SplitQueue>,
 }
@@ -341,6 +348,9 @@ struct KafkaPartition {
     /// The split the next poll starts with (round robin).
     rr: usize,
     watermarks: Option<SplitWatermarks>,
+    /// Whether the watermark strategy has an idle timeout (then a split is idle only
+    /// when it has caught up with the broker's end offset).
+    idleness: bool,
     event_time: EventTime,
     /// Commit completed checkpoints' offsets to the consumer's group.
     commit: bool,
@@ -420,6 +430,7 @@ impl KafkaPartition {
             value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         };
         s.next = off as u64 + 1;
+        s.caught_up = false;
         if let Some(w) = &mut self.watermarks {
             if let Some(ts) = (self.event_time.0)(&rec) {
                 if let Some(before) = w.on_record(i, ts, now_ns) {
@@ -464,6 +475,7 @@ impl KafkaPartition {
     /// included, which carry no message to show their offsets).
     fn at_end(&mut self, i: usize) {
         let s = &mut self.splits[i];
+        s.caught_up = true;
         if s.end.is_some_and(|e| s.next >= e) {
             s.finished = true;
         }
@@ -528,6 +540,15 @@ impl KafkaPartition {
         self.rr = (self.rr + 1) % k;
         let mut due = None;
         if let Some(w) = &mut self.watermarks {
+            if self.idleness && now_ns >= w.next_deadline() {
+                // Idle means silent, not behind: a split the client has not reported at
+                // its end (partition EOF) since its last record has records on their way.
+                for (i, s) in self.splits.iter().enumerate() {
+                    if !s.caught_up && !s.finished {
+                        w.pending(i, now_ns);
+                    }
+                }
+            }
             if let Some(wm) = w.tick(now_ns) {
                 out.watermark(wm);
             }

@@ -102,6 +102,18 @@ impl WatermarkGen {
         before
     }
 
+    /// The source knows that records of this partition are waiting to be read (it is
+    /// behind, not silent) at `now_ns`: its idle clock restarts, and an idle partition
+    /// counts again, as if a record had come, without advancing its event time. A
+    /// source that can tell "behind" from "silent" (Kafka: the broker's end offset above
+    /// the next one to read) calls this so that a slow fetch on a loaded machine does
+    /// not make a partition idle while its records are on their way (they would be late
+    /// behind the others' watermark).
+    pub fn pending(&mut self, now_ns: u64) {
+        self.last_record_ns = now_ns;
+        self.idle = false;
+    }
+
     /// The clock reads `now_ns`: the control item to send, if the interval is due.
     pub fn tick(&mut self, now_ns: u64) -> Option<Watermark> {
         if now_ns < self.next_emit_ns {
@@ -200,6 +212,14 @@ impl SplitWatermarks {
         } else {
             None
         }
+    }
+
+    /// Split `split` has records waiting to be read at `now_ns` (see
+    /// [`WatermarkGen::pending`]): it is not idle, and stays so for another idle timeout.
+    /// The partition's own idle flag is left to the next record (which sends the
+    /// watermark that makes the partition active again downstream).
+    pub fn pending(&mut self, split: usize, now_ns: u64) {
+        self.splits[split].pending(now_ns);
     }
 
     /// The combined watermark of the splits now: `None` while a split that is not idle
@@ -465,6 +485,31 @@ mod tests {
         w.on_record(0, 1_200, 71 * MS);
         w.on_record(1, 1_300, 71 * MS);
         assert_eq!(w.tick(80 * MS), Some(Watermark(1_049)));
+    }
+
+    #[test]
+    fn a_split_with_records_pending_is_not_idle_and_holds_the_watermark_back() {
+        let mut w = splits(Some(50));
+        w.on_record(0, 1_000, 0);
+        w.on_record(1, 500, 0);
+        // Split 2 has no record yet, but its records are known to be on their way (a
+        // slow fetch): it must not go idle, or they would be late behind 499.
+        w.pending(2, 40 * MS);
+        w.on_record(0, 1_100, 45 * MS);
+        w.on_record(1, 600, 45 * MS);
+        assert_eq!(w.tick(50 * MS), None, "split 2 is behind, not silent");
+        w.pending(2, 80 * MS);
+        assert_eq!(w.tick(100 * MS), None);
+        // Its records come: it counts with its own event time.
+        w.on_record(2, 300, 101 * MS);
+        assert_eq!(w.tick(110 * MS), Some(Watermark(299)));
+        // Once caught up and silent for the timeout it goes idle as before.
+        w.on_record(0, 1_200, 150 * MS);
+        w.on_record(1, 1_300, 150 * MS);
+        assert_eq!(w.tick(160 * MS), Some(Watermark(1_199)), "split 2 idle");
+        // A split that went idle and then has records pending counts again at once.
+        w.pending(2, 161 * MS);
+        assert_eq!(w.combined(), Some(Watermark(299)));
     }
 
     #[test]
