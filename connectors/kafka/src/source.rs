@@ -259,6 +259,10 @@ impl KafkaSource {
                 next: next.max(0) as u64,
                 end: self.bounded.then_some(high.max(0) as u64),
                 finished: false,
+                skip_before_ms: match self.start {
+                    StartFrom::TimestampMs(ts) => Some(ts),
+                    _ => None,
+                },
                 caught_up: false,
                 queue: None,
             });
@@ -311,6 +315,12 @@ struct Split {
     end: Option<u64>,
     /// Bounded and at its end.
     finished: bool,
+    /// Started from a timestamp (no checkpoint): records before the first one at or
+    /// after it are skipped. The broker's answer to the timestamp lookup is taken as a
+    /// lower bound: real Kafka gives the exact offset (nothing is skipped here), a broker
+    /// that resolves by batch, or not at all (Tansu 0.6 answers offset 0), gives an
+    /// earlier one.
+    skip_before_ms: Option<i64>,
     /// The client reported the end of the partition (librdkafka's partition EOF: the
     /// broker's high watermark reached) and no record came since: silent, not behind.
     caught_up: bool,
@@ -420,6 +430,14 @@ impl KafkaPartition {
         let off = m.offset();
         if off < s.next as i64 {
             return false; // a re-delivery from before the position
+        }
+        if let Some(from) = s.skip_before_ms {
+            if m.timestamp().to_millis().is_some_and(|t| t < from) {
+                s.next = off as u64 + 1;
+                s.caught_up = false;
+                return false;
+            }
+            s.skip_before_ms = None;
         }
         let rec = KafkaRecord {
             topic: s.topic.clone(),
@@ -592,6 +610,8 @@ impl KafkaPartition {
                 )));
             };
             s.next = next;
+            // A restored position is exact: no timestamp skipping.
+            s.skip_before_ms = None;
         }
         // Kafka partitions the checkpoint does not know (added since) start by
         // `start_from`, as resolved at open.
