@@ -170,7 +170,7 @@ fn multi_process_child() {
         return;
     };
     let job = format!(
-        "[checkpoint]\ninterval_ms = 100\ntimeout_ms = 10000\ntolerable_failures = 10\n\
+        "[checkpoint]\ninterval_ms = 100\ntimeout_ms = 10000\n\
          dir = \"{url}\"\n[restart]\nstrategy = \"fixed-delay\"\ndelay_ms = 100\n"
     );
     let mut job: JobConfig = toml::from_str(&job).unwrap();

@@ -112,6 +112,9 @@ fn await_global(
 /// What it reports back.
 pub(crate) enum Done {
     Published(CheckpointId),
+    /// A job of several processes: this process's part of the checkpoint is in the store
+    /// but the checkpoint was aborted for the job (or the job is stopping).
+    GlobalAborted(CheckpointId, String),
     PublishFailed(CheckpointId, String, Option<Unfixable>),
 }
 
@@ -277,7 +280,16 @@ impl Janitor {
                                 Err(e) => {
                                     entry.state = State::Failed;
                                     entry.failure = Some(format!("publishing the manifest: {e}"));
-                                    Done::PublishFailed(id, e.to_string(), storage_unfixable(&e))
+                                    match e {
+                                        rill_storage::Error::GlobalNotComplete {
+                                            reason, ..
+                                        } => Done::GlobalAborted(id, reason),
+                                        e => Done::PublishFailed(
+                                            id,
+                                            e.to_string(),
+                                            storage_unfixable(&e),
+                                        ),
+                                    }
                                 }
                             };
                             if let Err(err) = history::append(&dir, &entry) {
@@ -346,6 +358,8 @@ pub(crate) struct Shell {
     unfixable: Option<Unfixable>,
     /// Finished entries, for the run report.
     pub(crate) history: Vec<Entry>,
+    /// A job of several processes (checkpoints complete for the whole job or not at all).
+    multi: bool,
 }
 
 /// What the shell needs to start.
@@ -377,6 +391,7 @@ impl Shell {
             to: a.to,
             backlog: (0..cores).map(|_| VecDeque::new()).collect(),
             from: a.from,
+            multi: a.global.is_some(),
             janitor: Janitor::start(a.dir, a.doorbell, a.remote, a.global),
             inflight: BTreeMap::new(),
             finished: vec![false; cores],
@@ -464,6 +479,12 @@ impl Shell {
                 Done::Published(id) => {
                     self.unfixable = None;
                     decisions.extend(self.coord.on_published(now, id))
+                }
+                Done::GlobalAborted(id, reason) => {
+                    return Err(EngineError::GlobalRollback {
+                        checkpoint: id,
+                        reason,
+                    });
                 }
                 Done::PublishFailed(id, why, unfixable) => {
                     if unfixable.is_some() {
@@ -613,13 +634,20 @@ impl Shell {
                         why.push_str(&format!("; waiting on: {}", f.waiting.join("; ")));
                     }
                     tracing::warn!("checkpoint {} failed: {why}", id.0);
-                    if !matches!(reason, AbortReason::Subsumed { .. }) {
-                        // A job of several processes: the others must not wait for it.
-                        self.janitor.send(Job::AbortGlobal(id, why.clone()));
-                    }
-                    f.entry.failure = Some(why);
+                    f.entry.failure = Some(why.clone());
                     self.janitor.send(Job::History(f.entry.clone()));
                     self.history.push(f.entry);
+                    if self.multi && !matches!(reason, AbortReason::Subsumed { .. }) {
+                        // A job of several processes: abort it for the job (the others
+                        // must not wait for it), and start again from the newest global
+                        // checkpoint, as they will (a sink that sealed its transaction
+                        // for it would otherwise wait for a commit that never comes).
+                        self.janitor.send(Job::AbortGlobal(id, why.clone()));
+                        return Err(EngineError::GlobalRollback {
+                            checkpoint: id,
+                            reason: why,
+                        });
+                    }
                 }
                 self.send_all(|| ToCore::Abort { id }, local_inbox);
             }
