@@ -169,8 +169,12 @@ fn multi_process_child() {
     ) else {
         return;
     };
+    let timeout_ms: u64 = std::env::var("RILL_PROC_TIMEOUT_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
     let job = format!(
-        "[checkpoint]\ninterval_ms = 100\ntimeout_ms = 10000\n\
+        "[checkpoint]\ninterval_ms = 100\ntimeout_ms = {timeout_ms}\n\
          dir = \"{url}\"\n[restart]\nstrategy = \"fixed-delay\"\ndelay_ms = 100\n"
     );
     let mut job: JobConfig = toml::from_str(&job).unwrap();
@@ -221,6 +225,140 @@ fn multi_process_child() {
     .unwrap();
 }
 
+/// Starts process `i` of the kill tests' job (run `run`, stderr in
+/// `root/process-<i>-run-<run>.log`) in a child process, with `env` on top.
+fn spawn_child(
+    root: &Path,
+    i: usize,
+    run: usize,
+    k: &Kafka,
+    s3: &rill_testkit::S3,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    let dir = root.join(format!("process-{i}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = root.join(format!("process-{i}-run-{run}.log"));
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "multi_process_child",
+            "--ignored",
+            "--test-threads",
+            "1",
+            "--nocapture",
+        ])
+        .envs(s3.env())
+        .envs(env.iter().copied())
+        .env("RILL_PROC_DIR", &dir)
+        .env("RILL_PROC_ADDR", &k.addr)
+        .env("RILL_PROC_INDEX", i.to_string())
+        .env("RILL_PROC_URL", s3.url("job"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// The job's global decisions in `job`: (complete, aborted).
+fn global_decisions(job: &rill_storage::Remote) -> (usize, usize) {
+    let ids = job.list_globals().unwrap();
+    let complete = ids
+        .iter()
+        .filter(|id| {
+            job.load_global(**id)
+                .unwrap()
+                .is_some_and(|g| g.is_complete())
+        })
+        .count();
+    (complete, ids.len() - complete)
+}
+
+/// A process that never starts: process 0 aborts each checkpoint for the job after
+/// `checkpoint.timeout_ms` (1 s here), the other processes roll back, and nothing is
+/// committed; once the missing process starts, checkpoints complete and the output is
+/// exactly the no-crash output. Fails if a sink commits before every process's part of
+/// a checkpoint is in the store.
+#[test]
+fn without_every_process_nothing_commits_and_the_late_process_completes_the_job() {
+    use std::time::{Duration, Instant};
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let k = Kafka::start();
+    k.create_topic("in", IN_PARTITIONS as u32);
+    k.create_topic("out", OUT_PARTITIONS as u32);
+    let s3 = rill_testkit::S3::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let env = [("RILL_PROC_TIMEOUT_MS", "1000")];
+    let n = 2 * BATCH;
+    produce_input(&k.addr, 0, BATCH);
+    let mut children: Vec<_> = (0..2)
+        .map(|i| spawn_child(root, i, 0, &k, &s3, &env))
+        .collect();
+    let job = s3.remote("job").unwrap();
+    let since = Instant::now();
+    while global_decisions(&job).1 < 3 {
+        assert!(
+            since.elapsed() < rill_testkit::crash::STUCK,
+            "process 0 aborted no checkpoints; logs in {}",
+            root.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        global_decisions(&job).0,
+        0,
+        "a checkpoint completed without process 2"
+    );
+    assert!(
+        committed_values(&k, "out", OUT_PARTITIONS, false).is_empty(),
+        "records committed without process 2"
+    );
+    children.push(spawn_child(root, 2, 0, &k, &s3, &env));
+    produce_input(&k.addr, BATCH, n);
+    let mut progress = (0usize, Instant::now());
+    loop {
+        let distinct = committed_values(&k, "out", OUT_PARTITIONS, false).len();
+        if distinct as u64 >= n {
+            break;
+        }
+        if distinct != progress.0 {
+            progress = (distinct, Instant::now());
+        }
+        assert!(
+            progress.1.elapsed() < rill_testkit::crash::STUCK,
+            "stuck at {distinct} of {n} records committed; logs in {}",
+            root.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (before, since) = (global_decisions(&job).0, Instant::now());
+    while global_decisions(&job).0 < before + 2 {
+        assert!(
+            since.elapsed() < rill_testkit::crash::STUCK,
+            "no more checkpoints"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for c in &mut children {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    let rolled_back = (0..2)
+        .filter(|i| {
+            std::fs::read_to_string(root.join(format!("process-{i}-run-0.log")))
+                .unwrap()
+                .contains("did not complete for the whole job")
+        })
+        .count();
+    assert_eq!(rolled_back, 2, "processes 0 and 1 rolled back");
+    let got = committed_values(&k, "out", OUT_PARTITIONS, false);
+    let want: BTreeMap<String, u32> = (0..n)
+        .map(|i| (format!("{i}:{}", i / KEYS + 1), 1))
+        .collect();
+    assert_eq!(got.len(), want.len(), "distinct committed records");
+    assert_eq!(got, want);
+}
+
 /// The job as 3 processes (one CPU each, two sharing a CPU on a 2-CPU machine),
 /// checkpoints in SeaweedFS, Kafka in and out on Tansu: input is produced in batches
 /// while a random process is SIGKILLed 12 times (and restarted, as a supervisor would);
@@ -235,7 +373,7 @@ fn multi_process_child() {
 #[test]
 fn three_processes_killed_at_random_commit_exactly_the_no_crash_output() {
     use rand::{Rng, SeedableRng};
-    use std::process::{Child, Command, Stdio};
+    use std::process::Child;
     use std::time::{Duration, Instant};
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let seed = rill_testkit::crash::seed();
@@ -253,31 +391,10 @@ fn three_processes_killed_at_random_commit_exactly_the_no_crash_output() {
     } else {
         tmp.path().to_path_buf()
     };
-    let exe = std::env::current_exe().unwrap();
     let mut runs = [0usize; PROCESSES as usize];
     let mut spawn = |i: usize| -> Child {
-        let dir = root.join(format!("process-{i}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = root.join(format!("process-{i}-run-{}.log", runs[i]));
         runs[i] += 1;
-        Command::new(&exe)
-            .args([
-                "--exact",
-                "multi_process_child",
-                "--ignored",
-                "--test-threads",
-                "1",
-                "--nocapture",
-            ])
-            .envs(s3.env())
-            .env("RILL_PROC_DIR", &dir)
-            .env("RILL_PROC_ADDR", &k.addr)
-            .env("RILL_PROC_INDEX", i.to_string())
-            .env("RILL_PROC_URL", s3.url("job"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap()
+        spawn_child(&root, i, runs[i] - 1, &k, &s3, &[])
     };
     let mut children: Vec<Child> = (0..PROCESSES as usize).map(&mut spawn).collect();
     let job = s3.remote("job").unwrap();
