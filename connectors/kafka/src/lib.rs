@@ -10,9 +10,10 @@
 //! Must not: block a pinned core. librdkafka does its network IO on its own threads; the
 //! core only polls its queues without waiting (`poll(Duration::ZERO)`, in-flight counts).
 //! The few client calls that block by design (a transaction's init and commit, metadata
-//! and offset look-ups at start-up) run on a helper thread that wakes the partition's
-//! waker when done (see `blocking.rs`), except the start-up look-ups of the source, which
-//! run once in `open_partition` (bounded by `KafkaSource::timeout`).
+//! and offset look-ups at start-up, and the exactly-once sink's read of the output log at
+//! a restore, `txnlog.rs`) run on a helper thread that wakes the partition's waker when
+//! done (see `blocking.rs`), except the start-up look-ups of the source, which run once
+//! in `open_partition` (bounded by `KafkaSource::timeout`).
 //!
 //! Why librdkafka's threads and not the core's io_uring: librdkafka is the client with
 //! transactions, idempotence, retries and fencing that real deployments trust; speaking
@@ -24,6 +25,7 @@
 mod blocking;
 mod sink;
 mod source;
+mod txnlog;
 
 pub use sink::{json_value, Delivery, KafkaSink, Serialized};
 pub use source::{KafkaRecord, KafkaSource, StartFrom};
@@ -55,6 +57,16 @@ pub enum KafkaError {
         failed: u64,
         /// The last error.
         last: String,
+    },
+    /// Reading a topic partition's log raw (to see how a transaction ended) failed.
+    #[error("kafka: reading the log of {topic}/{partition}: {reason}")]
+    Log {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// What went wrong.
+        reason: String,
     },
     /// Bad configuration.
     #[error("kafka: {0}")]

@@ -22,12 +22,23 @@
 //! `init_transactions` aborts what the dead one left open, including a transaction whose
 //! checkpoint completed but whose commit had not returned. So at pre-commit the partition
 //! also writes the transaction's records to a file in the job directory (synced by the
-//! core with the checkpoint), and each transaction carries a marker that commits
-//! atomically with it: the offset of partition 0 of the output topic, in the consumer
-//! group named like the `transactional.id`, set to the checkpoint id
-//! (`send_offsets_to_transaction`). On restore, a partition whose file holds checkpoint
-//! `w <= restored` while the group's marker is below `w` produces the file again in a
-//! new transaction with the marker `w`: committed exactly once either way.
+//! core with the checkpoint), with the partition and offset the broker gave one of them
+//! (its *anchor*, from the delivery reports). On restore, a partition whose file holds
+//! checkpoint `w <= restored` reads the anchor's partition raw from the anchor on
+//! (`txnlog`): the batch there names the producer session that wrote the transaction,
+//! and that session's next transaction marker says how it ended. Committed: nothing to
+//! do. Aborted or no marker (the new session's `init_transactions` fenced it): the file
+//! is produced again in a new transaction, whose own anchor replaces the old one in the
+//! file (renamed into place, synced) before it commits, so a crash during the resume is
+//! resumed the same way. Committed exactly once either way.
+//!
+//! Not a consumer-group offset committed inside the transaction
+//! (`send_offsets_to_transaction`) as the witness, which this sink used before: Tansu
+//! holds such offsets back while another transactional producer (the sink's other
+//! partitions) has an open transaction on the same topic partitions, and drops them
+//! when that producer's next transaction aborts; the resume then took a committed
+//! transaction for an uncommitted one and committed its records a second time (the
+//! risk-control Kafka kill test's duplicates).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -37,14 +48,14 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use rill_engine::dataflow::{AsyncSink, AsyncSinkPartition, IoCx, PartitionContext};
 use rill_engine::ids::CheckpointId;
 
 use crate::blocking::Blocking;
+use crate::txnlog::{self, Outcome};
 use crate::KafkaError;
 
 /// The delivery guarantee of a [`KafkaSink`].
@@ -146,6 +157,9 @@ struct Reports {
     failed: AtomicU64,
     last_error: Mutex<Option<String>>,
     waker: Mutex<Option<Waker>>,
+    /// Exactly-once: where the broker put the first record of the open transaction that
+    /// was acknowledged (partition, offset); cleared when a transaction opens.
+    anchor: Mutex<Option<(i32, i64)>>,
 }
 
 /// The producer's context: delivery reports go to the partition's [`Reports`].
@@ -157,11 +171,20 @@ impl ProducerContext for Ctx {
     type DeliveryOpaque = ();
     fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
         let reports = &self.0;
-        reports.acked.fetch_add(1, Ordering::Release);
-        if let Err((e, _)) = r {
-            reports.failed.fetch_add(1, Ordering::Relaxed);
-            *reports.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        match r {
+            Ok(m) => {
+                let mut a = reports.anchor.lock().unwrap_or_else(|p| p.into_inner());
+                if a.is_none() {
+                    *a = Some((m.partition(), m.offset()));
+                }
+            }
+            Err((e, _)) => {
+                reports.failed.fetch_add(1, Ordering::Relaxed);
+                *reports.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            }
         }
+        // After the anchor: whoever sees the count sees the anchor.
+        reports.acked.fetch_add(1, Ordering::Release);
         let w = reports
             .waker
             .lock()
@@ -225,6 +248,14 @@ impl<T: Send + Sync + 'static> AsyncSink<T> for KafkaSink<T> {
             cc.set("enable.idempotence", "true");
         }
         for (k, v) in &self.config {
+            if txn && k == "security.protocol" && !v.eq_ignore_ascii_case("plaintext") {
+                // The resume reads the log over a plain socket (see `txnlog`).
+                return Err(KafkaError::Config(format!(
+                    "exactly-once needs a PLAINTEXT listener (security.protocol = {v}): \
+                     its recovery reads the output topic raw over plain TCP"
+                ))
+                .into_engine(ctx.operator, ctx.partition.0));
+            }
             cc.set(k, v);
         }
         let reports = Arc::new(Reports::default());
@@ -236,39 +267,19 @@ impl<T: Send + Sync + 'static> AsyncSink<T> for KafkaSink<T> {
             })
             .map_err(|e| e.into_engine(ctx.operator, ctx.partition.0))?;
         let producer = Arc::new(producer);
-        let txn_id = txn_id(&self.txn_prefix, ctx);
         let mut wal = ctx.job_dir.join(".rill-kafka");
         if !ctx.process.is_single() {
             wal.push(ctx.process.prefix());
         }
         let wal = wal.join(format!("{}-{}.wal", ctx.operator, ctx.partition.0));
-        let mut marker = None;
         let state = if txn {
-            let group: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &self.brokers)
-                .set("group.id", &txn_id)
-                .set("enable.auto.commit", "false")
-                .create()
-                .map_err(|e| KafkaError::Client {
-                    op: "create marker consumer",
-                    source: e,
-                })
-                .map_err(|e| e.into_engine(ctx.operator, ctx.partition.0))?;
-            let m = Arc::new(Marker {
-                cgm: group.group_metadata().ok_or_else(|| {
-                    KafkaError::Config("no consumer group metadata".into())
-                        .into_engine(ctx.operator, ctx.partition.0)
-                })?,
-                group,
-                topic: self.topic.clone(),
-            });
-            marker = Some(m.clone());
             let restored = *self.restored.lock().unwrap_or_else(|p| p.into_inner());
             let (p, timeout, wal) = (producer.clone(), self.timeout, wal.clone());
+            let topic = self.topic.clone();
             Txn::Initialising(Blocking::spawn("rill-kafka-txn", move || {
                 p.init_transactions(timeout)
                     .map_err(KafkaError::client("init transactions"))?;
-                resume(&p, &m, &wal, restored, timeout)?;
+                resume(&p, &topic, &wal, restored, timeout)?;
                 p.begin_transaction()
                     .map_err(KafkaError::client("begin transaction"))
             }))
@@ -287,7 +298,6 @@ impl<T: Send + Sync + 'static> AsyncSink<T> for KafkaSink<T> {
             sent: 0,
             records: Vec::new(),
             wal,
-            marker,
             max_in_flight: self.max_in_flight,
             timeout: self.timeout,
             operator: ctx.operator.to_string(),
@@ -313,8 +323,6 @@ struct KafkaSinkPartition<T> {
     records: Vec<Serialized>,
     /// That file.
     wal: PathBuf,
-    /// Exactly-once: the consumer group whose offset marks committed checkpoints.
-    marker: Option<Arc<Marker>>,
     max_in_flight: usize,
     timeout: Duration,
     operator: String,
@@ -379,6 +387,12 @@ impl<T> KafkaSinkPartition<T> {
         self.state = Txn::Open;
         self.in_txn = 0;
         self.records.clear();
+        // Every record of the transactions before was acknowledged (pre-commit waited).
+        *self
+            .reports
+            .anchor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         Poll::Ready(Ok(()))
     }
 }
@@ -413,7 +427,7 @@ impl<T> AsyncSinkPartition<T> for KafkaSinkPartition<T> {
         }
         self.in_txn += 1;
         self.sent += 1;
-        if self.marker.is_some() && self.transactional {
+        if self.delivery == Delivery::ExactlyOnce && self.transactional {
             self.records.push((key, value));
         }
         Ok(())
@@ -448,9 +462,14 @@ impl<T> AsyncSinkPartition<T> for KafkaSinkPartition<T> {
         if self.delivery == Delivery::ExactlyOnce {
             self.state = Txn::Sealed(id);
             let records = std::mem::take(&mut self.records);
+            let anchor = *self
+                .reports
+                .anchor
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             // Written here (page cache) and synced by the core with the checkpoint.
             return Poll::Ready(
-                write_wal(&self.wal, id, &records)
+                write_wal(&self.wal, id, anchor, &records)
                     .map(|f| vec![f])
                     .map_err(|e| rill_engine::EngineError::io("write", &self.wal, e)),
             );
@@ -466,11 +485,9 @@ impl<T> AsyncSinkPartition<T> for KafkaSinkPartition<T> {
         if let Txn::Sealed(s) = self.state {
             if s <= id {
                 let (p, timeout) = (self.producer.clone(), self.timeout);
-                let m = self.marker.clone().expect("exactly-once has a marker");
                 self.state = Txn::Committing(
                     s,
                     Blocking::spawn("rill-kafka-txn", move || {
-                        m.mark(&p, s, timeout)?;
                         p.commit_transaction(timeout)
                             .map_err(KafkaError::client("commit transaction"))?;
                         p.begin_transaction()
@@ -534,44 +551,12 @@ impl<T> AsyncSinkPartition<T> for KafkaSinkPartition<T> {
     }
 }
 
-/// The consumer group whose committed offset (on partition 0 of the output topic) is the
-/// last checkpoint whose transaction committed.
-struct Marker {
-    group: BaseConsumer,
-    cgm: ConsumerGroupMetadata,
-    topic: String,
-}
-
-impl Marker {
-    /// Adds "checkpoint `id` committed" to the open transaction (blocks: helper thread).
-    fn mark(&self, p: &Prod, id: CheckpointId, timeout: Duration) -> Result<(), KafkaError> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, 0, Offset::Offset(id.0 as i64))
-            .map_err(KafkaError::client("marker offsets"))?;
-        p.send_offsets_to_transaction(&tpl, &self.cgm, timeout)
-            .map_err(KafkaError::client("send offsets to transaction"))
-    }
-
-    /// The last checkpoint marked committed, if any (blocks: helper thread).
-    fn committed(&self, timeout: Duration) -> Result<Option<u64>, KafkaError> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.topic, 0);
-        let got = self
-            .group
-            .committed_offsets(tpl, timeout)
-            .map_err(KafkaError::client("committed offsets"))?;
-        Ok(match got.elements().first().map(|e| e.offset()) {
-            Some(Offset::Offset(o)) if o >= 0 => Some(o as u64),
-            _ => None,
-        })
-    }
-}
-
-/// On (re)start, after `init_transactions`: produces the file's transaction again when
-/// its checkpoint completed (`<= restored`) and the marker says it did not commit.
+/// On (re)start, after `init_transactions`: when the file's checkpoint completed
+/// (`<= restored`) and its transaction did not commit (the log says so: see the module
+/// doc), produces the file again in a transaction of this session and commits it.
 fn resume(
     p: &Prod,
-    m: &Marker,
+    topic: &str,
     wal: &Path,
     restored: Option<CheckpointId>,
     timeout: Duration,
@@ -579,37 +564,61 @@ fn resume(
     let Some(restored) = restored else {
         return Ok(());
     };
-    let (w, records) =
-        match read_wal(wal).map_err(|e| KafkaError::Config(format!("{}: {e}", wal.display())))? {
-            Wal::Complete(w, records) => (w, records),
-            Wal::Missing => return Ok(()),
-            Wal::Torn => {
-                tracing::info!(
-                    "kafka sink: {} was being written when the process died: its checkpoint \
-                     did not complete, nothing to resume",
-                    wal.display()
-                );
-                return Ok(());
-            }
-        };
-    if w > restored || m.committed(timeout)?.is_some_and(|c| c >= w.0) {
+    let log_err = |e: std::io::Error| KafkaError::Config(format!("{}: {e}", wal.display()));
+    let (w, anchor, records) = match read_wal(wal).map_err(log_err)? {
+        Wal::Complete {
+            id,
+            anchor,
+            records,
+        } => (id, anchor, records),
+        Wal::Missing => return Ok(()),
+        Wal::Torn => {
+            tracing::info!(
+                "kafka sink: {} was being written when the process died: its checkpoint \
+                 did not complete, nothing to resume",
+                wal.display()
+            );
+            return Ok(());
+        }
+    };
+    if w > restored || records.is_empty() {
+        return Ok(());
+    }
+    let Some((partition, offset)) = anchor else {
+        return Err(KafkaError::Config(format!(
+            "{}: {} records and no anchor (every record is acknowledged before the file \
+             is written)",
+            wal.display(),
+            records.len()
+        )));
+    };
+    let outcome = txnlog::outcome(p.client(), topic, partition, offset, timeout)?;
+    if outcome == Outcome::Committed {
+        tracing::info!(
+            "kafka sink: the transaction of checkpoint {} committed ({topic}/{partition} \
+             offset {offset} and its session's commit marker)",
+            w.0
+        );
         return Ok(());
     }
     tracing::info!(
-        "kafka sink: checkpoint {} completed but its transaction did not commit;          producing its {} records again",
+        "kafka sink: checkpoint {} completed but its transaction did not commit ({outcome:?} \
+         after {topic}/{partition} offset {offset}); producing its {} records again",
         w.0,
         records.len()
     );
     p.begin_transaction()
         .map_err(KafkaError::client("begin transaction"))?;
+    let reports = &p.context().0;
+    *reports.anchor.lock().unwrap_or_else(|p| p.into_inner()) = None;
     for (k, v) in &records {
-        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&m.topic).payload(v.as_slice());
+        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(v.as_slice());
         if let Some(k) = k {
             r = r.key(k.as_slice());
         }
         let mut r = r;
         // Counted before it can be acknowledged (see `Reports::resent`).
-        p.context().0.resent.fetch_add(1, Ordering::Release);
+        reports.resent.fetch_add(1, Ordering::Release);
         loop {
             match p.send(r) {
                 Ok(()) => break,
@@ -631,32 +640,52 @@ fn resume(
             }
         }
     }
-    m.mark(p, w, timeout)?;
+    p.flush(timeout).map_err(KafkaError::client("flush"))?;
+    let failed = reports.failed.load(Ordering::Acquire);
+    if failed > 0 {
+        let last = reports
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
+        return Err(KafkaError::Delivery { failed, last });
+    }
+    // The new anchor in place before the commit: a crash from here on resumes this
+    // session's transaction (committed or not), never the old one's again.
+    let anchor = *reports.anchor.lock().unwrap_or_else(|p| p.into_inner());
+    replace_wal(wal, w, anchor, &records).map_err(log_err)?;
     p.commit_transaction(timeout)
         .map_err(KafkaError::client("commit transaction"))
 }
 
+/// The first bytes of a sink log (format 2: with the anchor).
+const WAL_MAGIC: &[u8; 8] = b"RILLKW02";
 /// The last bytes of a complete sink log.
 const WAL_END: &[u8; 8] = b"RILLKEND";
 
-/// Writes checkpoint `id`'s records: `id` (u64 LE), then per record a key flag, lengths
-/// (u32 LE) and bytes, then the record count (u64 LE) and [`WAL_END`]. A process killed
-/// while writing leaves a file without that trailer: [`read_wal`] reports it as torn.
-fn write_wal(
-    path: &Path,
-    id: CheckpointId,
-    records: &[Serialized],
-) -> std::io::Result<std::fs::File> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
+/// Checkpoint `id`'s records and their anchor as bytes: [`WAL_MAGIC`], `id` (u64 LE),
+/// the anchor (a flag byte, then partition i32 LE and offset i64 LE when set), then per
+/// record a key flag, lengths (u32 LE) and bytes, then the record count (u64 LE) and
+/// [`WAL_END`]. A process killed while writing leaves a file without that trailer:
+/// [`read_wal`] reports it as torn.
+fn encode_wal(id: CheckpointId, anchor: Option<(i32, i64)>, records: &[Serialized]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(
-        24 + records
+        45 + records
             .iter()
             .map(|(k, v)| 9 + v.len() + k.as_ref().map_or(0, Vec::len))
             .sum::<usize>(),
     );
+    buf.extend_from_slice(WAL_MAGIC);
     buf.extend_from_slice(&id.0.to_le_bytes());
+    match anchor {
+        Some((p, o)) => {
+            buf.push(1);
+            buf.extend_from_slice(&p.to_le_bytes());
+            buf.extend_from_slice(&o.to_le_bytes());
+        }
+        None => buf.push(0),
+    }
     for (k, v) in records {
         match k {
             Some(k) => {
@@ -671,9 +700,42 @@ fn write_wal(
     }
     buf.extend_from_slice(&(records.len() as u64).to_le_bytes());
     buf.extend_from_slice(WAL_END);
+    buf
+}
+
+/// Writes the sink log at pre-commit (the page cache; the core syncs the file with the
+/// checkpoint).
+fn write_wal(
+    path: &Path,
+    id: CheckpointId,
+    anchor: Option<(i32, i64)>,
+    records: &[Serialized],
+) -> std::io::Result<std::fs::File> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
     let mut f = std::fs::File::create(path)?;
-    f.write_all(&buf)?;
+    f.write_all(&encode_wal(id, anchor, records))?;
     Ok(f)
+}
+
+/// Replaces the sink log durably and atomically (a temporary file synced, renamed over
+/// it, the directory synced): a crash leaves the old log or the new one.
+fn replace_wal(
+    path: &Path,
+    id: CheckpointId,
+    anchor: Option<(i32, i64)>,
+    records: &[Serialized],
+) -> std::io::Result<()> {
+    let tmp = path.with_extension("wal.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&encode_wal(id, anchor, records))?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(d) = path.parent() {
+        std::fs::File::open(d)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// What a sink log holds.
@@ -685,8 +747,12 @@ enum Wal {
     /// completed: the core syncs the file, after it was written, before the checkpoint
     /// counts; so there is nothing to resume.
     Torn,
-    /// Checkpoint `id`'s records.
-    Complete(CheckpointId, Vec<Serialized>),
+    /// Checkpoint `id`'s records and where the broker put the first acknowledged one.
+    Complete {
+        id: CheckpointId,
+        anchor: Option<(i32, i64)>,
+        records: Vec<Serialized>,
+    },
 }
 
 /// What `write_wal` wrote, if the file exists and is complete.
@@ -698,19 +764,38 @@ fn read_wal(path: &Path) -> std::io::Result<Wal> {
     };
     let mut b = Vec::new();
     f.read_to_end(&mut b)?;
-    let Some(body) = b.strip_suffix(WAL_END).filter(|body| body.len() >= 16) else {
+    let Some(body) = b.strip_suffix(WAL_END).filter(|body| body.len() >= 25) else {
         return Ok(Wal::Torn);
+    };
+    let bad = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("corrupt kafka sink log: {what}"),
+        )
+    };
+    let Some(body) = body.strip_prefix(WAL_MAGIC) else {
+        return Err(bad(
+            "not format 2 (written by an older rill: check the output topic for the \
+             transaction of its checkpoint, then delete the file)",
+        ));
     };
     let (body, count) = body.split_at(body.len() - 8);
     let count = u64::from_le_bytes(count.try_into().expect("8 bytes"));
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt kafka sink log");
     let mut at = 0usize;
     let mut take = |n: usize| -> std::io::Result<&[u8]> {
-        let s = body.get(at..at + n).ok_or_else(bad)?;
+        let s = body.get(at..at + n).ok_or_else(|| bad("truncated"))?;
         at += n;
         Ok(s)
     };
     let id = CheckpointId(u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")));
+    let anchor = match take(1)?[0] {
+        0 => None,
+        1 => Some((
+            i32::from_le_bytes(take(4)?.try_into().expect("4 bytes")),
+            i64::from_le_bytes(take(8)?.try_into().expect("8 bytes")),
+        )),
+        _ => return Err(bad("anchor flag")),
+    };
     let mut records = Vec::new();
     while let Ok(flag) = take(1) {
         let flag = flag[0];
@@ -724,9 +809,13 @@ fn read_wal(path: &Path) -> std::io::Result<Wal> {
         records.push((key, take(n)?.to_vec()));
     }
     if records.len() as u64 != count {
-        return Err(bad());
+        return Err(bad("record count"));
     }
-    Ok(Wal::Complete(id, records))
+    Ok(Wal::Complete {
+        id,
+        anchor,
+        records,
+    })
 }
 
 #[cfg(test)]
@@ -738,11 +827,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rill-kafka-wal-{}", std::process::id()));
         let path = dir.join("x.wal");
         let recs = vec![(Some(b"k".to_vec()), b"v1".to_vec()), (None, Vec::new())];
-        write_wal(&path, CheckpointId(7), &recs).unwrap();
-        assert_eq!(
-            read_wal(&path).unwrap(),
-            Wal::Complete(CheckpointId(7), recs.clone())
-        );
+        write_wal(&path, CheckpointId(7), Some((1, 42)), &recs).unwrap();
+        let want = Wal::Complete {
+            id: CheckpointId(7),
+            anchor: Some((1, 42)),
+            records: recs.clone(),
+        };
+        assert_eq!(read_wal(&path).unwrap(), want);
         // Killed while writing: every prefix, even one ending on a record boundary (or
         // empty: killed between create and write), is torn, never a shorter log.
         let full = std::fs::read(&path).unwrap();
@@ -750,7 +841,113 @@ mod tests {
             std::fs::write(&path, &full[..n]).unwrap();
             assert_eq!(read_wal(&path).unwrap(), Wal::Torn, "prefix of {n} bytes");
         }
+        // Replaced atomically: the new anchor (or none, for no records).
+        replace_wal(&path, CheckpointId(7), Some((0, 9)), &recs).unwrap();
+        assert!(matches!(
+            read_wal(&path).unwrap(),
+            Wal::Complete {
+                anchor: Some((0, 9)),
+                ..
+            }
+        ));
+        replace_wal(&path, CheckpointId(8), None, &[]).unwrap();
+        assert_eq!(
+            read_wal(&path).unwrap(),
+            Wal::Complete {
+                id: CheckpointId(8),
+                anchor: None,
+                records: Vec::new()
+            }
+        );
+        // A log of the format before the anchor is refused, not misread.
+        let mut old = full[WAL_MAGIC.len()..].to_vec();
+        old.splice(8..9 + 12, []);
+        std::fs::write(&path, &old).unwrap();
+        assert!(read_wal(&path).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(read_wal(&path).unwrap(), Wal::Missing);
+    }
+
+    /// The committed values of `topic` (partitions `0..partitions`), sorted, rebuilt from
+    /// the raw log's markers.
+    fn committed(addr: &str, topic: &str, partitions: i32) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = (0..partitions)
+            .flat_map(|p| {
+                rill_testkit::kafka_log::rebuild(&rill_testkit::kafka_log::read_raw(addr, topic, p))
+                    .committed
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The resume against a real broker, both ways: a session that pre-committed
+    /// checkpoint 3 (records acknowledged, file written) dies before its commit; the
+    /// restarted partition fences it (its transaction aborts) and produces the file again,
+    /// once; a second restart finds that transaction committed in the log and produces
+    /// nothing. A restore of an older checkpoint leaves the file alone.
+    #[test]
+    fn resume_produces_an_uncommitted_transaction_again_once_and_a_committed_one_never() {
+        let k = rill_testkit::Kafka::start();
+        k.create_topic("out", 2);
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("s.wal");
+        let t = Duration::from_secs(10);
+        let producer = || -> Prod {
+            ClientConfig::new()
+                .set("bootstrap.servers", &k.addr)
+                .set("transactional.id", "t")
+                .create_with_context(Ctx(Arc::default()))
+                .unwrap()
+        };
+        let recs: Vec<Serialized> = (0..50)
+            .map(|i| {
+                (
+                    Some(format!("{i}").into_bytes()),
+                    format!("r{i}").into_bytes(),
+                )
+            })
+            .collect();
+        let mut want: Vec<Vec<u8>> = recs.iter().map(|(_, v)| v.clone()).collect();
+        want.sort();
+        let zombie = producer();
+        zombie.init_transactions(t).unwrap();
+        zombie.begin_transaction().unwrap();
+        for (key, v) in &recs {
+            let r = BaseRecord::<[u8], [u8]>::to("out")
+                .key(key.as_deref().unwrap())
+                .payload(v.as_slice());
+            zombie.send(r).map_err(|(e, _)| e).unwrap();
+        }
+        zombie.flush(t).unwrap();
+        let anchor = *zombie.context().0.anchor.lock().unwrap();
+        assert!(anchor.is_some(), "the delivery reports gave an anchor");
+        write_wal(&wal, CheckpointId(3), anchor, &recs).unwrap();
+        assert!(committed(&k.addr, "out", 2).is_empty());
+
+        let p = producer();
+        p.init_transactions(t).unwrap();
+        resume(&p, "out", &wal, Some(CheckpointId(2)), t).unwrap();
+        assert!(
+            committed(&k.addr, "out", 2).is_empty(),
+            "checkpoint 3 not restored"
+        );
+        resume(&p, "out", &wal, Some(CheckpointId(3)), t).unwrap();
+        assert_eq!(p.context().0.resent.load(Ordering::Acquire), 50);
+        assert_eq!(committed(&k.addr, "out", 2), want, "produced again, once");
+        let Wal::Complete { anchor: now, .. } = read_wal(&wal).unwrap() else {
+            panic!("the file is complete");
+        };
+        assert!(
+            now.is_some() && now != anchor,
+            "the file names the new transaction"
+        );
+
+        let p2 = producer();
+        p2.init_transactions(t).unwrap();
+        resume(&p2, "out", &wal, Some(CheckpointId(3)), t).unwrap();
+        assert_eq!(p2.context().0.resent.load(Ordering::Acquire), 0);
+        assert_eq!(committed(&k.addr, "out", 2), want, "committed: not again");
+        drop(zombie);
     }
 }

@@ -99,31 +99,18 @@ fn bounded_source_reads_every_partition_and_stops() {
     assert_eq!(counts, want);
 }
 
-/// The checkpoint committed last by the sink partition with `transactional.id` `group`
-/// (its marker), if any.
-fn marker(addr: &str, group: &str, topic: &str) -> Option<i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, 0);
-    let got = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
-    let off = got.elements().first().map(|e| e.offset());
-    match off {
-        Some(Offset::Offset(o)) if o > 0 => Some(o),
-        _ => None,
-    }
+/// Commit markers on `topic`/0 so far (transactions committed there).
+fn commits_on_partition_0(addr: &str, topic: &str) -> usize {
+    common::rebuild(&common::read_raw(addr, topic, 0)).commits
 }
 
-/// When the map of `run_exactly_once` fails: once the first sink partition committed
-/// checkpoint `checkpoint` or a later one, and `mapped` records went through the map
-/// (so that the checkpoint restored can be well into the input, not one taken before the
-/// source read anything).
+/// When the map of `run_exactly_once` fails: once `commits` transactions committed on
+/// partition 0 of the output, and `mapped` records went through the map (so that the
+/// checkpoint restored can be well into the input, not one taken before the source read
+/// anything).
 #[derive(Clone, Copy)]
 struct FailAt {
-    checkpoint: i64,
+    commits: usize,
     mapped: u64,
 }
 
@@ -151,13 +138,11 @@ fn run_exactly_once(k: &Kafka, out: &str, fail: Option<FailAt>, parallelism: u32
                 if let Some(at) = fail {
                     // Slow enough that the input lasts past the failure.
                     std::thread::sleep(Duration::from_micros(50));
-                    // The sink partition's committed checkpoint: the marker (the offset
-                    // of its consumer group).
                     let mapped = MAPPED.fetch_add(1, Ordering::SeqCst);
                     if v % 100 == 0
                         && mapped >= at.mapped
                         && ARMED.load(Ordering::SeqCst)
-                        && marker(&addr2, "rill-out-0", &out2).is_some_and(|c| c >= at.checkpoint)
+                        && commits_on_partition_0(&addr2, &out2) >= at.commits
                         && ARMED.swap(false, Ordering::SeqCst)
                     {
                         panic!("injected failure at {v}");
@@ -212,7 +197,7 @@ fn exactly_once_after_a_failure_and_restore() {
     const N: u64 = 20_000;
     common::produce(&k.addr, "in", (0..N).map(|i| i.to_string()));
     let at = FailAt {
-        checkpoint: 1,
+        commits: 1,
         mapped: 0,
     };
     let (restarts, restored) = run_exactly_once(&k, "out", Some(at), 4);
@@ -232,10 +217,10 @@ fn eight_kafka_partitions_over_two_source_partitions_exactly_once_after_a_restor
     k.create_topic("out", 2);
     const N: u64 = 40_000;
     common::produce(&k.addr, "in", (0..N).map(|i| i.to_string()));
-    // Restored from checkpoint 3 or later, after 5_000 records: positions well into the
-    // input (a restore that did not seek every Kafka partition duplicates thousands).
+    // Restored after 3 commits and 5_000 records: positions well into the input (a
+    // restore that did not seek every Kafka partition duplicates thousands).
     let at = FailAt {
-        checkpoint: 3,
+        commits: 3,
         mapped: 5_000,
     };
     let (restarts, restored) = run_exactly_once(&k, "out", Some(at), 2);
@@ -244,6 +229,77 @@ fn eight_kafka_partitions_over_two_source_partitions_exactly_once_after_a_restor
     let (counts, _, open) = committed_counts(&k, "out", 2);
     assert_eq!(open, 0, "no transaction left open");
     assert_exactly(&counts, N);
+}
+
+/// Regression (the risk-control Kafka kill test's duplicates): a restarted sink partition
+/// must not produce again a transaction that committed. The old sink took a
+/// consumer-group offset committed inside each transaction as the witness of its commit,
+/// and Tansu holds such offsets back while another producer has an open transaction on
+/// the same partitions: here a bystander's, open for the whole test. Every record is in
+/// the final checkpoint's transactions (no other checkpoint: a long interval), which
+/// commit; a second run restores that checkpoint, and its sink partitions see their
+/// files of it. The old sink produced them again (every record twice); the log's commit
+/// markers say they committed.
+#[test]
+fn a_committed_transaction_is_not_produced_again_after_a_restore() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let k = Kafka::start();
+    k.create_topic("in", 2);
+    k.create_topic("out", 1);
+    const N: u64 = 2_000;
+    common::produce(&k.addr, "in", (0..N).map(|i| i.to_string()));
+    let bystander: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &k.addr)
+        .set("transactional.id", "bystander")
+        .create()
+        .unwrap();
+    bystander
+        .init_transactions(Duration::from_secs(10))
+        .unwrap();
+    bystander.begin_transaction().unwrap();
+    bystander
+        .send(BaseRecord::<[u8], [u8]>::to("out").payload(b"bystander".as_slice()))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    bystander.flush(Duration::from_secs(10)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let spec = spec(dir.path(), "[checkpoint]\ninterval_ms = 3600000\n");
+        let addr = k.addr.clone();
+        let build = move |spec: &JobSpec| {
+            let p = Pipeline::new(spec.job.max_key_groups);
+            p.source("kafka", KafkaSource::new(&addr, &["in"]).bounded(true))
+                .parallelism(2)
+                .map("value", |r: KafkaRecord| value(&r).to_string())
+                .sink(
+                    "out",
+                    KafkaSink::new(&addr, "out", Delivery::ExactlyOnce, |s: &String| {
+                        (None, s.clone().into_bytes())
+                    }),
+                );
+            p.build(spec.default_parallelism())
+        };
+        supervise(&spec, &build, Restore::Newest, &Control::default(), |_| {}).unwrap()
+    };
+    let first = run();
+    assert_eq!(first.restarts, 0);
+    let (counts, commits, _) = committed_counts(&k, "out", 1);
+    assert!(
+        commits >= 1,
+        "the final checkpoint's transactions committed"
+    );
+    assert_exactly(&counts, N);
+    let second = run();
+    assert!(
+        second.restored_from.is_some(),
+        "the second run restored the final checkpoint"
+    );
+    let (counts, _, _) = committed_counts(&k, "out", 1);
+    assert_exactly(&counts, N);
+    bystander
+        .abort_transaction(Duration::from_secs(10))
+        .unwrap();
 }
 
 /// Produces `(partition, timestamp ms, value)` records to `topic` (key = value) and
