@@ -426,3 +426,66 @@ fn a_fresh_start_never_writes_a_segment_under_a_name_the_store_has() {
     assert_eq!(chain.get(&499u64).map(|v| v.to_native()), Some(998));
     assert_eq!(chain.get(&500u64), None);
 }
+
+/// A process of a job of several processes restarting: its own checkpoint 5 in the store
+/// has no global decision (it died before the global manifest), so it aborts 5 for the
+/// job; checkpoint 4 was aborted, 3 is complete: it restores 3 (downloaded, its local
+/// copy of 5 removed) and numbers new checkpoints after 5. Fails if the start restored
+/// its own newest checkpoint or left 5 undecided.
+#[test]
+fn a_restarting_process_aborts_its_undecided_checkpoints_and_restores_the_newest_global_one() {
+    use rill_engine::checkpoint::remote::prepare_global;
+    use rill_engine::checkpoint::restore::StartFrom;
+    use rill_engine::ids::{CheckpointId as Id, Process};
+    let s3 = S3::start();
+    let me = Process { index: 1, count: 2 };
+    let procs = me.all_prefixes();
+    let job = s3.remote("job").unwrap();
+    let m = |n: u64| Manifest::new(CheckpointId(n), Vec::new(), Vec::new());
+    for n in 3..=5u64 {
+        for p in &procs {
+            if n == 5 && p == "process-0-of-2" {
+                continue; // process 0 had not finished 5
+            }
+            job.put_if_absent(&format!("{p}/manifests/{n:020}.manifest"), m(n).encode())
+                .unwrap();
+        }
+    }
+    assert_eq!(
+        job.publish_global(CheckpointId(3), &procs).unwrap(),
+        GlobalOutcome::Won
+    );
+    assert_eq!(job.abort_global(CheckpointId(4), "expired").unwrap(), None);
+    let local = tempfile::tempdir().unwrap();
+    rill_storage::manifest::publish(local.path(), &m(5)).unwrap();
+
+    let mut own = s3.remote("job/process-1-of-2").unwrap();
+    let p = prepare_global(&mut own, &job, me, local.path(), StartFrom::Newest).unwrap();
+    assert_eq!(p.restore, Some(Id(3)));
+    assert_eq!(p.aborted, vec![Id(5)]);
+    assert_eq!(p.newest_used, Some(Id(5)));
+    assert_eq!(p.dropped_local, vec![Id(5)]);
+    assert_eq!(p.downloaded.map(|d| d.0), Some(Id(3)));
+    assert_eq!(
+        rill_storage::layout::list_manifests(local.path()).unwrap(),
+        vec![CheckpointId(3)]
+    );
+    let g5 = job.load_global(CheckpointId(5)).unwrap().expect("decided");
+    assert!(!g5.is_complete(), "5 aborted for the job: {g5:?}");
+    // Process 0 finishing 5 now cannot complete it.
+    job.put_if_absent(
+        &format!("process-0-of-2/manifests/{:020}.manifest", 5),
+        m(5).encode(),
+    )
+    .unwrap();
+    assert!(matches!(
+        job.publish_global(CheckpointId(5), &procs).unwrap(),
+        GlobalOutcome::Aborted(_)
+    ));
+    // Asked for an aborted checkpoint by id: refused, naming the global manifest.
+    let e = prepare_global(&mut own, &job, me, local.path(), StartFrom::Id(Id(4))).unwrap_err();
+    assert!(
+        e.to_string().contains("not complete for the whole job"),
+        "{e}"
+    );
+}
