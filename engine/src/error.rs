@@ -114,6 +114,19 @@ pub enum EngineError {
         unfixable: Option<crate::checkpoint::restart::Unfixable>,
     },
 
+    /// A job of several processes: checkpoint `checkpoint` was aborted for the whole job
+    /// (a process restarted, failed its part, or did not deliver it in time). Every
+    /// process then restarts from the newest checkpoint complete for the job (the restart
+    /// strategy's restart; without one the process exits with code 75 for its supervisor
+    /// to restart it).
+    #[error("checkpoint {} did not complete for the whole job: {reason}; restarting from the newest global checkpoint", checkpoint.0)]
+    GlobalRollback {
+        /// The aborted checkpoint.
+        checkpoint: crate::ids::CheckpointId,
+        /// Why it was aborted.
+        reason: String,
+    },
+
     /// The checkpoint store failed (reading, recovering or publishing).
     #[error("checkpoint store: {0}")]
     Storage(#[from] rill_storage::Error),
@@ -134,6 +147,8 @@ impl EngineError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Config(_) | Self::Locked { .. } => 2,
+            // EX_TEMPFAIL: start this process again (docs/multi-process.md).
+            Self::GlobalRollback { .. } => 75,
             _ => 1,
         }
     }
@@ -163,6 +178,7 @@ impl EngineError {
             Self::Operator { .. }
                 | Self::Executor { .. }
                 | Self::CheckpointsFailing { .. }
+                | Self::GlobalRollback { .. }
                 | Self::Io { .. }
         )
     }

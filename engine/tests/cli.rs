@@ -35,6 +35,32 @@ fn job_dir(dir: &std::path::Path, job: &str) {
     std::fs::write(dir.join(format!("cores/{cpu}.toml")), "").unwrap();
 }
 
+/// `--process i/N`: a bad value exits 2 saying what is wrong, before anything runs; a
+/// process of several with a local checkpoint directory exits 2 naming `checkpoint.dir`.
+#[test]
+fn run_with_a_bad_process_exits_2_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    job_dir(
+        dir.path(),
+        "pipeline = \"latency\"\n[checkpoint]\ninterval_ms = 100\n",
+    );
+    for (value, says) in [
+        ("3/3", "below the count"),
+        ("0/0", "at least 1"),
+        ("two", "of the form i/N"),
+        ("1/3", "checkpoint.dir"),
+    ] {
+        let out = rill()
+            .args(["run", "--process", value])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value}: {err}");
+        assert!(err.contains(says), "{value}: {err}");
+    }
+}
+
 /// Issue 15: a job directory that names no pipeline used to run the latency benchmark,
 /// exit 0. Now it, and a name the binary does not have, exit 2 listing what it has.
 #[test]

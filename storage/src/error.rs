@@ -286,6 +286,17 @@ pub enum Error {
         /// What is wrong with it.
         problem: String,
     },
+    /// A job of several processes: a checkpoint this process completed did not complete
+    /// for the whole job (aborted by a process, or the job stopped while waiting).
+    #[error("checkpoint {checkpoint} did not complete for the whole job ({url}): {reason}")]
+    GlobalNotComplete {
+        /// Where the job's global decisions are.
+        url: String,
+        /// The checkpoint.
+        checkpoint: u64,
+        /// Why.
+        reason: String,
+    },
     /// The pieces of a segment in the object store do not join up (a gap or an overlap).
     #[error("{url}: the segment's pieces do not join at byte {at} (next piece starts at {next})")]
     RemoteGap {

@@ -9,7 +9,10 @@
 //! <prefix>/core-<N>/<segment base, 20 digits>.seg/<from, 20 digits>-<to, 20 digits>
 //!                         bytes from..to of that local segment file (a piece)
 //! <prefix>/manifests/<checkpoint, 20 digits>.manifest      the manifest file, byte for byte
-//! <prefix>/global/<checkpoint, 20 digits>.manifest         a job's global manifest
+//! <prefix>/global/<checkpoint, 20 digits>.manifest         a job's global decision on
+//!                         that checkpoint: its global manifest, or an abort (written by
+//!                         whichever process got there first; one create-if-absent key
+//!                         decides)
 //! ```
 //!
 //! A segment is append-only, and what a manifest names was fdatasync'ed before the
@@ -68,18 +71,33 @@ pub enum GlobalOutcome {
     Won,
     /// Another call had written it first (the checkpoint is globally complete all the same).
     Lost,
+    /// The checkpoint was aborted for the whole job ([`Remote::abort_global`] got there
+    /// first), with the reason recorded.
+    Aborted(String),
     /// These processes' manifests are not in the store yet: nothing was written.
     Missing(Vec<String>),
 }
 
-/// A job's global manifest: checkpoint `n` is complete for every process once this object
-/// exists. It names each process's manifest object (its prefix, size and ETag).
+/// A job's global decision on checkpoint `n`: complete for every process once this object
+/// exists without `aborted`; then it names each process's manifest object (its prefix,
+/// size and ETag). With `aborted`, the checkpoint never completes anywhere.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GlobalManifest {
     /// The checkpoint.
     pub checkpoint: CheckpointId,
     /// One entry per process, in the order given to [`Remote::publish_global`].
     pub processes: Vec<ProcessManifest>,
+    /// Set when the checkpoint was aborted for the whole job ([`Remote::abort_global`]):
+    /// why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<String>,
+}
+
+impl GlobalManifest {
+    /// Whether checkpoint `checkpoint` completed for the whole job.
+    pub fn is_complete(&self) -> bool {
+        self.aborted.is_none()
+    }
 }
 
 /// One process's manifest as the global manifest names it.
@@ -561,20 +579,74 @@ impl Remote {
         let g = GlobalManifest {
             checkpoint: n,
             processes: named,
+            aborted: None,
         };
         let bytes = serde_json::to_vec(&g).expect("a global manifest always serializes");
-        Ok(if self.put_if_absent(&Self::global_rel(n), bytes)? {
-            GlobalOutcome::Won
-        } else {
-            GlobalOutcome::Lost
+        if self.put_if_absent(&Self::global_rel(n), bytes)? {
+            return Ok(GlobalOutcome::Won);
+        }
+        Ok(match self.load_global(n)? {
+            Some(GlobalManifest {
+                aborted: Some(why), ..
+            }) => GlobalOutcome::Aborted(why),
+            _ => GlobalOutcome::Lost,
         })
+    }
+
+    /// Aborts checkpoint `n` for the whole job unless it completed: writes the global
+    /// decision "aborted, `reason`" with the same create-if-absent write as
+    /// [`Remote::publish_global`], so that of a publish and an abort racing exactly one
+    /// decides. Returns the decision that holds: `None` when `n` is aborted (by this call
+    /// or an earlier one), the global manifest when `n` had completed.
+    pub fn abort_global(&self, n: CheckpointId, reason: &str) -> Result<Option<GlobalManifest>> {
+        let g = GlobalManifest {
+            checkpoint: n,
+            processes: Vec::new(),
+            aborted: Some(reason.to_string()),
+        };
+        let bytes = serde_json::to_vec(&g).expect("a global manifest always serializes");
+        if self.put_if_absent(&Self::global_rel(n), bytes)? {
+            return Ok(None);
+        }
+        Ok(self.load_global(n)?.filter(GlobalManifest::is_complete))
+    }
+
+    /// The checkpoints with a global decision (complete or aborted), ascending.
+    pub fn list_globals(&self) -> Result<Vec<CheckpointId>> {
+        let mut ids: Vec<CheckpointId> = self
+            .list("global")?
+            .into_iter()
+            .filter_map(|(n, _)| {
+                let stem = n.strip_suffix(".manifest")?;
+                (stem.len() == 20).then(|| stem.parse().ok().map(CheckpointId))?
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The newest checkpoint complete for the whole job, at most `at_most`: reads the
+    /// global decisions from the newest down until one is complete.
+    pub fn newest_complete_global(
+        &self,
+        at_most: Option<CheckpointId>,
+    ) -> Result<Option<CheckpointId>> {
+        for id in self.list_globals()?.into_iter().rev() {
+            if at_most.is_some_and(|m| id > m) {
+                continue;
+            }
+            if self.load_global(id)?.is_some_and(|g| g.is_complete()) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 
     fn global_rel(n: CheckpointId) -> String {
         format!("global/{:020}.manifest", n.0)
     }
 
-    /// Checkpoint `n`'s global manifest, if published.
+    /// Checkpoint `n`'s global decision (a global manifest, or an abort), if any.
     pub fn load_global(&self, n: CheckpointId) -> Result<Option<GlobalManifest>> {
         let rel = Self::global_rel(n);
         match self.get(&rel)? {

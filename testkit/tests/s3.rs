@@ -234,6 +234,104 @@ fn of_two_concurrent_global_publishers_exactly_one_wins() {
     }
 }
 
+/// A publish and an abort of the same checkpoint race for one key: exactly one decides,
+/// and every later call (publish or abort) reads that decision. Fails if either write
+/// were unconditional.
+#[test]
+fn a_global_publish_and_abort_racing_agree_on_one_decision() {
+    let s3 = S3::start();
+    let procs: Vec<String> = vec!["process-0".into(), "process-1".into()];
+    let job = s3.remote("job").unwrap();
+    let mut decided = (0, 0);
+    for round in 1..=12u64 {
+        let n = CheckpointId(round);
+        let m = Manifest::new(n, Vec::new(), Vec::new()).encode();
+        for p in &procs {
+            job.put_if_absent(&format!("{p}/manifests/{:020}.manifest", n.0), m.clone())
+                .unwrap();
+        }
+        let barrier = Arc::new(Barrier::new(2));
+        let (b1, r1, p1) = (barrier.clone(), s3.remote("job").unwrap(), procs.clone());
+        let publisher = std::thread::spawn(move || {
+            b1.wait();
+            r1.publish_global(n, &p1).unwrap()
+        });
+        let (b2, r2) = (barrier.clone(), s3.remote("job").unwrap());
+        let aborter = std::thread::spawn(move || {
+            b2.wait();
+            r2.abort_global(n, "process 1 restarted").unwrap()
+        });
+        let (published, aborted) = (publisher.join().unwrap(), aborter.join().unwrap());
+        let g = job.load_global(n).unwrap().expect("decided");
+        if g.is_complete() {
+            decided.0 += 1;
+            assert_eq!(published, GlobalOutcome::Won, "round {round}");
+            assert_eq!(
+                aborted.as_ref(),
+                Some(&g),
+                "round {round}: the abort sees it complete"
+            );
+            assert_eq!(job.publish_global(n, &procs).unwrap(), GlobalOutcome::Lost);
+        } else {
+            decided.1 += 1;
+            assert_eq!(aborted, None, "round {round}");
+            let why = "process 1 restarted".to_string();
+            assert_eq!(
+                published,
+                GlobalOutcome::Aborted(why.clone()),
+                "round {round}"
+            );
+            assert_eq!(g.aborted, Some(why.clone()));
+            assert_eq!(
+                job.publish_global(n, &procs).unwrap(),
+                GlobalOutcome::Aborted(why)
+            );
+        }
+        assert_eq!(
+            job.abort_global(n, "again").unwrap().is_some(),
+            g.is_complete()
+        );
+    }
+    eprintln!("complete {}, aborted {}", decided.0, decided.1);
+    // Without a race, in both orders.
+    let m = |n: u64| Manifest::new(CheckpointId(n), Vec::new(), Vec::new()).encode();
+    for n in [13u64, 14] {
+        for p in &procs {
+            job.put_if_absent(&format!("{p}/manifests/{n:020}.manifest"), m(n))
+                .unwrap();
+        }
+    }
+    assert_eq!(
+        job.publish_global(CheckpointId(13), &procs).unwrap(),
+        GlobalOutcome::Won
+    );
+    assert!(job
+        .abort_global(CheckpointId(13), "late")
+        .unwrap()
+        .is_some_and(|g| g.is_complete()));
+    assert_eq!(job.abort_global(CheckpointId(14), "first").unwrap(), None);
+    assert_eq!(
+        job.publish_global(CheckpointId(14), &procs).unwrap(),
+        GlobalOutcome::Aborted("first".into())
+    );
+    assert_eq!(
+        job.newest_complete_global(None).unwrap(),
+        Some(CheckpointId(13))
+    );
+    assert_eq!(
+        job.newest_complete_global(Some(CheckpointId(12))).unwrap(),
+        (1..=12u64).rev().map(CheckpointId).find(|n| job
+            .load_global(*n)
+            .unwrap()
+            .unwrap()
+            .is_complete())
+    );
+    assert_eq!(
+        job.list_globals().unwrap(),
+        (1..=14).map(CheckpointId).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn at_start_a_local_manifest_missing_from_the_store_is_dropped() {
     use rill_engine::checkpoint::remote::prepare;
@@ -327,4 +425,67 @@ fn a_fresh_start_never_writes_a_segment_under_a_name_the_store_has() {
     let chain = ChainView::<u64, u64>::open(cp.chain(&owner()).unwrap()).unwrap();
     assert_eq!(chain.get(&499u64).map(|v| v.to_native()), Some(998));
     assert_eq!(chain.get(&500u64), None);
+}
+
+/// A process of a job of several processes restarting: its own checkpoint 5 in the store
+/// has no global decision (it died before the global manifest), so it aborts 5 for the
+/// job; checkpoint 4 was aborted, 3 is complete: it restores 3 (downloaded, its local
+/// copy of 5 removed) and numbers new checkpoints after 5. Fails if the start restored
+/// its own newest checkpoint or left 5 undecided.
+#[test]
+fn a_restarting_process_aborts_its_undecided_checkpoints_and_restores_the_newest_global_one() {
+    use rill_engine::checkpoint::remote::prepare_global;
+    use rill_engine::checkpoint::restore::StartFrom;
+    use rill_engine::ids::{CheckpointId as Id, Process};
+    let s3 = S3::start();
+    let me = Process { index: 1, count: 2 };
+    let procs = me.all_prefixes();
+    let job = s3.remote("job").unwrap();
+    let m = |n: u64| Manifest::new(CheckpointId(n), Vec::new(), Vec::new());
+    for n in 3..=5u64 {
+        for p in &procs {
+            if n == 5 && p == "process-0-of-2" {
+                continue; // process 0 had not finished 5
+            }
+            job.put_if_absent(&format!("{p}/manifests/{n:020}.manifest"), m(n).encode())
+                .unwrap();
+        }
+    }
+    assert_eq!(
+        job.publish_global(CheckpointId(3), &procs).unwrap(),
+        GlobalOutcome::Won
+    );
+    assert_eq!(job.abort_global(CheckpointId(4), "expired").unwrap(), None);
+    let local = tempfile::tempdir().unwrap();
+    rill_storage::manifest::publish(local.path(), &m(5)).unwrap();
+
+    let mut own = s3.remote("job/process-1-of-2").unwrap();
+    let p = prepare_global(&mut own, &job, me, local.path(), StartFrom::Newest).unwrap();
+    assert_eq!(p.restore, Some(Id(3)));
+    assert_eq!(p.aborted, vec![Id(5)]);
+    assert_eq!(p.newest_used, Some(Id(5)));
+    assert_eq!(p.dropped_local, vec![Id(5)]);
+    assert_eq!(p.downloaded.map(|d| d.0), Some(Id(3)));
+    assert_eq!(
+        rill_storage::layout::list_manifests(local.path()).unwrap(),
+        vec![CheckpointId(3)]
+    );
+    let g5 = job.load_global(CheckpointId(5)).unwrap().expect("decided");
+    assert!(!g5.is_complete(), "5 aborted for the job: {g5:?}");
+    // Process 0 finishing 5 now cannot complete it.
+    job.put_if_absent(
+        &format!("process-0-of-2/manifests/{:020}.manifest", 5),
+        m(5).encode(),
+    )
+    .unwrap();
+    assert!(matches!(
+        job.publish_global(CheckpointId(5), &procs).unwrap(),
+        GlobalOutcome::Aborted(_)
+    ));
+    // Asked for an aborted checkpoint by id: refused, naming the global manifest.
+    let e = prepare_global(&mut own, &job, me, local.path(), StartFrom::Id(Id(4))).unwrap_err();
+    assert!(
+        e.to_string().contains("not complete for the whole job"),
+        "{e}"
+    );
 }

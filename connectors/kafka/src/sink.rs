@@ -4,7 +4,8 @@
 //! transaction of each sink partition tied to the job's checkpoints.
 //!
 //! Exactly-once (`Delivery::ExactlyOnce`, with checkpoints): partition `p` of sink
-//! operator `op` produces with `transactional.id = {prefix}-{op}-{p}`, stable across
+//! operator `op` produces with `transactional.id = {prefix}-{op}-{p}` (with
+//! `-process-{i}-of-{N}` appended in a job of several processes), stable across
 //! restarts, so that a restarted partition's `init_transactions` fences the zombie of the
 //! previous run and aborts the transaction it left open. Records between two barriers
 //! go into one transaction; at barrier `n` the partition waits until every one was
@@ -211,6 +212,18 @@ enum Txn {
     Plain,
 }
 
+/// The `transactional.id` of a sink partition: `{prefix}-{op}-{p}`, and for a job run as
+/// several processes `{prefix}-{op}-{p}-process-{i}-of-{N}` (partition `p` of every
+/// process writes, and each must fence only its own zombies).
+fn txn_id(prefix: &str, ctx: &PartitionContext<'_>) -> String {
+    let id = format!("{prefix}-{}-{}", ctx.operator, ctx.partition.0);
+    if ctx.process.is_single() {
+        id
+    } else {
+        format!("{id}-{}", ctx.process.prefix())
+    }
+}
+
 impl<T: Send + Sync + 'static> AsyncSink<T> for KafkaSink<T> {
     fn recover_output(
         &self,
@@ -229,11 +242,8 @@ impl<T: Send + Sync + 'static> AsyncSink<T> for KafkaSink<T> {
             .set("linger.ms", "1");
         let txn = self.delivery == Delivery::ExactlyOnce;
         if txn {
-            cc.set(
-                "transactional.id",
-                format!("{}-{}-{}", self.txn_prefix, ctx.operator, ctx.partition.0),
-            )
-            .set("transaction.timeout.ms", "60000");
+            cc.set("transactional.id", txn_id(&self.txn_prefix, ctx))
+                .set("transaction.timeout.ms", "60000");
         } else if self.delivery == Delivery::AtLeastOnce {
             cc.set("enable.idempotence", "true");
         }
@@ -257,10 +267,11 @@ impl<T: Send + Sync + 'static> AsyncSink<T> for KafkaSink<T> {
             })
             .map_err(|e| e.into_engine(ctx.operator, ctx.partition.0))?;
         let producer = Arc::new(producer);
-        let wal = ctx
-            .job_dir
-            .join(".rill-kafka")
-            .join(format!("{}-{}.wal", ctx.operator, ctx.partition.0));
+        let mut wal = ctx.job_dir.join(".rill-kafka");
+        if !ctx.process.is_single() {
+            wal.push(ctx.process.prefix());
+        }
+        let wal = wal.join(format!("{}-{}.wal", ctx.operator, ctx.partition.0));
         let state = if txn {
             let restored = *self.restored.lock().unwrap_or_else(|p| p.into_inner());
             let (p, timeout, wal) = (producer.clone(), self.timeout, wal.clone());

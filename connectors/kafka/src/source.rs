@@ -1,6 +1,8 @@
 //! The Kafka source: reads topics; Kafka partition `i` (numbered over all topics in the
-//! order given) goes to source partition `i % parallelism` (no consumer-group rebalancing).
-//! A source partition reads all its Kafka partitions with one consumer.
+//! order given) belongs to process `i % N` of a job run as `N` processes (`--process
+//! i/N`; one process owns them all), and this process's partitions, in that order, go
+//! to source partition `j % parallelism` for the `j`-th of them (no consumer-group
+//! rebalancing). A source partition reads all its Kafka partitions with one consumer.
 //!
 //! Owns: resolving the start position to concrete offsets at open (earliest, latest, a
 //! timestamp, or the checkpoint's offsets after `seek_position`), assigning them to a
@@ -207,7 +209,9 @@ impl KafkaSource {
         let consumer: BaseConsumer<SourceContext> = cc
             .create_with_context(SourceContext::default())
             .map_err(KafkaError::client("create consumer"))?;
-        // Kafka partitions over all topics, numbered in order; ours are i % parallelism.
+        // Kafka partitions over all topics, numbered in order; this process's are those
+        // with i % processes == index, and of those, ours are the j-th with
+        // j % parallelism == partition.
         let mut all = Vec::new();
         for t in &self.topics {
             let md = consumer
@@ -229,8 +233,13 @@ impl KafkaSource {
         let par = ctx.parallelism.max(1) as usize;
         let me = ctx.partition.0 as usize;
         let mut splits = Vec::new();
-        for (i, (topic, partition)) in all.into_iter().enumerate() {
-            if i % par != me {
+        let mine = all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| ctx.process.owns(*i))
+            .map(|(_, tp)| tp);
+        for (j, (topic, partition)) in mine.enumerate() {
+            if j % par != me {
                 continue;
             }
             let (low, high) = consumer

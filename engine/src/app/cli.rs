@@ -45,6 +45,11 @@ enum Command {
         /// Restore from this checkpoint instead of the newest complete one.
         #[arg(long, value_name = "ID")]
         from: Option<u64>,
+        /// Run as process i of N (0 <= i < N) of a job run by N processes: this process
+        /// reads the Kafka partitions p with p % N == i and takes part in the job's
+        /// global checkpoints (see docs/multi-process.md). Wins over `process` in job.toml.
+        #[arg(long, value_name = "i/N")]
+        process: Option<crate::ids::Process>,
     },
     /// Check a job directory without running it.
     Validate {
@@ -203,7 +208,8 @@ pub(super) fn main(app: App) -> ExitCode {
             json,
             fresh,
             from,
-        } => run(&app, job_dir, &overrides, json, fresh, from),
+            process,
+        } => run(&app, job_dir, &overrides, json, fresh, from, process),
         Command::Checkpoints {
             job_dir,
             partitions,
@@ -246,11 +252,18 @@ fn run(
     json: bool,
     fresh: bool,
     from: Option<u64>,
+    process: Option<crate::ids::Process>,
 ) -> ExitCode {
-    let (spec, pipeline) = match load(app, job_dir.as_deref(), overrides) {
+    let (mut spec, pipeline) = match load(app, job_dir.as_deref(), overrides) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
+    if let Some(p) = process {
+        spec.job.process = Some(p);
+        if let Err(e) = spec.job.validate(&spec.dir.join("job.toml")) {
+            return fail(&EngineError::Config(e));
+        }
+    }
     if let Err(e) = prepare(&spec, &pipeline) {
         return fail(&e);
     }
@@ -273,10 +286,14 @@ fn run(
         (false, None) => StartFrom::Newest,
     };
     eprintln!(
-        "{}: running \"{}\" on CPUs {:?}",
+        "{}: running \"{}\" on CPUs {:?}{}",
         program(),
         pipeline.name,
-        spec.cores.iter().map(|c| c.cpu.0).collect::<Vec<_>>()
+        spec.cores.iter().map(|c| c.cpu.0).collect::<Vec<_>>(),
+        match spec.process() {
+            p if p.is_single() => String::new(),
+            p => format!(" as process {p}"),
+        }
     );
     let control = Control::default();
     let pid_file = match cli::write_pid(&spec) {
@@ -365,10 +382,8 @@ fn unix_ms() -> u64 {
 
 /// The checkpoint history of `spec`'s job (empty without checkpointing).
 fn checkpoint_history(spec: &JobSpec) -> Vec<crate::checkpoint::history::Entry> {
-    spec.job
-        .checkpoint
-        .as_ref()
-        .and_then(|c| crate::checkpoint::history::read(&spec.resolve(&c.local_path())).ok())
+    spec.checkpoint_log_dir()
+        .and_then(|d| crate::checkpoint::history::read(&d).ok())
         .unwrap_or_default()
 }
 

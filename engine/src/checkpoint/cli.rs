@@ -11,15 +11,14 @@ use crate::config::JobSpec;
 use crate::error::{ConfigError, EngineError, Result};
 
 fn checkpoint_dir(spec: &JobSpec) -> Result<PathBuf> {
-    let cfg = spec.job.checkpoint.as_ref().ok_or_else(|| {
+    spec.checkpoint_log_dir().ok_or_else(|| {
         EngineError::Config(ConfigError::Invalid {
             file: spec.dir.join("job.toml"),
             key: "checkpoint".into(),
             problem: "the job has no [checkpoint] table".into(),
             valid: "a [checkpoint] table (e.g. interval_ms = 1000) to take checkpoints".into(),
         })
-    })?;
-    Ok(spec.resolve(&cfg.local_path()))
+    })
 }
 
 fn pid_path(dir: &Path) -> PathBuf {
@@ -91,11 +90,7 @@ fn list(job_dir: &Path, partitions: bool, out: &mut impl std::io::Write) -> Resu
     let entries =
         history::read(&dir).map_err(|e| EngineError::io("read", history::path(&dir), e))?;
     // Complete means the manifest is in the store: with an s3:// dir, in the bucket.
-    let remote = spec
-        .job
-        .checkpoint
-        .as_ref()
-        .and_then(|c| c.remote_url().map(str::to_string));
+    let remote = spec.checkpoint_url();
     let manifests: Vec<u64> = match &remote {
         Some(url) => super::remote::complete_in_store(url)?,
         None => rill_storage::layout::list_manifests(&dir)

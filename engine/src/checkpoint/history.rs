@@ -62,6 +62,11 @@ pub struct Entry {
     /// Log bytes sent to the object store for it (0 with a local dir).
     #[serde(default)]
     pub uploaded_bytes: u64,
+    /// A job of several processes: from this process's manifest in the store to the
+    /// job's global manifest for the checkpoint, ms (part of `publish_ms`; the wait for
+    /// the slowest process and the global commit). 0 for a job of one process.
+    #[serde(default)]
+    pub global_ms: f64,
     /// Why it failed.
     pub failure: Option<String>,
     /// Per participant (core index, stats).
@@ -87,6 +92,7 @@ impl Entry {
             async_ms: 0.0,
             publish_ms: 0.0,
             uploaded_bytes: 0,
+            global_ms: 0.0,
             bytes_full: 0,
             bytes_incremental: 0,
             channel_records: 0,

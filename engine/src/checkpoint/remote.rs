@@ -112,3 +112,105 @@ pub fn complete_in_store(url: &str) -> Result<Vec<u64>> {
         .map(|c| c.0)
         .collect())
 }
+
+/// What [`prepare_global`] decided, for a process of a job run as several processes.
+#[derive(Debug, Default)]
+pub struct PreparedGlobal {
+    /// The newest checkpoint complete for the whole job (the one to restore, unless
+    /// `--fresh` or `--from` said otherwise): `None` when there is none.
+    pub restore: Option<CheckpointId>,
+    /// The newest checkpoint id this process must not reuse: the newest of its own
+    /// manifests in the store and of the job's global decisions (complete or aborted).
+    pub newest_used: Option<CheckpointId>,
+    /// This process's checkpoints, newer than the newest global one, that this start
+    /// aborted for the whole job (an earlier run of this process uploaded them and died
+    /// before their global manifest was written).
+    pub aborted: Vec<CheckpointId>,
+    /// The checkpoint brought down from the store, with the bytes of log downloaded.
+    pub downloaded: Option<(CheckpointId, u64)>,
+    /// Local manifests removed: not complete for the whole job.
+    pub dropped_local: Vec<CheckpointId>,
+}
+
+/// [`prepare`] for process `process` of a job run as several processes: `own` is this
+/// process's prefix in the store, `job` the job's (where the global decisions are).
+///
+/// A process restarts from the newest checkpoint complete for the whole job (its global
+/// manifest is in the store), never from a newer one of its own: first, each of its own
+/// manifests in the store without a global decision is aborted for the whole job
+/// ([`rill_storage::Remote::abort_global`]; if process 0 published it first, it is
+/// complete and may be restored). Local manifests that are not globally complete are
+/// removed. A checkpoint to restore that does not validate is an error here, not a reason
+/// to fall back to an older one: every process must restore the same checkpoint.
+pub fn prepare_global(
+    own: &mut Remote,
+    job: &Remote,
+    process: crate::ids::Process,
+    dir: &Path,
+    from: StartFrom,
+) -> Result<PreparedGlobal> {
+    let mine = own.list_manifests()?;
+    let mut globals = job.list_globals()?;
+    let mut out = PreparedGlobal::default();
+    let undecided: Vec<rill_storage::CheckpointId> = mine
+        .iter()
+        .filter(|id| !globals.contains(id))
+        .copied()
+        .collect();
+    for id in &undecided {
+        let reason = format!(
+            "process {process} restarted before checkpoint {} completed for the job",
+            id.0
+        );
+        if job.abort_global(*id, &reason)?.is_none() {
+            out.aborted.push(CheckpointId(id.0));
+        }
+        globals.push(*id);
+    }
+    globals.sort();
+    out.newest_used = mine.last().max(globals.last()).map(|c| CheckpointId(c.0));
+    let complete = |id: rill_storage::CheckpointId| -> Result<bool> {
+        Ok(job.load_global(id)?.is_some_and(|g| g.is_complete()))
+    };
+    for local in rill_storage::layout::list_manifests(dir)? {
+        if !mine.contains(&local) || !complete(local)? {
+            let p = rill_storage::layout::manifest_path(dir, local);
+            std::fs::remove_file(&p).map_err(|e| EngineError::io("remove", &p, e))?;
+            out.dropped_local.push(CheckpointId(local.0));
+        }
+    }
+    let wanted = match from {
+        StartFrom::Fresh => None,
+        StartFrom::Newest => job.newest_complete_global(None)?,
+        StartFrom::Id(id) => {
+            let id = rill_storage::CheckpointId(id.0);
+            if !complete(id)? {
+                return Err(EngineError::Restore {
+                    checkpoint: CheckpointId(id.0),
+                    reason: format!(
+                        "it is not complete for the whole job: no global manifest at {}",
+                        job.url(&format!("global/{:020}.manifest", id.0))
+                    ),
+                });
+            }
+            Some(id)
+        }
+    };
+    if let Some(id) = wanted {
+        if !rill_storage::layout::manifest_path(dir, id).exists() {
+            let Some(bytes) = own.download_checkpoint(dir, id)? else {
+                return Err(EngineError::Restore {
+                    checkpoint: CheckpointId(id.0),
+                    reason: format!(
+                        "complete for the job, but this process's manifest is not at {}",
+                        own.url(&format!("manifests/{:020}.manifest", id.0))
+                    ),
+                });
+            };
+            out.downloaded = Some((CheckpointId(id.0), bytes));
+        }
+        out.restore = Some(CheckpointId(id.0));
+    }
+    own.download_newest_segments(dir)?;
+    Ok(out)
+}

@@ -32,11 +32,89 @@ enum Job {
         in_flight: std::collections::BTreeSet<rill_storage::CheckpointId>,
     },
     History(Entry),
+    /// A job of several processes: checkpoint `n` failed here (never uploaded); abort it
+    /// for the whole job so that the other processes stop waiting for it.
+    AbortGlobal(CheckpointId, String),
+}
+
+/// A job run as several processes: where the global decisions are and who this is.
+pub(crate) struct GlobalArgs {
+    /// The job's `s3://bucket/prefix` (each process's part is under its own prefix).
+    pub(crate) job_url: String,
+    /// This process.
+    pub(crate) process: crate::ids::Process,
+    /// Process 0 aborts a checkpoint for the whole job when the other processes'
+    /// manifests have not all arrived this long after its own (`checkpoint.timeout_ms`).
+    pub(crate) timeout: std::time::Duration,
+}
+
+/// How often a process waiting for a global decision asks the store.
+const GLOBAL_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Waits, on the janitor thread, for the job's decision on checkpoint `n` once this
+/// process's part is in the store. Process 0 publishes the global manifest as soon as
+/// every process's manifest is there (or aborts `n` for the job after `timeout`); the
+/// others read the decision. `Ok` once `n` is complete for the job; `Err(why)` when it
+/// was aborted or the job is stopping. Store errors are retried (logged).
+fn await_global(
+    job: &rill_storage::Remote,
+    g: &GlobalArgs,
+    n: rill_storage::CheckpointId,
+    stopping: &AtomicBool,
+) -> std::result::Result<(), String> {
+    use rill_storage::GlobalOutcome;
+    let prefixes = g.process.all_prefixes();
+    let started = std::time::Instant::now();
+    loop {
+        if stopping.load(Ordering::SeqCst) {
+            return Err("the job stopped before the checkpoint completed for the job".into());
+        }
+        let decided = if g.process.index == 0 {
+            match job.publish_global(n, &prefixes) {
+                Ok(GlobalOutcome::Won | GlobalOutcome::Lost) => Ok(Some(Ok(()))),
+                Ok(GlobalOutcome::Aborted(why)) => Ok(Some(Err(why))),
+                Ok(GlobalOutcome::Missing(missing)) if started.elapsed() >= g.timeout => {
+                    let why = format!(
+                        "the manifests of {} were not in the store {} ms after process 0's",
+                        missing.join(", "),
+                        g.timeout.as_millis()
+                    );
+                    job.abort_global(n, &why).map(|m| {
+                        Some(match m {
+                            Some(_) => Ok(()),
+                            None => Err(why),
+                        })
+                    })
+                }
+                Ok(GlobalOutcome::Missing(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        } else {
+            job.load_global(n).map(|m| {
+                m.map(|m| match m.aborted {
+                    None => Ok(()),
+                    Some(why) => Err(why),
+                })
+            })
+        };
+        match decided {
+            Ok(Some(Ok(()))) => return Ok(()),
+            Ok(Some(Err(why))) => {
+                return Err(format!("checkpoint aborted for the whole job: {why}"))
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("waiting for the global decision on checkpoint {}: {e}", n.0),
+        }
+        std::thread::sleep(GLOBAL_POLL);
+    }
 }
 
 /// What it reports back.
 pub(crate) enum Done {
     Published(CheckpointId),
+    /// A job of several processes: this process's part of the checkpoint is in the store
+    /// but the checkpoint was aborted for the job (or the job is stopping).
+    GlobalAborted(CheckpointId, String),
     PublishFailed(CheckpointId, String, Option<Unfixable>),
 }
 
@@ -46,19 +124,36 @@ pub(crate) struct Janitor {
     jobs: Option<mpsc::Sender<Job>>,
     done: Consumer<Done>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Set when the job ends: a wait for a global decision gives up.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Janitor {
     /// With `remote` (an `s3://bucket/prefix`), each manifest published locally is
     /// uploaded with the log bytes it needs before the checkpoint counts as complete;
     /// a failed upload fails the checkpoint and removes the local manifest.
-    pub(crate) fn start(dir: PathBuf, doorbell: Arc<Doorbell>, remote: Option<String>) -> Self {
+    ///
+    /// With `global` (a job of several processes), a checkpoint counts as complete only
+    /// once the job's global manifest for it is in the store (see [`await_global`]).
+    pub(crate) fn start(
+        dir: PathBuf,
+        doorbell: Arc<Doorbell>,
+        remote: Option<String>,
+        global: Option<GlobalArgs>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let (mut done_tx, done) = crate::ring::channel::<Done>(256);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = stopping.clone();
         let thread = std::thread::Builder::new()
             .name("rill-janitor".into())
             .spawn(move || {
                 let store = CheckpointStore::new(&dir);
+                // The job's location (global decisions), for a job of several processes.
+                let job = global.map(|g| {
+                    let r = rill_storage::Remote::open(&g.job_url).map_err(|e| e.to_string());
+                    (g, r)
+                });
                 // The client, or why it could not be set up (then every upload fails).
                 let mut remote = remote.map(|url| {
                     rill_storage::Remote::open(&url).map_err(|e| match e {
@@ -70,8 +165,24 @@ impl Janitor {
                 // the ones published here are (their records were acked durable).
                 let mut complete: std::collections::HashMap<rill_storage::CheckpointId, bool> =
                     std::collections::HashMap::new();
-                while let Ok(job) = rx.recv() {
-                    match job {
+                while let Ok(next) = rx.recv() {
+                    match next {
+                        Job::AbortGlobal(id, why) => {
+                            if let Some((g, Ok(r))) = &job {
+                                let why = format!("process {}: {why}", g.process);
+                                match r.abort_global(rill_storage::CheckpointId(id.0), &why) {
+                                    Ok(None) => {}
+                                    Ok(Some(_)) => tracing::warn!(
+                                        "checkpoint {} failed here but had completed for the job",
+                                        id.0
+                                    ),
+                                    Err(e) => tracing::warn!(
+                                        "aborting checkpoint {} for the job: {e}",
+                                        id.0
+                                    ),
+                                }
+                            }
+                        }
                         Job::History(e) => {
                             if let Err(err) = history::append(&dir, &e) {
                                 tracing::warn!("checkpoint history: {err}");
@@ -98,6 +209,28 @@ impl Janitor {
                                         problem: problem.clone(),
                                     }),
                                 };
+                                let uploaded = uploaded.and_then(|()| match &job {
+                                    None => Ok(()),
+                                    Some((_, Err(problem))) => {
+                                        Err(rill_storage::Error::RemoteConfig {
+                                            url: "the job's s3:// location".into(),
+                                            problem: problem.clone(),
+                                        })
+                                    }
+                                    Some((g, Ok(r))) => {
+                                        let waited = std::time::Instant::now();
+                                        let n = manifest.checkpoint;
+                                        let r = await_global(r, g, n, &stop).map_err(|reason| {
+                                            rill_storage::Error::GlobalNotComplete {
+                                                url: r.url("global/"),
+                                                checkpoint: n.0,
+                                                reason,
+                                            }
+                                        });
+                                        entry.global_ms = waited.elapsed().as_secs_f64() * 1e3;
+                                        r
+                                    }
+                                });
                                 if uploaded.is_err() {
                                     // Not in the store: not complete, here either.
                                     let p = rill_storage::layout::manifest_path(
@@ -147,7 +280,16 @@ impl Janitor {
                                 Err(e) => {
                                     entry.state = State::Failed;
                                     entry.failure = Some(format!("publishing the manifest: {e}"));
-                                    Done::PublishFailed(id, e.to_string(), storage_unfixable(&e))
+                                    match e {
+                                        rill_storage::Error::GlobalNotComplete {
+                                            reason, ..
+                                        } => Done::GlobalAborted(id, reason),
+                                        e => Done::PublishFailed(
+                                            id,
+                                            e.to_string(),
+                                            storage_unfixable(&e),
+                                        ),
+                                    }
                                 }
                             };
                             if let Err(err) = history::append(&dir, &entry) {
@@ -168,6 +310,7 @@ impl Janitor {
             jobs: Some(tx),
             done,
             thread: Some(thread),
+            stopping,
         }
     }
 
@@ -180,6 +323,7 @@ impl Janitor {
 
 impl Drop for Janitor {
     fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
         self.jobs.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -214,6 +358,8 @@ pub(crate) struct Shell {
     unfixable: Option<Unfixable>,
     /// Finished entries, for the run report.
     pub(crate) history: Vec<Entry>,
+    /// A job of several processes (checkpoints complete for the whole job or not at all).
+    multi: bool,
 }
 
 /// What the shell needs to start.
@@ -229,6 +375,8 @@ pub(crate) struct ShellArgs {
     pub(crate) retained: usize,
     /// `s3://bucket/prefix` when checkpoints go to object storage.
     pub(crate) remote: Option<String>,
+    /// A job of several processes: the job's location and this process.
+    pub(crate) global: Option<GlobalArgs>,
 }
 
 fn ms(ns: u64) -> f64 {
@@ -243,7 +391,8 @@ impl Shell {
             to: a.to,
             backlog: (0..cores).map(|_| VecDeque::new()).collect(),
             from: a.from,
-            janitor: Janitor::start(a.dir, a.doorbell, a.remote),
+            multi: a.global.is_some(),
+            janitor: Janitor::start(a.dir, a.doorbell, a.remote, a.global),
             inflight: BTreeMap::new(),
             finished: vec![false; cores],
             final_requested: false,
@@ -330,6 +479,12 @@ impl Shell {
                 Done::Published(id) => {
                     self.unfixable = None;
                     decisions.extend(self.coord.on_published(now, id))
+                }
+                Done::GlobalAborted(id, reason) => {
+                    return Err(EngineError::GlobalRollback {
+                        checkpoint: id,
+                        reason,
+                    });
                 }
                 Done::PublishFailed(id, why, unfixable) => {
                     if unfixable.is_some() {
@@ -479,9 +634,20 @@ impl Shell {
                         why.push_str(&format!("; waiting on: {}", f.waiting.join("; ")));
                     }
                     tracing::warn!("checkpoint {} failed: {why}", id.0);
-                    f.entry.failure = Some(why);
+                    f.entry.failure = Some(why.clone());
                     self.janitor.send(Job::History(f.entry.clone()));
                     self.history.push(f.entry);
+                    if self.multi && !matches!(reason, AbortReason::Subsumed { .. }) {
+                        // A job of several processes: abort it for the job (the others
+                        // must not wait for it), and start again from the newest global
+                        // checkpoint, as they will (a sink that sealed its transaction
+                        // for it would otherwise wait for a commit that never comes).
+                        self.janitor.send(Job::AbortGlobal(id, why.clone()));
+                        return Err(EngineError::GlobalRollback {
+                            checkpoint: id,
+                            reason: why,
+                        });
+                    }
                 }
                 self.send_all(|| ToCore::Abort { id }, local_inbox);
             }

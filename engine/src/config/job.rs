@@ -151,6 +151,10 @@ pub struct JobConfig {
     pub metrics: Option<MetricsConfig>,
     /// The stall detector; absent means on, with the default threshold.
     pub diagnostics: Option<DiagnosticsConfig>,
+    /// This process's place when the job runs as several processes: `"i/N"`, process `i`
+    /// of `N` (`rill run --process i/N` wins over it). Unset: one process (`"0/1"`).
+    /// With `N > 1`, checkpoints must go to S3 (`[checkpoint] dir = "s3://..."`).
+    pub process: Option<crate::ids::Process>,
 }
 
 /// `[metrics]`: the Prometheus text endpoint, served by the job's monitor thread from
@@ -222,6 +226,7 @@ impl Default for JobConfig {
             params: None,
             metrics: None,
             diagnostics: None,
+            process: None,
         }
     }
 }
@@ -370,6 +375,18 @@ impl JobConfig {
     /// Checks values serde cannot; `file` names `job.toml` in errors.
     pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
         super::scope::check_tables(file, self)?;
+        if let (Some(p), Some(c)) = (self.process, &self.checkpoint) {
+            if !p.is_single() && c.remote_url().is_none() {
+                return Err(invalid(
+                    file,
+                    "checkpoint.dir",
+                    format!("{:?} for process {p}", c.dir.display().to_string()),
+                    "an s3://bucket/prefix location shared by every process: a job of \
+                     several processes completes a checkpoint only once every process's \
+                     part is in the store",
+                ));
+            }
+        }
         if let Some(m) = &self.metrics {
             if m.listen != "off" && m.addr().is_none() {
                 return Err(invalid(

@@ -321,6 +321,40 @@ impl JobSpec {
         }
     }
 
+    /// This process's place among the job's processes (`process` in `job.toml`, or
+    /// `--process`; one process by default).
+    pub fn process(&self) -> crate::ids::Process {
+        self.job.process.unwrap_or_default()
+    }
+
+    /// This process's local checkpoint directory (log, manifests, history), resolved:
+    /// the configured one, and under it `process-<i>-of-<N>` when the job runs as
+    /// several processes (so that processes sharing a job directory never share a log).
+    /// `None` without `[checkpoint]`.
+    pub fn checkpoint_log_dir(&self) -> Option<PathBuf> {
+        let cfg = self.job.checkpoint.as_ref()?;
+        let dir = self.resolve(&cfg.local_path());
+        let p = self.process();
+        Some(if p.is_single() {
+            dir
+        } else {
+            dir.join(p.prefix())
+        })
+    }
+
+    /// Where this process's checkpoints go in S3: the configured `s3://bucket/prefix`, and
+    /// under it `process-<i>-of-<N>/` when the job runs as several processes. `None`
+    /// without an `s3://` checkpoint `dir`.
+    pub fn checkpoint_url(&self) -> Option<String> {
+        let url = self.job.checkpoint.as_ref()?.remote_url()?;
+        let p = self.process();
+        Some(if p.is_single() {
+            url.to_string()
+        } else {
+            format!("{}/{}", url.trim_end_matches('/'), p.prefix())
+        })
+    }
+
     /// A path from `job.toml`, resolved against the job directory.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {

@@ -254,6 +254,43 @@ fn an_s3_checkpoint_dir_has_a_local_log_dir_and_bad_locations_are_named() {
     }
 }
 
+#[test]
+fn process_is_i_of_n_with_its_own_log_and_prefix_and_bad_values_are_named() {
+    let ok = job_dir(
+        "process = \"1/3\"\n[checkpoint]\ndir = \"s3://my-bucket/jobs/a\"\n",
+        &[("0.toml", "")],
+    );
+    let spec = JobSpec::load(ok.path()).unwrap();
+    assert_eq!(spec.process(), crate::ids::Process { index: 1, count: 3 });
+    assert_eq!(
+        spec.checkpoint_url().as_deref(),
+        Some("s3://my-bucket/jobs/a/process-1-of-3")
+    );
+    assert_eq!(
+        spec.checkpoint_log_dir().unwrap(),
+        ok.path().join(".rill/checkpoint-log/process-1-of-3")
+    );
+    let single = job_dir("[checkpoint]\ndir = \"s3://bkt/j\"\n", &[("0.toml", "")]);
+    let spec = JobSpec::load(single.path()).unwrap();
+    assert!(spec.process().is_single());
+    assert_eq!(spec.checkpoint_url().as_deref(), Some("s3://bkt/j"));
+    for (job, key, says) in [
+        ("process = \"3/3\"", "process", "below the count"),
+        ("process = \"0/0\"", "process", "at least 1"),
+        ("process = \"x\"", "process", "of the form i/N"),
+        ("process = 2", "process", ""),
+        (
+            "process = \"0/2\"\n[checkpoint]\ndir = \"ckpts\"",
+            "checkpoint.dir",
+            "s3://bucket/prefix",
+        ),
+    ] {
+        let dir = job_dir(&format!("{job}\n"), &[("0.toml", "")]);
+        let e = err(dir.path());
+        assert!(e.contains(key) && e.contains(says), "{job}: {e}");
+    }
+}
+
 /// The error of loading `job` (with one empty core file) or of `core` as that core file.
 fn job_err(job: &str) -> String {
     let cpu = available_cpus()[0];

@@ -824,6 +824,7 @@ mod tests {
             clock: MonotonicClock::new(std::time::Instant::now()),
             metrics: MetricsHandle::default(),
             transactional,
+            process: crate::ids::Process::SINGLE,
         }
     }
 

@@ -283,6 +283,7 @@ mod tests {
             clock: MonotonicClock::new(std::time::Instant::now()),
             metrics: MetricsHandle::default(),
             transactional: false,
+            process: crate::ids::Process::SINGLE,
         };
         let mut part = FileSource::new(path).open_partition(&ctx).unwrap();
         if let Some(off) = from {
@@ -365,6 +366,7 @@ mod tests {
             clock: MonotonicClock::new(std::time::Instant::now()),
             metrics: MetricsHandle::default(),
             transactional: false,
+            process: crate::ids::Process::SINGLE,
         };
         // A barrier before the first poll records the unaligned start.
         let off = FileSource::new(&path)
@@ -388,6 +390,7 @@ mod tests {
             clock: MonotonicClock::new(std::time::Instant::now()),
             metrics: MetricsHandle::default(),
             transactional: false,
+            process: crate::ids::Process::SINGLE,
         };
         let err = FileSource::new("in.jsonl")
             .open_partition(&ctx)

@@ -157,6 +157,7 @@ mod tests {
             clock: MonotonicClock::new(std::time::Instant::now()),
             metrics: MetricsHandle::default(),
             transactional: false,
+            process: crate::ids::Process::SINGLE,
         };
         g.partition(&ctx).unwrap()
     }

@@ -58,6 +58,9 @@ pub struct JobGraph {
     pub(crate) nodes: Vec<Node>,
     pub(crate) max_key_groups: u16,
     pub(crate) max_parallelism: u32,
+    /// This process's place among the job's processes (set from the spec when the job
+    /// starts; handed to every partition in its `PartitionContext`).
+    pub(crate) process: crate::ids::Process,
 }
 
 impl JobGraph {
@@ -410,6 +413,7 @@ impl Builder {
             nodes: self.nodes,
             max_key_groups: self.max_key_groups,
             max_parallelism,
+            process: crate::ids::Process::SINGLE,
         })
     }
 }

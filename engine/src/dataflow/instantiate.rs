@@ -251,6 +251,7 @@ impl<'a> Instantiator<'a> {
             clock: self.a.clock,
             metrics: self.a.metrics.clone(),
             transactional: self.a.ckpt.is_some(),
+            process: self.a.graph.process,
         }
     }
 

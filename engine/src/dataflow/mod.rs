@@ -110,6 +110,10 @@ pub struct PartitionContext<'a> {
     /// Whether the job checkpoints: a sink then commits at checkpoints (pre-commit at
     /// the barrier, commit when it completes) instead of at the end of its input.
     pub transactional: bool,
+    /// This process's place among the job's processes (`--process i/N`): a source of
+    /// partitioned input (Kafka) reads only this process's share, a transactional sink
+    /// names its transactions per process.
+    pub process: crate::ids::Process,
 }
 
 impl PartitionContext<'_> {

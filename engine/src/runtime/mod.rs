@@ -97,7 +97,8 @@ pub struct Job {
 
 impl Job {
     /// Prepares `graph` to run as configured by `spec`.
-    pub fn new(spec: JobSpec, graph: JobGraph) -> Self {
+    pub fn new(spec: JobSpec, mut graph: JobGraph) -> Self {
+        graph.process = spec.process();
         let doorbells = (0..spec.cores.len())
             .map(|_| Arc::new(Doorbell::new()))
             .collect();
@@ -175,7 +176,10 @@ impl Job {
             self.graph.recover_sinks(&self.spec.dir, false, None)?;
             return Ok(((0..n).map(|_| None).collect(), None));
         };
-        let dir = self.spec.resolve(&cfg.local_path());
+        let dir = self
+            .spec
+            .checkpoint_log_dir()
+            .expect("a [checkpoint] table has a log directory");
         let earlier = crate::doctor::read_digest(&self.spec.dir)
             .ok()
             .and_then(|d| d.newest_checkpoint)
@@ -183,9 +187,49 @@ impl Job {
                 digest: crate::doctor::digest_path(&self.spec.dir),
                 newest_checkpoint: CheckpointId(id),
             });
-        let remote_url = cfg.remote_url().map(str::to_string);
+        let remote_url = self.spec.checkpoint_url();
+        let process = self.spec.process();
         let mut newest_in_store = None;
-        if let Some(url) = &remote_url {
+        let mut start_from = self.start_from;
+        let mut global = None;
+        if let (Some(url), false) = (&remote_url, process.is_single()) {
+            // A job of several processes: restore the newest checkpoint complete for the
+            // whole job, whatever this process has locally.
+            let job_url = cfg.remote_url().expect("an s3:// dir").to_string();
+            let mut own = rill_storage::Remote::open(url)?;
+            let job = rill_storage::Remote::open(&job_url)?;
+            let p = crate::checkpoint::remote::prepare_global(
+                &mut own,
+                &job,
+                process,
+                &dir,
+                self.start_from,
+            )?;
+            if !p.aborted.is_empty() {
+                eprintln!(
+                    "rill: process {process}: checkpoints {:?} of an earlier run of this process \
+                     never completed for the job; aborted them in {job_url}",
+                    p.aborted.iter().map(|c| c.0).collect::<Vec<_>>()
+                );
+            }
+            if let Some((id, bytes)) = p.downloaded {
+                eprintln!(
+                    "rill: downloaded checkpoint {} from {url} into {} ({bytes} bytes of log)",
+                    id.0,
+                    dir.display()
+                );
+            }
+            newest_in_store = p.newest_used;
+            start_from = match p.restore {
+                Some(id) => StartFrom::Id(id),
+                None => StartFrom::Fresh,
+            };
+            global = Some(crate::checkpoint::shell::GlobalArgs {
+                job_url,
+                process,
+                timeout: Duration::from_millis(cfg.timeout_ms),
+            });
+        } else if let Some(url) = &remote_url {
             let mut store = rill_storage::Remote::open(url)?;
             let p = crate::checkpoint::remote::prepare(&mut store, &dir, self.start_from, |w| {
                 eprintln!("rill: warning: {w}")
@@ -206,7 +250,8 @@ impl Job {
             }
             newest_in_store = p.newest_in_store;
         }
-        let restore = restore::load(&dir, self.start_from, earlier.as_ref(), |w| {
+        let earlier = earlier.filter(|_| global.is_none());
+        let restore = restore::load(&dir, start_from, earlier.as_ref(), |w| {
             eprintln!("rill: warning: {w}")
         })?;
         if let Some(r) = &restore {
@@ -231,9 +276,16 @@ impl Job {
             tracing::warn!("compacting the checkpoint history: {e}");
         }
         let restore = restore.map(Arc::new);
-        let first_id = CheckpointId(
-            crate::checkpoint::history::next_id(&dir).max(newest_in_store.map_or(0, |c| c.0 + 1)),
-        );
+        let after_store = newest_in_store.map_or(0, |c| c.0 + 1);
+        let first_id = CheckpointId(if global.is_some() {
+            // Several processes: right after the newest id any process used in the store,
+            // so that a restarted process takes part in the very checkpoint the others
+            // wait for (an id this process triggered but never put in the store is free
+            // again: nothing of it was committed or decided).
+            after_store.max(1)
+        } else {
+            crate::checkpoint::history::next_id(&dir).max(after_store)
+        });
         let coord = Coordinator::new(
             CoordinatorConfig {
                 interval: cfg.interval(),
@@ -278,6 +330,7 @@ impl Job {
             sources: self.graph.sources(),
             retained: cfg.retained,
             remote: remote_url,
+            global,
         });
         links[0] = Some(Link::Coordinator(Box::new(shell)));
         let shards = links
