@@ -37,7 +37,7 @@ use rill_engine::config::{CoreConfig, JobConfig, JobSpec};
 use rill_engine::dataflow::{Out, Pipeline};
 use rill_engine::runtime::{supervise, Control};
 use rill_kafka::{Delivery, KafkaRecord, KafkaSink, KafkaSource, StartFrom};
-use rill_testkit::kafka_log::{Markers, RawReader};
+use rill_testkit::kafka_log::{read_raw, rebuild, Markers, RawReader};
 use rill_testkit::Kafka;
 use serde::Serialize;
 
@@ -530,6 +530,27 @@ pub fn run(mode: Mode, load: &Load, quiet: bool) -> Result<KafkaRun> {
             expected - distinct,
             warm_first,
             warm_first + expected
+        );
+        // Lost, or missed by the tailing consumers? The whole output topic read again
+        // from offset 0, committed values rebuilt from the markers, tells.
+        let mut again: Vec<u64> = (0..load.out_partitions as i32)
+            .flat_map(|p| rebuild(&read_raw(&k.addr, OUT, p)).committed)
+            .filter_map(|v| decode(&v).map(|(seq, _)| seq))
+            .collect();
+        again.sort_unstable();
+        again.dedup();
+        let lost = (warm_first..warm_first + expected)
+            .filter(|s| again.binary_search(s).is_err())
+            .count();
+        eprintln!(
+            "rill-bench kafka: the output topic read again from the start: {lost} of the {} \
+             missing records are not in it{}",
+            expected - distinct,
+            if lost == 0 {
+                " (the tailing consumers missed them; nothing was lost)"
+            } else {
+                " (LOST)"
+            }
         );
     }
     let last_ns = seen.iter().map(|s| s.last_ns).max().unwrap_or(0);
