@@ -1150,7 +1150,10 @@ mod tests {
                 assert_eq!(fulls, GROUPS as usize, "the first checkpoint is full");
             } else {
                 let most = (GROUPS as usize).div_ceil(MAX_CHAIN);
-                assert!(fulls <= most, "checkpoint {id} compacted {fulls} groups (most {most})");
+                assert!(
+                    fulls <= most,
+                    "checkpoint {id} compacted {fulls} groups (most {most})"
+                );
             }
         }
     }

@@ -445,7 +445,10 @@ fn staged_records_are_written_by_one_flush_when_waited_for() {
     assert!(log.durable_lsn() >= end);
     let stats = log.stats();
     assert_eq!(stats.records, 7);
-    assert_eq!(stats.flushes, 1, "one write and one fdatasync for them all: {stats:?}");
+    assert_eq!(
+        stats.flushes, 1,
+        "one write and one fdatasync for them all: {stats:?}"
+    );
     ring.block_on(log.close()).unwrap();
     check_read_back(dir.path(), &refs);
 }
