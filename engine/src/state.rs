@@ -200,6 +200,13 @@ where
     }
 }
 
+/// How many deltas the first chain of key group `kg` counts as having already: the
+/// groups' compactions (full snapshots when a chain reaches `max_chain` deltas) are
+/// spread over `max_chain` consecutive checkpoints instead of all falling on one.
+fn stagger(kg: KeyGroup, max_chain: usize) -> usize {
+    usize::from(kg.0) % max_chain
+}
+
 /// Declares the state of one keyed operator partition; handed to a `process` factory.
 ///
 /// Every piece of state is checkpointed: its key and value types must be archivable,
@@ -527,7 +534,14 @@ where
             return Ok(GroupSnapshot::Empty);
         }
         g.frozen = frozen(None);
-        t.chain[i] = Some(0);
+        t.chain[i] = Some(match t.chain[i] {
+            // A group's first chain (after a start, a restore or an abort) is shortened
+            // by its position among the groups, so that later compactions of the groups
+            // that got their first full snapshot together fall on different checkpoints:
+            // about 1/max_chain of them per checkpoint, not all at once every max_chain.
+            None if t.incremental => stagger(kg, max_chain),
+            _ => 0,
+        });
         Ok(job())
     }
 
@@ -1089,6 +1103,59 @@ mod tests {
             rkyv::from_bytes::<(Vec<(u64, u64)>, Vec<u64>), rkyv::rancor::Error>(&b).unwrap(),
             (vec![(1, 11), (2, 20)], vec![])
         );
+    }
+
+    /// Incremental checkpoints compact (write a full snapshot of) a key group when its
+    /// chain reaches `max_chain` deltas. Groups that got their first full snapshot at the
+    /// same checkpoint must not all compact again at the same later one: that checkpoint
+    /// would archive every key (at 1M keys, tens of ms of archiving and megabytes to
+    /// write at once). Every group changes at every checkpoint here; after the first
+    /// checkpoint, no checkpoint writes more than ceil(groups / max_chain) full
+    /// snapshots, and every chain still gets compacted within `max_chain` deltas.
+    #[test]
+    fn compactions_of_key_groups_are_spread_over_checkpoints() {
+        const GROUPS: u16 = 32;
+        const MAX_CHAIN: usize = 4;
+        let mut init = StateInit::<u64>::with_incremental(GROUPS, true);
+        let count = init.value::<u64>("count");
+        let table = init.tables()[0].1.clone();
+        let mut since_full = vec![0usize; GROUPS as usize];
+        for id in 1..=30u64 {
+            for g in 0..GROUPS {
+                let k = u64::from(g) * 1000 + id;
+                count.set(&KeyCtx::new(&k, KeyGroup(g)), id);
+            }
+            let mut fulls = 0;
+            for g in 0..GROUPS {
+                let snap = table
+                    .borrow_mut()
+                    .snapshot(KeyGroup(g), CheckpointId(id), MAX_CHAIN)
+                    .unwrap();
+                let GroupSnapshot::Frozen(job) = snap else {
+                    panic!("group {g} changed, got {snap:?}");
+                };
+                match job.archive().unwrap() {
+                    Some(GroupSnapshot::Full(_)) => {
+                        fulls += 1;
+                        since_full[g as usize] = 0;
+                    }
+                    Some(GroupSnapshot::Delta(_)) => {
+                        since_full[g as usize] += 1;
+                        assert!(since_full[g as usize] <= MAX_CHAIN, "group {g} at {id}");
+                    }
+                    other => panic!("group {g} at checkpoint {id}: {other:?}"),
+                }
+            }
+            if id == 1 {
+                assert_eq!(fulls, GROUPS as usize, "the first checkpoint is full");
+            } else {
+                let most = (GROUPS as usize).div_ceil(MAX_CHAIN);
+                assert!(
+                    fulls <= most,
+                    "checkpoint {id} compacted {fulls} groups (most {most})"
+                );
+            }
+        }
     }
 
     #[test]

@@ -226,6 +226,21 @@ impl<F: LogFs> LogWriter<F> {
         Ok(rec)
     }
 
+    /// Frames a record into the staged batch without waiting for it: the first half of
+    /// [`LogWriter::append`]. Returns the reference a manifest lists and the Lsn the record
+    /// ends at; it is durable once [`LogWriter::wait_durable`] with that Lsn (or
+    /// [`LogWriter::sync`]) returned. A caller staging many records can spread the staging
+    /// (a copy and a CRC of each payload) over several turns of its executor and still
+    /// pay one write and one fdatasync for them all.
+    pub fn stage_record(&self, spec: RecordSpec, payload: &[u8]) -> Result<(RecordRef, Lsn)> {
+        assert!(
+            !matches!(spec.kind, RecordKind::Padding | RecordKind::Manifest),
+            "{:?} records are written by the storage crate itself",
+            spec.kind
+        );
+        self.stage(&spec, payload)
+    }
+
     /// Appends a full snapshot of `owner` for `checkpoint` (see [`crate::snapshot`]).
     pub async fn append_full(
         &self,
@@ -328,7 +343,9 @@ impl<F: LogFs> LogWriter<F> {
         Ok((rec, i.staged_end))
     }
 
-    async fn wait_durable(&self, end: Lsn) -> Result<()> {
+    /// Waits until every record ending at or before `end` is durable (writing and syncing
+    /// what is staged when no other task is doing so already).
+    pub async fn wait_durable(&self, end: Lsn) -> Result<()> {
         loop {
             let (flushing, epoch) = {
                 let i = self.inner.borrow();

@@ -710,13 +710,29 @@ async fn write_one(
             }
         }
     }
-    let futures = appends
-        .iter()
-        .map(|(_, spec, bytes, _)| log.append(*spec, bytes));
-    let results = futures_util::future::join_all(futures).await;
-    let mut written = Vec::with_capacity(results.len());
-    for r in results {
-        written.push(r.map_err(|e| (format!("checkpoint log: {e}"), storage_unfixable(&e)))?);
+    // Staging copies each archive into the log's batch and checksums it: work in
+    // proportion to the bytes, so it goes in slices between rounds of the core's loop
+    // too; one write and one fdatasync then make every record durable.
+    let slice_ns = core.borrow().archive_slice_ns;
+    let mut slice_start = clock();
+    let mut written = Vec::with_capacity(appends.len());
+    let mut end = None;
+    for (i, (_, spec, bytes, _)) in appends.iter().enumerate() {
+        if i > 0 && clock().saturating_sub(slice_start) >= slice_ns {
+            let round = core.borrow().rounds;
+            NextRound { core, round }.await;
+            slice_start = clock();
+        }
+        let (r, e) = log
+            .stage_record(*spec, bytes)
+            .map_err(|e| (format!("checkpoint log: {e}"), storage_unfixable(&e)))?;
+        written.push(r);
+        end = Some(e);
+    }
+    if let Some(end) = end {
+        log.wait_durable(end)
+            .await
+            .map_err(|e| (format!("checkpoint log: {e}"), storage_unfixable(&e)))?;
     }
     for f in &syncs {
         uring.fdatasync(f.as_raw_fd()).await.map_err(|e| {

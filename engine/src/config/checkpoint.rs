@@ -59,10 +59,12 @@ pub struct CheckpointConfig {
     /// from the first barrier).
     pub aligned_timeout_ms: u64,
     /// Write only the keys changed since the previous checkpoint (deltas chained to a
-    /// full snapshot per key group).
+    /// full snapshot per key group). Default true: a checkpoint's work on the core is
+    /// then in proportion to what changed; false archives every key every time.
     pub incremental: bool,
     /// With `incremental`: the longest delta chain per key group before a full snapshot
-    /// of that key group is written again.
+    /// of that key group is written again (the groups' first chains are staggered, so
+    /// about 1/`max_chain` of the groups compact at each checkpoint).
     pub max_chain: usize,
     /// At a barrier a keyed operator only freezes its key groups; the core archives them
     /// afterwards, between rounds of its loop, at most this long per round (µs; one key
@@ -87,7 +89,7 @@ impl Default for CheckpointConfig {
             local_dir: None,
             unaligned: false,
             aligned_timeout_ms: 0,
-            incremental: false,
+            incremental: true,
             max_chain: 16,
             archive_slice_us: 100,
             segment_preallocate_mib: 4,
@@ -151,7 +153,10 @@ impl CheckpointConfig {
     pub fn log_config(&self) -> rill_storage::LogConfig {
         rill_storage::LogConfig {
             segment_bytes: self.segment_preallocate_mib << 20,
-            ..rill_storage::LogConfig::default()
+            // Each write is submitted from the core, and a buffered write's copy into
+            // the page cache happens in that submission: small writes keep each copy
+            // short (a 4 MiB one held the core for milliseconds).
+            max_write_bytes: 256 << 10,
         }
     }
 
