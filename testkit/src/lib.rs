@@ -14,6 +14,24 @@ pub mod crash;
 pub mod kafka_client;
 pub mod kafka_log;
 
+/// The byte offsets of the input lines in a job directory's dead-letter files
+/// (`dead-letter*.jsonl` in `dir`, one JSON object with an `offset` per line), sorted.
+pub fn dead_letters(dir: &std::path::Path) -> Vec<u64> {
+    let mut offsets = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("dead-letter") && name.ends_with(".jsonl") {
+            for l in std::fs::read_to_string(&p).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                offsets.push(v["offset"].as_u64().unwrap());
+            }
+        }
+    }
+    offsets.sort_unstable();
+    offsets
+}
+
 /// A free TCP port on loopback (bound, read, released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

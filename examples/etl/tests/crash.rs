@@ -20,7 +20,8 @@ use rand::{Rng, SeedableRng};
 use rill_testkit::crash::{completed_checkpoints, run_with_kills, seed};
 
 mod common;
-use common::{committed, cpus, dead_letters, job_dir, rill, write_input, Reference};
+use common::{committed, cpus, job_dir, rill, write_input, Reference};
+use rill_testkit::dead_letters;
 
 fn no_leftovers(dir: &Path) {
     for e in std::fs::read_dir(dir.join("out")).unwrap() {

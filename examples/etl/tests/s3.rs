@@ -8,8 +8,9 @@ use std::path::Path;
 use rand::SeedableRng;
 
 mod common;
-use common::{committed, cpus, dead_letters, job_dir, rill, text, write_input};
+use common::{committed, cpus, job_dir, rill, text, write_input};
 use rill_testkit::crash::{completed_in, run_with_kills_in, seed, Runs};
+use rill_testkit::dead_letters;
 use rill_testkit::S3;
 
 const LINES: usize = 300_000;

@@ -18,7 +18,8 @@ use rand::SeedableRng;
 use rill_testkit::crash::{run_with_kills, seed};
 
 mod common;
-use common::{assert_rows_eq, bin, committed, cpus, dead_letters, job_dir, reference, simulated};
+use common::{assert_rows_eq, bin, committed, cpus, job_dir, reference, simulated};
+use rill_testkit::dead_letters;
 
 fn no_leftovers(dir: &Path) {
     for e in std::fs::read_dir(dir.join("out")).unwrap() {

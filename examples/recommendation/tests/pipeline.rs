@@ -10,7 +10,8 @@ use rill_engine::config::{CoreConfig, JobConfig, JobSpec};
 use rill_engine::runtime::Job;
 
 mod common;
-use common::{assert_rows_eq, committed, cpus, dead_letters, reference, simulated, Knobs};
+use common::{assert_rows_eq, committed, cpus, reference, simulated, Knobs};
+use rill_testkit::dead_letters;
 
 /// Jobs pin executors to the same CPUs; run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());

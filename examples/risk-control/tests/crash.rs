@@ -18,7 +18,8 @@ use rand::SeedableRng;
 use rill_testkit::crash::{run_with_kills, seed};
 
 mod common;
-use common::{assert_checked, binary, committed, cpus, dead_letters, generate, job_dir, text};
+use common::{assert_checked, binary, committed, cpus, generate, job_dir, text};
+use rill_testkit::dead_letters;
 
 /// Transactions of the input: about 21,000 alerts, small enough for a short test.
 const LINES: usize = 150_000;

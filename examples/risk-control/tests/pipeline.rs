@@ -11,7 +11,8 @@ use rill_engine::config::{CoreConfig, JobConfig, JobSpec};
 use rill_engine::runtime::Job;
 
 mod common;
-use common::{assert_checked, check, committed, cpus, dead_letters, generate, job_dir};
+use common::{assert_checked, check, committed, cpus, generate, job_dir};
+use rill_testkit::dead_letters;
 
 /// Jobs pin executors to the same CPUs; run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -283,23 +283,6 @@ pub fn committed(dir: &Path) -> Rows {
     got
 }
 
-/// The byte offsets in the dead-letter file(s) `dead-letter*.jsonl` in `dir`, sorted.
-pub fn dead_letters(dir: &Path) -> Vec<u64> {
-    let mut offsets = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().to_string();
-        if name.starts_with("dead-letter") && name.ends_with(".jsonl") {
-            for l in std::fs::read_to_string(&p).unwrap().lines() {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                offsets.push(v["offset"].as_u64().unwrap());
-            }
-        }
-    }
-    offsets.sort_unstable();
-    offsets
-}
-
 /// Compares `got` with `want` user by user, naming the first difference.
 pub fn assert_rows_eq(got: &Rows, want: &Rows, what: &str) {
     for (user, w) in want {
