@@ -14,7 +14,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== loom models of the ring and the doorbell"
-RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p rill-engine --lib --release ring::loom
+CARGO_TARGET_DIR=target/loom cargo test -p rill-engine --features loom --lib --release ring::loom
 echo "== scripts/test (the README's test command: installs redis-server when missing)"
 scripts/test
 echo "== criterion benches compile (perf/benches; built in the test profile, not run)"

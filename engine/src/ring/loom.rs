@@ -1,4 +1,4 @@
-//! The ring's synchronization primitives, swapped for loom's under `cfg(loom)`.
+//! The ring's synchronization primitives, swapped for loom's with the `loom` feature.
 //!
 //! Owns: the one place that decides whether `Arc`, the atomics, `UnsafeCell` and `yield_now`
 //! come from `std` or from loom, so the ring and doorbell code is model-checked unchanged
@@ -7,7 +7,7 @@
 //! `UnsafeCell` follows loom's closure API (`with` / `with_mut`) in both builds; under
 //! `std` the closures compile to a plain pointer access.
 
-#[cfg(not(loom))]
+#[cfg(not(feature = "loom"))]
 mod imp {
     pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
     pub(crate) use std::sync::Arc;
@@ -36,7 +36,7 @@ mod imp {
     }
 }
 
-#[cfg(loom)]
+#[cfg(feature = "loom")]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
     pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};

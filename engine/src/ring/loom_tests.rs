@@ -1,4 +1,4 @@
-//! Loom models of the ring and the doorbell (built only with `RUSTFLAGS="--cfg loom"`).
+//! Loom models of the ring and the doorbell (built only with the `loom` feature; see `mod.rs`).
 //!
 //! Owns: exhaustive interleaving checks at small sizes. Must not: use `std` threads or
 //! atomics (loom would not see them).

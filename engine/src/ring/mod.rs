@@ -35,12 +35,11 @@
 //!
 //! # Model checking
 //!
-//! Under `cfg(loom)` the atomics, `UnsafeCell`, `Arc` and `Mutex` come from loom (see
+//! With the `loom` feature the atomics, `UnsafeCell`, `Arc` and `Mutex` come from loom (see
 //! `loom.rs`) and `loom_tests.rs` model-checks the ring and the doorbell:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=/tmp/target-ring-loom \
-//!     cargo test -p rill-engine --lib ring --release
+//! CARGO_TARGET_DIR=target/loom cargo test -p rill-engine --features loom --lib --release ring::loom
 //! ```
 //!
 //! That build compiles the whole `rill-engine` library with loom's primitives in this
@@ -50,9 +49,9 @@
 pub mod doorbell;
 mod loom;
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom"))]
 mod loom_tests;
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(feature = "loom")))]
 mod tests;
 
 pub use doorbell::{Doorbell, Wait};
