@@ -4,9 +4,9 @@
 //! `read_committed` client would. The broker's own `read_committed` is not relied on:
 //! Tansu hides neither aborted nor still-open transactional records.
 //!
-//! Owns: the Fetch request and response codec (just what a reader needs), the record
-//! batch parser, and [`Markers`], the per-producer bookkeeping that releases a
-//! transaction's records at its commit marker. Used by the Kafka tests (whole-log
+//! Owns: [`Markers`], the per-producer bookkeeping that releases a transaction's records
+//! at its commit marker, and the readers over `rill_kafka_wire` (the Fetch and record
+//! batch codec it shares with the Kafka sink's recovery). Used by the Kafka tests (whole-log
 //! checks: [`read_raw`] then [`rebuild`]) and by the benchmark harness (a tailing
 //! [`RawReader`] whose [`Markers`] tell when records became visible).
 //!
@@ -14,31 +14,11 @@
 //! `TcpStream` so that what it reports is what the broker stored.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-/// A record's key and value as stored.
-pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
-
-/// One record batch as stored.
-#[derive(Debug)]
-pub struct Batch {
-    /// Offset of its first record.
-    pub base_offset: i64,
-    /// Offset of its last record.
-    pub last_offset: i64,
-    /// Written inside a transaction.
-    pub transactional: bool,
-    /// A control batch (a transaction marker).
-    pub control: bool,
-    /// The producer id.
-    pub producer_id: i64,
-    /// The producer epoch.
-    pub producer_epoch: i16,
-    /// (key, value) of each record.
-    pub records: Vec<KeyValue>,
-}
+use rill_kafka_wire::{fetch, parse_batches, Fetch, Records};
+pub use rill_kafka_wire::{Batch, KeyValue};
 
 /// What a batch did to the committed view, as [`Markers::push`] reports it.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -193,16 +173,28 @@ impl RawReader {
     /// is advanced past them.
     pub fn fetch(&mut self, max_wait: Duration, min_bytes: i32) -> (i64, Vec<Batch>) {
         self.correlation += 1;
-        let (high, data) = fetch(
-            &mut self.stream,
-            self.correlation,
-            &self.topic,
-            self.partition,
-            self.offset,
+        let req = Fetch {
+            correlation: self.correlation,
+            client_id: "rill-raw-reader",
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
             max_wait,
             min_bytes,
+        };
+        let what = format!(
+            "{}/{} from offset {}",
+            self.topic, self.partition, self.offset
         );
-        let mut got = parse_batches(&data);
+        let Some(fetched) =
+            fetch(&mut self.stream, &req).unwrap_or_else(|e| panic!("fetching {what}: {e}"))
+        else {
+            // Tansu answers a fetch that waited (min_bytes > 0) for nothing with no topics.
+            return (self.offset, Vec::new());
+        };
+        let high = fetched.high_watermark;
+        let mut got = parse_batches(&fetched.records, Records::All)
+            .unwrap_or_else(|e| panic!("parsing {what}: {e}"));
         // Only what continues where the reader is: Tansu can make a later batch of a
         // partition fetchable before an earlier one (two producers writing at once;
         // the tailing consumers of rill-bench kafka skipped thousands of records this
@@ -234,167 +226,6 @@ impl RawReader {
         }
         (high, got)
     }
-}
-
-fn put_str(b: &mut Vec<u8>, s: &str) {
-    b.extend_from_slice(&(s.len() as i16).to_be_bytes());
-    b.extend_from_slice(s.as_bytes());
-}
-
-/// One Fetch v4 of `topic`/`partition` from `offset`: (high watermark, records bytes).
-fn fetch(
-    s: &mut TcpStream,
-    corr: i32,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    max_wait: Duration,
-    min_bytes: i32,
-) -> (i64, Vec<u8>) {
-    let mut b = Vec::new();
-    b.extend_from_slice(&1i16.to_be_bytes()); // Fetch
-    b.extend_from_slice(&4i16.to_be_bytes()); // v4
-    b.extend_from_slice(&corr.to_be_bytes());
-    put_str(&mut b, "rill-raw-reader");
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // replica_id
-    let wait_ms = i32::try_from(max_wait.as_millis()).unwrap_or(i32::MAX);
-    b.extend_from_slice(&wait_ms.to_be_bytes()); // max_wait_ms
-    b.extend_from_slice(&min_bytes.to_be_bytes()); // min_bytes
-    b.extend_from_slice(&(16i32 << 20).to_be_bytes()); // max_bytes
-    b.push(0); // isolation_level: read_uncommitted
-    b.extend_from_slice(&1i32.to_be_bytes());
-    put_str(&mut b, topic);
-    b.extend_from_slice(&1i32.to_be_bytes());
-    b.extend_from_slice(&partition.to_be_bytes());
-    b.extend_from_slice(&offset.to_be_bytes());
-    b.extend_from_slice(&(8i32 << 20).to_be_bytes()); // partition_max_bytes
-    let mut frame = (b.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&b);
-    s.write_all(&frame).expect("sending a fetch");
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).expect("reading a fetch response");
-    let mut r = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut r).expect("reading a fetch response");
-    let mut c = Cur(&r, 0);
-    assert_eq!(c.i32(), corr, "correlation id");
-    c.i32(); // throttle
-    let topics = c.i32();
-    if topics == 0 {
-        // Tansu answers a fetch that waited (min_bytes > 0) for nothing with no topics.
-        return (offset, Vec::new());
-    }
-    assert_eq!(topics, 1, "one topic");
-    c.str();
-    assert_eq!(c.i32(), 1, "one partition");
-    assert_eq!(c.i32(), partition);
-    let err = c.i16();
-    assert_eq!(err, 0, "fetch error code {err} for {topic}/{partition}");
-    let high = c.i64();
-    c.i64(); // last stable offset
-    let aborted = c.i32();
-    for _ in 0..aborted.max(0) {
-        c.i64();
-        c.i64();
-    }
-    let n = c.i32();
-    let data = if n > 0 {
-        c.take(n as usize).to_vec()
-    } else {
-        Vec::new()
-    };
-    (high, data)
-}
-
-struct Cur<'a>(&'a [u8], usize);
-
-impl<'a> Cur<'a> {
-    fn take(&mut self, n: usize) -> &'a [u8] {
-        let s = &self.0[self.1..self.1 + n];
-        self.1 += n;
-        s
-    }
-    fn i16(&mut self) -> i16 {
-        i16::from_be_bytes(self.take(2).try_into().unwrap())
-    }
-    fn i32(&mut self) -> i32 {
-        i32::from_be_bytes(self.take(4).try_into().unwrap())
-    }
-    fn i64(&mut self) -> i64 {
-        i64::from_be_bytes(self.take(8).try_into().unwrap())
-    }
-    fn str(&mut self) -> String {
-        let n = self.i16();
-        String::from_utf8(self.take(n as usize).to_vec()).unwrap()
-    }
-    fn varint(&mut self) -> i64 {
-        let (mut v, mut shift) = (0u64, 0);
-        loop {
-            let b = self.take(1)[0];
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-        }
-        ((v >> 1) as i64) ^ -((v & 1) as i64)
-    }
-    fn bytes_varint(&mut self) -> Option<Vec<u8>> {
-        let n = self.varint();
-        (n >= 0).then(|| self.take(n as usize).to_vec())
-    }
-}
-
-/// The complete record batches (v2, uncompressed) in a fetch's records bytes.
-fn parse_batches(data: &[u8]) -> Vec<Batch> {
-    let mut out = Vec::new();
-    let mut c = Cur(data, 0);
-    while data.len() - c.1 >= 12 {
-        let start = c.1;
-        let base_offset = c.i64();
-        let len = c.i32() as usize;
-        if data.len() - c.1 < len {
-            break; // a partial batch at the end of the response
-        }
-        c.i32(); // partition leader epoch
-        let magic = c.take(1)[0];
-        assert_eq!(magic, 2, "record batch v2");
-        c.take(4); // crc
-        let attrs = c.i16();
-        assert_eq!(attrs & 0x7, 0, "uncompressed batches only");
-        let last_delta = c.i32();
-        c.i64();
-        c.i64();
-        let producer_id = c.i64();
-        let producer_epoch = c.i16();
-        c.i32();
-        let n = c.i32();
-        let mut records = Vec::new();
-        for _ in 0..n {
-            c.varint(); // length
-            c.take(1);
-            c.varint();
-            c.varint();
-            let key = c.bytes_varint();
-            let value = c.bytes_varint();
-            let headers = c.varint();
-            for _ in 0..headers {
-                c.bytes_varint();
-                c.bytes_varint();
-            }
-            records.push((key, value));
-        }
-        assert_eq!(c.1, start + 12 + len, "batch length");
-        out.push(Batch {
-            base_offset,
-            last_offset: base_offset + i64::from(last_delta),
-            transactional: attrs & 0x10 != 0,
-            control: attrs & 0x20 != 0,
-            producer_id,
-            producer_epoch,
-            records,
-        });
-    }
-    out
 }
 
 #[cfg(test)]
